@@ -1,0 +1,51 @@
+"""Small pieces every encoder family shares: the zoo kind, the input scale and the read-out head.
+
+Modelling choices documented here because they apply to all encoders:
+
+* ``input_scale``: mechanistic encoders multiply raw weights by a fixed factor (default
+  ``sqrt(hidden) = sqrt(32)``) so weights at PyTorch's LSTM initialisation, uniform(-1/sqrt(32),
+  1/sqrt(32)), arrive roughly in [-1, 1]. A fixed factor (rather than a data-dependent
+  standardisation) keeps the encoders free of statistics that would have to be fitted on a zoo.
+* Every encoder ends in the same two-layer head, ``Linear(in, head_width) -> GELU ->
+  Linear(head_width, 16)``. ``head_width`` defaults to the encoder's ``width`` and doubles as the
+  fine knob of the budget fitter (see ``budget.py``), because the main width knobs move the
+  parameter count in steps that can be coarser than the tolerance.
+* GELU is the pointwise nonlinearity (smooth, so representations vary smoothly with the weights),
+  except inside ``dws``'s equivariant stack, which uses ReLU for cost (see ``dws.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from ..weights import HIDDEN, Layout
+
+REPRESENTATION_DIM = 16
+ZOO_KINDS = ("formal_languages", "mnist")
+_KIND_BY_INPUT = {6: "formal_languages", 16: "mnist"}
+DEFAULT_INPUT_SCALE = math.sqrt(HIDDEN)
+
+
+def resolve_zoo_kind(layout: Layout, zoo_kind: str | None) -> str:
+    """The zoo kind, given explicitly or read off the layout's input size (6 tokens / 16-pixel tiles)."""
+    inferred = _KIND_BY_INPUT.get(layout.input_size)
+    if zoo_kind is None:
+        if inferred is None:
+            raise ValueError(
+                f"cannot infer the zoo kind from input_size={layout.input_size}; pass zoo_kind as one of {ZOO_KINDS}"
+            )
+        return inferred
+    if zoo_kind not in ZOO_KINDS:
+        raise ValueError(f"unknown zoo_kind {zoo_kind!r}; expected one of {ZOO_KINDS}")
+    if inferred is not None and inferred != zoo_kind:
+        raise ValueError(
+            f"zoo_kind {zoo_kind!r} contradicts the layout (input_size={layout.input_size} means {inferred!r})"
+        )
+    return zoo_kind
+
+
+def head(in_features: int, head_width: int, out_features: int = REPRESENTATION_DIM) -> nn.Sequential:
+    """The shared read-out: one hidden layer of ``head_width`` units."""
+    return nn.Sequential(nn.Linear(in_features, head_width), nn.GELU(), nn.Linear(head_width, out_features))

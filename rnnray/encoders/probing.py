@@ -1,0 +1,116 @@
+"""Functionalist encoders: interrogate every RNN of the batch with probe sequences, read the answers.
+
+Both encoders only see input-output behaviour, so they are invariant to hidden-neuron permutations
+by construction. The RNNs are evaluated functionally from their flat vectors with
+``rnnray.rnn.run`` / ``rnnray.rnn.step`` (K = the batch of RNNs, the M probes as each network's
+inner batch): one batched call, no loop over RNNs, and gradients flow back into the probes.
+
+Modelling choices:
+
+* Probe values. Formal languages: each step is a distribution over the 6 tokens (softmax of learned
+  logits) fed as a soft one-hot vector. MNIST: each step is a 4x4 tile of values in (0, 1) (sigmoid
+  of learned values), the pixel range.
+* Initialisation (``noninteractive``, formal languages): the first step of every probe starts with
+  a +3 logit on BOS (token 4), since every zoo sequence starts with BOS; it stays learnable. Other
+  logits/values start as N(0, 1).
+* Answers. Formal languages: log-softmax of the RNN's outputs (log-probabilities are what the zoo
+  stores and are scale-free); MNIST: the raw logits. The reader gets, per step, the concatenation
+  over the M probes of ``[answer, probe]``: the probe is a per-step constant for ``noninteractive``
+  (a learned time code) and the question that was asked for ``interactive``.
+* Reader: an LSTM of ``width`` units (``reader_layers`` layers); its last hidden state of the top
+  layer goes through the shared head to 16 numbers.
+* ``interactive``: before each step, a linear head on the reader's top hidden state emits the next
+  M probe steps (softmax / sigmoid as above), the RNNs take one step on them with
+  ``rnnray.rnn.step``, and the reader digests the answers, so later questions depend on earlier
+  answers. The reader starts from a zero state, so the first probe is the probe head's bias.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import rnn
+from ..weights import Layout
+from .common import head
+
+BOS = 4
+DEFAULT_PROBE_LENGTH = {"formal_languages": 22, "mnist": 50}
+
+
+class _Probing(nn.Module):
+    """What both probing encoders share: probe activation, answer transform and read-out."""
+
+    def __init__(self, layout: Layout, zoo_kind: str, width: int, head_width: int, num_probes: int,
+                 probe_length: int | None):
+        super().__init__()
+        self.layout = layout
+        self.zoo_kind = zoo_kind
+        self.num_probes = num_probes
+        self.probe_length = DEFAULT_PROBE_LENGTH[zoo_kind] if probe_length is None else probe_length
+        self.reader_input = num_probes * (layout.output_size + layout.input_size)
+        self.head = head(width, head_width)
+
+    def activate(self, raw: torch.Tensor) -> torch.Tensor:
+        """Learned unconstrained values -> valid probe inputs."""
+        return F.softmax(raw, dim=-1) if self.zoo_kind == "formal_languages" else torch.sigmoid(raw)
+
+    def answer(self, outputs: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(outputs, dim=-1) if self.zoo_kind == "formal_languages" else outputs
+
+
+class NonInteractiveProbing(_Probing):
+    """Fixed learned probes for all RNNs; a reader LSTM over the answers."""
+
+    def __init__(self, layout: Layout, zoo_kind: str, width: int, head_width: int, num_probes: int,
+                 probe_length: int | None, reader_layers: int):
+        super().__init__(layout, zoo_kind, width, head_width, num_probes, probe_length)
+        raw = torch.randn(num_probes, self.probe_length, layout.input_size)
+        if zoo_kind == "formal_languages":
+            raw[:, 0, BOS] += 3.0
+        self.probe_raw = nn.Parameter(raw)
+        self.reader = nn.LSTM(self.reader_input, width, num_layers=reader_layers, batch_first=True)
+
+    def probes(self) -> torch.Tensor:
+        """(M, T, input) probe inputs."""
+        return self.activate(self.probe_raw)
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        b = flat.shape[0]
+        probes = self.probes().expand(b, -1, -1, -1)  # (B, M, T, in)
+        outputs = rnn.run(self.layout, self.layout.split(flat), probes)  # (B, M, T, out)
+        seq = torch.cat([self.answer(outputs), probes], dim=-1)
+        seq = seq.transpose(1, 2).reshape(b, self.probe_length, self.reader_input)
+        hidden, _ = self.reader(seq)
+        return self.head(hidden[:, -1])
+
+
+class InteractiveProbing(_Probing):
+    """Probes generated step by step from the reader's state: an adaptive interrogation."""
+
+    def __init__(self, layout: Layout, zoo_kind: str, width: int, head_width: int, num_probes: int,
+                 probe_length: int | None, reader_layers: int):
+        super().__init__(layout, zoo_kind, width, head_width, num_probes, probe_length)
+        self.cells = nn.ModuleList(
+            nn.LSTMCell(self.reader_input if i == 0 else width, width) for i in range(reader_layers)
+        )
+        self.probe_head = nn.Linear(width, num_probes * layout.input_size)
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        b, m = flat.shape[0], self.num_probes
+        params = self.layout.split(flat)
+        zero = flat.new_zeros(b, self.cells[0].hidden_size)
+        reader = [(zero, zero) for _ in self.cells]
+        state = rnn.init_state(self.layout, b, m, flat)
+        for _ in range(self.probe_length):
+            probe = self.activate(self.probe_head(reader[-1][0]).view(b, m, -1))  # (B, M, in)
+            outputs, state = rnn.step(self.layout, params, probe, state)  # (B, M, out)
+            x = torch.cat([self.answer(outputs), probe], dim=-1).reshape(b, self.reader_input)
+            new = []
+            for cell, hc in zip(self.cells, reader):
+                hc = cell(x, hc)
+                new.append(hc)
+                x = hc[0]
+            reader = new
+        return self.head(reader[-1][0])

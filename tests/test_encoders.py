@@ -1,0 +1,217 @@
+"""Encoders: shapes and gradients, parameter budgets, permutation symmetry, batched probing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rnnray import rnn
+from rnnray.encoders import (
+    ENCODERS,
+    InfeasibleBudget,
+    UnknownEncoder,
+    augment,
+    build_encoder,
+    count_params,
+    default_hparams,
+    fit_to_budget,
+    needs_augmentation,
+    search_space,
+)
+from rnnray.weights import FORMAL_LANGUAGES, MNIST
+
+LAYOUTS = {"formal_languages": FORMAL_LANGUAGES, "mnist": MNIST}
+INVARIANT = ("stats", "dws", "noninteractive", "interactive")
+NOT_INVARIANT = ("flat", "transformer")
+# small but structurally complete configurations, so the tests stay fast
+SMALL = {
+    "flat": dict(width=8, depth=2),
+    "stats": dict(width=16, depth=2),
+    "transformer": dict(width=16, heads=4, depth=1),
+    "dws": dict(width=8, depth=2),
+    "noninteractive": dict(width=16, num_probes=2, probe_length=6),
+    "interactive": dict(width=16, num_probes=2, probe_length=6),
+}
+
+
+def init_like(layout, batch, scale=1.0, seed=0):
+    """Flat vectors drawn like PyTorch's LSTM init, uniform(-1/sqrt(H), 1/sqrt(H)), times ``scale``."""
+    g = torch.Generator().manual_seed(seed)
+    bound = scale / math.sqrt(layout.hidden)
+    return (torch.rand(batch, layout.num_params, generator=g, dtype=torch.float64) * 2 - 1) * bound
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(params=list(LAYOUTS), ids=list(LAYOUTS))
+def kind_layout(request):
+    return request.param, LAYOUTS[request.param]
+
+
+# -- 1. shapes and gradients ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ENCODERS)
+def test_forward_shape_and_gradients_reach_every_parameter(name, kind_layout):
+    kind, layout = kind_layout
+    torch.manual_seed(0)
+    enc = build_encoder(name, layout, zoo_kind=kind, **SMALL[name])
+    flat = init_like(layout, 3).float()
+    rep = enc(flat)
+    assert rep.shape == (3, 16) and rep.dtype == torch.float32
+    rep.square().sum().backward()
+    for pname, p in enc.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+    if name == "noninteractive":
+        assert enc.probe_raw.grad.abs().sum() > 0  # the learned probes themselves are trained
+    if name == "interactive":
+        assert enc.probe_head.weight.grad.abs().sum() > 0  # the probe generator is trained
+
+
+def test_registry_lookups():
+    assert ENCODERS == ("flat", "stats", "transformer", "dws", "noninteractive", "interactive")
+    assert [n for n in ENCODERS if needs_augmentation(n)] == ["flat", "transformer"]
+    for name in ENCODERS:
+        defaults = default_hparams(name)
+        assert "width" in defaults and "head_width" in defaults
+        assert set(search_space(name)) <= set(defaults)
+    assert search_space("noninteractive")["num_probes"] == [1, 2, 4, 8]
+    assert search_space("interactive", "mnist")["probe_length"] == [25, 50]
+    with pytest.raises(UnknownEncoder, match="flat, stats, transformer, dws, noninteractive, interactive"):
+        build_encoder("lstm", FORMAL_LANGUAGES)
+    assert issubclass(UnknownEncoder, ValueError)
+    with pytest.raises(TypeError, match="widht"):
+        build_encoder("flat", FORMAL_LANGUAGES, widht=3)
+    with pytest.raises(ValueError, match="contradicts"):
+        build_encoder("noninteractive", FORMAL_LANGUAGES, zoo_kind="mnist")
+
+
+def test_probe_defaults_follow_the_zoo():
+    assert build_encoder("noninteractive", FORMAL_LANGUAGES, width=4).probe_raw.shape == (4, 22, 6)
+    assert build_encoder("noninteractive", MNIST, width=4).probe_raw.shape == (4, 50, 16)
+    assert build_encoder("interactive", MNIST, width=4, num_probes=8).probe_length == 50
+
+
+# -- 2. budgets -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("budget", [2e4, 2e5, 1.2e6])
+@pytest.mark.parametrize("name", ENCODERS)
+def test_fit_to_budget_lands_within_tolerance(name, budget, kind_layout):
+    _, layout = kind_layout
+    hp, n = fit_to_budget(name, layout, budget, tolerance=0.05)
+    built = count_params(build_encoder(name, layout, **hp))  # the real module, not the fitter's claim
+    assert built == n
+    assert abs(built - budget) <= 0.05 * budget, (name, budget, built, hp)
+    for key, value in default_hparams(name).items():  # only the width knobs were changed
+        if key not in ("width", "head_width") and value is not None:
+            assert hp[key] == value
+
+
+def test_fit_to_budget_keeps_given_structure():
+    hp, n = fit_to_budget("transformer", MNIST, 2e5, heads=8, depth=3)
+    assert hp["heads"] == 8 and hp["depth"] == 3 and hp["width"] % 8 == 0
+    assert abs(n - 2e5) <= 0.05 * 2e5
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_absurd_budget_is_infeasible_and_reports_the_range(name):
+    with pytest.raises(InfeasibleBudget) as info:
+        fit_to_budget(name, FORMAL_LANGUAGES, 100)
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert name in msg and "100" in msg and "range" in msg
+    step = default_hparams(name).get("heads", 1) if name == "transformer" else 1
+    smallest = count_params(build_encoder(name, FORMAL_LANGUAGES, width=step, head_width=1))
+    assert str(smallest) in msg
+
+
+# -- 3. permutation symmetry ----------------------------------------------------------------------
+def test_layout_permute_preserves_the_function(kind_layout):
+    _, layout = kind_layout
+    flat = init_like(layout, 1, scale=3.0)[0].float()
+    g = torch.Generator().manual_seed(1)
+    permuted = layout.permute(flat, [p[0] for p in layout.random_permutations(1, g)])
+    assert not torch.equal(permuted, flat)
+    x = torch.randn(4, 9, layout.input_size, generator=g)
+    lstm_a, lin_a = layout.to_modules(flat)
+    lstm_b, lin_b = layout.to_modules(permuted)
+    with torch.no_grad():
+        ya, yb = lin_a(lstm_a(x)[0]), lin_b(lstm_b(x)[0])
+    torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 6.0])
+def test_invariant_encoders_ignore_hidden_permutations(kind_layout, scale):
+    kind, layout = kind_layout
+    flat = init_like(layout, 3, scale=scale, seed=2)
+    g = torch.Generator().manual_seed(3)
+    permuted = layout.permute(flat, layout.random_permutations(3, g))
+    assert (permuted - flat).abs().max() > 1e-3  # the permutation really moved weights
+    for name in INVARIANT:
+        torch.manual_seed(0)
+        enc = build_encoder(name, layout, zoo_kind=kind, **SMALL[name]).double()
+        with torch.no_grad():
+            a, b = enc(flat), enc(permuted)
+        assert rel_err(b, a) < 1e-5, name
+    # a shuffle that is NOT a symmetry (rows of weight_hh_l0 only) must be seen by the encoders that
+    # are not plain block statistics, so their invariance is not blindness
+    parts = layout.split(flat.clone())
+    order = torch.randperm(layout.hidden, generator=g)
+    w_hh = parts["weight_hh_l0"].view(3, 4, layout.hidden, -1)
+    parts["weight_hh_l0"] = w_hh[:, :, order].reshape(3, 4 * layout.hidden, -1)
+    broken = layout.join(parts)
+    for name in ("dws", "noninteractive", "interactive"):
+        torch.manual_seed(0)
+        enc = build_encoder(name, layout, zoo_kind=kind, **SMALL[name]).double()
+        with torch.no_grad():
+            assert rel_err(enc(broken), enc(flat)) > 1e-6, name
+    for name in NOT_INVARIANT:
+        torch.manual_seed(0)
+        enc = build_encoder(name, layout, zoo_kind=kind, **SMALL[name]).double()
+        with torch.no_grad():
+            a, b = enc(flat), enc(permuted)
+        assert rel_err(b, a) > 1e-3, name
+
+
+def test_augment_permutes_without_changing_functions(kind_layout):
+    _, layout = kind_layout
+    flat = init_like(layout, 4, seed=4).float()
+    aug = augment(flat, layout, torch.Generator().manual_seed(5))
+    assert aug.shape == flat.shape and (aug - flat).abs().max() > 1e-3
+    again = augment(flat, layout, torch.Generator().manual_seed(5))
+    assert torch.equal(aug, again)  # reproducible from the generator
+    other = augment(flat, layout, torch.Generator().manual_seed(6))
+    assert not torch.equal(aug, other)
+    x = torch.randn(4, 2, 7, layout.input_size)
+    torch.testing.assert_close(rnn.run(layout, layout.split(aug), x), rnn.run(layout, layout.split(flat), x),
+                               atol=1e-5, rtol=1e-5)
+    # same multiset of values per RNN: only positions moved
+    torch.testing.assert_close(aug.sort(dim=1).values, flat.sort(dim=1).values)
+
+
+# -- 4. batched functional evaluation -------------------------------------------------------------
+def test_rnn_run_matches_torch_modules(kind_layout):
+    _, layout = kind_layout
+    flat = init_like(layout, 3, scale=2.0, seed=7).float()
+    x = torch.randn(3, 5, 8, layout.input_size)
+    batched = rnn.run(layout, layout.split(flat), x)
+    for k in range(3):
+        lstm, lin = layout.to_modules(flat[k])
+        with torch.no_grad():
+            ref = lin(lstm(x[k])[0])
+        torch.testing.assert_close(batched[k], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["noninteractive", "interactive"])
+def test_probing_batch_equals_one_rnn_at_a_time(name, kind_layout):
+    kind, layout = kind_layout
+    torch.manual_seed(0)
+    enc = build_encoder(name, layout, zoo_kind=kind, **SMALL[name])
+    flat = init_like(layout, 4, scale=2.0, seed=8).float()
+    with torch.no_grad():
+        together = enc(flat)
+        alone = torch.cat([enc(flat[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    assert (together[0] - together[1]).abs().max() > 1e-4  # different RNNs, different answers
