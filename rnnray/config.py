@@ -33,7 +33,9 @@ class ZooResources(Strict):
     chunk: int = Field(64, ge=1, description="RNNs trained together, in lockstep, by one actor call (K)")
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
-    threads_per_actor: int = Field(0, ge=0, description="torch intra-op threads per actor; 0 = cpus_per_actor")
+    threads_per_actor: int = Field(
+        1, ge=1, description="torch intra-op threads per actor; 1 keeps every row bitwise independent of the chunking"
+    )
 
 
 class _ZooBase(Strict):

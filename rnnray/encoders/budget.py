@@ -97,10 +97,11 @@ def fit_to_budget(
             return result(k, hw)
 
     fixed = {k: v for k, v in base.items() if k not in ("width", "head_width")}
-    lowest = count(1, 1 if user_head is None else user_head)
+    low_head = 1 if user_head is None else user_head
+    lowest = count(1, low_head)
     raise InfeasibleBudget(
         f"encoder {name!r} cannot be sized to {budget:g} parameters (tolerance {tolerance:.0%}) with {fixed}"
         f"{'' if user_head is None else f' and head_width={user_head}'}: reachable parameter counts range "
-        f"from {lowest} (width={step}) to {count(k_max)} (width={k_max * step}); the widths bracketing the "
+        f"from {lowest} (width={step}, head_width={low_head}) to {count(k_max)} (width={k_max * step}); the widths bracketing the "
         f"budget give {[count(k) for k in options]}"
     )

@@ -1,0 +1,80 @@
+"""``python -m rnnray.zoo build CONFIG.yaml [--set key=value ...]`` and ``python -m rnnray.zoo info PATH``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from ..cli import friendly_errors
+from ..config import load_zoo_config
+
+
+def cmd_build(args) -> None:
+    cfg = load_zoo_config(args.config, args.set)
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=args.address, namespace="rnnray", log_to_driver=True)
+    from . import build
+
+    manifest = build(cfg, progress=not args.no_progress)
+    print(f"zoo: {cfg.path}  ({manifest['kind']}, {manifest['runs']} runs, {manifest['rows']} rows, "
+          f"{len(manifest['shards'])} shards, {manifest['build_seconds']} s)")
+
+
+def summary(path: str) -> str:
+    from .storage import load_table
+
+    table = load_table(path, columns=None)
+    import json
+
+    manifest = json.loads(table.schema.metadata[b"rnnray.manifest"])
+    kind = manifest["kind"]
+    steps = table.column("step").to_numpy()
+    acc = table.column("accuracy").to_numpy()
+    runs = np.unique(table.column("run_id").to_numpy())
+    if kind == "formal_languages":
+        tasks = {tuple(t) for t in table.column("task").combine_chunks().to_numpy_ndarray().tolist()}
+        task_line = f"tasks: {len(tasks)} distinct of 216"
+    else:
+        angles = table.column("angle").to_numpy()
+        task_line = f"tasks: {len(np.unique(angles))} angles in [{angles.min():.1f}, {angles.max():.1f}] degrees"
+    size = sum(s["bytes"] for s in manifest["shards"])
+    lines = [
+        f"zoo: {path}",
+        f"kind: {kind}   source: {manifest.get('mnist_source') or '-'}",
+        f"rows: {table.num_rows}   runs: {len(runs)}   shards: {len(manifest['shards'])}   size: {size / 2**20:.1f} MiB",
+        task_line,
+        f"parameters per RNN: {manifest['layout']['num_params']}",
+        "accuracy per step:",
+        f"  {'step':>6} {'mean':>7} {'median':>7} {'min':>7} {'max':>7}",
+    ]
+    for s in np.unique(steps):
+        a = acc[steps == s]
+        lines.append(f"  {s:>6d} {a.mean():7.3f} {np.median(a):7.3f} {a.min():7.3f} {a.max():7.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m rnnray.zoo", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="train a zoo with Ray Data and write it as Parquet")
+    b.add_argument("config")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    b.add_argument("--address", default=None, help="Ray cluster address (default: start or join a local one)")
+    b.add_argument("--no-progress", action="store_true")
+    i = sub.add_parser("info", help="summarise a built zoo")
+    i.add_argument("path")
+    args = p.parse_args(argv)
+    with friendly_errors(args.debug):
+        if args.cmd == "build":
+            cmd_build(args)
+        else:
+            print(summary(args.path))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,181 @@
+"""Build a zoo with Ray Data: run ids flow through ``map_batches`` into a pool of trainer actors.
+
+Each actor call receives a chunk of run ids, trains them together with the batched trainer and
+writes them as one Parquet shard (temporary name, then rename); it returns only the shard's manifest
+entry, so the heavy rows never travel through the object store. The driver writes the manifest once
+every run is in a shard. Building into a directory that already holds shards skips the runs they
+contain, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import zoo_config_from_dict
+from ..weights import FORMAL_LANGUAGES, MNIST
+from . import storage
+
+log = logging.getLogger("rnnray.zoo")
+
+# config fields that do not change what a row contains (where it is written, how it is computed)
+_NEUTRAL = ("path", "runs", "resources")
+
+
+def layout_for(kind: str):
+    return FORMAL_LANGUAGES if kind == "formal_languages" else MNIST
+
+
+def content_spec(cfg) -> dict:
+    """The part of a zoo config that determines its rows."""
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NEUTRAL}
+
+
+class ZooTrainer:
+    """Ray Data actor: trains chunks of RNNs in lockstep and writes each chunk as a Parquet shard."""
+
+    def __init__(self, cfg: dict, out_dir: str, source: str | None):
+        import torch
+
+        self.cfg = zoo_config_from_dict(cfg)
+        res = self.cfg.resources
+        torch.set_num_threads(res.threads_per_actor)
+        self.device = "cuda" if res.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
+        self.out_dir = Path(out_dir)
+        self.digits = None
+        if self.cfg.kind == "mnist":
+            from . import mnist
+
+            # the driver resolved 'auto' once, so every actor uses the same digits
+            self.digits = mnist.load_digits(source, self.cfg.data_root, self.cfg.download)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .trainer import train_chunk
+
+        run_ids = [int(r) for r in batch["run_id"]]
+        t0 = time.time()
+        cols = train_chunk(self.cfg, run_ids, self.device, digits=self.digits)
+        source = cols.pop("_source", None)
+        meta = {
+            "zoo": json.dumps(content_spec(self.cfg)),
+            "kind": self.cfg.kind,
+            "layout": layout_for(self.cfg.kind).to_json(),
+            "runs": json.dumps(sorted(run_ids)),
+        }
+        if source:
+            meta["source"] = source
+        entry = storage.write_shard(storage.to_table(cols, meta), self.out_dir, run_ids)
+        entry["seconds"] = round(time.time() - t0, 2)
+        entry["device"] = self.device
+        return {"entry": np.array([json.dumps(entry)])}
+
+
+def _existing_shards(root: Path, spec: dict) -> list[dict]:
+    """Finished shards already in the directory; unreadable ones are discarded (their runs redone)."""
+    shard_dir = root / storage.SHARDS
+    if not shard_dir.is_dir():
+        return []
+    for tmp in shard_dir.glob(".*.tmp-*"):
+        tmp.unlink()  # left by an interrupted writer: never complete
+    found = []
+    for f in sorted(shard_dir.glob("*.parquet")):
+        runs = storage.shard_runs(f)
+        if runs is None:
+            log.warning("discarding unreadable shard %s; its runs will be trained again", f)
+            f.unlink()
+            continue
+        theirs = storage.shard_config(f)
+        if theirs != spec:
+            diff = sorted(k for k in set(theirs) | set(spec) if theirs.get(k) != spec.get(k))
+            raise storage.ZooError(
+                f"{f}: existing zoo was built with a different config ({', '.join(diff)} differ); use another path"
+            )
+        found.append(
+            {"file": f"{storage.SHARDS}/{f.name}", "rows": None, "runs": runs, "bytes": f.stat().st_size, "sha256": storage.sha256(f)}
+        )
+    return found
+
+
+def resolve_source(cfg) -> str | None:
+    """Decide once, on the driver, which MNIST digits the whole zoo uses."""
+    if cfg.kind != "mnist":
+        return None
+    from . import mnist
+
+    _, _, name = mnist.load_digits(cfg.source, cfg.data_root, cfg.download)
+    return "torchvision" if name.startswith("torchvision") else "bundled"
+
+
+def build(cfg, progress: bool = True) -> dict:
+    """Build (or finish building) the zoo described by ``cfg``; return its manifest."""
+    import pyarrow.parquet as pq
+    import ray
+
+    root = Path(cfg.path).expanduser()
+    spec = content_spec(cfg)
+    if (root / storage.MANIFEST).exists():
+        manifest = storage.read_manifest(root)
+        if manifest["spec"] != spec or manifest["runs"] != cfg.runs:
+            raise storage.ZooError(f"{root / storage.MANIFEST}: a different zoo is already built here; use another path")
+        return manifest
+    root.mkdir(parents=True, exist_ok=True)
+    shards = _existing_shards(root, spec)
+    done = {r for s in shards for r in s["runs"]}
+    extra = sorted(done - set(range(cfg.runs)))
+    if extra:
+        raise storage.ZooError(f"{root}: holds runs {extra[:3]}... beyond runs={cfg.runs}; use another path")
+    todo = [r for r in range(cfg.runs) if r not in done]
+    source = resolve_source(cfg)
+    res = cfg.resources
+    t0 = time.time()
+    if todo:
+        if not ray.is_initialized():
+            ray.init()
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        ds = ray.data.from_items([{"run_id": r} for r in todo], override_num_blocks=max(1, -(-len(todo) // res.chunk)))
+        actors = max(1, min(res.actors, -(-len(todo) // res.chunk)))
+        out = ds.map_batches(
+            ZooTrainer,
+            fn_constructor_kwargs={"cfg": cfg.model_dump(mode="json"), "out_dir": str(root / storage.SHARDS), "source": source},
+            batch_size=res.chunk,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=res.cpus_per_actor,
+            num_gpus=res.gpus_per_actor or None,
+            max_restarts=3,
+            max_task_retries=3,
+        )
+        for row in out.iter_rows():
+            shards.append(json.loads(row["entry"]))
+    for s in shards:
+        if s["rows"] is None:
+            s["rows"] = pq.read_metadata(root / s["file"]).num_rows
+    counts = {}
+    for s in shards:
+        for r in s["runs"]:
+            counts[r] = counts.get(r, 0) + 1
+    missing = [r for r in range(cfg.runs) if r not in counts]
+    dup = [r for r, c in counts.items() if c > 1]
+    if missing or dup:
+        raise storage.ZooError(f"{root}: build finished with missing runs {missing[:5]} / duplicated runs {dup[:5]}")
+    shards.sort(key=lambda s: s["runs"][0])
+    manifest = {
+        "format": storage.FORMAT,
+        "kind": cfg.kind,
+        "spec": spec,
+        "config": cfg.model_dump(mode="json"),
+        "layout": json.loads(layout_for(cfg.kind).to_json()),
+        "runs": cfg.runs,
+        "snapshots": list(cfg.snapshots),
+        "rows": sum(s["rows"] for s in shards),
+        "mnist_source": source,
+        "shards": [{k: s[k] for k in ("file", "rows", "runs", "bytes", "sha256")} for s in shards],
+        "build_seconds": round(time.time() - t0, 2),
+    }
+    storage.write_manifest(root, manifest)
+    return manifest

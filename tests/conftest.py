@@ -1,0 +1,47 @@
+"""Shared test fixtures: one real local Ray instance per test session, tiny zoos built once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Ray 2.60 writes ~/.ray/auth_token on a local ray.init(); tests must not depend on HOME.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+TINY_FL = dict(kind="formal_languages", runs=8, steps=200, seed=3, snapshot_steps=[0, 100, 200], accuracy_samples=200,
+               stored_sequences=20, resources=dict(actors=2, chunk=4))
+TINY_MNIST = dict(kind="mnist", runs=6, steps=60, seed=5, snapshot_steps=[0, 30, 60], source="bundled",
+                  eval_digits=100, stored_sequences=20, resources=dict(actors=2, chunk=3))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="rnnray-tests")
+    yield ray
+    ray.shutdown()
+
+
+def _build(tmp_path_factory, spec, name):
+    from rnnray.config import parse_zoo
+    from rnnray.zoo import build
+
+    cfg = parse_zoo({**spec, "path": str(tmp_path_factory.mktemp(name) / "zoo")})
+    build(cfg, progress=False)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_fl_zoo(ray_session, tmp_path_factory):
+    """A built formal-languages zoo (8 RNNs, 3 snapshots): its config; the zoo is at cfg.path."""
+    return _build(tmp_path_factory, TINY_FL, "fl")
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_zoo(ray_session, tmp_path_factory):
+    return _build(tmp_path_factory, TINY_MNIST, "mnist")
