@@ -18,7 +18,7 @@ def load(path, checksums: bool = True):
 
 
 def build(cfg, progress: bool = True) -> dict:
-    from .build import build as _build
+    from .builder import build as _build
 
     return _build(cfg, progress=progress)
 

@@ -155,7 +155,7 @@ class MnistRecipe(Recipe):
         held = mnist.heldout_mask(len(images))
         self.train_idx = np.flatnonzero(~held)
         self.held_idx = np.flatnonzero(held)
-        self.images = torch.as_tensor(np.ascontiguousarray(images), device=device)
+        self.images = torch.as_tensor(np.array(images, copy=True), device=device)
         self.labels = torch.as_tensor(labels.astype(np.int64), device=device)
         rngs = [run_rng(cfg.seed, r, _TASK) for r in run_ids]
         lo, hi = cfg.angle_range

@@ -147,9 +147,7 @@ def build(cfg, progress: bool = True) -> dict:
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=res.cpus_per_actor,
             num_gpus=res.gpus_per_actor or None,
-            max_restarts=3,
-            max_task_retries=3,
-        )
+        )  # Ray Data restarts dead pool actors and retries their batches by itself
         for row in out.iter_rows():
             shards.append(json.loads(row["entry"]))
     for s in shards:

@@ -1,0 +1,157 @@
+"""Splits by task (SPEC.md section 4): which RNNs train the encoders, which validate, which are OOD.
+
+Splits are made over *distinct tasks*, never over snapshots or runs, so two RNNs trained on the
+same task (and every snapshot of one RNN) always land in the same split: a model can never be
+validated on a language or angle it has seen in training.
+
+Procedure, with the choices the spec leaves open written down:
+
+1. Order the distinct tasks by a criterion, ascending. Zoo A: the entropy of the normalised counts
+   ``(1 + t - min t) / sum(1 + t - min t)``; the entropy is computed from the *sorted* counts so
+   that permutations of the same counts (equally balanced languages) tie exactly, not up to float
+   rounding. Zoo B: the angle. Ties are broken by the task itself (the offset tuple, or the angle),
+   so the order, and therefore the OOD cut, is a pure function of the set of tasks.
+2. The last ``n_ood`` tasks are OOD (most balanced languages / largest angles).
+3. The rest are shuffled with ``numpy.random.default_rng([seed, 0])`` (PCG64, stable across numpy
+   versions); the first ``n_train`` are train, the remaining ``n_val`` validation.
+4. For downstream tasks the OOD tasks are shuffled with ``default_rng([seed, 1])``: the first
+   ``n_ood // 2`` are ``ood_train`` (added to the predictors' training data), the rest ``ood_test``.
+
+Rounding: with ``n`` distinct tasks, ``n_ood = n_val = max(1, floor(0.15 n + 0.5))`` (round half
+up) and ``n_train = n - n_ood - n_val`` takes the remainder, so nothing is lost to rounding and a
+tiny zoo still has a validation and an OOD task. At least 3 distinct tasks are needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+OOD_FRACTION = 0.15
+VAL_FRACTION = 0.15
+TRAIN_FRACTION = 0.70
+SPLITS = ("train", "val", "ood")
+OOD_HALVES = ("ood_train", "ood_test")
+KINDS = ("formal_languages", "mnist")
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def task_key(kind: str, task) -> Hashable:
+    """A task as a hashable, orderable value: the offset tuple (zoo A) or the angle as a float (zoo B)."""
+    if kind == "formal_languages":
+        return tuple(int(v) for v in np.asarray(task).reshape(-1))
+    if kind == "mnist":
+        return float(np.asarray(task).reshape(()))
+    raise ValueError(f"unknown zoo kind {kind!r}; expected one of {KINDS}")
+
+
+def criterion(kind: str, task) -> float:
+    """The sort key whose largest values are OOD: count entropy (zoo A) or angle (zoo B)."""
+    key = task_key(kind, task)
+    if kind == "mnist":
+        return key
+    t = np.asarray(key, dtype=np.float64)
+    counts = np.sort(1.0 + t - t.min())  # sorted: permuted offsets give bit-identical entropies
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def split_sizes(n: int) -> dict[str, int]:
+    """How many of ``n`` distinct tasks go to each split (see the module docstring for the rounding)."""
+    if n < 3:
+        raise ValueError(f"need at least 3 distinct tasks to make train/val/OOD splits, got {n}")
+    n_ood = max(1, _round_half_up(OOD_FRACTION * n))
+    n_val = max(1, _round_half_up(VAL_FRACTION * n))
+    return {"train": n - n_ood - n_val, "val": n_val, "ood": n_ood}
+
+
+def split_tasks(tasks: Iterable, kind: str, seed: int = 0) -> dict[Hashable, str]:
+    """Distinct tasks -> "train" | "val" | "ood". Duplicates in ``tasks`` are fine (they are merged)."""
+    distinct = sorted({task_key(kind, t) for t in tasks}, key=lambda k: (criterion(kind, k), k))
+    sizes = split_sizes(len(distinct))
+    in_dist, ood = distinct[: len(distinct) - sizes["ood"]], distinct[len(distinct) - sizes["ood"]:]
+    order = np.random.default_rng([seed, 0]).permutation(len(in_dist))
+    shuffled = [in_dist[i] for i in order]
+    out = {t: "train" for t in shuffled[: sizes["train"]]}
+    out.update({t: "val" for t in shuffled[sizes["train"]:]})
+    out.update({t: "ood" for t in ood})
+    return out
+
+
+def ood_halves(ood_tasks: Iterable, kind: str, seed: int = 0) -> dict[Hashable, str]:
+    """OOD tasks -> "ood_train" | "ood_test" (downstream predictors fit on one half, are tested on the other)."""
+    distinct = sorted({task_key(kind, t) for t in ood_tasks}, key=lambda k: (criterion(kind, k), k))
+    order = np.random.default_rng([seed, 1]).permutation(len(distinct))
+    shuffled = [distinct[i] for i in order]
+    half = len(shuffled) // 2
+    return {t: ("ood_train" if i < half else "ood_test") for i, t in enumerate(shuffled)}
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The split of every task and run of one zoo. ``run_split`` is what training uses."""
+
+    kind: str
+    seed: int
+    task_split: dict[Hashable, str]  # task -> train | val | ood
+    run_task: dict[int, Hashable] = field(repr=False)  # run id -> task
+    task_half: dict[Hashable, str] = field(repr=False)  # OOD task -> ood_train | ood_test
+
+    @property
+    def run_split(self) -> dict[int, str]:
+        """run id -> "train" | "val" | "ood" (a run's split is its task's)."""
+        return {r: self.task_split[t] for r, t in self.run_task.items()}
+
+    @property
+    def run_half(self) -> dict[int, str]:
+        """OOD run id -> "ood_train" | "ood_test"."""
+        return {r: self.task_half[t] for r, t in self.run_task.items() if t in self.task_half}
+
+    def runs(self, split: str) -> list[int]:
+        """Sorted run ids of a split: "train", "val", "ood", "ood_train" or "ood_test"."""
+        if split in SPLITS:
+            return sorted(r for r, s in self.run_split.items() if s == split)
+        if split in OOD_HALVES:
+            return sorted(r for r, s in self.run_half.items() if s == split)
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS + OOD_HALVES}")
+
+    def tasks(self, split: str) -> list[Hashable]:
+        """The tasks of a split, in criterion order."""
+        table = self.task_half if split in OOD_HALVES else self.task_split
+        return sorted((t for t, s in table.items() if s == split), key=lambda k: (criterion(self.kind, k), k))
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return {s: {"tasks": len(self.tasks(s)), "runs": len(self.runs(s))} for s in SPLITS + OOD_HALVES}
+
+
+def make_splits(run_tasks: Mapping[int, object], kind: str, seed: int = 0) -> Splits:
+    """Splits from ``{run_id: task}`` (task = offsets (4,) for zoo A, angle for zoo B)."""
+    run_task = {int(r): task_key(kind, t) for r, t in run_tasks.items()}
+    task_split = split_tasks(run_task.values(), kind, seed)
+    halves = ood_halves([t for t, s in task_split.items() if s == "ood"], kind, seed)
+    return Splits(kind=kind, seed=seed, task_split=task_split, run_task=run_task, task_half=halves)
+
+
+def zoo_splits(path: str | Path, seed: int = 0, checksums: bool = True) -> Splits:
+    """Splits of a zoo on disk (reads only the run id and task columns)."""
+    from .zoo import ZooError, load_table, read_manifest
+
+    kind = read_manifest(path)["kind"]
+    column = "task" if kind == "formal_languages" else "angle"
+    table = load_table(path, columns=["run_id", column], checksums=checksums)
+    runs = table.column("run_id").to_numpy()
+    col = table.column(column).combine_chunks()
+    values = col.to_numpy_ndarray() if kind == "formal_languages" else col.to_numpy()
+    run_tasks: dict[int, object] = {}
+    for r, v in zip(runs.tolist(), values):
+        key = task_key(kind, v)
+        if run_tasks.setdefault(r, key) != key:
+            raise ZooError(f"{path}: run {r} has snapshots with different tasks ({run_tasks[r]} and {key})")
+    return make_splits(run_tasks, kind, seed)

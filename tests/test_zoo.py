@@ -1,0 +1,336 @@
+"""The zoos: task recipes, the Ray Data build, Parquet that reads without Ray, resume, commands, science."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnray.config import ConfigError, parse_zoo
+from rnnray.weights import FORMAL_LANGUAGES, MNIST
+from rnnray.zoo import ZooError, build, languages, load, load_table, mnist, verify
+from rnnray.zoo.trainer import train_chunk
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------------------
+# zoo A recipe
+
+
+def test_all_216_tasks_and_draws():
+    assert len({tuple(t) for t in languages.ALL_TASKS}) == 216
+    rng = np.random.default_rng(0)
+    drawn = {tuple(languages.draw_task(rng)) for _ in range(5000)}
+    assert drawn == {tuple(t) for t in languages.ALL_TASKS}
+
+
+def test_training_sequences_follow_the_language():
+    tasks = torch.tensor([[0, -1, 2, 0], [0, -3, 1, 2]])
+    n = torch.tensor([[1, 4], [3, 9]])
+    seqs = languages.make_sequences(tasks, n, 42)
+    assert languages.render(seqs[0, 0]).startswith("^acccd$")
+    assert languages.render(seqs[0, 1]).startswith("^aaaabbbccccccdddd$")
+    assert languages.render(seqs[1, 0]).startswith("^aaaccccddddd$")
+    assert seqs.shape == (2, 2, 42) and (seqs[..., 0] == languages.BOS).all()
+    assert languages.in_language(seqs[..., 1:], tasks).all()
+
+
+@pytest.mark.parametrize(
+    "string,ok",
+    [
+        ("abbcd$", False),  # counts: t=(0,1,1,1) needs n+1 b, c, d
+        ("abbccdd$", True),
+        ("bcd$", True),  # n=0: a^0 b^1 c^1 d^1
+        ("bbccdd$", False),  # n=1 would need one a
+        ("abbccdd", False),  # no EOS
+        ("abcbcdd$", False),  # order broken
+        ("abbccdd$a", True),  # anything after the first EOS is ignored
+        ("aabbbcccddd$", True),
+        ("abbccd^d$", False),  # BOS inside the string
+    ],
+)
+def test_strict_membership(string, ok):
+    ids = {c: i for i, c in enumerate("abcd^$")}
+    toks = torch.tensor([[[ids[c] for c in string]]])
+    task = torch.tensor([[0, 1, 1, 1]])
+    assert bool(languages.in_language(toks, task)[0, 0]) is ok
+
+
+def test_membership_respects_n_min():
+    ids = {c: i for i, c in enumerate("abcd^$")}
+    task = torch.tensor([[0, -2, 0, 0]])  # n_min = 2
+    good = torch.tensor([[[ids[c] for c in "aaccdd$"]]])  # n = 2: a^2 b^0 c^2 d^2
+    bad = torch.tensor([[[ids[c] for c in "acd$"]]])  # n = 1 < n_min would need b^-1
+    assert languages.in_language(good, task).item() and not languages.in_language(bad, task).item()
+
+
+# ------------------------------------------------------------------------------------------------
+# zoo B recipe
+
+
+def test_mnist_tiles_rotation_and_split():
+    img = torch.arange(784, dtype=torch.float32).view(1, 28, 28)
+    rot0 = mnist.rotate(img / 784, torch.zeros(1))
+    assert torch.allclose(rot0, img / 784, atol=1e-6)
+    rot90 = mnist.rotate(img / 784, torch.full((1,), 90.0))
+    assert torch.allclose(rot90[0, 2:-2, 2:-2], torch.rot90(img[0] / 784, 1)[2:-2, 2:-2], atol=1e-5) or torch.allclose(
+        rot90[0, 2:-2, 2:-2], torch.rot90(img[0] / 784, -1)[2:-2, 2:-2], atol=1e-5
+    )
+    u8 = torch.arange(784).remainder(256).to(torch.uint8).view(1, 28, 28)
+    seq = mnist.to_sequences(u8, torch.zeros(1))
+    assert seq.shape == (1, 50, 16) and (seq[0, 0] == 0).all()
+    norm = (u8.float() / 255 - mnist.MEAN) / mnist.STD
+    # tile 1 (row 0, col 1) = rows 0..3, columns 4..7, flattened row-major
+    assert torch.allclose(seq[0, 2], norm[0, 0:4, 4:8].reshape(-1), atol=1e-5)
+    assert torch.allclose(seq[0, 1 + 7], norm[0, 4:8, 0:4].reshape(-1), atol=1e-5)  # second tile row
+    mask = mnist.heldout_mask(10000)
+    assert abs(mask.mean() - 0.2) < 0.01 and (mnist.heldout_mask(60000)[:10000] == mask).all()
+    images, labels, source = mnist.load_digits("bundled")
+    assert images.shape == (10000, 28, 28) and labels.max() == 9 and source.startswith("bundled")
+
+
+def test_mnist_runs_draw_angles_and_weight_decays():
+    cfg = parse_zoo({"kind": "mnist", "runs": 40, "steps": 0, "source": "bundled", "eval_digits": 10, "stored_sequences": 2})
+    from rnnray.zoo.trainer import MnistRecipe
+
+    r = MnistRecipe(cfg, list(range(40)), torch.device("cpu"))
+    assert set(r.wd_np.tolist()) == set(np.float32([0.0, 0.001, 0.01, 0.1]).tolist())
+    assert (r.angles_np >= 0).all() and (r.angles_np < 360).all() and np.unique(r.angles_np).size == 40
+
+
+def test_learning_rate_schedule_and_snapshots():
+    cfg = parse_zoo({"kind": "formal_languages"})
+    assert cfg.lr(0) == pytest.approx(0.01) and cfg.lr(10000) == pytest.approx(0.003) and cfg.lr(20000) == pytest.approx(0.0003)
+    assert cfg.lr(5000) == pytest.approx(0.0065) and cfg.lr(15000) == pytest.approx(0.00165)
+    assert cfg.snapshots == (0, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+    assert cfg.model_copy(update={"steps": 1500}).snapshots == (0, 100, 200, 500, 1000, 1500)
+
+
+# ------------------------------------------------------------------------------------------------
+# the Ray Data build
+
+
+def _sorted_table(path):
+    t = load_table(path)
+    return t.sort_by([("run_id", "ascending"), ("step", "ascending")])
+
+
+def _assert_same_rows(a, b):
+    assert a.num_rows == b.num_rows and a.column_names == b.column_names
+    for name in a.column_names:
+        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
+        if hasattr(x, "to_numpy_ndarray"):
+            x, y = x.to_numpy_ndarray(), y.to_numpy_ndarray()
+        else:
+            x, y = x.to_numpy(), y.to_numpy()
+        assert np.array_equal(x, y), name
+
+
+def test_same_zoo_however_chunked_or_spread(ray_session, tmp_path):
+    spec = dict(kind="formal_languages", runs=5, steps=40, seed=11, snapshot_steps=[0, 20, 40], accuracy_samples=50, stored_sequences=8)
+    a = parse_zoo({**spec, "path": str(tmp_path / "a"), "resources": {"actors": 1, "chunk": 5}})
+    b = parse_zoo({**spec, "path": str(tmp_path / "b"), "resources": {"actors": 2, "chunk": 2}})
+    ma, mb = build(a, progress=False), build(b, progress=False)
+    assert len(ma["shards"]) == 1 and len(mb["shards"]) == 3
+    _assert_same_rows(_sorted_table(a.path), _sorted_table(b.path))
+    assert ma["rows"] == 15 and set(ma["shards"][0]["runs"]) == set(range(5))
+
+
+def test_manifest_and_ray_dataset(tiny_fl_zoo):
+    m = verify(tiny_fl_zoo.path)
+    assert m["kind"] == "formal_languages" and m["rows"] == 8 * 3 and m["layout"]["num_params"] == 13766
+    assert m["spec"]["seed"] == 3 and all(len(s["sha256"]) == 64 for s in m["shards"])
+    ds = load(tiny_fl_zoo.path)
+    batch = next(iter(ds.iter_batches(batch_size=4, batch_format="numpy")))
+    assert batch["params"].shape == (4, 13766) and batch["logprobs"].shape == (4, 20, 41, 6)
+
+
+# ------------------------------------------------------------------------------------------------
+# readable without Ray, and faithful to the stored parameters
+
+
+def test_parquet_reads_without_ray_and_pandas(tiny_fl_zoo, tiny_mnist_zoo):
+    for cfg, shapes in [
+        (tiny_fl_zoo, {"params": (13766,), "sequences": (20, 42), "logprobs": (20, 41, 6), "task": (4,)}),
+        (tiny_mnist_zoo, {"params": (15178,), "inputs": (20, 50, 16), "logits": (20, 50, 10)}),
+    ]:
+        shard = sorted((Path(cfg.path) / "shards").glob("*.parquet"))[0]
+        table = pq.read_table(shard)
+        for col, shape in shapes.items():
+            assert table.column(col).combine_chunks().to_numpy_ndarray().shape[1:] == shape
+        meta = json.loads(pq.read_schema(shard).metadata[b"rnnray.shapes"])
+        df = table.to_pandas()
+        for col, shape in shapes.items():
+            assert tuple(meta[col]) == shape
+            assert np.asarray(df[col].iloc[0]).reshape(shape).shape == shape
+        assert np.array_equal(
+            np.asarray(df["params"].iloc[1]), table.column("params").combine_chunks().to_numpy_ndarray()[1]
+        )
+
+
+def test_stored_outputs_reproduce_with_torch_lstm(tiny_fl_zoo, tiny_mnist_zoo):
+    t = load_table(tiny_fl_zoo.path)
+    params = t.column("params").combine_chunks().to_numpy_ndarray()
+    seqs = t.column("sequences").combine_chunks().to_numpy_ndarray()
+    logps = t.column("logprobs").combine_chunks().to_numpy_ndarray()
+    for row in (0, 5, len(params) - 1):
+        lstm, lin = FORMAL_LANGUAGES.to_modules(torch.as_tensor(params[row]))
+        x = F.one_hot(torch.as_tensor(seqs[row][:, :41].astype(np.int64)), 6).float()
+        with torch.no_grad():
+            ref = torch.log_softmax(lin(lstm(x)[0]), -1)
+        assert torch.allclose(ref, torch.as_tensor(logps[row]).float(), atol=2e-2, rtol=1e-2)
+    t = load_table(tiny_mnist_zoo.path)
+    params = t.column("params").combine_chunks().to_numpy_ndarray()
+    inputs = t.column("inputs").combine_chunks().to_numpy_ndarray()
+    logits = t.column("logits").combine_chunks().to_numpy_ndarray()
+    for row in (0, len(params) - 1):
+        lstm, lin = MNIST.to_modules(torch.as_tensor(params[row]))
+        with torch.no_grad():
+            ref = lin(lstm(torch.as_tensor(inputs[row]).float())[0])
+        assert torch.allclose(ref, torch.as_tensor(logits[row]).float(), atol=2e-2, rtol=1e-2)
+
+
+def test_stored_sequences_are_sampled_from_the_rnn(tiny_fl_zoo):
+    """Trained snapshots put most of their probability on the tokens they emitted."""
+    t = load_table(tiny_fl_zoo.path)
+    steps = t.column("step").to_numpy()
+    seqs = t.column("sequences").combine_chunks().to_numpy_ndarray()[steps == 200]
+    logps = t.column("logprobs").combine_chunks().to_numpy_ndarray()[steps == 200].astype(np.float32)
+    chosen = np.take_along_axis(logps, seqs[:, :, 1:, None].astype(np.int64), -1)[..., 0]
+    assert np.exp(chosen).mean() > 0.5  # far above 1/6 for a uniform model
+
+
+# ------------------------------------------------------------------------------------------------
+# resume and safety
+
+
+def test_resume_skips_finished_runs_and_discards_partial_files(ray_session, tmp_path):
+    spec = dict(kind="formal_languages", runs=4, steps=30, seed=2, snapshot_steps=[0, 30], accuracy_samples=20,
+                stored_sequences=4, resources={"actors": 1, "chunk": 2}, path=str(tmp_path / "z"))
+    cfg = parse_zoo(spec)
+    build(cfg, progress=False)
+    full = _sorted_table(cfg.path)
+    root = Path(cfg.path)
+    shards = sorted((root / "shards").glob("*.parquet"))
+    kept, lost = shards
+    kept_mtime = kept.stat().st_mtime_ns
+    # simulate an interrupted build: no manifest, one shard never renamed, a stray temporary file
+    (root / "manifest.json").unlink()
+    lost.rename(root / "shards" / f".{lost.name}.tmp-deadbeef")
+    with pytest.raises(ZooError, match="manifest.json"):
+        load_table(cfg.path)
+    build(cfg, progress=False)
+    assert kept.stat().st_mtime_ns == kept_mtime  # finished runs were not trained again
+    assert not list((root / "shards").glob(".*tmp*"))
+    _assert_same_rows(full, _sorted_table(cfg.path))
+
+
+def test_corrupt_zoos_are_named(ray_session, tiny_fl_zoo, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_fl_zoo.path, copy)
+    shard = sorted((copy / "shards").glob("*.parquet"))[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ZooError, match=shard.name):
+        load_table(copy)
+    shard.write_bytes(data[:-9] + bytes([data[-9] ^ 1]) + data[-8:])  # same size, one bit flipped
+    with pytest.raises(ZooError, match="checksum"):
+        load_table(copy)
+    with pytest.raises(ZooError, match="no zoo here"):
+        load_table(tmp_path / "nowhere")
+
+
+def test_building_over_a_different_zoo_is_refused(ray_session, tiny_fl_zoo):
+    other = tiny_fl_zoo.model_copy(update={"seed": 99})
+    with pytest.raises(ZooError, match="different"):
+        build(other, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+
+
+def _run(*args, cwd=None):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "rnnray.zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_cli_info(tiny_fl_zoo):
+    r = _run("info", tiny_fl_zoo.path)
+    assert r.returncode == 0, r.stderr
+    assert "rows: 24" in r.stdout and "runs: 8" in r.stdout and "accuracy per step" in r.stdout
+    lines = [ln.split() for ln in r.stdout.splitlines() if ln.strip().split()[:1] in (["0"], ["100"], ["200"])]
+    assert [ln[0] for ln in lines] == ["0", "100", "200"]
+
+
+@pytest.mark.parametrize(
+    "content,sets,needle",
+    [
+        ("kind: formal_languages\nruns: [3\n", [], "malformed YAML"),
+        ("kind: formal_languages\nrunz: 3\n", [], "runz: unknown key"),
+        ("kind: formal_languages\nruns: -1\n", [], "runs"),
+        ("kind: cats\n", [], "kind"),
+        ("kind: formal_languages\n", ["steps=many"], "steps"),
+        ("kind: mnist\nresources: {gpus_per_actor: -1}\n", [], "resources.gpus_per_actor"),
+    ],
+)
+def test_cli_bad_configs_exit_2_with_one_line(tmp_path, content, sets, needle):
+    cfg = tmp_path / "zoo.yaml"
+    cfg.write_text(content + f"path: {tmp_path / 'out'}\n")
+    r = _run("build", str(cfg), *sum((["--set", s] for s in sets), []))
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_missing_zoo(tmp_path):
+    r = _run("info", str(tmp_path / "nope"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
+
+
+def test_cli_build(ray_session, tmp_path):
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text("kind: formal_languages\nruns: 2\nsteps: 10\naccuracy_samples: 10\nstored_sequences: 2\n")
+    r = _run("build", str(cfg), "--set", f"path={tmp_path / 'zoo'}", "--set", "resources.actors=1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 runs" in r.stdout and verify(tmp_path / "zoo")["rows"] == 4
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="snapshot_steps"):
+        parse_zoo({"kind": "formal_languages", "snapshot_steps": [5, 1]})
+
+
+# ------------------------------------------------------------------------------------------------
+# the science, at small scale
+
+
+def test_formal_language_rnns_learn_their_languages():
+    torch.set_num_threads(2)
+    cfg = parse_zoo({"kind": "formal_languages", "runs": 4, "steps": 2000, "seed": 7, "snapshot_steps": [0, 2000],
+                     "accuracy_samples": 500, "stored_sequences": 2})
+    out = train_chunk(cfg, [0, 1, 2, 3])
+    acc0 = out["accuracy"][out["step"] == 0].mean()
+    acc = out["accuracy"][out["step"] == 2000].mean()
+    assert acc > 0.6 and acc0 < 0.05, (acc0, acc)
+
+
+def test_mnist_rnns_classify_unrotated_digits():
+    torch.set_num_threads(2)
+    cfg = parse_zoo({"kind": "mnist", "runs": 2, "steps": 2000, "seed": 1, "snapshot_steps": [2000], "source": "bundled",
+                     "angle_range": [0.0, 1e-6], "weight_decays": [0.0], "eval_digits": 2000, "stored_sequences": 2})
+    out = train_chunk(cfg, [0, 1])
+    assert out["accuracy"].min() > 0.8, out["accuracy"]
+    assert (out["heldout_loss"] > 0).all() and (out["train_loss"] > 0).all()
