@@ -1,0 +1,131 @@
+"""The results store: atomic writes, the 'latest sweep' pointer, and ``load_best``.
+
+A results directory holds one folder per sweep (``NAME-YYYYmmdd-HHMMSS``) and a ``LATEST`` file
+naming the most recent one. Every file is written under a temporary name and renamed, so two
+sweeps sharing a results directory, or a sweep killed mid-write, never leave a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+DEFAULT_RESULTS = "results"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def write_latest(results: Path, sweep_dir: Path) -> None:
+    atomic_write_text(results / "LATEST", sweep_dir.name + "\n")
+
+
+def latest_pointer(results: Path) -> Path | None:
+    f = results / "LATEST"
+    if f.is_file():
+        d = results / f.read_text().strip()
+        if d.is_dir():
+            return d
+    sweeps = sorted((p for p in results.glob("*") if (p / "sweep.json").is_file()), key=lambda p: p.stat().st_mtime)
+    return sweeps[-1] if sweeps else None
+
+
+class ResultsError(LookupError):
+    """Nothing to load: the message names what was looked for and what is available."""
+
+
+def resolve_sweep(results: str | Path | None = None) -> Path:
+    """A sweep folder from: None (the latest sweep under $RNNRAY_RESULTS or ./results), a results
+    directory (its latest sweep), a sweep folder, or a sweep name (its latest run under the default)."""
+    default_root = Path(os.environ.get("RNNRAY_RESULTS", DEFAULT_RESULTS)).expanduser()
+    if results is None:
+        root = default_root
+    else:
+        p = Path(results).expanduser()
+        if (p / "sweep.json").is_file():
+            return p
+        if p.is_dir():
+            root = p
+        else:
+            named = sorted(q for q in default_root.glob(f"{results}-*") if (q / "sweep.json").is_file())
+            if named:
+                return named[-1]
+            raise ResultsError(f"{results}: neither a results directory, a sweep folder nor a sweep name under {default_root}")
+    latest = latest_pointer(root)
+    if latest is None:
+        raise ResultsError(f"{root}: no sweeps here yet (run `python -m rnnray.sweep SWEEP.yaml`)")
+    return latest
+
+
+class LoadedEncoder:
+    """A trained encoder, ready to embed RNN weights: ``embed(flat_params) -> (B, 16)``, unit norm."""
+
+    def __init__(self, name: str, module, config: dict, metrics: dict, layout, zoo_kind: str, checkpoint: str, device):
+        self.name, self.module, self.config, self.metrics = name, module, config, metrics
+        self.layout, self.zoo_kind, self.checkpoint = layout, zoo_kind, checkpoint
+        self.device = device
+
+    def to(self, device) -> "LoadedEncoder":
+        import torch
+
+        self.device = torch.device(device)
+        self.module.to(self.device)
+        return self
+
+    def embed(self, flat_params, batch_size: int = 1024):
+        """(B, P) parameter vectors (numpy or torch) -> (B, 16) float32 torch tensor, L2-normalised."""
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.as_tensor(flat_params, dtype=torch.float32)
+        if x.dim() == 1:
+            x = x.unsqueeze(0)
+        if x.shape[-1] != self.layout.num_params:
+            raise ValueError(f"expected parameter vectors of length {self.layout.num_params} ({self.zoo_kind}), got {x.shape[-1]}")
+        self.module.eval()
+        outs = []
+        with torch.no_grad():
+            for a in range(0, x.shape[0], batch_size):
+                outs.append(F.normalize(self.module(x[a : a + batch_size].to(self.device)), dim=-1).cpu())
+        return torch.cat(outs)
+
+    def __repr__(self) -> str:
+        return f"LoadedEncoder({self.name!r}, params={self.metrics.get('n_params')}, val_loss={self.metrics.get('best_val_loss')}, device={self.device})"
+
+
+def load_best(name: str, results: str | Path | None = None, device=None) -> LoadedEncoder:
+    """The best trained encoder of that name from the latest sweep (or the given results / sweep)."""
+    import torch
+
+    from .train import load_checkpoint
+
+    sweep = resolve_sweep(results)
+    best_file = sweep / "best.json"
+    best = json.loads(best_file.read_text()) if best_file.is_file() else {}
+    if name not in best:
+        avail = ", ".join(sorted(best)) or "none"
+        raise ResultsError(f"no trained {name!r} encoder in {sweep} (available: {avail})")
+    entry = best[name]
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, meta = load_checkpoint(entry["checkpoint"], device=dev)
+    from .weights import Layout
+
+    layout = meta["layout"] if not isinstance(meta.get("layout"), (str, dict)) else Layout.from_json(
+        meta["layout"] if isinstance(meta["layout"], str) else json.dumps(meta["layout"]))
+    metrics = {k: entry.get(k) for k in ("best_val_loss", "best_ood_loss", "n_params", "trial_id")}
+    return LoadedEncoder(name, model.encoder.eval(), entry.get("config") or {}, metrics, layout, meta.get("zoo_kind"),
+                         entry["checkpoint"], dev)

@@ -1,0 +1,534 @@
+"""``python -m rnnray.sweep SWEEP.yaml``: compare encoders under equal parameter budgets with Ray Tune.
+
+What happens:
+1. the sweep file is validated (pydantic; one line and exit 2 for anything wrong);
+2. the zoo is built with Ray Data if its directory holds no finished zoo;
+3. every encoder's parameter budget is checked once, so an impossible budget fails before any work;
+4. per encoder, one Ray Tune experiment: Optuna's TPE proposes the learning rate and the encoder's
+   structural knobs (define-by-run), the width is solved from the budget inside the trial, so every
+   trial of every encoder has the same parameter count within the tolerance; ASHA stops weak trials;
+   each trial launches a Ray Train ``TorchTrainer`` (``rnnray.train.fit``);
+5. the results store is written: per trial ``trial.json`` (config, parameter count, metrics history,
+   best checkpoint), and ``summary.csv``, ``summary.md``, ``best.json`` for the sweep.
+
+Resuming (``--resume``): encoders whose experiment finished are not run again; an unfinished
+experiment is restored with ``Tuner.restore`` (finished trials are kept, unfinished and errored
+ones are run again from their last checkpoint, the Optuna searcher's state comes back). ASHA's
+rung statistics are *not* restored by Ray Tune, so early stopping after a resume starts afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import functools
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .cli import UsageError, friendly_errors
+from .config import (
+    ConfigError,
+    FormalLanguagesZoo,
+    MnistZoo,
+    Strict,
+    TrainConfig,
+    apply_overrides,
+    format_validation_error,
+    read_yaml,
+)
+from .results import atomic_write_json, atomic_write_text, latest_pointer, write_latest
+
+TUNE_METRIC = "val_loss"
+
+
+# ------------------------------------------------------------------------------------------------
+# the sweep file
+
+
+class Range(Strict):
+    """A numeric search range: ``{low: 1e-4, high: 1e-2, log: true}`` (``int: true`` for integers)."""
+
+    low: float
+    high: float
+    log: bool = False
+    int: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+SearchValue = list | Range | float | int | str | bool
+
+
+class TuneSettings(Strict):
+    samples_per_encoder: int = Field(4, ge=1, description="trials per encoder")
+    max_concurrent_trials: int = Field(2, ge=1)
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(2, ge=1, description="evaluations before ASHA may stop a trial")
+    reduction_factor: float = Field(2.0, gt=1)
+    seed: int = Field(0, ge=0, description="seed of Optuna's TPE sampler")
+    max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
+
+
+class TrialResources(Strict):
+    workers: int = Field(1, ge=1, description="Ray Train workers per trial (DDP)")
+    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
+_TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "workers", "gpus_per_worker", "cpus_per_worker", "storage_path", "name"}
+
+
+class SweepConfig(Strict):
+    """A sweep file. ``zoo`` is a path to a built zoo, or a zoo config (built if missing)."""
+
+    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
+    results: str = Field("results", description="results directory; one folder per sweep inside it")
+    zoo: str | FormalLanguagesZoo | MnistZoo
+    encoders: list[str] = Field(min_length=1)
+    budget: int = Field(gt=0, description="trainable encoder parameters, the same for every trial")
+    tolerance: float = Field(0.05, gt=0, lt=1)
+    search: dict[str, dict[str, SearchValue]] = Field(
+        default_factory=dict,
+        description="search-space overrides: per encoder name, or 'all'; a list is a choice, a range is numeric, a scalar fixes the value",
+    )
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every trial")
+    tune: TuneSettings = TuneSettings()
+    resources: TrialResources = TrialResources()
+
+    @field_validator("encoders")
+    @classmethod
+    def _known(cls, v):
+        from .encoders import ENCODERS
+
+        unknown = [e for e in v if e not in ENCODERS]
+        if unknown:
+            raise ValueError(f"unknown encoder {unknown[0]!r}; choose from {', '.join(ENCODERS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("an encoder is listed twice")
+        return v
+
+    @field_validator("train")
+    @classmethod
+    def _train_fields(cls, v):
+        owned = sorted(set(v) & _TRAIN_OWNED)
+        if owned:
+            raise ValueError(f"{owned[0]!r} is set by the sweep itself (zoo, budget, tolerance, resources), not under train")
+        try:
+            TrainConfig.model_validate({**v, "zoo": "-"})
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+            raise ValueError(f"{loc}: {msg}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _search_keys(self):
+        from .encoders import search_space
+
+        for key, space in self.search.items():
+            if key != "all" and key not in self.encoders:
+                raise ValueError(f"search.{key}: not one of the sweep's encoders ({', '.join(self.encoders)})")
+            names = {"lr"} | (set().union(*(search_space(e) for e in self.encoders)) if key == "all" else set(search_space(key)))
+            for knob in space:
+                if knob not in names and knob not in _extra_knobs(key, self.encoders):
+                    raise ValueError(f"search.{key}.{knob}: not a searchable hyperparameter ({', '.join(sorted(names))})")
+        return self
+
+    @property
+    def zoo_path(self) -> str:
+        return self.zoo if isinstance(self.zoo, str) else self.zoo.path
+
+    def train_config(self, encoder_hparams: dict, lr: float | None, storage_path: str, name: str) -> TrainConfig:
+        data = dict(self.train)
+        if lr is not None:
+            data["lr"] = lr
+        return TrainConfig(
+            **data,
+            zoo=self.zoo_path,
+            budget=self.budget,
+            tolerance=self.tolerance,
+            encoder_hparams=encoder_hparams,
+            workers=self.resources.workers,
+            gpus_per_worker=self.resources.gpus_per_worker,
+            cpus_per_worker=self.resources.cpus_per_worker,
+            storage_path=storage_path,
+            name=name,
+        )
+
+
+def _extra_knobs(key: str, encoders: list[str]) -> set[str]:
+    """Fixed hyperparameters that may be set (as scalars) though they are not searched by default."""
+    from .encoders import default_hparams
+
+    names = encoders if key == "all" else [key]
+    return set().union(*(set(default_hparams(e)) - {"width", "head_width"} for e in names))
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    data = apply_overrides(read_yaml(path), overrides)
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path))) from None
+
+
+def encoder_space(cfg: SweepConfig, encoder: str, zoo_kind: str) -> dict[str, SearchValue]:
+    """Default space (the encoder's own knobs + learning rate), overridden by 'all' and then by name."""
+    from .encoders import search_space
+
+    space: dict[str, SearchValue] = {"lr": Range(low=3e-5, high=3e-3, log=True)}
+    space.update(search_space(encoder, zoo_kind))
+    for key in ("all", encoder):
+        for knob, value in cfg.search.get(key, {}).items():
+            if key == "all" and knob not in space and knob not in _extra_knobs(encoder, [encoder]):
+                continue  # an 'all' knob this encoder does not have
+            space[knob] = value
+    return space
+
+
+def define_by_run(trial, space: dict):
+    """Optuna define-by-run space (module level so OptunaSearch can pickle it); scalars are fixed."""
+    fixed = {}
+    for knob, value in space.items():
+        if isinstance(value, list):
+            trial.suggest_categorical(knob, value)
+        elif isinstance(value, Range):
+            if value.int:
+                trial.suggest_int(knob, int(value.low), int(value.high), log=value.log)
+            else:
+                trial.suggest_float(knob, value.low, value.high, log=value.log)
+        elif isinstance(value, dict):  # a Range that went through pickling as a plain dict
+            r = Range.model_validate(value)
+            trial.suggest_float(knob, r.low, r.high, log=r.log)
+        else:
+            fixed[knob] = value
+    return fixed or None
+
+
+# ------------------------------------------------------------------------------------------------
+# one trial
+
+
+def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
+    """Tune function trainable: fit one encoder configuration with a Ray Train TorchTrainer."""
+    import ray.tune
+
+    from . import train
+
+    cfg = SweepConfig.model_validate(sweep)
+    lr = config.get("lr")
+    hparams = {k: v for k, v in config.items() if k != "lr"}
+    trial_id = ray.tune.get_context().get_trial_id()
+    storage = str(Path(trial_root) / trial_id)
+    tcfg = cfg.train_config(hparams, lr, storage, "train")
+    result = train.fit(encoder, tcfg, tune_trial=True)
+    record = {
+        "encoder": encoder,
+        "trial_id": trial_id,
+        "config": {"lr": tcfg.lr, **hparams},
+        "train_config": tcfg.model_dump(mode="json"),
+        **_jsonable(result),
+    }
+    atomic_write_json(Path(storage) / "trial.json", record)
+
+
+def _jsonable(result) -> dict:
+    if hasattr(result, "to_dict"):
+        return result.to_dict()
+    if hasattr(result, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(result)
+    return dict(result)
+
+
+# ------------------------------------------------------------------------------------------------
+# the sweep
+
+
+def check_budget(cfg: SweepConfig, zoo_kind: str, layout) -> dict[str, int]:
+    """Fit every encoder at its default hyperparameters: an infeasible budget fails here, up front."""
+    from .encoders import fit_to_budget
+
+    counts = {}
+    for enc in cfg.encoders:
+        fixed = {k: v for k, v in cfg.search.get(enc, {}).items() if not isinstance(v, (list, Range)) and k != "lr"}
+        _, n = fit_to_budget(enc, layout, cfg.budget, cfg.tolerance, zoo_kind=zoo_kind, **fixed)
+        counts[enc] = n
+    return counts
+
+
+def ensure_zoo(cfg: SweepConfig, progress: bool = True) -> dict:
+    from . import zoo
+
+    if isinstance(cfg.zoo, str):
+        return zoo.verify(cfg.zoo, checksums=False)
+    if not (Path(cfg.zoo.path).expanduser() / "manifest.json").exists():
+        print(f"building zoo {cfg.zoo.path} ({cfg.zoo.kind}, {cfg.zoo.runs} RNNs, {cfg.zoo.steps} steps) with Ray Data ...", flush=True)
+    return zoo.build(cfg.zoo, progress=progress)
+
+
+def sweep_dir_for(cfg: SweepConfig, resume: str | bool) -> tuple[Path, bool]:
+    root = Path(cfg.results).expanduser()
+    if resume:
+        if isinstance(resume, str) and resume not in ("latest", "last"):
+            d = Path(resume)
+            d = d if d.is_dir() else root / resume
+        else:
+            candidates = sorted(p for p in root.glob(f"{cfg.name}-*") if (p / "sweep.json").is_file())
+            if not candidates:
+                raise UsageError(f"{root}: no earlier sweep named {cfg.name!r} to resume")
+            d = candidates[-1]
+        if not (d / "sweep.json").is_file():
+            raise UsageError(f"{d}: not a sweep folder (no sweep.json)")
+        return d, True
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    d = root / f"{cfg.name}-{stamp}"
+    n = 1
+    while d.exists():
+        n += 1
+        d = root / f"{cfg.name}-{stamp}-{n}"
+    return d, False
+
+
+def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, resumed: bool, verbose: int):
+    """One Ray Tune experiment for one encoder; returns its trial records."""
+    import optuna
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    exp_dir = sweep_dir / "tune"
+    exp_name = encoder
+    trial_root = sweep_dir / "trials" / encoder
+    done_marker = sweep_dir / "trials" / encoder / "DONE"
+    if done_marker.exists():
+        return collect_trials(trial_root)
+    space = encoder_space(cfg, encoder, zoo_kind)
+    trainable = ray.tune.with_parameters(
+        run_trial, encoder=encoder, sweep=cfg.model_dump(mode="json"), trial_root=str(trial_root.resolve())
+    )
+    # the trial itself only coordinates; its Ray Train workers hold the CPUs and GPUs
+    trainable = ray.tune.with_resources(trainable, {"cpu": 0})
+    path = exp_dir / exp_name
+    if resumed and ray.tune.Tuner.can_restore(str(path.resolve())):
+        tuner = ray.tune.Tuner.restore(str(path.resolve()), trainable, resume_errored=True)
+    else:
+        searcher = OptunaSearch(
+            space=functools.partial(define_by_run, space=space),
+            metric=TUNE_METRIC,
+            mode="min",
+            sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed),
+        )
+        scheduler = None
+        if cfg.tune.scheduler == "asha":
+            evals = max(1, math.ceil(int(cfg.train.get("steps", TrainConfig.model_fields["steps"].default))
+                                     / int(cfg.train.get("eval_every", TrainConfig.model_fields["eval_every"].default))))
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=evals,
+                grace_period=min(cfg.tune.grace_period, evals),
+                reduction_factor=cfg.tune.reduction_factor,
+            )
+        tuner = ray.tune.Tuner(
+            trainable,
+            tune_config=ray.tune.TuneConfig(
+                metric=TUNE_METRIC,
+                mode="min",
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=cfg.tune.samples_per_encoder,
+                max_concurrent_trials=cfg.tune.max_concurrent_trials,
+                trial_name_creator=functools.partial(_trial_name, encoder),
+                trial_dirname_creator=functools.partial(_trial_name, encoder),
+            ),
+            run_config=ray.tune.RunConfig(
+                name=exp_name,
+                storage_path=str(exp_dir.resolve()),
+                failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
+                verbose=verbose,
+            ),
+        )
+    grid = tuner.fit()
+    records = collect_trials(trial_root)
+    errors = [r for r in grid if r.error is not None]
+    for r in errors:
+        tid = r.metrics.get("trial_id") if r.metrics else None
+        _record_failure(trial_root, tid or Path(r.path).name, encoder, r.error)
+    trial_root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(done_marker, "finished\n")
+    return collect_trials(trial_root)
+
+
+def _trial_name(encoder: str, trial) -> str:
+    return f"{encoder}_{trial.trial_id}"
+
+
+def _record_failure(trial_root: Path, trial_id: str, encoder: str, error) -> None:
+    d = trial_root / trial_id
+    if (d / "trial.json").exists():
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    reason = str(error).strip().splitlines()
+    atomic_write_json(d / "failed.json", {"encoder": encoder, "trial_id": trial_id, "status": "failed",
+                                          "reason": reason[-1] if reason else error.__class__.__name__})
+
+
+def collect_trials(trial_root: Path) -> list[dict]:
+    out = []
+    for f in sorted(trial_root.glob("*/trial.json")):
+        out.append(json.loads(f.read_text()))
+    for f in sorted(trial_root.glob("*/failed.json")):
+        if not (f.parent / "trial.json").exists():
+            out.append(json.loads(f.read_text()))
+    return out
+
+
+def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]]) -> tuple[list[dict], dict]:
+    rows, best = [], {}
+    for enc in cfg.encoders:
+        ok = [r for r in records.get(enc, []) if r.get("status") != "failed" and r.get("best_val_loss") is not None
+              and math.isfinite(r["best_val_loss"])]
+        failed = len(records.get(enc, [])) - len(ok)
+        if not ok:
+            rows.append({"encoder": enc, "best_val_loss": None, "best_ood_loss": None, "n_params": None,
+                         "trials": len(records.get(enc, [])), "failed": failed, "trial_id": None, "config": None})
+            continue
+        b = min(ok, key=lambda r: r["best_val_loss"])
+        rows.append({"encoder": enc, "best_val_loss": b["best_val_loss"], "best_ood_loss": b.get("best_ood_loss"),
+                     "n_params": b.get("n_params"), "trials": len(records[enc]), "failed": failed,
+                     "trial_id": b["trial_id"], "config": b.get("config")})
+        best[enc] = {"trial_id": b["trial_id"], "trial_dir": str((sweep_dir / "trials" / enc / b["trial_id"]).resolve()),
+                     "checkpoint": b.get("checkpoint"), "best_val_loss": b["best_val_loss"],
+                     "best_ood_loss": b.get("best_ood_loss"), "n_params": b.get("n_params"), "config": b.get("config")}
+    return rows, best
+
+
+def write_summary(sweep_dir: Path, rows: list[dict], best: dict, cfg: SweepConfig) -> None:
+    buf = io.StringIO()
+    fields = ["encoder", "best_val_loss", "best_ood_loss", "n_params", "trials", "failed", "trial_id", "config"]
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "config": json.dumps(r["config"]) if r["config"] else ""})
+    atomic_write_text(sweep_dir / "summary.csv", buf.getvalue())
+    atomic_write_text(sweep_dir / "summary.md", markdown_table(rows, cfg))
+    atomic_write_json(sweep_dir / "best.json", best)
+
+
+def _fmt(x, spec=".4f"):
+    return "—" if x is None else format(x, spec)
+
+
+def markdown_table(rows: list[dict], cfg: SweepConfig) -> str:
+    lines = [
+        f"# Sweep `{cfg.name}`",
+        "",
+        f"Zoo: `{cfg.zoo_path}` · budget {cfg.budget:,} parameters ± {cfg.tolerance:.0%} · "
+        f"{cfg.tune.samples_per_encoder} trials per encoder",
+        "",
+        "| encoder | best val emulation loss | its OOD emulation loss | parameters | trials (failed) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        n = "—" if r["n_params"] is None else f"{r['n_params']:,}"
+        lines.append(f"| {r['encoder']} | {_fmt(r['best_val_loss'])} | {_fmt(r['best_ood_loss'])} | {n} | {r['trials']} ({r['failed']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def dashboard_url() -> str | None:
+    try:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        url = getattr(ctx, "dashboard_url", None) or ray.worker.get_dashboard_url()  # type: ignore[attr-defined]
+        return f"http://{url}" if url and not url.startswith("http") else url
+    except Exception:
+        return None
+
+
+def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1) -> Path:
+    """The whole job: zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder."""
+    from .weights import Layout
+
+    manifest = ensure_zoo(cfg, progress=progress)
+    zoo_kind = manifest["kind"]
+    layout = Layout.from_json(json.dumps(manifest["layout"]))
+    counts = check_budget(cfg, zoo_kind, layout)
+    sweep_dir, resumed = sweep_dir_for(cfg, resume)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        atomic_write_json(sweep_dir / "sweep.json", {"config": cfg.model_dump(mode="json"), "zoo_kind": zoo_kind,
+                                                     "created": dt.datetime.now().isoformat(timespec="seconds"),
+                                                     "default_param_counts": counts})
+    write_latest(Path(cfg.results).expanduser(), sweep_dir)
+    print(f"sweep folder: {sweep_dir}", flush=True)
+    url = dashboard_url()
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
+    records = {}
+    t0 = time.time()
+    for enc in cfg.encoders:
+        print(f"\n=== {enc}: {cfg.tune.samples_per_encoder} trials at {cfg.budget:,} ± {cfg.tolerance:.0%} parameters ===", flush=True)
+        records[enc] = run_encoder(cfg, enc, zoo_kind, sweep_dir, resumed, verbose)
+        rows, best = summarise(sweep_dir, cfg, records)
+        write_summary(sweep_dir, rows, best, cfg)
+    rows, best = summarise(sweep_dir, cfg, records)
+    write_summary(sweep_dir, rows, best, cfg)
+    after_sweep(sweep_dir, cfg)
+    print(f"\n{markdown_table(rows, cfg)}")
+    print(f"results:     {sweep_dir}")
+    print(f"summary:     {sweep_dir / 'summary.md'}")
+    print(f"best trials: {sweep_dir / 'best.json'}")
+    for enc, b in best.items():
+        print(f"  {enc:<15} checkpoint {b['checkpoint']}")
+    report = sweep_dir / "report.md"
+    if report.exists():
+        print(f"report:      {report}")
+    print(f"finished in {time.time() - t0:.0f} s")
+    return sweep_dir
+
+
+def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
+    """Hook for the downstream evaluation and the report (added by those modules when present)."""
+    return None
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m rnnray.sweep", description="Sweep RNN-weight encoders under equal parameter budgets.")
+    p.add_argument("config", nargs="?", default=None, help="sweep YAML (default: the built-in sweeps/probe.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. tune.samples_per_encoder=2")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SWEEP_DIR",
+                   help="continue the latest sweep of this name (or the given sweep folder)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
+    p.add_argument("--quiet", action="store_true", help="no Tune progress table")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    with friendly_errors(args.debug):
+        path = args.config or str(Path(__file__).resolve().parent / "sweeps" / "probe.yaml")
+        cfg = load_sweep(path, args.set)
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
+        run_sweep(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

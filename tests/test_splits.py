@@ -1,0 +1,101 @@
+"""Splits by task (SPEC.md section 4): disjoint, in proportion, OOD at the end of the criterion, fixed."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from rnnray.splits import criterion, make_splits, ood_halves, split_sizes, split_tasks, zoo_splits
+
+ALL_TASKS = [(0, a, b, c) for a, b, c in itertools.product(range(-3, 3), repeat=3)]  # the 216 of zoo A
+
+
+def test_sizes_round_half_up_and_never_lose_a_task():
+    assert split_sizes(216) == {"train": 152, "val": 32, "ood": 32}  # 0.15 * 216 = 32.4
+    assert split_sizes(100) == {"train": 70, "val": 15, "ood": 15}
+    assert split_sizes(10) == {"train": 6, "val": 2, "ood": 2}  # 1.5 rounds up
+    assert split_sizes(3) == {"train": 1, "val": 1, "ood": 1}  # tiny zoos still validate
+    for n in range(3, 300):
+        assert sum(split_sizes(n).values()) == n
+    with pytest.raises(ValueError, match="at least 3"):
+        split_sizes(2)
+
+
+def test_formal_language_tasks_proportions_and_ood_is_most_balanced():
+    out = split_tasks(ALL_TASKS, "formal_languages", seed=0)
+    assert set(out) == set(ALL_TASKS)
+    counts = {s: sum(v == s for v in out.values()) for s in ("train", "val", "ood")}
+    assert counts == {"train": 152, "val": 32, "ood": 32}
+    ood = [criterion("formal_languages", t) for t, s in out.items() if s == "ood"]
+    rest = [criterion("formal_languages", t) for t, s in out.items() if s != "ood"]
+    assert min(ood) >= max(rest)
+    assert out[(0, 0, 0, 0)] == "ood"  # equal counts: maximal entropy, log 4
+    assert criterion("formal_languages", (0, 0, 0, 0)) == pytest.approx(math.log(4))
+    assert out[(0, -3, -3, -3)] != "ood" and out[(0, 2, -3, 2)] != "ood"
+    # permuted offsets are equally balanced: exactly equal criteria, not just close
+    assert criterion("formal_languages", (0, 1, 0, 0)) == criterion("formal_languages", (0, 0, 0, 1))
+
+
+def test_mnist_ood_is_the_largest_angles():
+    angles = np.random.default_rng(1).uniform(0, 360, size=40)
+    out = split_tasks(angles, "mnist", seed=3)
+    ood = sorted(a for a, s in out.items() if s == "ood")
+    assert len(ood) == 6  # 0.15 * 40
+    assert ood == sorted(angles)[-6:]
+
+
+def test_runs_sharing_a_task_share_the_split():
+    rng = np.random.default_rng(0)
+    run_tasks = {r: ALL_TASKS[i] for r, i in enumerate(rng.integers(0, len(ALL_TASKS), size=500))}
+    sp = make_splits(run_tasks, "formal_languages", seed=0)
+    by_task: dict = {}
+    for r, s in sp.run_split.items():
+        by_task.setdefault(run_tasks[r], set()).add(s)
+    assert all(len(s) == 1 for s in by_task.values())  # no task in two splits
+    runs = [set(sp.runs(s)) for s in ("train", "val", "ood")]
+    assert sum(map(len, runs)) == 500 and not (runs[0] & runs[1] or runs[0] & runs[2] or runs[1] & runs[2])
+    assert set(sp.runs("ood_train")) | set(sp.runs("ood_test")) == runs[2]
+    assert not set(sp.runs("ood_train")) & set(sp.runs("ood_test"))
+
+
+def test_deterministic_and_seeded():
+    shuffled = list(ALL_TASKS)
+    np.random.default_rng(5).shuffle(shuffled)
+    a = split_tasks(ALL_TASKS, "formal_languages", seed=0)
+    assert split_tasks(shuffled + ALL_TASKS[:10], "formal_languages", seed=0) == a  # order and duplicates don't matter
+    b = split_tasks(ALL_TASKS, "formal_languages", seed=1)
+    assert {t for t, s in a.items() if s == "ood"} == {t for t, s in b.items() if s == "ood"}  # OOD: no seed involved
+    assert {t for t, s in a.items() if s == "val"} != {t for t, s in b.items() if s == "val"}
+
+
+def test_ood_halves():
+    ood = [t for t, s in split_tasks(ALL_TASKS, "formal_languages").items() if s == "ood"]
+    h = ood_halves(ood, "formal_languages", seed=0)
+    assert sorted(h.values()).count("ood_train") == 16 and sorted(h.values()).count("ood_test") == 16
+    assert h == ood_halves(list(reversed(ood)), "formal_languages", seed=0)
+    odd = ood_halves(ood[:5], "formal_languages")
+    assert list(odd.values()).count("ood_train") == 2 and list(odd.values()).count("ood_test") == 3
+
+
+@pytest.mark.parametrize("fixture", ["tiny_fl_zoo", "tiny_mnist_zoo"])
+def test_zoo_splits_from_disk(fixture, request):
+    import pyarrow.compute as pc
+
+    from rnnray.zoo import load_table
+
+    cfg = request.getfixturevalue(fixture)
+    sp = zoo_splits(cfg.path)
+    assert sorted(sp.run_split) == list(range(cfg.runs))
+    assert all(sp.runs(s) for s in ("train", "val", "ood"))
+    col = "task" if cfg.kind == "formal_languages" else "angle"
+    table = load_table(cfg.path, columns=["run_id", col])
+    for r in sp.runs("ood"):  # the recorded task of every OOD run is an OOD task
+        rows = table.filter(pc.equal(table["run_id"], r))
+        value = rows[col].combine_chunks()
+        value = value.to_numpy_ndarray()[0] if col == "task" else value.to_numpy()[0]
+        assert sp.task_split[sp.run_task[r]] == "ood"
+        assert criterion(cfg.kind, value) >= max(criterion(cfg.kind, t) for t in sp.tasks("train") + sp.tasks("val"))
+    assert zoo_splits(cfg.path).run_split == sp.run_split
