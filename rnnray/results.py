@@ -60,6 +60,8 @@ def resolve_sweep(results: str | Path | None = None) -> Path:
             return p
         if p.is_dir():
             root = p
+        elif os.sep in str(results) or not default_root.is_dir():
+            raise ResultsError(f"{results}: no such results directory or sweep folder")
         else:
             named = sorted(q for q in default_root.glob(f"{results}-*") if (q / "sweep.json").is_file())
             if named:

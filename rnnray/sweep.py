@@ -213,9 +213,242 @@ def define_by_run(trial, space: dict):
                 trial.suggest_int(knob, int(value.low), int(value.high), log=value.log)
             else:
                 trial.suggest_float(knob, value.low, value.high, log=value.log)
-        elif isinstance(value, dict):  # a Range that went through pickling as a plain dict
-            r = Range.model_validate(value)
-            trial.suggest_float(knob, r.low, r.high, log=r.log)
+        elif isinstance(value, dict):  # a Range as a plain dict (what the searcher is given)
+            if value.get("int"):
+                trial.suggest_int(knob, int(value["low"]), int(value["high"]), log=bool(value.get("log")))
+            else:
+                trial.suggest_float(knob, float(value["low"]), float(value["high"]), log=bool(value.get("log")))
+        else:
+            fixed[knob] = value
+    return fixed or None
+
+
+# ------------------------------------------------------------------------------------------------
+# one trial
+
+
+def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
+    """Tune function trainable: fit one encoder configuration with a Ray Train TorchTrainer.
+
+    Everything the results store needs reaches Tune through the reports (metrics, parameter count,
+    checkpoint path), and the driver writes the trial records from Tune's results: a trial stopped
+    by ASHA is ended between two reports and never returns here.
+    """
+    import ray.tune
+
+    from . import train
+
+    cfg = SweepConfig.model_validate(sweep)
+    lr = config.get("lr")
+    hparams = {k: v for k, v in config.items() if k != "lr"}
+    trial_id = ray.tune.get_context().get_trial_id()
+    storage = str(Path(trial_root) / trial_id)
+    train.fit(encoder, cfg.train_config(hparams, lr, storage, "train"), tune_trial=True)
+
+
+def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
+    """One trial of Tune's ResultGrid as the results store keeps it."""
+    m = dict(result.metrics or {})
+    trial_id = m.get("trial_id") or Path(result.path).name.split("_", 1)[-1]
+    config = dict(result.config or {})
+    history = []
+    df = result.metrics_dataframe
+    if df is not None:
+        keep = [c for c in ("step", "train_loss", "val_loss", "ood_loss", "best_val_loss", "best_ood_loss", "training_iteration") if c in df]
+        history = json.loads(df[keep].to_json(orient="records"))
+    best_val = m.get("best_val_loss")
+    status = "failed" if result.error is not None else ("finished" if m.get("done") else "stopped early")
+    if best_val is not None and not math.isfinite(best_val):
+        status = "failed"
+    rec = {
+        "encoder": encoder,
+        "trial_id": trial_id,
+        "status": status,
+        "config": config,
+        "n_params": m.get("n_params"),
+        "budget": cfg.budget,
+        "tolerance": cfg.tolerance,
+        "best_val_loss": best_val,
+        "best_ood_loss": m.get("best_ood_loss"),
+        "best_step": m.get("best_step"),
+        "checkpoint": m.get("best_checkpoint_path") or m.get("checkpoint_path"),
+        "iterations": m.get("training_iteration"),
+        "history": history,
+    }
+    if result.error is not None:
+        lines = str(result.error).strip().splitlines()
+        rec["reason"] = lines[-1] if lines else result.error.__class__.__name__
+    return rec
+
+
+# ------------------------------------------------------------------------------------------------
+# the sweep file
+
+
+class Range(Strict):
+    """A numeric search range: ``{low: 1e-4, high: 1e-2, log: true}`` (``int: true`` for integers)."""
+
+    low: float
+    high: float
+    log: bool = False
+    int: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+SearchValue = list | Range | float | int | str | bool
+
+
+class TuneSettings(Strict):
+    samples_per_encoder: int = Field(4, ge=1, description="trials per encoder")
+    max_concurrent_trials: int = Field(2, ge=1)
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(2, ge=1, description="evaluations before ASHA may stop a trial")
+    reduction_factor: float = Field(2.0, gt=1)
+    seed: int = Field(0, ge=0, description="seed of Optuna's TPE sampler")
+    max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
+
+
+class TrialResources(Strict):
+    workers: int = Field(1, ge=1, description="Ray Train workers per trial (DDP)")
+    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
+_TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "workers", "gpus_per_worker", "cpus_per_worker", "storage_path", "name"}
+
+
+class SweepConfig(Strict):
+    """A sweep file. ``zoo`` is a path to a built zoo, or a zoo config (built if missing)."""
+
+    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
+    results: str = Field("results", description="results directory; one folder per sweep inside it")
+    zoo: str | FormalLanguagesZoo | MnistZoo
+    encoders: list[str] = Field(min_length=1)
+    budget: int = Field(gt=0, description="trainable encoder parameters, the same for every trial")
+    tolerance: float = Field(0.05, gt=0, lt=1)
+    search: dict[str, dict[str, SearchValue]] = Field(
+        default_factory=dict,
+        description="search-space overrides: per encoder name, or 'all'; a list is a choice, a range is numeric, a scalar fixes the value",
+    )
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every trial")
+    tune: TuneSettings = TuneSettings()
+    resources: TrialResources = TrialResources()
+
+    @field_validator("encoders")
+    @classmethod
+    def _known(cls, v):
+        from .encoders import ENCODERS
+
+        unknown = [e for e in v if e not in ENCODERS]
+        if unknown:
+            raise ValueError(f"unknown encoder {unknown[0]!r}; choose from {', '.join(ENCODERS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("an encoder is listed twice")
+        return v
+
+    @field_validator("train")
+    @classmethod
+    def _train_fields(cls, v):
+        owned = sorted(set(v) & _TRAIN_OWNED)
+        if owned:
+            raise ValueError(f"{owned[0]!r} is set by the sweep itself (zoo, budget, tolerance, resources), not under train")
+        try:
+            TrainConfig.model_validate({**v, "zoo": "-"})
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
+            raise ValueError(f"{loc}: {msg}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _search_keys(self):
+        from .encoders import search_space
+
+        for key, space in self.search.items():
+            if key != "all" and key not in self.encoders:
+                raise ValueError(f"search.{key}: not one of the sweep's encoders ({', '.join(self.encoders)})")
+            names = {"lr"} | (set().union(*(search_space(e) for e in self.encoders)) if key == "all" else set(search_space(key)))
+            for knob in space:
+                if knob not in names and knob not in _extra_knobs(key, self.encoders):
+                    raise ValueError(f"search.{key}.{knob}: not a searchable hyperparameter ({', '.join(sorted(names))})")
+        return self
+
+    @property
+    def zoo_path(self) -> str:
+        return self.zoo if isinstance(self.zoo, str) else self.zoo.path
+
+    def train_config(self, encoder_hparams: dict, lr: float | None, storage_path: str, name: str) -> TrainConfig:
+        data = dict(self.train)
+        if lr is not None:
+            data["lr"] = lr
+        return TrainConfig(
+            **data,
+            zoo=self.zoo_path,
+            budget=self.budget,
+            tolerance=self.tolerance,
+            encoder_hparams=encoder_hparams,
+            workers=self.resources.workers,
+            gpus_per_worker=self.resources.gpus_per_worker,
+            cpus_per_worker=self.resources.cpus_per_worker,
+            storage_path=storage_path,
+            name=name,
+        )
+
+
+def _extra_knobs(key: str, encoders: list[str]) -> set[str]:
+    """Fixed hyperparameters that may be set (as scalars) though they are not searched by default."""
+    from .encoders import default_hparams
+
+    names = encoders if key == "all" else [key]
+    return set().union(*(set(default_hparams(e)) - {"width", "head_width"} for e in names))
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    data = apply_overrides(read_yaml(path), overrides)
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path))) from None
+
+
+def encoder_space(cfg: SweepConfig, encoder: str, zoo_kind: str) -> dict[str, SearchValue]:
+    """Default space (the encoder's own knobs + learning rate), overridden by 'all' and then by name."""
+    from .encoders import search_space
+
+    space: dict[str, SearchValue] = {"lr": Range(low=3e-5, high=3e-3, log=True)}
+    space.update(search_space(encoder, zoo_kind))
+    for key in ("all", encoder):
+        for knob, value in cfg.search.get(key, {}).items():
+            if key == "all" and knob not in space and knob not in _extra_knobs(encoder, [encoder]):
+                continue  # an 'all' knob this encoder does not have
+            space[knob] = value
+    return space
+
+
+def define_by_run(trial, space: dict):
+    """Optuna define-by-run space (module level so OptunaSearch can pickle it); scalars are fixed."""
+    fixed = {}
+    for knob, value in space.items():
+        if isinstance(value, list):
+            trial.suggest_categorical(knob, value)
+        elif isinstance(value, Range):
+            if value.int:
+                trial.suggest_int(knob, int(value.low), int(value.high), log=value.log)
+            else:
+                trial.suggest_float(knob, value.low, value.high, log=value.log)
+        elif isinstance(value, dict):  # a Range as a plain dict (what the searcher is given)
+            if value.get("int"):
+                trial.suggest_int(knob, int(value["low"]), int(value["high"]), log=bool(value.get("log")))
+            else:
+                trial.suggest_float(knob, float(value["low"]), float(value["high"]), log=bool(value.get("log")))
         else:
             fixed[knob] = value
     return fixed or None
@@ -325,13 +558,13 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
         run_trial, encoder=encoder, sweep=cfg.model_dump(mode="json"), trial_root=str(trial_root.resolve())
     )
     # the trial itself only coordinates; its Ray Train workers hold the CPUs and GPUs
-    trainable = ray.tune.with_resources(trainable, {"cpu": 0})
+    trainable = ray.tune.with_resources(trainable, {"cpu": 0.01})
     path = exp_dir / exp_name
     if resumed and ray.tune.Tuner.can_restore(str(path.resolve())):
         tuner = ray.tune.Tuner.restore(str(path.resolve()), trainable, resume_errored=True)
     else:
         searcher = OptunaSearch(
-            space=functools.partial(define_by_run, space=space),
+            space=functools.partial(define_by_run, space=_plain(space)),
             metric=TUNE_METRIC,
             mode="min",
             sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed),
@@ -366,38 +599,24 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
             ),
         )
     grid = tuner.fit()
-    records = collect_trials(trial_root)
-    errors = [r for r in grid if r.error is not None]
-    for r in errors:
-        tid = r.metrics.get("trial_id") if r.metrics else None
-        _record_failure(trial_root, tid or Path(r.path).name, encoder, r.error)
-    trial_root.mkdir(parents=True, exist_ok=True)
+    for result in grid:
+        rec = trial_record(result, encoder, cfg)
+        atomic_write_json(trial_root / rec["trial_id"] / "trial.json", rec)
     atomic_write_text(done_marker, "finished\n")
     return collect_trials(trial_root)
+
+
+def _plain(space: dict) -> dict:
+    """Ranges as plain dicts: the searcher is pickled and shipped, plain data travels best."""
+    return {k: (v.model_dump() if isinstance(v, Range) else v) for k, v in space.items()}
 
 
 def _trial_name(encoder: str, trial) -> str:
     return f"{encoder}_{trial.trial_id}"
 
 
-def _record_failure(trial_root: Path, trial_id: str, encoder: str, error) -> None:
-    d = trial_root / trial_id
-    if (d / "trial.json").exists():
-        return
-    d.mkdir(parents=True, exist_ok=True)
-    reason = str(error).strip().splitlines()
-    atomic_write_json(d / "failed.json", {"encoder": encoder, "trial_id": trial_id, "status": "failed",
-                                          "reason": reason[-1] if reason else error.__class__.__name__})
-
-
 def collect_trials(trial_root: Path) -> list[dict]:
-    out = []
-    for f in sorted(trial_root.glob("*/trial.json")):
-        out.append(json.loads(f.read_text()))
-    for f in sorted(trial_root.glob("*/failed.json")):
-        if not (f.parent / "trial.json").exists():
-            out.append(json.loads(f.read_text()))
-    return out
+    return [json.loads(f.read_text()) for f in sorted(trial_root.glob("*/trial.json"))]
 
 
 def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]]) -> tuple[list[dict], dict]:
@@ -452,15 +671,15 @@ def markdown_table(rows: list[dict], cfg: SweepConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dashboard_url() -> str | None:
-    try:
-        import ray
+_DASHBOARD: dict = {}
 
-        ctx = ray.get_runtime_context()
-        url = getattr(ctx, "dashboard_url", None) or ray.worker.get_dashboard_url()  # type: ignore[attr-defined]
-        return f"http://{url}" if url and not url.startswith("http") else url
-    except Exception:
+
+def dashboard_url() -> str | None:
+    """The dashboard of the Ray instance this driver started or joined (None when there is none)."""
+    url = _DASHBOARD.get("url")
+    if not url:
         return None
+    return url if url.startswith("http") else f"http://{url}"
 
 
 def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1) -> Path:
@@ -526,9 +745,13 @@ def main(argv=None) -> None:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
+            ctx = ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
+            _DASHBOARD["url"] = getattr(ctx, "dashboard_url", None)
         run_sweep(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # run from the importable module, not __main__, so everything Ray pickles is found by reference
+    from rnnray.sweep import main as _main
+
+    _main(sys.argv[1:])

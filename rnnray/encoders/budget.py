@@ -5,7 +5,8 @@ initialisation), so the count the fitter reports is exactly what ``build_encoder
 and cannot drift from a hand-written formula.
 
 Search. The count grows monotonically with ``width``; bisection finds the two widths that bracket
-the budget (``head_width`` tied to ``width``) and the closer one is taken if within tolerance.
+the budget (``head_width`` tied to ``width`` as ``head_mult * width``, or fixed where the caller
+gives it) and the closer one is taken if within tolerance.
 Quadratic knobs (and ``flat``'s first layer, worth P parameters per unit) can step over the whole
 tolerance window at small budgets; then the largest width under the budget is kept and the
 head's hidden width, whose count moves in small linear steps, is searched to land inside. If that
@@ -76,7 +77,8 @@ def fit_to_budget(
         return cache[(k, head)]
 
     def result(k: int, head: int | None) -> tuple[dict[str, Any], int]:
-        hp = {**base, "width": k * step, "head_width": k * step if head is None else head}
+        head = user_head if head is None else head
+        hp = resolve_hparams(name, layout, zoo_kind, **{**base, "width": k * step, "head_width": head})
         return hp, count(k, head)
 
     def inside(n: int) -> bool:

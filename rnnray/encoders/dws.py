@@ -121,7 +121,7 @@ class EquivariantLayer(nn.Module):
 class DWSEncoder(nn.Module):
     """Lift, equivariant layers, invariant pooling, head."""
 
-    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float):
+    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float, head_depth: int = 1):
         super().__init__()
         self.layout = layout
         self.input_scale = input_scale
@@ -137,7 +137,7 @@ class DWSEncoder(nn.Module):
         self.pos_out = nn.Parameter(torch.randn(layout.output_size, d) * 0.1)
         self.layers = nn.ModuleList(EquivariantLayer(n, d) for _ in range(depth))
         pooled = (HUB_PARTS * n + layout.input_size + 2 * layout.output_size) * d
-        self.head = head(pooled, head_width)
+        self.head = head(pooled, head_width, head_depth)
 
     def features(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, P) -> channels-last feature maps with gates (and both biases) as input channels."""

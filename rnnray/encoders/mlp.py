@@ -42,10 +42,10 @@ def _body(in_features: int, width: int, depth: int) -> list[nn.Module]:
 class FlatEncoder(nn.Module):
     """The whole flat vector through an MLP: the least structured baseline."""
 
-    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float):
+    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float, head_depth: int = 1):
         super().__init__()
         self.input_scale = input_scale
-        self.net = nn.Sequential(*_body(layout.num_params, width, depth), *head(width, head_width))
+        self.net = nn.Sequential(*_body(layout.num_params, width, depth), *head(width, head_width, head_depth))
 
     def forward(self, flat: torch.Tensor) -> torch.Tensor:
         return self.net(flat * self.input_scale)
@@ -75,12 +75,12 @@ def block_statistics(layout: Layout, flat: torch.Tensor) -> torch.Tensor:
 class StatsEncoder(nn.Module):
     """Block statistics -> fixed asinh standardisation -> MLP."""
 
-    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float):
+    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float, head_depth: int = 1):
         super().__init__()
         self.layout = layout
         self.input_scale = input_scale
         n_features = num_blocks(layout) * STATS_PER_BLOCK
-        self.net = nn.Sequential(*_body(n_features, width, depth), *head(width, head_width))
+        self.net = nn.Sequential(*_body(n_features, width, depth), *head(width, head_width, head_depth))
 
     def forward(self, flat: torch.Tensor) -> torch.Tensor:
         return self.net(torch.asinh(block_statistics(self.layout, flat * self.input_scale)))

@@ -1,8 +1,11 @@
 """The six encoders by name: how to build each, its hyperparameters, defaults and sweep space.
 
 ``width`` is every encoder's main size knob (MLP width, ``d_model``, DWS channels, reader units)
-and is what ``fit_to_budget`` chooses; ``head_width`` (None = ``width``) is the read-out's hidden
-width and the fitter's fine knob. Everything else is a fixed structural hyperparameter.
+and is what ``fit_to_budget`` chooses; ``head_width`` (None = ``head_mult * width``) is the
+read-out's hidden width and the fitter's fine knob, ``head_depth`` its number of hidden layers.
+Everything else is a fixed structural hyperparameter. ``head_mult`` ties the read-out to the body,
+so the fitter scales both together and the split of the budget between them (and with it the cost
+per parameter, see ``common.py``) stays the same at every budget.
 """
 
 from __future__ import annotations
@@ -48,31 +51,35 @@ def _probing_space() -> dict[str, Any]:
     }
 
 
-_PROBING_DEFAULTS = {"width": 256, "head_width": None, "num_probes": 4, "probe_length": None, "reader_layers": 1}
+_FLAT_HEAD = {"head_width": None, "head_mult": 1, "head_depth": 1}
+# sizes and read-out shares of the encoders whose bodies run many times per RNN: see their modules
+_PROBING_DEFAULTS = {"width": 128, "head_width": None, "head_mult": 8, "head_depth": 2, "num_probes": 4,
+                     "probe_length": None, "reader_layers": 1}
 
 SPECS: dict[str, EncoderSpec] = {
     s.name: s
     for s in (
         EncoderSpec(
             "flat", "mechanistic", False, FlatEncoder,
-            {"width": 64, "head_width": None, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 64, **_FLAT_HEAD, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
             {"depth": [1, 2, 3]},
         ),
         EncoderSpec(
             "stats", "mechanistic", True, StatsEncoder,
-            {"width": 256, "head_width": None, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 256, **_FLAT_HEAD, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
             {"depth": [1, 2, 3]},
         ),
         EncoderSpec(
             "transformer", "mechanistic", False, TransformerEncoder,
-            {"width": 128, "head_width": None, "depth": 2, "heads": 4, "ff_mult": 2, "dropout": 0.0,
-             "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 64, "head_width": None, "head_mult": 16, "head_depth": 2, "depth": 2, "heads": 2,
+             "ff_mult": 2, "dropout": 0.0, "input_scale": DEFAULT_INPUT_SCALE},
             {"depth": [1, 2, 3, 4], "heads": [2, 4, 8], "ff_mult": [2, 4], "dropout": [0.0, 0.1]},
             width_multiple_of="heads",
         ),
         EncoderSpec(
             "dws", "mechanistic", True, DWSEncoder,
-            {"width": 32, "head_width": None, "depth": 3, "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 8, "head_width": None, "head_mult": 112, "head_depth": 2, "depth": 3,
+             "input_scale": DEFAULT_INPUT_SCALE},
             {"depth": [2, 3, 4]},
         ),
         EncoderSpec(
@@ -96,8 +103,8 @@ def get_spec(name: str) -> EncoderSpec:
 
 
 def default_hparams(name: str) -> dict[str, Any]:
-    """Defaults, ``width`` included (``head_width=None`` means ``width``; ``probe_length=None`` means
-    22 for formal languages, 50 for MNIST)."""
+    """Defaults, ``width`` included (``head_width=None`` means ``head_mult * width``;
+    ``probe_length=None`` means 22 for formal languages, 50 for MNIST)."""
     return dict(get_spec(name).defaults)
 
 
@@ -125,16 +132,22 @@ def resolve_hparams(name: str, layout: Layout, zoo_kind: str | None = None, **hp
         raise TypeError(f"encoder {name!r} has no hyperparameter(s) {sorted(unknown)}; valid: {sorted(spec.defaults)}")
     hp = {**spec.defaults, **hparams}
     if hp["head_width"] is None:
-        hp["head_width"] = hp["width"]
+        hp["head_width"] = default_head_width(hp)
     if "probe_length" in hp and hp["probe_length"] is None:
         hp["probe_length"] = DEFAULT_PROBE_LENGTH[resolve_zoo_kind(layout, zoo_kind)]
     return hp
+
+
+def default_head_width(hp: dict[str, Any]) -> int:
+    """The read-out width when ``head_width`` is not given: ``head_mult * width`` (at least 1)."""
+    return max(1, round(hp["head_mult"] * hp["width"]))
 
 
 def build_encoder(name: str, layout: Layout, zoo_kind: str | None = None, **hparams) -> nn.Module:
     """An encoder mapping flat parameter vectors (B, P) to unnormalised representations (B, 16)."""
     spec = get_spec(name)
     hp = resolve_hparams(name, layout, zoo_kind, **hparams)
+    del hp["head_mult"]  # only sets the default head_width
     if spec.takes_zoo_kind:
         return spec.constructor(layout, resolve_zoo_kind(layout, zoo_kind), **hp)
     return spec.constructor(layout, **hp)

@@ -1,0 +1,373 @@
+"""``python -m rnnray.evaluate RESULTS_DIR``: downstream evaluation of a sweep's best encoders.
+
+For every encoder in the sweep's ``best.json`` the best checkpoint is loaded, the whole zoo is
+embedded with its (frozen) encoder, and the predictors of :mod:`rnnray.downstream` are trained
+and tested; the random and supervised baselines run on the same splits. Written into the sweep
+folder (each file under a temporary name, then renamed):
+
+* ``downstream.json`` — everything, per encoder and baseline: ``results[target][split][metric] =
+  {mean, std, values}`` (splits ``val`` and ``ood_test``; one value per predictor seed);
+* ``summary.csv`` — the existing columns kept, plus ``ds_<ood|val>_<target>_<metric>`` (mean over
+  seeds) and ``..._std`` for every encoder row;
+* ``summary.md`` — the encoder table gains one ``ds ...`` column per headline OOD-test metric
+  (mean ± std), and a section below it compares the baselines.
+
+Choices: the zoo and split seed are read from the checkpoints' metadata (they record what the
+encoder was trained on), falling back to ``sweep.json``; an encoder whose checkpoint is missing
+or unreadable is skipped and named under ``skipped`` rather than sinking the others.
+``evaluate_sweep(sweep_dir)`` is what the sweep calls at its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .cli import UsageError, friendly_errors
+from .downstream import DEFAULT_SEEDS, PredictorConfig, flat_metrics, jsonable, metric_columns, targets_for
+from .results import atomic_write_json, atomic_write_text
+
+FORMAT = "rnnray-downstream/1"
+DOWNSTREAM_FILE = "downstream.json"
+MD_PREFIX = "ds "
+MD_BEGIN, MD_END = "<!-- downstream:begin -->", "<!-- downstream:end -->"
+NOT_HEADLINE = {"head_acc"}  # kept in the JSON and CSV, left out of the markdown tables
+METRIC_LABELS = {"exact_acc": "exact acc", "head_acc": "per-offset acc", "r2": "R²", "mae": "MAE",
+                 "err_deg": "error °", "acc": "acc"}
+
+
+# ------------------------------------------------------------------------------------------------
+# reading a sweep folder
+
+
+def read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise UsageError(f"{path}: missing ({what})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not valid JSON ({e.__class__.__name__})") from None
+
+
+def resolve(results: str | Path) -> Path:
+    """A sweep folder from a sweep folder or a results directory (its latest sweep)."""
+    from .results import ResultsError, resolve_sweep
+
+    p = Path(results).expanduser()
+    if not p.exists():
+        raise UsageError(f"{p}: no such results directory or sweep folder")
+    try:
+        return resolve_sweep(p)
+    except ResultsError as e:
+        raise UsageError(str(e)) from None
+
+
+def sweep_zoo(sweep: Mapping) -> tuple[str | None, int]:
+    """(zoo path, split seed) as the sweep file gave them."""
+    cfg = sweep.get("config") or {}
+    zoo = cfg.get("zoo")
+    if isinstance(zoo, Mapping):
+        zoo = zoo.get("path")
+    return zoo, int((cfg.get("train") or {}).get("split_seed", 0))
+
+
+def checkpoint_of(entry: Mapping) -> str | None:
+    """The best checkpoint of a ``best.json`` entry: its ``checkpoint``, else the trial record's
+    ``checkpoint`` / ``checkpoint_path`` (``TrainResult`` names it the latter)."""
+    if entry.get("checkpoint"):
+        return entry["checkpoint"]
+    trial = Path(entry["trial_dir"]) / "trial.json" if entry.get("trial_dir") else None
+    if trial is not None and trial.is_file():
+        try:
+            rec = json.loads(trial.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return rec.get("checkpoint") or rec.get("checkpoint_path")
+    return None
+
+
+def load_encoders(best: Mapping, device) -> tuple[dict, dict, dict]:
+    """(models, metas, skipped) for every encoder of ``best.json`` with a loadable checkpoint."""
+    from .train import load_checkpoint
+
+    models, metas, skipped = {}, {}, {}
+    for name, entry in best.items():
+        ckpt = checkpoint_of(entry or {})
+        if not ckpt or not Path(ckpt).is_dir():
+            skipped[name] = f"checkpoint {ckpt!r} not found"
+            continue
+        try:
+            models[name], metas[name] = load_checkpoint(ckpt, device=device)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            skipped[name] = f"checkpoint {ckpt} unreadable: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}"
+    return models, metas, skipped
+
+
+def zoo_and_seed(sweep: Mapping, metas: Mapping, sweep_dir: Path) -> tuple[str, int]:
+    zoos = {m.get("zoo") for m in metas.values() if m.get("zoo")}
+    seeds = {int(m["split_seed"]) for m in metas.values() if m.get("split_seed") is not None}
+    if len(zoos) > 1:
+        raise UsageError(f"{sweep_dir}: the best checkpoints were trained on different zoos ({', '.join(sorted(zoos))})")
+    if len(seeds) > 1:
+        raise UsageError(f"{sweep_dir}: the best checkpoints used different split seeds ({sorted(seeds)})")
+    zoo, seed = sweep_zoo(sweep)
+    zoo = next(iter(zoos)) if zoos else zoo
+    seed = next(iter(seeds)) if seeds else seed
+    if not zoo:
+        raise UsageError(f"{sweep_dir / 'sweep.json'}: names no zoo")
+    return zoo, seed
+
+
+def default_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ------------------------------------------------------------------------------------------------
+# the evaluation
+
+
+def evaluate_sweep(
+    sweep_dir: str | Path,
+    *,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    config: PredictorConfig | None = None,
+    device=None,
+    supervised_encoder: str = "stats",
+    progress: bool = True,
+) -> dict:
+    """Downstream evaluation of every encoder's best trial plus both baselines; writes
+    ``downstream.json`` and the downstream columns of ``summary.csv`` / ``summary.md``; returns
+    what ``downstream.json`` holds."""
+    from .downstream import evaluate_all, representations
+    from .weights import Layout
+    from .zoo import load_table, read_manifest
+
+    t_start = time.time()
+    sweep_dir = Path(sweep_dir)
+    sweep = read_json(sweep_dir / "sweep.json", "not a sweep folder")
+    best = read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
+    device = device or default_device()
+    cfg = config or PredictorConfig()
+    models, metas, skipped = load_encoders(best, device)
+    zoo, split_seed = zoo_and_seed(sweep, metas, sweep_dir)
+    manifest = read_manifest(zoo)
+    kind, snapshots = manifest["kind"], [int(s) for s in manifest["snapshots"]]
+    layout = Layout.from_json(json.dumps(manifest["layout"]))
+    for name, meta in list(metas.items()):
+        if meta.get("zoo_kind") not in (None, kind):
+            skipped[name] = f"trained on a {meta['zoo_kind']} zoo, not {kind}"
+            models.pop(name), metas.pop(name)
+    columns = ["run_id", "step", "params", "accuracy"] + (
+        ["task"] if kind == "formal_languages" else ["angle", "train_loss", "heldout_loss"])
+    table = load_table(zoo, columns=columns, checksums=False)
+    if progress:
+        print(f"downstream evaluation: {len(models)} encoder(s) + 2 baselines on {zoo} ({kind}, {len(table)} snapshots), "
+              f"predictor seeds {list(seeds)}, {cfg.steps} steps each", flush=True)
+        for name, why in skipped.items():
+            print(f"  skipped {name}: {why}", flush=True)
+    reps = {}
+    for name, model in models.items():
+        reps[name] = representations(model.encoder, table, device=device)
+    out = evaluate_all(reps, table, kind, layout, split_seed, seeds, snapshot_steps=snapshots, config=cfg,
+                       device=device, supervised_encoder=supervised_encoder, progress=progress)
+    for name, res in out["encoders"].items():
+        entry = best.get(name) or {}
+        res.update({k: entry.get(k) for k in ("trial_id", "n_params", "best_val_loss", "best_ood_loss")})
+        res["checkpoint"] = checkpoint_of(entry)
+    doc = {
+        "format": FORMAT,
+        "sweep": sweep_dir.name,
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+        "zoo": str(zoo),
+        "zoo_kind": kind,
+        "split_seed": split_seed,
+        "snapshot_steps": snapshots,
+        "seeds": [int(s) for s in seeds],
+        "predictor": out["predictor"],
+        "representation": "encoder output divided by its L2 norm (16-d), frozen",
+        "train_splits": ["train", "ood_train"],
+        "test_splits": ["val", "ood_test"],
+        "targets": {t.name: {"kind": t.kind, "outputs": t.n_out, "metrics": list(t.metrics), "description": t.description}
+                    for t in targets_for(kind, snapshots)},
+        "rows": next(iter(out["encoders"].values()), out["baselines"]["random"])["rows"],
+        "encoders": out["encoders"],
+        "baselines": out["baselines"],
+        "skipped": skipped,
+        "seconds": round(time.time() - t_start, 1),
+    }
+    doc = jsonable(doc)
+    atomic_write_json(sweep_dir / DOWNSTREAM_FILE, doc)
+    update_summary(sweep_dir, doc)
+    return doc
+
+
+# ------------------------------------------------------------------------------------------------
+# summary.csv / summary.md
+
+
+def _cell(v) -> str:
+    return "" if v is None else repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def update_summary(sweep_dir: Path, doc: Mapping) -> None:
+    """Add (or replace) the downstream columns of ``summary.csv`` and ``summary.md``."""
+    kind, snaps = doc["zoo_kind"], doc.get("snapshot_steps")
+    encoders = doc.get("encoders", {})
+    csv_path = sweep_dir / "summary.csv"
+    if csv_path.is_file():
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            rows = list(reader)
+    else:  # a store without a summary yet: one row per evaluated encoder
+        fields, rows = ["encoder"], [{"encoder": n} for n in list(encoders) + list(doc.get("skipped", {}))]
+    keep = [f for f in fields if not f.startswith("ds_")]
+    ds_fields = [c + s for c, *_ in metric_columns(kind, snaps) for s in ("", "_std")]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keep + ds_fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        res = encoders.get(r.get("encoder"))
+        extra = flat_metrics(res, kind, snaps) if res else {}
+        w.writerow({**{k: r.get(k, "") for k in keep}, **{k: _cell(extra.get(k)) for k in ds_fields}})
+    atomic_write_text(csv_path, buf.getvalue())
+    md_path = sweep_dir / "summary.md"
+    md = md_path.read_text() if md_path.is_file() else f"# Sweep `{sweep_dir.name}`\n"
+    atomic_write_text(md_path, markdown_with_downstream(md, doc))
+
+
+def headline(kind: str, snaps=None) -> list[tuple[str, str]]:
+    """(target, metric) pairs shown in markdown tables."""
+    return [(t.name, m) for t in targets_for(kind, snaps) for m in t.metrics if m not in NOT_HEADLINE]
+
+
+def fmt_cell(cell: Mapping | None, digits: int = 3) -> str:
+    if not cell or cell.get("mean") is None:
+        return "—"
+    std = cell.get("std")
+    return f"{cell['mean']:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def column_label(target: str, metric: str) -> str:
+    return f"{target} {METRIC_LABELS.get(metric, metric)}"
+
+
+def downstream_table(doc: Mapping, names: Sequence[tuple[str, Mapping]], split: str = "ood_test") -> list[str]:
+    """Markdown table: one row per (label, result), one column per headline metric."""
+    pairs = headline(doc["zoo_kind"], doc.get("snapshot_steps"))
+    lines = ["| representation | " + " | ".join(column_label(t, m) for t, m in pairs) + " |",
+             "| --- |" + " --- |" * len(pairs)]
+    for label, res in names:
+        cells = [fmt_cell(res.get("results", {}).get(t, {}).get(split, {}).get(m)) for t, m in pairs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _split_row(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def markdown_with_downstream(md: str, doc: Mapping) -> str:
+    """The sweep's summary.md with downstream columns on its encoder table (replacing earlier
+    ones) and the baseline comparison between markers (replaced on every run)."""
+    lines = md.rstrip("\n").split("\n")
+    if MD_BEGIN in lines:  # drop an earlier downstream section
+        a = lines.index(MD_BEGIN)
+        b = lines.index(MD_END) if MD_END in lines[a:] else len(lines) - 1
+        lines = lines[:a] + lines[b + 1:]
+        while lines and not lines[-1].strip():
+            lines.pop()
+    pairs = headline(doc["zoo_kind"], doc.get("snapshot_steps"))
+    encoders = doc.get("encoders", {})
+    start = next((i for i, l in enumerate(lines) if l.startswith("|") and _split_row(l)[0] == "encoder"), None)
+    if start is not None and start + 1 < len(lines):
+        header = _split_row(lines[start])
+        keep = [i for i, h in enumerate(header) if not h.startswith(MD_PREFIX)]
+        new_hdr = [header[i] for i in keep] + [f"{MD_PREFIX}{column_label(t, m)} (OOD)" for t, m in pairs]
+        out = ["| " + " | ".join(new_hdr) + " |", "|" + " --- |" * len(new_hdr)]
+        i = start + 2
+        while i < len(lines) and lines[i].startswith("|"):
+            cells = _split_row(lines[i])
+            res = encoders.get(cells[0], {})
+            extra = [fmt_cell(res.get("results", {}).get(t, {}).get("ood_test", {}).get(m)) for t, m in pairs]
+            out.append("| " + " | ".join([cells[j] for j in keep if j < len(cells)] + extra) + " |")
+            i += 1
+        lines = lines[:start] + out + lines[i:]
+    n_seeds = len(doc.get("seeds", []))
+    sup = doc.get("baselines", {}).get("supervised", {})
+    section = [
+        "",
+        MD_BEGIN,
+        "## Downstream tasks",
+        "",
+        f"Frozen representations, predictor trained on the train split plus half of the OOD tasks; mean ± std over "
+        f"{n_seeds} predictor seeds. `ds` columns above and the tables below: the held-out OOD half; "
+        f"details in `{DOWNSTREAM_FILE}`.",
+        "",
+        "OOD-test half:",
+        "",
+        *downstream_table(doc, [(n, r) for n, r in encoders.items()] + [
+            ("baseline: random", doc.get("baselines", {}).get("random", {})),
+            (f"baseline: supervised {sup.get('encoder', '')} (end to end)", sup)]),
+        "",
+        "Validation split:",
+        "",
+        *downstream_table(doc, [(n, r) for n, r in encoders.items()] + [
+            ("baseline: random", doc.get("baselines", {}).get("random", {})),
+            (f"baseline: supervised {sup.get('encoder', '')} (end to end)", sup)], split="val"),
+    ]
+    if doc.get("skipped"):
+        section += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items())]
+    section.append(MD_END)
+    return "\n".join(lines + section) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# command
+
+
+def print_summary(doc: Mapping) -> None:
+    print()
+    print("\n".join(downstream_table(doc, list(doc["encoders"].items()) + list(
+        (f"baseline: {k}", v) for k, v in doc["baselines"].items()))))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m rnnray.evaluate",
+                                description="Downstream evaluation of a sweep's best encoders (frozen representations) and baselines.")
+    p.add_argument("results", help="a sweep folder, or a results directory (its latest sweep)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="predictor seeds (default 0 1 2)")
+    p.add_argument("--steps", type=int, default=PredictorConfig.steps, help="optimisation steps per predictor")
+    p.add_argument("--supervised-encoder", default="stats", help="encoder of the end-to-end supervised baseline")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    with friendly_errors(args.debug):
+        if args.steps < 1:
+            raise UsageError("--steps must be at least 1")
+        if len(args.seeds) < 1:
+            raise UsageError("--seeds needs at least one seed")
+        from .encoders import ENCODERS
+
+        if args.supervised_encoder not in ENCODERS:
+            raise UsageError(f"--supervised-encoder {args.supervised_encoder!r}: choose from {', '.join(ENCODERS)}")
+        sweep_dir = resolve(args.results)
+        read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
+        print(f"sweep folder: {sweep_dir}", flush=True)
+        doc = evaluate_sweep(sweep_dir, seeds=args.seeds, config=PredictorConfig(steps=args.steps),
+                             device=args.device, supervised_encoder=args.supervised_encoder)
+    print_summary(doc)
+    print(f"\nwritten: {sweep_dir / DOWNSTREAM_FILE}, summary.csv, summary.md  ({doc['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

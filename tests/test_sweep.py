@@ -1,0 +1,133 @@
+"""The main job: sweep files, the Tune + Optuna sweep end to end, the results store and load_best."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import rnnray
+from rnnray.config import ConfigError
+from rnnray.encoders import ENCODERS
+from rnnray.results import ResultsError
+from rnnray.sweep import SweepConfig, encoder_space, load_sweep, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEPS = ROOT / "sweeps"
+
+
+@pytest.mark.parametrize("name", ["quick", "probe", "paper"])
+def test_sweep_files_parse_and_validate(name):
+    cfg = load_sweep(SWEEPS / f"{name}.yaml")
+    assert cfg.encoders and cfg.budget > 0
+    kind = cfg.zoo if isinstance(cfg.zoo, str) else cfg.zoo.kind
+    for enc in cfg.encoders:
+        tc = cfg.train_config({}, None, "/tmp/x", "t")
+        assert tc.zoo == cfg.zoo_path and tc.budget == cfg.budget
+        space = encoder_space(cfg, enc, kind)
+        assert "lr" in space
+    if name == "quick":
+        assert set(cfg.encoders) == set(ENCODERS)
+    if name == "probe":
+        assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
+    if name == "paper":
+        assert cfg.zoo.runs == 1000 and cfg.budget == 1_200_000 and set(cfg.encoders) == set(ENCODERS)
+        assert cfg.resources.gpus_per_worker > 0
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("encoders=[flat, lstm9]", "unknown encoder 'lstm9'"),
+        ("tune.samples_per_encodr=3", "tune.samples_per_encodr: unknown key"),
+        ("train.zoo=elsewhere", "set by the sweep itself"),
+        ("train.stepz=5", "stepz: unknown key"),
+        ("budget=-5", "budget"),
+        ("search.dws.heads=[2]", "search.dws.heads: not a searchable"),
+        ("search.interactive.depth=[2]", "search.interactive: not one of the sweep's encoders"),
+    ],
+)
+def test_bad_sweep_values_are_named(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("(", r"\(")):
+        load_sweep(SWEEPS / "quick.yaml", [override, "encoders=[flat, dws]"] if "encoders" not in override else [override])
+
+
+def _cli(*args, cwd=ROOT):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "rnnray.sweep", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_cli_bad_input_exit_2(tmp_path):
+    r = _cli(str(SWEEPS / "quick.yaml"), "--set", "encoders=[flat, nope]")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
+    r = _cli(str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "missing.yaml" in r.stderr
+    r = _cli(str(SWEEPS / "quick.yaml"), "--set", f"zoo={tmp_path / 'no-zoo'}", "--set", f"results={tmp_path / 'r'}")
+    assert r.returncode == 2 and "no-zoo" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_infeasible_budget_fails_before_any_trial(ray_session, tiny_fl_zoo, tmp_path):
+    cfg = load_sweep(SWEEPS / "quick.yaml", [f"zoo={tiny_fl_zoo.path}", "budget=50", f"results={tmp_path}"])
+    from rnnray.encoders import InfeasibleBudget
+
+    with pytest.raises(InfeasibleBudget, match="flat"):
+        run_sweep(cfg, progress=False, verbose=0)
+    assert not list(tmp_path.glob("quick-*"))
+
+
+def test_load_best_on_an_empty_store(tmp_path):
+    with pytest.raises(ResultsError, match="no sweeps here yet"):
+        rnnray.load_best("dws", results=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(ray_session, tiny_fl_zoo, tmp_path_factory):
+    """sweeps/quick.yaml end to end on the shared local Ray instance (zoo: the session's tiny one)."""
+    results = tmp_path_factory.mktemp("results")
+    cfg = load_sweep(SWEEPS / "quick.yaml", [f"zoo={tiny_fl_zoo.path}", f"results={results}", "train.steps=40"])
+    sweep_dir = run_sweep(cfg, progress=False, verbose=0)
+    return cfg, results, sweep_dir
+
+
+def test_quick_sweep_end_to_end_and_load_best(quick_sweep):
+    cfg, results, sweep_dir = quick_sweep
+    assert (results / "LATEST").read_text().strip() == sweep_dir.name
+    best = json.loads((sweep_dir / "best.json").read_text())
+    assert set(best) == set(ENCODERS)
+    rows = list(csv.DictReader(open(sweep_dir / "summary.csv")))
+    assert [r["encoder"] for r in rows] == list(cfg.encoders)
+    assert all(float(r["best_val_loss"]) > 0 for r in rows)
+    md = (sweep_dir / "summary.md").read_text()
+    assert all(f"| {e} |" in md for e in ENCODERS)
+    lo, hi = cfg.budget * (1 - cfg.tolerance), cfg.budget * (1 + cfg.tolerance)
+    trials = list((sweep_dir / "trials").glob("*/*/trial.json"))
+    assert len(trials) == len(ENCODERS) * cfg.tune.samples_per_encoder
+    for f in trials:
+        t = json.loads(f.read_text())
+        assert lo <= t["n_params"] <= hi, (t["encoder"], t["n_params"])
+        assert t["history"] and Path(t["checkpoint"]).is_dir()
+    flat = torch.randn(7, 13766) * 0.1
+    for name in ENCODERS:
+        enc = rnnray.load_best(name, results=results)
+        z = enc.embed(flat)
+        assert z.shape == (7, 16) and torch.allclose(z.norm(dim=-1), torch.ones(7), atol=1e-5)
+        assert lo <= enc.metrics["n_params"] <= hi and enc.config["lr"] > 0
+        assert isinstance(enc.module, torch.nn.Module)
+    # the same, found through the sweep folder and the sweep name
+    assert rnnray.load_best("dws", results=sweep_dir).metrics == rnnray.load_best("dws", results=results).metrics
+
+
+def test_resume_of_a_finished_sweep_runs_nothing_again(quick_sweep):
+    cfg, results, sweep_dir = quick_sweep
+    before = {p: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/*/trial.json")}
+    again = run_sweep(cfg, resume=True, progress=False, verbose=0)
+    assert again == sweep_dir
+    after = {p: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/*/trial.json")}
+    assert after == before
