@@ -100,8 +100,11 @@ def load_encoders(best: Mapping, device) -> tuple[dict, dict, dict]:
     models, metas, skipped = {}, {}, {}
     for name, entry in best.items():
         ckpt = checkpoint_of(entry or {})
-        if not ckpt or not Path(ckpt).is_dir():
-            skipped[name] = f"checkpoint {ckpt!r} not found"
+        if not ckpt:
+            skipped[name] = "no checkpoint recorded (best.json / trial.json)"
+            continue
+        if not Path(ckpt).is_dir():
+            skipped[name] = f"checkpoint {ckpt} not found"
             continue
         try:
             models[name], metas[name] = load_checkpoint(ckpt, device=device)
@@ -131,6 +134,20 @@ def default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_device(name: str | None) -> None:
+    """A --device the machine has, or UsageError."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r}: not a torch device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name!r}: no CUDA device on this machine")
+
+
 # ------------------------------------------------------------------------------------------------
 # the evaluation
 
@@ -138,15 +155,18 @@ def default_device():
 def evaluate_sweep(
     sweep_dir: str | Path,
     *,
-    seeds: Sequence[int] = DEFAULT_SEEDS,
+    seeds: Sequence[int] | None = None,
     config: PredictorConfig | None = None,
     device=None,
-    supervised_encoder: str = "stats",
+    supervised_encoder: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Downstream evaluation of every encoder's best trial plus both baselines; writes
     ``downstream.json`` and the downstream columns of ``summary.csv`` / ``summary.md``; returns
-    what ``downstream.json`` holds."""
+    what ``downstream.json`` holds. Settings left as None come from an optional ``downstream``
+    block of the sweep's config (``steps``, other :class:`PredictorConfig` fields, ``seeds``,
+    ``supervised_encoder``: a quick sweep can ask for fewer steps), else the defaults (predictor
+    seeds 0, 1, 2; ``stats``)."""
     from .downstream import evaluate_all, representations
     from .weights import Layout
     from .zoo import load_table, read_manifest
@@ -156,7 +176,12 @@ def evaluate_sweep(
     sweep = read_json(sweep_dir / "sweep.json", "not a sweep folder")
     best = read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
     device = device or default_device()
-    cfg = config or PredictorConfig()
+    settings = (sweep.get("config") or {}).get("downstream") or {}  # optional: steps, seeds, supervised_encoder
+    cfg = config or PredictorConfig(**{k: v for k, v in settings.items() if k in PredictorConfig.__dataclass_fields__})
+    if seeds is None:
+        seeds = tuple(settings.get("seeds", DEFAULT_SEEDS))
+    if supervised_encoder is None:
+        supervised_encoder = settings.get("supervised_encoder", "stats")
     models, metas, skipped = load_encoders(best, device)
     zoo, split_seed = zoo_and_seed(sweep, metas, sweep_dir)
     manifest = read_manifest(zoo)
@@ -165,7 +190,7 @@ def evaluate_sweep(
     for name, meta in list(metas.items()):
         if meta.get("zoo_kind") not in (None, kind):
             skipped[name] = f"trained on a {meta['zoo_kind']} zoo, not {kind}"
-            models.pop(name), metas.pop(name)
+            del models[name], metas[name]
     columns = ["run_id", "step", "params", "accuracy"] + (
         ["task"] if kind == "formal_languages" else ["angle", "train_loss", "heldout_loss"])
     table = load_table(zoo, columns=columns, checksums=False)
@@ -345,25 +370,24 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m rnnray.evaluate",
                                 description="Downstream evaluation of a sweep's best encoders (frozen representations) and baselines.")
     p.add_argument("results", help="a sweep folder, or a results directory (its latest sweep)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="predictor seeds (default 0 1 2)")
-    p.add_argument("--steps", type=int, default=PredictorConfig.steps, help="optimisation steps per predictor")
-    p.add_argument("--supervised-encoder", default="stats", help="encoder of the end-to-end supervised baseline")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="predictor seeds (default 0 1 2)")
+    p.add_argument("--steps", type=int, default=None, help=f"optimisation steps per predictor (default {PredictorConfig.steps})")
+    p.add_argument("--supervised-encoder", default=None, help="encoder of the end-to-end supervised baseline (default stats)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
-        if args.steps < 1:
+        if args.steps is not None and args.steps < 1:
             raise UsageError("--steps must be at least 1")
-        if len(args.seeds) < 1:
-            raise UsageError("--seeds needs at least one seed")
         from .encoders import ENCODERS
 
-        if args.supervised_encoder not in ENCODERS:
+        if args.supervised_encoder is not None and args.supervised_encoder not in ENCODERS:
             raise UsageError(f"--supervised-encoder {args.supervised_encoder!r}: choose from {', '.join(ENCODERS)}")
+        check_device(args.device)
         sweep_dir = resolve(args.results)
         read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
         print(f"sweep folder: {sweep_dir}", flush=True)
-        doc = evaluate_sweep(sweep_dir, seeds=args.seeds, config=PredictorConfig(steps=args.steps),
+        doc = evaluate_sweep(sweep_dir, seeds=args.seeds, config=None if args.steps is None else PredictorConfig(steps=args.steps),
                              device=args.device, supervised_encoder=args.supervised_encoder)
     print_summary(doc)
     print(f"\nwritten: {sweep_dir / DOWNSTREAM_FILE}, summary.csv, summary.md  ({doc['seconds']:.0f} s)")

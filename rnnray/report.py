@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from .cli import UsageError, friendly_errors
 from .evaluate import (
     DOWNSTREAM_FILE,
+    check_device,
     column_label,
     default_device,
     downstream_table,
@@ -533,6 +534,9 @@ def write_report(
         colour, task_label, cmap = _np(table, "angle")[pick], "angle (degrees)", "twilight"
     figures["pca"] = fig_pca(reps, colour, task_label, cmap, acc, fig_dir / "pca.png")
 
+    for name, made in figures.items():  # a figure not drawn this time must not linger from an earlier report
+        if made is None:
+            (fig_dir / f"{name}.png").unlink(missing_ok=True)
     rows = split_rows(table, kind, split_seed)
     cfg = sweep.get("config") or {}
     lines = [
@@ -621,6 +625,7 @@ def main(argv=None) -> None:
     with friendly_errors(args.debug):
         if args.max_snapshots < 1 or args.samples < 1:
             raise UsageError("--max-snapshots and --samples must be at least 1")
+        check_device(args.device)
         sweep_dir = resolve(args.results)
         read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
         path = write_report(sweep_dir, device=args.device, max_snapshots=args.max_snapshots, n_samples=args.samples,

@@ -2,34 +2,33 @@
 
 The zoo trainer and the probing encoders both need "evaluate K different LSTMs on K different
 batches of inputs" without a Python loop over the K networks. Weights come as a dict of tensors
-with a leading K axis (``Layout.split`` of a (K, P) tensor); every matrix product is a batched
-``bmm`` over K. The result equals ``torch.nn.LSTM`` + ``torch.nn.Linear`` applied to each network
-separately (tested against them).
+with a leading K axis (``Layout.split`` of a (K, P) tensor). The result equals ``torch.nn.LSTM`` +
+``torch.nn.Linear`` applied to each network separately (tested against them, and the gradients
+against autograd).
 
-How :func:`run` is organised (see docs/BENCHMARKS.md for the measurements behind each choice):
+The whole stack (every LSTM layer and the output Linear) is one autograd node, :class:`_Stack`, with
+a hand-written backward: with plain autograd each of the ~40 time steps of each layer records a
+dozen small nodes, and for tiny LSTMs that bookkeeping costs more than the arithmetic. When the
+parameters are views of one (K, P) tensor (the trainer's case), the node differentiates with respect
+to that tensor directly and writes its gradient in one piece. Two implementations of the node:
 
-* The whole stack (every LSTM layer and the output Linear) is one autograd node, :class:`_Stack`,
-  with a hand-written backward: with plain autograd, each of the ~40 time steps of each layer
-  records a dozen small nodes, and for tiny LSTMs that bookkeeping costs more than the arithmetic.
-* Time-major buffers (T, K, B, .): the slice of one time step is contiguous, which the per-step
-  products and the memory prefetchers both like much better than K-major strided slices.
-* One product per step and layer: the layer's input x_t and its previous output h_{t-1} sit side
-  by side in one buffer row ``[x_t | h_{t-1}]``, multiplied by ``[W_ih | W_hh]^T`` (a contiguous
-  copy made once per call). There is no separate input projection over the whole sequence, which
-  for small inputs (6 one-hot symbols) was a slow, memory-bound product.
-* Layers advance as a wavefront (all layers at step t, then step t + 1), so what one layer hands the
-  next is still in cache. The backward walks the same wavefront in reverse; its gate gradients live
-  in a one-step scratch buffer and go straight into the products that need them (the gradients of
-  ``[x_t | h_{t-1}]`` and a per-step accumulation of the weight gradients).
-* The element-wise cell work of a step (gate non-linearities, cell update, bias; and in the backward
-  all derivative terms and the bias gradient) is one pass of a small C kernel on CPU float32,
-  compiled once with the system C compiler and cached on disk (:func:`kernels_available`). Where it
-  is unavailable (no compiler, CUDA, float64, or ``RNNRAY_COMPILE=0``) the same algorithm runs with
-  PyTorch element-wise ops; both paths are tested against ``torch.nn.LSTM`` and autograd.
-* Without gradients (evaluation), nothing is stored per time step: one-step buffers only.
+* Compiled kernels (CPU, float32, hidden size a multiple of 16; the default). A small C library,
+  built on first use with the system C compiler and cached on disk (:func:`kernels_available`),
+  runs the forward of all layers of all K networks in one call and the backward in another. The
+  networks are shared out among PyTorch's own OpenMP threads; each network's per-step products (its
+  weights are a few tens of KB and stay in L1) are register-blocked loops fused with the gate
+  non-linearities, and its weight gradients accumulate step by step while the gate gradients are
+  still in cache. Why not ``torch.compile``, MKL's batched products, or PyTorch element-wise ops:
+  see docs/BENCHMARKS.md (per-step ``bmm`` + element-wise ops over all K run from cold, strided
+  memory, and every op is a pass over megabytes; the fused kernels touch each value about once).
+* PyTorch ops (CUDA, float64, no C compiler, other hidden sizes, or ``RNNRAY_COMPILE=0``): the same
+  algorithm, time-major: per step and layer one ``bmm`` of ``[x_t | h_{t-1}]`` rows by
+  ``[W_ih | W_hh]^T`` and a handful of in-place element-wise ops; the backward walks the layers as
+  a wavefront with one-step scratch buffers and accumulates the weight gradients step by step.
 
-Every RNN's numbers depend only on its own weights and inputs: nothing is reduced across the K
-networks, and with one intra-op thread the results do not depend on K (tested bitwise).
+Without gradients (evaluation), nothing is kept per time step. Every RNN's numbers depend only on
+its own weights and inputs: nothing is reduced across the K networks, and with one intra-op thread
+the results do not depend on K (tested bitwise; the compiled kernels also not on the thread count).
 """
 
 from __future__ import annotations
@@ -89,18 +88,26 @@ def _buffer(ws, key, shape, like):
 # the compiled element-wise kernels (CPU, float32)
 
 _C_SOURCE = r"""
-/* Fused LSTM stack for many small networks: forward and hand-written backward, CPU, float32.
+/* Fused LSTM stack + output Linear for many small networks: forward and hand-written backward,
+ * CPU, float32.
  *
- * One call runs every layer of every network over the whole sequence. The networks are shared out
- * among OpenMP threads; each network's per-step products (its weights are a few tens of KB) run in
- * register-blocked loops fused with the gate non-linearities, so a step's gates never leave the
- * cache before they are activated. Per network, the work and its order are the same whatever K
- * and the thread count are: results do not depend on how networks are batched.
+ * One call runs every layer of every network over the whole sequence. Each network's per-step
+ * products (its weights are a few tens of KB) run in register-blocked loops fused with the gate
+ * non-linearities, so a step's gates are activated while still in registers. Per network, the work
+ * and its order do not depend on K or on the thread count: results do not depend on how networks
+ * are batched. Networks are handed to OpenMP threads dynamically, so a thread that is descheduled
+ * on a shared machine does not hold the others up.
  *
- * Layout per network (the k-th block of each buffer, or a per-thread scratch block):
- *   xh    (T+1, B, n) rows [h_{t-1} | x_t], n = H + I      acts (T, B, 4H) activated (i, f, g, o)
- *   cs    (T, B, H) cell states                             wt   (n, 4H) = [W_hh | W_ih]^T
- *   wcat  (4H, np) = [W_hh | W_ih], columns zero-padded to np (a multiple of 16)
+ * Per network (the k-th block of each buffer; without gradients, a per-thread block):
+ *   xh    (T+1, B, n) rows [h_{t-1} | x_t], n = H + I        acts (T, B, 4H) activated (i, f, g, o)
+ *   wt    (n, 4H) = [W_hh | W_ih]^T                           wcat (4H, np) = [W_hh | W_ih | 0]
+ *   wl    (H, Op) = W_lin^T, zero-padded to Op (a multiple of 16), bl (Op) its bias
+ * The cell states are not stored: the backward recomputes them from the stored gates, which is
+ * cheaper than moving them through memory twice. Without gradients, acts holds one step.
+ * The backward goes layer by layer (top first), each from the last step to the first, with
+ * per-thread scratch: the gradients w.r.t. [h_{t-1} | x_t] of every step of the layer (their x part
+ * is the dh of the layer below), one step of gate gradients, the cell states, the running dc, and
+ * the weight-gradient accumulator (n, 4H), which takes each step's share while it is in cache.
  */
 #include <stdint.h>
 #include <string.h>
@@ -113,7 +120,7 @@ _C_SOURCE = r"""
 typedef float vf __attribute__((vector_size(4 * W)));
 typedef int32_t vi __attribute__((vector_size(4 * W)));
 
-AI vf splat(float x) { vf v = {0}; return v + x; }
+AI vf splat(float x) { return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 AI vf ld(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 AI void st(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
@@ -142,6 +149,10 @@ AI vf vexp(vf x) {
 }
 /* 1/d from the 14-bit estimate and one Newton step (about 1 ulp); a division costs several times more. */
 AI vf vrcp(vf d) { vf r = (vf)_mm512_rcp14_ps((__m512)d); return r * (splat(2.0f) - d * r); }
+/* streaming store (64-byte aligned p): gates read only by the backward need not displace the cache */
+AI void st_nt(float *p, vf v) { _mm512_stream_ps(p, (__m512)v); }
+AI void nt_fence(void) { _mm_sfence(); }
+#define NT_STORES 1
 #else
 AI vf sel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
 AI vf vexp(vf x0) {
@@ -157,41 +168,59 @@ AI vf vexp(vf x0) {
     return sel(x0 != x0, x0, e);
 }
 AI vf vrcp(vf d) { return splat(1.0f) / d; }
+AI void st_nt(float *p, vf v) { st(p, v); }
+AI void nt_fence(void) {}
+#define NT_STORES 0
 #endif
 AI vf vsig(vf x) { return vrcp(splat(1.0f) + vexp(-x)); }
 AI vf vtanh(vf x) { return splat(2.0f) * vrcp(splat(1.0f) + vexp(x * splat(-2.0f))) - splat(1.0f); }
+/* the cell update, one definition for the forward and the backward's recomputation (same rounding) */
+AI vf cell_update(vf f, vf cp, vf i, vf g) { return f * cp + i * g; }
 
 typedef struct {
-    int64_t n, np;                                  /* row length of xh (H + I), padded wcat row length */
-    float *xh; int64_t xh_sk, xh_tid;               /* block address = ptr + k * sk + thread * tid */
+    int64_t n, np;                                   /* row length of xh (H + I); padded wcat row */
+    float *xh; int64_t xh_sk, xh_tid;                /* block address = ptr + k * sk + thread * tid */
     float *acts; int64_t acts_sk, acts_tid, acts_ss; /* ss: step stride; 0 = one reused step (no grad) */
-    float *cs; int64_t cs_sk, cs_tid, cs_ss;
     const float *wt; int64_t wt_sk;
     const float *wcat; int64_t wcat_sk;
     const float *bias; int64_t bias_sk;
-    float *dw_ih, *dw_hh, *db_ih, *db_hh;           /* gradients in the parameters' own layouts */
+    float *dw_ih, *dw_hh, *db_ih, *db_hh;            /* gradients, in the parameters' own layouts */
     int64_t dw_ih_sk, dw_hh_sk, db_ih_sk, db_hh_sk;
 } Layer;
 
 #define MAX_LAYERS 8
 typedef struct {
-    int64_t K, B, T, H, I, L, nthreads, need_x, need_w;
-    const float *x; int64_t x_sk, x_sb, x_st;       /* input (K, B, T, I), any strides, last dim contiguous */
-    float *hout; int64_t hout_sk, hout_sb, hout_st; /* last layer's h */
-    const float *dh; int64_t dh_sk, dh_sb, dh_st;   /* gradient w.r.t. the last layer's h */
+    int64_t K, B, T, H, I, O, Op, L, nthreads, need_x, need_w;
+    const float *x; int64_t x_sk, x_sb, x_st;        /* input (K, B, T, I), last dim contiguous */
+    const float *wl; int64_t wl_sk;                  /* (H, Op) */
+    const float *bl; int64_t bl_sk;                  /* (Op) */
+    const float *wlin; int64_t wlin_sk;              /* the Linear's weight (O, H) */
+    float *out; int64_t out_sk, out_sb, out_st;      /* (K, B, T, O) */
+    const float *dout; int64_t dout_sk, dout_sb, dout_st;
     float *dx; int64_t dx_sk, dx_sb, dx_st;
-    float *scratch; int64_t scratch_tid;            /* backward scratch, per thread */
+    float *dwl; int64_t dwl_sk;                      /* (O, H) */
+    float *dbl; int64_t dbl_sk;                      /* (O) */
+    float *scratch; int64_t scratch_tid;             /* per thread */
     Layer layers[MAX_LAYERS];
 } Net;
 
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* ---- forward ------------------------------------------------------------------------------- */
 
-/* Gates of R rows and one 16-wide hidden chunk j: bias + [h|x] W^T, activated, then the cell. */
+/* Gates of R rows and one 16-wide hidden chunk j: bias + [h|x] W^T, activated, then the cell.
+ * c holds c_{t-1} on entry (when first is 0) and c_t on exit. */
 AI void fwd_block(const int R, const float *xr, int64_t n, const float *wt, int64_t H, int64_t j,
-                  const float *bias, float *a, float *c, const float *cp,
+                  const float *bias, float *a, float *c, const int first, const int nt,
                   float *h1, int64_t h1s, float *h2, int64_t h2s) {
     const int64_t H4 = 4 * H;
-    vf acc[4][4];
+    vf acc[6][4];
     const vf b0 = ld(bias + j), b1 = ld(bias + H + j), b2 = ld(bias + 2 * H + j), b3 = ld(bias + 3 * H + j);
     for (int r = 0; r < R; r++) { acc[r][0] = b0; acc[r][1] = b1; acc[r][2] = b2; acc[r][3] = b3; }
     for (int64_t q = 0; q < n; q++) {
@@ -205,21 +234,47 @@ AI void fwd_block(const int R, const float *xr, int64_t n, const float *wt, int6
     for (int r = 0; r < R; r++) {
         const vf i = vsig(acc[r][0]), f = vsig(acc[r][1]), g = vtanh(acc[r][2]), o = vsig(acc[r][3]);
         float *ar = a + r * H4;
-        st(ar + j, i); st(ar + H + j, f); st(ar + 2 * H + j, g); st(ar + 3 * H + j, o);
-        const vf cn = cp ? f * ld(cp + r * H + j) + i * g : i * g;
+        if (nt) { st_nt(ar + j, i); st_nt(ar + H + j, f); st_nt(ar + 2 * H + j, g); st_nt(ar + 3 * H + j, o); }
+        else { st(ar + j, i); st(ar + H + j, f); st(ar + 2 * H + j, g); st(ar + 3 * H + j, o); }
+        const vf cn = first ? i * g : cell_update(f, ld(c + r * H + j), i, g);
         st(c + r * H + j, cn);
         const vf h = o * vtanh(cn);
         st(h1 + r * h1s + j, h);
-        st(h2 + r * h2s + j, h);
+        if (h2) st(h2 + r * h2s + j, h);
     }
 }
 
-static void layer_fwd(const Net *N, int l, int64_t k, int tid) {
+#define FWD_ROWS(NT)                                                                                       \
+    for (int64_t j = 0; j < H; j += W) {                                                                   \
+        int64_t b = 0;                                                                                     \
+        for (; b + 6 <= B; b += 6)                                                                         \
+            fwd_block(6, xr + b * n, n, wt, H, j, bias, a + b * H4, c + b * H, s == 0, NT, h1 + b * n, n,  \
+                      h2 ? h2 + b * h2s : 0, h2s);                                                         \
+        for (; b + 2 <= B; b += 2)                                                                         \
+            fwd_block(2, xr + b * n, n, wt, H, j, bias, a + b * H4, c + b * H, s == 0, NT, h1 + b * n, n,  \
+                      h2 ? h2 + b * h2s : 0, h2s);                                                         \
+        for (; b < B; b++)                                                                                 \
+            fwd_block(1, xr + b * n, n, wt, H, j, bias, a + b * H4, c + b * H, s == 0, NT, h1 + b * n, n,  \
+                      h2 ? h2 + b * h2s : 0, h2s);                                                         \
+    }
+
+/* out row (O) = bl + h (H) @ wl (H, Op) */
+static void linear_row(const float *h, int64_t H, const float *wl, const float *bl, int64_t O, int64_t Op, float *out) {
+    for (int64_t o0 = 0; o0 < Op; o0 += W) {
+        vf acc = ld(bl + o0);
+        for (int64_t q = 0; q < H; q++) acc += splat(h[q]) * ld(wl + q * Op + o0);
+        const int64_t m = O - o0 < W ? O - o0 : W;
+        memcpy(out + o0, &acc, (size_t)m * sizeof(float));
+    }
+}
+
+static void layer_fwd(const Net *N, int l, int64_t k, int tid, int nt) {
     const Layer *ly = &N->layers[l];
-    const int64_t B = N->B, T = N->T, H = N->H, n = ly->n;
+    const int64_t B = N->B, T = N->T, H = N->H, H4 = 4 * H, n = ly->n;
+    const int store = ly->acts_ss != 0; /* keep every step for the backward (else one reused step) */
     float *xh = ly->xh + k * ly->xh_sk + tid * ly->xh_tid;
     float *acts = ly->acts + k * ly->acts_sk + tid * ly->acts_tid;
-    float *cs = ly->cs + k * ly->cs_sk + tid * ly->cs_tid;
+    float *c = N->scratch + tid * N->scratch_tid; /* the running cell state, in cache */
     const float *wt = ly->wt + k * ly->wt_sk, *bias = ly->bias + k * ly->bias_sk;
     const Layer *nx = l + 1 < N->L ? &N->layers[l + 1] : 0;
     float *nxh = nx ? nx->xh + k * nx->xh_sk + tid * nx->xh_tid : 0;
@@ -232,40 +287,34 @@ static void layer_fwd(const Net *N, int l, int64_t k, int tid) {
     for (int64_t b = 0; b < B; b++) memset(xh + b * n, 0, (size_t)H * sizeof(float));
     for (int64_t s = 0; s < T; s++) {
         const float *xr = xh + s * B * n;
-        float *a = acts + s * ly->acts_ss, *c = cs + s * ly->cs_ss;
-        const float *cp = s > 0 ? cs + (s - 1) * ly->cs_ss : 0;
-        float *h1 = xh + (s + 1) * B * n, *h2;
-        int64_t h2s;
-        if (nx) { h2 = nxh + s * B * nx->n + H; h2s = nx->n; }
-        else { h2 = N->hout + k * N->hout_sk + s * N->hout_st; h2s = N->hout_sb; }
-        for (int64_t j = 0; j < H; j += W) {
-            int64_t b = 0;
-            for (; b + 4 <= B; b += 4)
-                fwd_block(4, xr + b * n, n, wt, H, j, bias, a + b * 4 * H, c + b * H, cp ? cp + b * H : 0,
-                          h1 + b * n, n, h2 + b * h2s, h2s);
-            for (; b < B; b++)
-                fwd_block(1, xr + b * n, n, wt, H, j, bias, a + b * 4 * H, c + b * H, cp ? cp + b * H : 0,
-                          h1 + b * n, n, h2 + b * h2s, h2s);
+        float *a = acts + s * ly->acts_ss;
+        float *h1 = xh + (s + 1) * B * n;                    /* h_t into the next step's row */
+        float *h2 = nx ? nxh + s * B * nx->n + H : 0;        /* and into the next layer's x part */
+        const int64_t h2s = nx ? nx->n : 0;
+        if (nt && store) { FWD_ROWS(1) } else { FWD_ROWS(0) }
+        if (!nx) {
+            const float *wl = N->wl + k * N->wl_sk, *bl = N->bl + k * N->bl_sk;
+            float *out = N->out + k * N->out_sk + s * N->out_st;
+            for (int64_t b = 0; b < B; b++) linear_row(h1 + b * n, H, wl, bl, N->O, N->Op, out + b * N->out_sb);
         }
     }
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
 }
 
 void lstm_forward(const Net *N) {
     const int64_t K = N->K;
     const int nt = (int)N->nthreads;
     (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && K > 1)
+    /* streaming stores need 64-byte aligned rows: true for PyTorch's allocations and H % 16 == 0 */
+    int aligned = NT_STORES;
+    for (int l = 0; l < N->L; l++) {
+        const Layer *ly = &N->layers[l];
+        if ((uintptr_t)ly->acts % 64 || (ly->acts_sk | ly->acts_ss) % 16) aligned = 0;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && K > 1)
     for (int64_t k = 0; k < K; k++) {
         const int tid = thread_id();
-        for (int l = 0; l < N->L; l++) layer_fwd(N, l, k, tid);
+        for (int l = 0; l < N->L; l++) layer_fwd(N, l, k, tid, aligned);
+        nt_fence();
     }
 }
 
@@ -290,7 +339,7 @@ AI void cell_bwd(const float *a, const float *c, const float *cp, const float *d
 /* out (R rows, V 16-wide columns from c0) = dp rows (length H4) @ wc (H4 rows of length np) */
 AI void dx_block(const int R, const int V, const float *dp, int64_t H4, const float *wc, int64_t np, int64_t c0,
                  float *out) {
-    vf acc[4][4];
+    vf acc[24][4];
     for (int r = 0; r < R; r++)
         for (int v = 0; v < V; v++) acc[r][v] = splat(0.0f);
     for (int64_t g = 0; g < H4; g++) {
@@ -305,29 +354,34 @@ AI void dx_block(const int R, const int V, const float *dp, int64_t H4, const fl
         for (int v = 0; v < V; v++) st(out + r * np + c0 + v * W, acc[r][v]);
 }
 
-#define DX_CASE(R)                                                                     \
-    switch (V) {                                                                       \
-    case 1: dx_block(R, 1, dp, H4, wc, np, c0, out); break;                            \
-    case 2: dx_block(R, 2, dp, H4, wc, np, c0, out); break;                            \
-    case 3: dx_block(R, 3, dp, H4, wc, np, c0, out); break;                            \
-    default: dx_block(R, 4, dp, H4, wc, np, c0, out); break;                           \
+/* rows in register blocks of about 24 accumulators, then remainders of 4 and 1 rows */
+#define DX_ROWS(RMAIN, V)                                                                                   \
+    {                                                                                                       \
+        int64_t b = 0;                                                                                      \
+        for (; b + RMAIN <= B; b += RMAIN) dx_block(RMAIN, V, dp0 + b * H4, H4, wc, np, c0, out0 + b * np); \
+        for (; b + 4 <= B; b += 4) dx_block(4, V, dp0 + b * H4, H4, wc, np, c0, out0 + b * np);            \
+        for (; b < B; b++) dx_block(1, V, dp0 + b * H4, H4, wc, np, c0, out0 + b * np);                    \
     }
 
 /* B rows of dp (B, H4) @ wc (H4, np) -> out (B, np), the first ncols columns (a multiple of 16) */
 static void dx_rows(int64_t B, const float *dp0, int64_t H4, const float *wc, int64_t np, int64_t ncols, float *out0) {
     for (int64_t c0 = 0; c0 < ncols; c0 += 4 * W) {
-        const int V = (int)((ncols - c0) / W < 4 ? (ncols - c0) / W : 4);
-        int64_t b = 0;
-        for (; b + 4 <= B; b += 4) { const float *dp = dp0 + b * H4; float *out = out0 + b * np; DX_CASE(4) }
-        for (; b < B; b++) { const float *dp = dp0 + b * H4; float *out = out0 + b * np; DX_CASE(1) }
+        const int64_t V = (ncols - c0) / W < 4 ? (ncols - c0) / W : 4;
+        switch (V) {
+        case 1: DX_ROWS(24, 1) break;
+        case 2: DX_ROWS(12, 2) break;
+        case 3: DX_ROWS(8, 3) break;
+        default: DX_ROWS(6, 4) break;
+        }
     }
 }
 
-/* Weight gradient rows q..q+R-1 (of n), columns c0..c0+63 (of H4): sum over rows of xh[:, q] dp[:, c]. */
+/* acc (R rows q.. of the weight gradient, 64 columns from c0) += sum over rows of xh[row][q + r] dp[row][c] */
 AI void dw_block(const int R, int64_t rows, const float *xh, int64_t n, int64_t q, const float *dp, int64_t H4,
-                 int64_t c0, vf acc[4][4]) {
+                 int64_t c0, float *acc_mem, int first) {
+    vf acc[6][4];
     for (int r = 0; r < R; r++)
-        for (int v = 0; v < 4; v++) acc[r][v] = splat(0.0f);
+        for (int v = 0; v < 4; v++) acc[r][v] = first ? splat(0.0f) : ld(acc_mem + (q + r) * H4 + c0 + v * W);
     for (int64_t row = 0; row < rows; row++) {
         const float *d = dp + row * H4 + c0;
         const vf d0 = ld(d), d1 = ld(d + W), d2 = ld(d + 2 * W), d3 = ld(d + 3 * W);
@@ -337,75 +391,128 @@ AI void dw_block(const int R, int64_t rows, const float *xh, int64_t n, int64_t 
             acc[r][0] += xv * d0; acc[r][1] += xv * d1; acc[r][2] += xv * d2; acc[r][3] += xv * d3;
         }
     }
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < 4; v++) st(acc_mem + (q + r) * H4 + c0 + v * W, acc[r][v]);
 }
 
-static void store_dw(const Layer *ly, int64_t k, int64_t H, int64_t q, int R, int64_t c0, vf acc[4][4]) {
-    float *dih = ly->dw_ih + k * ly->dw_ih_sk, *dhh = ly->dw_hh + k * ly->dw_hh_sk;
-    const int64_t I = ly->n - H;
-    for (int r = 0; r < R; r++) {
-        const int64_t row = q + r; /* row < H: W_hh column; else W_ih column */
-        for (int v = 0; v < 4; v++) {
-            float tmp[W];
-            memcpy(tmp, &acc[r][v], sizeof tmp);
-            for (int e = 0; e < W; e++) {
-                const int64_t gate = c0 + v * W + e;
-                if (row < H) dhh[gate * H + row] = tmp[e];
-                else dih[gate * I + (row - H)] = tmp[e];
-            }
-        }
-    }
-}
-
-static void layer_weight_grads(const Layer *ly, int64_t k, int64_t rows, int64_t H, const float *xh, const float *dp) {
-    const int64_t n = ly->n, H4 = 4 * H;
-    vf acc[4][4];
+/* dWt (n, H4) (+)= xh^T dp over the B rows of one step, in acc_mem (first: overwrite) */
+static void dw_step(int64_t B, int64_t n, int64_t H4, const float *x0, const float *d0, float *acc_mem, int first) {
     for (int64_t c0 = 0; c0 < H4; c0 += 4 * W) {
         int64_t q = 0;
-        for (; q + 4 <= n; q += 4) { dw_block(4, rows, xh, n, q, dp, H4, c0, acc); store_dw(ly, k, H, q, 4, c0, acc); }
-        for (; q < n; q++) { dw_block(1, rows, xh, n, q, dp, H4, c0, acc); store_dw(ly, k, H, q, 1, c0, acc); }
+        for (; q + 6 <= n; q += 6) dw_block(6, B, x0, n, q, d0, H4, c0, acc_mem, first);
+        for (; q + 4 <= n; q += 4) dw_block(4, B, x0, n, q, d0, H4, c0, acc_mem, first);
+        for (; q + 2 <= n; q += 2) dw_block(2, B, x0, n, q, d0, H4, c0, acc_mem, first);
+        for (; q < n; q++) dw_block(1, B, x0, n, q, d0, H4, c0, acc_mem, first);
     }
-    /* bias gradient: column sums of dp, the same for b_ih and b_hh */
-    float *dbi = ly->db_ih + k * ly->db_ih_sk, *dbh = ly->db_hh + k * ly->db_hh_sk;
-    for (int64_t c0 = 0; c0 < H4; c0 += W) {
-        vf sum = splat(0.0f);
-        for (int64_t row = 0; row < rows; row++) sum += ld(dp + row * H4 + c0);
-        st(dbi + c0, sum);
-        st(dbh + c0, sum);
+}
+
+/* the accumulated dWt and bias gradient, written in the parameters' own layouts */
+static void store_weight_grads(const Layer *ly, int64_t k, int64_t H, const float *dwt, const float *db) {
+    const int64_t n = ly->n, H4 = 4 * H, I = n - H;
+    float *dih = ly->dw_ih + k * ly->dw_ih_sk, *dhh = ly->dw_hh + k * ly->dw_hh_sk;
+    for (int64_t q = 0; q < n; q++) /* row q < H: a column of W_hh; else of W_ih */
+        for (int64_t g = 0; g < H4; g++) {
+            if (q < H) dhh[g * H + q] = dwt[q * H4 + g];
+            else dih[g * I + (q - H)] = dwt[q * H4 + g];
+        }
+    memcpy(ly->db_ih + k * ly->db_ih_sk, db, (size_t)H4 * sizeof(float));
+    memcpy(ly->db_hh + k * ly->db_hh_sk, db, (size_t)H4 * sizeof(float));
+}
+
+/* the Linear's gradients: dW (O, H) = sum over rows of dout[row][o] h[row], db = sum of dout rows */
+static void linear_grads(const Net *N, int64_t k, const float *xh, int64_t n) {
+    const int64_t B = N->B, T = N->T, H = N->H, O = N->O;
+    const float *dout = N->dout + k * N->dout_sk;
+    float *dwl = N->dwl + k * N->dwl_sk, *dbl = N->dbl + k * N->dbl_sk;
+    for (int64_t o0 = 0; o0 < O; o0 += 4) {
+        const int64_t no = O - o0 < 4 ? O - o0 : 4;
+        for (int64_t j = 0; j < H; j += 4 * W) {
+            const int64_t nv = (H - j) / W < 4 ? (H - j) / W : 4;
+            vf acc[4][4];
+            for (int e = 0; e < 4; e++)
+                for (int v = 0; v < 4; v++) acc[e][v] = splat(0.0f);
+            for (int64_t s = 0; s < T; s++)
+                for (int64_t b = 0; b < B; b++) {
+                    const float *h = xh + ((s + 1) * B + b) * n + j, *d = dout + b * N->dout_sb + s * N->dout_st + o0;
+                    for (int e = 0; e < no; e++) {
+                        const vf dv = splat(d[e]);
+                        for (int v = 0; v < nv; v++) acc[e][v] += dv * ld(h + v * W);
+                    }
+                }
+            for (int e = 0; e < no; e++)
+                for (int v = 0; v < nv; v++) st(dwl + (o0 + e) * H + j + v * W, acc[e][v]);
+        }
+    }
+    for (int64_t o = 0; o < O; o++) {
+        float sum = 0.0f;
+        for (int64_t s = 0; s < T; s++)
+            for (int64_t b = 0; b < B; b++) sum += dout[b * N->dout_sb + s * N->dout_st + o];
+        dbl[o] = sum;
     }
 }
 
 static void net_bwd_k(const Net *N, int64_t k, int tid) {
-    const int64_t B = N->B, T = N->T, H = N->H, H4 = 4 * H, L = N->L;
+    const int64_t B = N->B, T = N->T, H = N->H, H4 = 4 * H, L = N->L, O = N->O;
     int64_t npmax = 0;
     for (int l = 0; l < L; l++) npmax = N->layers[l].np > npmax ? N->layers[l].np : npmax;
-    float *dpb = N->scratch + tid * N->scratch_tid;          /* (T, B, H4) */
-    float *dxs[2] = {dpb + T * B * H4, dpb + T * B * H4 + T * B * npmax}; /* (T, B, np) each */
-    float *dc = dxs[1] + T * B * npmax;                      /* (B, H) */
-    const float *above = 0;                                  /* the layer above's dx: its x part is our dh */
+    float *base = N->scratch + tid * N->scratch_tid;
+    float *dxs[2] = {base, base + T * B * npmax}; /* (T, B, np) each: gradient w.r.t. [h_{t-1} | x_t] */
+    float *cs = dxs[1] + T * B * npmax;           /* (T, B, H) recomputed cell states */
+    float *dp = cs + T * B * H;                   /* (B, H4): one step's gate pre-activation gradients */
+    float *dc = dp + B * H4;                      /* (B, H) */
+    float *dht = dc + B * H;                      /* (B, H): the top layer's dh, from the Linear */
+    float *db = dht + B * H;                      /* (H4) */
+    float *dwt = db + H4;                         /* (npmax, H4) */
+    const float *above = 0;                       /* the layer above's dx: its x part is our dh */
     int64_t above_np = 0;
+    const float *wlin = N->wlin + k * N->wlin_sk, *dout = N->dout + k * N->dout_sk;
     for (int l = (int)L - 1; l >= 0; l--) {
         const Layer *ly = &N->layers[l];
-        const int64_t np = ly->np;
+        const int64_t np = ly->np, n = ly->n;
         const int64_t ncols = (l > 0 || N->need_x) ? np : H;
         float *dxb = dxs[l & 1];
-        const float *acts = ly->acts + k * ly->acts_sk, *cs = ly->cs + k * ly->cs_sk;
+        const float *acts = ly->acts + k * ly->acts_sk;
         const float *xh = ly->xh + k * ly->xh_sk;
         const float *wc = ly->wcat + k * ly->wcat_sk;
-        memset(dc, 0, (size_t)(B * H) * sizeof(float));
-        for (int64_t s = T - 1; s >= 0; s--) {
-            for (int64_t b = 0; b < B; b++) {
-                const float *dha = above ? above + (s * B + b) * above_np + H
-                                         : N->dh + k * N->dh_sk + b * N->dh_sb + s * N->dh_st;
-                const float *dhb = s < T - 1 ? dxb + ((s + 1) * B + b) * np : 0;
-                const int64_t row = s * B + b;
-                const float *a = acts + row * H4, *c = cs + row * H, *cp = s > 0 ? cs + (row - B) * H : 0;
-                for (int64_t j = 0; j < H; j += W)
-                    cell_bwd(a, c, cp, dha, dhb, dc + b * H, dpb + row * H4, H, j);
+        for (int64_t row = 0; row < T * B; row++) /* the cell states again, from the stored gates */
+            for (int64_t j = 0; j < H; j += W) {
+                const float *a = acts + row * H4;
+                const vf i = ld(a + j), f = ld(a + H + j), g = ld(a + 2 * H + j);
+                st(cs + row * H + j, row < B ? i * g : cell_update(f, ld(cs + (row - B) * H + j), i, g));
             }
-            if (s > 0 || ncols > H)
-                dx_rows(B, dpb + s * B * H4, H4, wc, np, ncols, dxb + s * B * np);
+        memset(dc, 0, (size_t)(B * H) * sizeof(float));
+        memset(db, 0, (size_t)H4 * sizeof(float));
+        for (int64_t s = T - 1; s >= 0; s--) {
+            if (!above) /* dh of the last layer's outputs: dout W_lin */
+                for (int64_t b = 0; b < B; b++) {
+                    const float *d = dout + b * N->dout_sb + s * N->dout_st;
+                    for (int64_t j = 0; j < H; j += W) {
+                        vf acc = splat(0.0f);
+                        for (int64_t o = 0; o < O; o++) acc += splat(d[o]) * ld(wlin + o * H + j);
+                        st(dht + b * H + j, acc);
+                    }
+                }
+            for (int64_t b = 0; b < B; b++) {
+                const int64_t row = s * B + b;
+                const float *dha = above ? above + row * above_np + H : dht + b * H;
+                const float *dhb = s < T - 1 ? dxb + (row + B) * np : 0;
+                const float *a = acts + row * H4, *c = cs + row * H, *cp = s > 0 ? cs + (row - B) * H : 0;
+                for (int64_t j = 0; j < H; j += W) cell_bwd(a, c, cp, dha, dhb, dc + b * H, dp + b * H4, H, j);
+            }
+            if (s > 0 || ncols > H) dx_rows(B, dp, H4, wc, np, ncols, dxb + s * B * np);
+            if (N->need_w) {
+                dw_step(B, n, H4, xh + s * B * n, dp, dwt, s == T - 1);
+                for (int64_t c0 = 0; c0 < H4; c0 += W) {
+                    vf sum = ld(db + c0);
+                    for (int64_t b = 0; b < B; b++) sum += ld(dp + b * H4 + c0);
+                    st(db + c0, sum);
+                }
+            }
         }
-        if (N->need_w) layer_weight_grads(ly, k, T * B, H, xh, dpb);
+        if (N->need_w) {
+            store_weight_grads(ly, k, H, dwt, db);
+            if (l == L - 1) linear_grads(N, k, xh, n);
+        }
         if (l == 0 && N->need_x) {
             float *dx = N->dx + k * N->dx_sk;
             for (int64_t s = 0; s < T; s++)
@@ -421,7 +528,7 @@ void lstm_backward(const Net *N) {
     const int64_t K = N->K;
     const int nt = (int)N->nthreads;
     (void)nt;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && K > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && K > 1)
     for (int64_t k = 0; k < K; k++) net_bwd_k(N, k, thread_id());
 }
 """
@@ -577,7 +684,6 @@ class _CLayer(ctypes.Structure):
         ("n", "i"), ("np", "i"),
         ("xh", "p"), ("xh_sk", "i"), ("xh_tid", "i"),
         ("acts", "p"), ("acts_sk", "i"), ("acts_tid", "i"), ("acts_ss", "i"),
-        ("cs", "p"), ("cs_sk", "i"), ("cs_tid", "i"), ("cs_ss", "i"),
         ("wt", "p"), ("wt_sk", "i"), ("wcat", "p"), ("wcat_sk", "i"), ("bias", "p"), ("bias_sk", "i"),
         ("dw_ih", "p"), ("dw_hh", "p"), ("db_ih", "p"), ("db_hh", "p"),
         ("dw_ih_sk", "i"), ("dw_hh_sk", "i"), ("db_ih_sk", "i"), ("db_hh_sk", "i"),
@@ -586,12 +692,14 @@ class _CLayer(ctypes.Structure):
 
 class _CNet(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64 if kind == "i" else ctypes.c_void_p) for name, kind in (
-        ("K", "i"), ("B", "i"), ("T", "i"), ("H", "i"), ("I", "i"), ("L", "i"),
+        ("K", "i"), ("B", "i"), ("T", "i"), ("H", "i"), ("I", "i"), ("O", "i"), ("Op", "i"), ("L", "i"),
         ("nthreads", "i"), ("need_x", "i"), ("need_w", "i"),
         ("x", "p"), ("x_sk", "i"), ("x_sb", "i"), ("x_st", "i"),
-        ("hout", "p"), ("hout_sk", "i"), ("hout_sb", "i"), ("hout_st", "i"),
-        ("dh", "p"), ("dh_sk", "i"), ("dh_sb", "i"), ("dh_st", "i"),
+        ("wl", "p"), ("wl_sk", "i"), ("bl", "p"), ("bl_sk", "i"), ("wlin", "p"), ("wlin_sk", "i"),
+        ("out", "p"), ("out_sk", "i"), ("out_sb", "i"), ("out_st", "i"),
+        ("dout", "p"), ("dout_sk", "i"), ("dout_sb", "i"), ("dout_st", "i"),
         ("dx", "p"), ("dx_sk", "i"), ("dx_sb", "i"), ("dx_st", "i"),
+        ("dwl", "p"), ("dwl_sk", "i"), ("dbl", "p"), ("dbl_sk", "i"),
         ("scratch", "p"), ("scratch_tid", "i"),
     )] + [("layers", _CLayer * _MAX_LAYERS)]
 
@@ -604,11 +712,13 @@ def _c_forward(lib, x, weights, lin_w, lin_b, ws, store, gen):
     k, b, t, i_sz = x.shape
     hsz = weights[0][1].shape[2]
     h4, nl = 4 * hsz, len(weights)
+    o_sz = lin_w.shape[1]
+    o_pad = _padded(o_sz)
     nt = torch.get_num_threads()
     if x.stride(3) != 1:
         x = x.contiguous()
     tag = ("c", "train" if store else "eval")
-    net = _CNet(K=k, B=b, T=t, H=hsz, I=i_sz, L=nl, nthreads=nt)
+    net = _CNet(K=k, B=b, T=t, H=hsz, I=i_sz, O=o_sz, Op=o_pad, L=nl, nthreads=nt)
     net.x, net.x_sk, net.x_sb, net.x_st = x.data_ptr(), x.stride(0), x.stride(1), x.stride(2)
     keep = [x]
     for l, (w_ih, w_hh, bias) in enumerate(weights):
@@ -624,74 +734,79 @@ def _c_forward(lib, x, weights, lin_w, lin_b, ws, store, gen):
         if store:  # kept for the backward, one block per network
             xh = _buffer(ws, (tag, l, "xh"), (k, t + 1, b, n), x)
             acts = _buffer(ws, (tag, l, "acts"), (k, t, b, h4), x)
-            cs = _buffer(ws, (tag, l, "cs"), (k, t, b, hsz), x)
-            per_k, per_tid, ss_a, ss_c = 1, 0, b * h4, b * hsz
-        else:  # one block per thread, and one time step of gates and cell state
+            per_k, per_tid, step = 1, 0, b * h4
+        else:  # one block per thread, and one time step of gates
             xh = _buffer(ws, (tag, l, "xh"), (nt, t + 1, b, n), x)
             acts = _buffer(ws, (tag, l, "acts"), (nt, b, h4), x)
-            cs = _buffer(ws, (tag, l, "cs"), (nt, b, hsz), x)
-            per_k, per_tid, ss_a, ss_c = 0, 1, 0, 0
+            per_k, per_tid, step = 0, 1, 0
         ly = net.layers[l]
         ly.n, ly.np = n, npad
         ly.xh, ly.xh_sk, ly.xh_tid = xh.data_ptr(), per_k * xh.stride(0), per_tid * xh.stride(0)
-        ly.acts, ly.acts_sk, ly.acts_tid, ly.acts_ss = acts.data_ptr(), per_k * acts.stride(0), per_tid * acts.stride(0), ss_a
-        ly.cs, ly.cs_sk, ly.cs_tid, ly.cs_ss = cs.data_ptr(), per_k * cs.stride(0), per_tid * cs.stride(0), ss_c
+        ly.acts, ly.acts_sk, ly.acts_tid, ly.acts_ss = acts.data_ptr(), per_k * acts.stride(0), per_tid * acts.stride(0), step
         ly.wt, ly.wt_sk = wt.data_ptr(), wt.stride(0)
         ly.wcat, ly.wcat_sk = wcat.data_ptr(), wcat.stride(0)
         ly.bias, ly.bias_sk = bias.data_ptr(), bias.stride(0)
-        keep += [xh, acts, cs, wt, wcat, bias]
-    hout = _buffer(ws, (tag, "hout"), (k, b, t, hsz), x)
-    net.hout, net.hout_sk, net.hout_sb, net.hout_st = hout.data_ptr(), hout.stride(0), hout.stride(1), hout.stride(2)
+        keep += [xh, acts, wt, wcat, bias]
+    wl = _buffer(ws, (tag, "wl"), (k, hsz, o_pad), x)  # W_lin^T, zero-padded
+    wl[..., :o_sz].copy_(lin_w.transpose(1, 2))
+    wl[..., o_sz:].zero_()
+    bl = _buffer(ws, (tag, "bl"), (k, o_pad), x)
+    bl[:, :o_sz].copy_(lin_b)
+    bl[:, o_sz:].zero_()
+    lin_w = lin_w if lin_w.stride(2) == 1 and lin_w.stride(1) == hsz else lin_w.contiguous()
+    fscratch = _buffer(ws, (tag, "fscratch"), (nt, b * hsz), x)  # each thread's running cell state
+    out = x.new_empty(k, b, t, o_sz)
+    net.wl, net.wl_sk, net.bl, net.bl_sk = wl.data_ptr(), wl.stride(0), bl.data_ptr(), bl.stride(0)
+    net.wlin, net.wlin_sk = lin_w.data_ptr(), lin_w.stride(0)
+    net.out, net.out_sk, net.out_sb, net.out_st = out.data_ptr(), out.stride(0), out.stride(1), out.stride(2)
+    net.scratch, net.scratch_tid = fscratch.data_ptr(), fscratch.stride(0)
+    keep += [wl, bl, lin_w, fscratch]
     lib.lstm_forward(ctypes.byref(net))
-    out = torch.baddbmm(lin_b.unsqueeze(1), hout.view(k, b * t, hsz), lin_w.transpose(1, 2)).view(k, b, t, -1)
     if not store:
         return out
-    return out, {"net": net, "keep": keep, "hout": hout, "gen": gen, "x_shape": (k, b, t, i_sz)}
+    return out, {"net": net, "keep": keep, "gen": gen, "x_shape": (k, b, t, i_sz)}
 
 
 def _c_backward(lib, state, dout, lin_w, need_x, need_w, ws, grad_out):
-    net, hout = state["net"], state["hout"]
+    net = state["net"]
     k, b, t, i_sz = state["x_shape"]
-    hsz, nl = net.H, net.L
+    hsz, nl, o_sz = net.H, net.L, net.O
     h4 = 4 * hsz
-    dout = dout.reshape(k, b * t, -1)
-    dh = _buffer(ws, ("c", "dh"), (k, b, t, hsz), hout)
-    torch.bmm(dout, lin_w, out=dh.view(k, b * t, hsz))
+    like = state["keep"][0]
+    dout = dout.contiguous()
     nt = torch.get_num_threads()
     npmax = max(net.layers[l].np for l in range(nl))
-    scratch = _buffer(ws, ("c", "scratch"), (nt, t * b * (h4 + 2 * npmax) + b * hsz), hout)
+    scratch = _buffer(ws, ("c", "scratch"), (nt, t * b * (2 * npmax + hsz) + b * (h4 + 2 * hsz) + h4 + npmax * h4), like)
     net.nthreads, net.need_x, net.need_w = nt, int(need_x), int(need_w)
-    net.dh, net.dh_sk, net.dh_sb, net.dh_st = dh.data_ptr(), dh.stride(0), dh.stride(1), dh.stride(2)
+    net.dout, net.dout_sk, net.dout_sb, net.dout_st = dout.data_ptr(), dout.stride(0), dout.stride(1), dout.stride(2)
     net.scratch, net.scratch_tid = scratch.data_ptr(), scratch.stride(0)
-    dx = hout.new_empty(k, b, t, i_sz) if need_x else None
+    dx = like.new_empty(k, b, t, i_sz) if need_x else None
     if need_x:
         net.dx, net.dx_sk, net.dx_sb, net.dx_st = dx.data_ptr(), dx.stride(0), dx.stride(1), dx.stride(2)
-    grads = []
+    grads, dlin = [], ()
     if need_w:
         for l in range(nl):
             inp = net.layers[l].n - hsz
             if grad_out is not None:
                 gl = grad_out[l]
             else:
-                gl = [hout.new_empty(k, h4, inp), hout.new_empty(k, h4, hsz), hout.new_empty(k, h4), hout.new_empty(k, h4)]
-            for g, inner in zip(gl, (h4 * inp, h4 * hsz, h4, h4)):
-                assert g.is_contiguous() or (g.dim() > 1 and g[0].is_contiguous() and g[0].numel() == inner)
+                gl = [like.new_empty(k, h4, inp), like.new_empty(k, h4, hsz), like.new_empty(k, h4), like.new_empty(k, h4)]
             ly = net.layers[l]
-            ly.dw_ih, ly.dw_hh, ly.db_ih, ly.db_hh = (g.data_ptr() for g in gl)
+            ly.dw_ih, ly.dw_hh, ly.db_ih, ly.db_hh = (_row_block(g).data_ptr() for g in gl)
             ly.dw_ih_sk, ly.dw_hh_sk, ly.db_ih_sk, ly.db_hh_sk = (g.stride(0) for g in gl)
             grads.append(gl)
+        dlin = tuple(grad_out[nl]) if grad_out is not None else (like.new_empty(k, o_sz, hsz), like.new_empty(k, o_sz))
+        net.dwl, net.dwl_sk = _row_block(dlin[0]).data_ptr(), dlin[0].stride(0)
+        net.dbl, net.dbl_sk = _row_block(dlin[1]).data_ptr(), dlin[1].stride(0)
     lib.lstm_backward(ctypes.byref(net))
-    dlin = ()
-    if need_w:
-        dlin_w = torch.bmm(dout.transpose(1, 2), hout.view(k, b * t, hsz))
-        dlin_b = dout.sum(1)
-        if grad_out is not None:
-            grad_out[nl][0].copy_(dlin_w)
-            grad_out[nl][1].copy_(dlin_b)
-            dlin = tuple(grad_out[nl])
-        else:
-            dlin = (dlin_w, dlin_b)
     return dx, grads, dlin
+
+
+def _row_block(g: torch.Tensor) -> torch.Tensor:
+    """The kernels write each network's block of a gradient as one contiguous run: check that."""
+    if not g[0].is_contiguous():
+        raise ValueError("gradient buffer blocks must be contiguous")
+    return g
 
 
 # ------------------------------------------------------------------------------------------------

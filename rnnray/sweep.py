@@ -90,6 +90,16 @@ class TrialResources(Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
 
 
+class DownstreamSettings(Strict):
+    """Downstream evaluation of each encoder's best trial and the report, run at the end of the sweep."""
+
+    enabled: bool = Field(True, description="run downstream evaluation and write the report at the end")
+    steps: int = Field(2000, ge=1, description="optimisation steps of each downstream predictor")
+    hidden: int = Field(64, ge=1, description="predictor MLP width")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="predictor seeds (the spread is over these)")
+    supervised_encoder: str = Field("stats", description="encoder trained end to end on each target (the supervised baseline)")
+
+
 _TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "workers", "gpus_per_worker", "cpus_per_worker", "storage_path", "name"}
 
 
@@ -109,6 +119,7 @@ class SweepConfig(Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every trial")
     tune: TuneSettings = TuneSettings()
     resources: TrialResources = TrialResources()
+    downstream: DownstreamSettings = DownstreamSettings()
 
     @field_validator("encoders")
     @classmethod
@@ -321,6 +332,16 @@ class TrialResources(Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
 
 
+class DownstreamSettings(Strict):
+    """Downstream evaluation of each encoder's best trial and the report, run at the end of the sweep."""
+
+    enabled: bool = Field(True, description="run downstream evaluation and write the report at the end")
+    steps: int = Field(2000, ge=1, description="optimisation steps of each downstream predictor")
+    hidden: int = Field(64, ge=1, description="predictor MLP width")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="predictor seeds (the spread is over these)")
+    supervised_encoder: str = Field("stats", description="encoder trained end to end on each target (the supervised baseline)")
+
+
 _TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "workers", "gpus_per_worker", "cpus_per_worker", "storage_path", "name"}
 
 
@@ -340,6 +361,7 @@ class SweepConfig(Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every trial")
     tune: TuneSettings = TuneSettings()
     resources: TrialResources = TrialResources()
+    downstream: DownstreamSettings = DownstreamSettings()
 
     @field_validator("encoders")
     @classmethod
@@ -725,8 +747,25 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
 
 
 def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
-    """Hook for the downstream evaluation and the report (added by those modules when present)."""
-    return None
+    """Downstream evaluation of every encoder's best trial, then the report.
+
+    A failure here is reported and leaves the finished sweep intact: both can be re-run with
+    ``python -m rnnray.evaluate`` / ``python -m rnnray.report`` on the sweep folder.
+    """
+    if not cfg.downstream.enabled:
+        return
+    from .downstream import PredictorConfig
+    from .evaluate import evaluate_sweep
+    from .report import write_report
+
+    try:
+        ds = cfg.downstream
+        evaluate_sweep(sweep_dir, seeds=tuple(ds.seeds), config=PredictorConfig(steps=ds.steps, hidden=ds.hidden),
+                       supervised_encoder=ds.supervised_encoder)
+        write_report(sweep_dir, evaluate_missing=False)
+    except Exception as e:  # keep the sweep's results even if the evaluation breaks
+        print(f"warning: downstream evaluation / report failed ({e.__class__.__name__}: {e}); "
+              f"re-run with `python -m rnnray.evaluate {sweep_dir}` and `python -m rnnray.report {sweep_dir}`", file=sys.stderr)
 
 
 def main(argv=None) -> None:

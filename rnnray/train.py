@@ -258,9 +258,13 @@ class RayTrainBackend:
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(d),
-                checkpoint_dir_name=f"checkpoint_{metrics['step']:09d}",
+                checkpoint_dir_name=checkpoint_dir_name(metrics["step"]),
             )
         print(_progress_line(metrics), flush=True)
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"checkpoint_{step:09d}"
 
 
 def _progress_line(m: Mapping[str, Any]) -> str:
@@ -277,6 +281,17 @@ def _loss_sum(model: EmulationModel, data: Snapshots, pairs, batch_size: int, de
         flat, inputs, targets = data.batch(r, s, device)
         total += total_variation(targets, model(flat, inputs)).double() * len(r)
     return total
+
+
+def train_step(model, optimizer, params, flat, inputs, targets, grad_clip: float) -> torch.Tensor:
+    """One optimisation step: forward, total-variation loss, backward (DDP averages gradients
+    here), global-norm clipping, AdamW. Returns the detached loss."""
+    loss = total_variation(targets, model(flat, inputs))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return loss.detach()
 
 
 def _check_resumable(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
@@ -337,12 +352,8 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
     for step in range(start, cfg.steps):
         wrapped.train()
         flat, inputs, targets = training_batch(train, sampler, step, cfg.seed, aug_layout, device)
-        loss = total_variation(targets, wrapped(flat, inputs))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        loss_sum += loss.detach()
+        loss = train_step(wrapped, optimizer, params, flat, inputs, targets, cfg.grad_clip)
+        loss_sum += loss
         loss_n += 1
 
         done = step + 1
@@ -370,6 +381,8 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
         if is_best:
             best = {"val_loss": metrics["val_loss"], "ood_loss": metrics["ood_loss"], "step": done}
         metrics.update(best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"], best_step=best["step"])
+        if spec.get("run_dir"):  # where Ray Train keeps the best checkpoint (see RayTrainBackend.report)
+            metrics["best_checkpoint_path"] = f"{spec['run_dir']}/{checkpoint_dir_name(best['step'])}"
         history.append(dict(metrics))
         payload = None
         if rank == 0:
@@ -509,6 +522,7 @@ def fit(
     callbacks += list(overrides.pop("callbacks", None) or [])
     run_kwargs.update(overrides)
     run_kwargs["callbacks"] = callbacks or None
+    spec["run_dir"] = f"{run_kwargs['storage_path'].rstrip('/')}/{run_kwargs['name']}"
     gpu = cfg.gpus_per_worker > 0
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
@@ -587,6 +601,119 @@ def train_local(
         best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"], best_step=best["step"],
         checkpoint_path=ckpt_path, path=run_path, history=out["history"], model=model,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# throughput (``python -m rnnray.bench train``)
+
+
+def _synthetic_snapshots(kind: str, layout: Layout, rows: int, sequences: int, seed: int = 0) -> Snapshots:
+    """Zoo-shaped random rows (weights like PyTorch's LSTM init), so timing needs no built zoo."""
+    g = np.random.default_rng(seed)
+    bound = 1 / math.sqrt(layout.hidden)
+    params = g.uniform(-bound, bound, size=(rows, layout.num_params)).astype(np.float32)
+    if kind == "formal_languages":
+        inputs = g.integers(0, 6, size=(rows, sequences, 42)).astype(np.int16)
+        logits = g.normal(size=(rows, sequences, 41, 6))
+        targets = (logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype(np.float16)
+    else:
+        inputs = g.normal(size=(rows, sequences, 50, 16)).astype(np.float16)
+        targets = g.normal(size=(rows, sequences, 50, 10)).astype(np.float16)
+    return Snapshots(kind, np.arange(rows), np.zeros(rows, dtype=np.int64), params, inputs, targets)
+
+
+def benchmark(
+    encoders=None, *, kind: str = "formal_languages", budget: float = 1.2e6, tolerance: float = 0.05,
+    batch: int = 64, emulator_hidden: int = 256, steps: int = 10, warmup: int = 2, reps: int = 3,
+    device=None, log=None,
+) -> dict[str, Any]:
+    """Training steps per second of every encoder at a parameter budget, and of the emulator alone
+    (constant representation), all in one process on the same batches.
+
+    A timed step is exactly a training step of :func:`run_loop`: batch assembly (sequence choice,
+    and permutation augmentation for ``flat``/``transformer``), forward, total variation, backward,
+    clipping, AdamW. Models are timed interleaved (every model once, then again, ``reps`` times)
+    so drifting machine load hits them alike; the median repetition is reported.
+    """
+    from .encoders import default_hparams
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    layout = Layout(6, 6) if kind == "formal_languages" else Layout(16, 10)
+    names = list(encoders or ENCODERS) + [BASELINE]
+    data = _synthetic_snapshots(kind, layout, rows=max(4 * batch, 256), sequences=8)
+    sampler = RowSampler(len(data), batch, seed=0)
+    models, info = {}, {}
+    for name in names:
+        if name == BASELINE:
+            hp, n = {}, REPRESENTATION_DIM
+        else:
+            hp, n = fit_to_budget(name, layout, budget, tolerance, zoo_kind=kind)
+        torch.manual_seed(0)
+        model = build_model(name, hp, layout, kind, emulator_hidden).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        aug = layout if name in ENCODERS and needs_augmentation(name) else None
+        models[name] = (model, opt, [p for p in model.parameters() if p.requires_grad], aug)
+        info[name] = {"n_params": n, "hparams": hp if name != BASELINE else {},
+                      "augmented": aug is not None, "default_hparams": name != BASELINE and hp == default_hparams(name)}
+        if log:
+            log(f"{name}: {n:,} encoder parameters")
+
+    def run(name: str, n_steps: int, start: int) -> float:
+        model, opt, params, aug = models[name]
+        model.train()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        for s in range(start, start + n_steps):
+            flat, inputs, targets = training_batch(data, sampler, s, 0, aug, device)
+            train_step(model, opt, params, flat, inputs, targets, 0.1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t
+
+    for name in names:
+        run(name, warmup, 0)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(reps):
+        for name in names:
+            times[name].append(run(name, steps, warmup + rep * steps))
+        if log:
+            log(f"repetition {rep + 1}/{reps}: " + ", ".join(f"{n} {steps / times[n][-1]:.2f}/s" for n in names))
+    sps = {n: steps / float(np.median(t)) for n, t in times.items()}
+    key = {n: ("emulator_only" if n == BASELINE else n) for n in names}
+    emu = sps[BASELINE]
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device_type": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "zoo_kind": kind, "budget": budget, "tolerance": tolerance, "batch": batch, "emulator_hidden": emulator_hidden,
+        "steps": steps, "reps": reps,
+        "steps_per_s": {key[n]: sps[n] for n in names},
+        "ms_per_step": {key[n]: 1e3 / sps[n] for n in names},
+        # step time relative to the emulator-alone step (1.0 = the encoder costs nothing; target <= 1.5)
+        "ratio_to_emulator_only": {n: emu / sps[n] for n in names if n != BASELINE},
+        "within_1.5x": {n: emu / sps[n] <= 1.5 for n in names if n != BASELINE},
+        "n_params": {key[n]: info[n]["n_params"] for n in names},
+        "hparams": {n: info[n]["hparams"] for n in names if n != BASELINE},
+    }
+
+
+def format_benchmark(r: Mapping[str, Any]) -> str:
+    lines = [
+        f"emulation training steps/s: {r['zoo_kind']}, batch {r['batch']}, emulator {r['emulator_hidden']}, "
+        f"encoders at {r['budget']:.3g} parameters (±{r['tolerance']:.0%})",
+        f"device: {r['device']}, {r['threads']} thread(s), torch {r['torch']}; median of {r['reps']} interleaved "
+        f"repetitions of {r['steps']} steps",
+        "",
+        f"{'model':<16}{'parameters':>12}{'steps/s':>10}{'ms/step':>10}{'x emulator':>12}",
+    ]
+    for n, sps in r["steps_per_s"].items():
+        ratio = r["ratio_to_emulator_only"].get(n)
+        mark = "" if ratio is None else f"{ratio:>11.2f}x" + ("" if ratio <= 1.5 else " !")
+        lines.append(f"{n:<16}{r['n_params'][n]:>12,}{sps:>10.2f}{r['ms_per_step'][n]:>10.1f}{mark}")
+    slow = [n for n, ok in r["within_1.5x"].items() if not ok]
+    lines += ["", "target (every encoder's step within 1.5x the emulator-alone step): "
+              + ("met" if not slow else f"missed by {', '.join(slow)}")]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -90,9 +90,24 @@ def test_registry_lookups():
 
 
 def test_probe_defaults_follow_the_zoo():
-    assert build_encoder("noninteractive", FORMAL_LANGUAGES, width=4).probe_raw.shape == (4, 22, 6)
-    assert build_encoder("noninteractive", MNIST, width=4).probe_raw.shape == (4, 50, 16)
+    m = default_hparams("noninteractive")["num_probes"]
+    assert build_encoder("noninteractive", FORMAL_LANGUAGES, width=4).probe_raw.shape == (m, 22, 6)
+    assert build_encoder("noninteractive", MNIST, width=4).probe_raw.shape == (m, 50, 16)
     assert build_encoder("interactive", MNIST, width=4, num_probes=8).probe_length == 50
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_read_out_width_and_depth(name):
+    """The read-out MLP has head_depth hidden layers of head_mult * width units unless head_width is given."""
+    d = default_hparams(name)
+    width = d.get("heads", 1) * 3
+    linears = lambda enc: [m for m in enc.head.modules() if isinstance(m, torch.nn.Linear)] if hasattr(enc, "head") \
+        else [m for m in enc.net.modules() if isinstance(m, torch.nn.Linear)][-(d["head_depth"] + 1):]
+    layers = linears(build_encoder(name, MNIST, width=width))
+    assert len(layers) == d["head_depth"] + 1
+    assert [m.out_features for m in layers] == [round(d["head_mult"] * width)] * d["head_depth"] + [16]
+    layers = linears(build_encoder(name, MNIST, width=width, head_width=5, head_depth=1))
+    assert [m.out_features for m in layers] == [5, 16]
 
 
 # -- 2. budgets -----------------------------------------------------------------------------------
@@ -115,6 +130,20 @@ def test_fit_to_budget_keeps_given_structure():
     assert abs(n - 2e5) <= 0.05 * 2e5
 
 
+@pytest.mark.parametrize("name", ["transformer", "dws", "noninteractive", "interactive"])
+def test_default_budget_split_keeps_the_body_cheap(name, kind_layout):
+    """Speed requirement (one training step with any encoder within 1.5x the emulator's alone): at the
+    paper's budget the default split keeps the parts that run once per token / weight entry / probe
+    step small and puts the rest in the read-out, which runs once per RNN (see common.py). A guard
+    on the structure, since timings are too noisy for a test."""
+    _, layout = kind_layout
+    hp, n = fit_to_budget(name, layout, 1.2e6)
+    enc = build_encoder(name, layout, **hp)
+    body = n - count_params(enc.head)
+    assert hp["width"] <= {"transformer": 96, "dws": 12}.get(name, 96), hp
+    assert body <= 0.2 * n, (name, body, n)
+
+
 @pytest.mark.parametrize("name", ENCODERS)
 def test_absurd_budget_is_infeasible_and_reports_the_range(name):
     with pytest.raises(InfeasibleBudget) as info:
@@ -125,6 +154,25 @@ def test_absurd_budget_is_infeasible_and_reports_the_range(name):
     step = default_hparams(name).get("heads", 1) if name == "transformer" else 1
     smallest = count_params(build_encoder(name, FORMAL_LANGUAGES, width=step, head_width=1))
     assert str(smallest) in msg
+
+
+def test_transformer_block_is_torchs_pre_norm_layer():
+    """The written-out block computes exactly ``nn.TransformerEncoderLayer(norm_first=True, gelu)``."""
+    from rnnray.encoders.transformer import Block
+
+    torch.manual_seed(0)
+    block = Block(16, 4, 32, 0.0).double()
+    ref = torch.nn.TransformerEncoderLayer(16, 4, 32, 0.0, activation="gelu", batch_first=True, norm_first=True).double()
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(block.qkv.weight)
+        ref.self_attn.in_proj_bias.copy_(block.qkv.bias)
+        ref.self_attn.out_proj.load_state_dict(block.out.state_dict())
+        for mine, theirs in ((block.ff1, ref.linear1), (block.ff2, ref.linear2), (block.norm1, ref.norm1),
+                             (block.norm2, ref.norm2)):
+            theirs.load_state_dict(mine.state_dict())
+    assert count_params(block) == count_params(ref)
+    x = torch.randn(3, 7, 16, dtype=torch.float64)
+    torch.testing.assert_close(block(x), ref(x), atol=1e-12, rtol=1e-12)
 
 
 # -- 3. permutation symmetry ----------------------------------------------------------------------

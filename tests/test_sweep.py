@@ -120,6 +120,11 @@ def test_quick_sweep_end_to_end_and_load_best(quick_sweep):
         assert z.shape == (7, 16) and torch.allclose(z.norm(dim=-1), torch.ones(7), atol=1e-5)
         assert lo <= enc.metrics["n_params"] <= hi and enc.config["lr"] > 0
         assert isinstance(enc.module, torch.nn.Module)
+    # the sweep ends with the downstream evaluation and the report
+    ds = json.loads((sweep_dir / "downstream.json").read_text())
+    assert set(ds["encoders"]) == set(ENCODERS) and {"random", "supervised"} <= set(ds["baselines"])
+    assert "ds_ood_task_exact_acc" in rows[0] or "ds_ood_task_exact_acc" in open(sweep_dir / "summary.csv").readline()
+    assert (sweep_dir / "report.md").is_file() and list((sweep_dir / "figures").glob("*.png"))
     # the same, found through the sweep folder and the sweep name
     assert rnnray.load_best("dws", results=sweep_dir).metrics == rnnray.load_best("dws", results=results).metrics
 

@@ -18,11 +18,23 @@ Modelling choices:
   over the M probes of ``[answer, probe]``: the probe is a per-step constant for ``noninteractive``
   (a learned time code) and the question that was asked for ``interactive``.
 * Reader: an LSTM of ``width`` units (``reader_layers`` layers); its last hidden state of the top
-  layer goes through the shared head to 16 numbers.
+  layer goes through the shared read-out MLP (``head_depth=2`` hidden layers of ``head_mult *
+  width`` units) to 16 numbers.
 * ``interactive``: before each step, a linear head on the reader's top hidden state emits the next
   M probe steps (softmax / sigmoid as above), the RNNs take one step on them with
   ``rnnray.rnn.step``, and the reader digests the answers, so later questions depend on earlier
   answers. The reader starts from a zero state, so the first probe is the probe head's bias.
+
+Cost and the default sizes (shared by both encoders, so they differ only in how they ask). The
+reader and, for ``interactive``, the whole interrogation run once per probe step, 22 (formal
+languages) / 50 (MNIST) times per RNN; the read-out runs once. With ~1.2M parameters in a reader of
+~450 units and ``num_probes=4``, a forward+backward cost 0.6-1.0x (formal languages) and
+1.0-1.9x (MNIST) the emulator's on one CPU thread. The defaults put the budget into the read-out
+(``head_mult=16``: reader of ~64 units and read-out of ~1040 at 1.2M parameters, about 95 % of
+them in the read-out) and ask ``num_probes=2`` parallel probes (the interactive loop's cost per
+step grows with M and the reader's input is M x (outputs + inputs) wide: 24 / 52 numbers per step
+at M = 2); ``interactive`` on MNIST then costs about half the emulator, everything else well
+below. The sweep covers M in {1, 2, 4, 8} and ``reader_layers`` in {1, 2}.
 """
 
 from __future__ import annotations
@@ -86,63 +98,6 @@ class NonInteractiveProbing(_Probing):
         return self.head(hidden[:, -1])
 
 
-class _LSTMStep(torch.autograd.Function):
-    """One LSTM time step of K networks at once, each on its own M rows, as a single autograd node.
-
-    xh = [input, h] (K, M, X); c (K, M, H); w (K, X, 4H): ``[weight_ih, weight_hh]`` transposed;
-    bias (K or 1, 1, 4H) = ``bias_ih + bias_hh``. Returns the new (h, c). Gate order i, f, g, o as
-    in ``torch.nn.LSTM``. Written out because the interactive loop runs 50 such steps for the probed
-    RNNs' two layers and the reader, and autograd's dozen small nodes per step (two products, gate
-    slices and activations, cell update) cost more than the arithmetic; stacking the input and
-    recurrent weights also halves the number of batched products.
-    """
-
-    @staticmethod
-    def forward(ctx, xh, c, w, bias):
-        hs = c.shape[-1]
-        gates = torch.baddbmm(bias, xh, w)
-        gates[..., : 2 * hs].sigmoid_()
-        gates[..., 2 * hs : 3 * hs].tanh_()
-        gates[..., 3 * hs :].sigmoid_()
-        i, f, g, o = gates.split(hs, dim=-1)
-        c_new = torch.addcmul(i * g, f, c)
-        tc = torch.tanh(c_new)
-        ctx.save_for_backward(xh, c, w, gates, tc)
-        ctx.bias_k = bias.shape[0]
-        return o * tc, c_new
-
-    @staticmethod
-    def backward(ctx, dh, dc_new):
-        xh, c, w, gates, tc = ctx.saved_tensors
-        hs = c.shape[-1]
-        i, f, g, o = gates.split(hs, dim=-1)
-        dgates = torch.empty_like(gates)
-        di, df, dg, do = dgates.split(hs, dim=-1)
-        torch.mul(dh, tc, out=do)
-        dc = (1 - tc * tc).mul_(o).mul_(dh)  # through h = o * tanh(c)
-        if dc_new is not None:
-            dc += dc_new
-        torch.mul(dc, g, out=di)
-        torch.mul(dc, i, out=dg)
-        torch.mul(dc, c, out=df)
-        dc_prev = dc.mul_(f)
-        di.mul_(i * (1 - i))
-        df.mul_(f * (1 - f))
-        dg.mul_(1 - g * g)
-        do.mul_(o * (1 - o))
-        dxh = torch.bmm(dgates, w.transpose(1, 2))
-        dw = torch.bmm(xh.transpose(1, 2), dgates)
-        dbias = dgates.sum(1, keepdim=True)
-        if ctx.bias_k == 1 and dbias.shape[0] > 1:
-            dbias = dbias.sum(0, keepdim=True)
-        return dxh, dc_prev, dw, dbias
-
-
-def _stacked(w_ih: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
-    """(..., 4H, I), (..., 4H, H) -> (..., I + H, 4H), contiguous, for ``_LSTMStep``."""
-    return torch.cat([w_ih, w_hh], dim=-1).transpose(-1, -2).contiguous()
-
-
 class InteractiveProbing(_Probing):
     """Probes generated step by step from the reader's state: an adaptive interrogation."""
 
@@ -155,32 +110,19 @@ class InteractiveProbing(_Probing):
         self.probe_head = nn.Linear(width, num_probes * layout.input_size)
 
     def forward(self, flat: torch.Tensor) -> torch.Tensor:
-        b, m, hsz = flat.shape[0], self.num_probes, self.layout.hidden
+        b, m = flat.shape[0], self.num_probes
         params = self.layout.split(flat)
-        # the probed RNNs' weights (K = b networks) and the reader's (shared, K = 1), stacked once
-        rnn_w = [_stacked(params[f"weight_ih_l{l}"], params[f"weight_hh_l{l}"]) for l in range(self.layout.num_layers)]
-        rnn_b = [(params[f"bias_ih_l{l}"] + params[f"bias_hh_l{l}"]).unsqueeze(1) for l in range(self.layout.num_layers)]
-        lin_w, lin_b = params["linear.weight"].transpose(1, 2), params["linear.bias"].unsqueeze(1)
-        read_w = [_stacked(cell.weight_ih, cell.weight_hh).unsqueeze(0) for cell in self.cells]
-        read_b = [(cell.bias_ih + cell.bias_hh).view(1, 1, -1) for cell in self.cells]
-        zero = flat.new_zeros(b, m, hsz)
-        state = [(zero, zero) for _ in rnn_w]
-        zero = flat.new_zeros(1, b, self.cells[0].hidden_size)
+        zero = flat.new_zeros(b, self.cells[0].hidden_size)
         reader = [(zero, zero) for _ in self.cells]
+        state = rnn.init_state(self.layout, b, m, flat)
         for _ in range(self.probe_length):
-            probe = self.activate(self.probe_head(reader[-1][0][0]).view(b, m, -1))  # (B, M, in)
-            x, new = probe, []
-            for (h, c), w, bias in zip(state, rnn_w, rnn_b):
-                h, c = _LSTMStep.apply(torch.cat([x, h], dim=-1), c, w, bias)
-                new.append((h, c))
-                x = h
-            state = new
-            outputs = torch.baddbmm(lin_b, x, lin_w)  # (B, M, out)
-            x = torch.cat([self.answer(outputs), probe], dim=-1).reshape(1, b, self.reader_input)
+            probe = self.activate(self.probe_head(reader[-1][0]).view(b, m, -1))  # (B, M, in)
+            outputs, state = rnn.step(self.layout, params, probe, state)  # (B, M, out)
+            x = torch.cat([self.answer(outputs), probe], dim=-1).reshape(b, self.reader_input)
             new = []
-            for (h, c), w, bias in zip(reader, read_w, read_b):
-                h, c = _LSTMStep.apply(torch.cat([x, h], dim=-1), c, w, bias)
-                new.append((h, c))
-                x = h
+            for cell, hc in zip(self.cells, reader):
+                hc = cell(x, hc)
+                new.append(hc)
+                x = hc[0]
             reader = new
-        return self.head(reader[-1][0][0])
+        return self.head(reader[-1][0])

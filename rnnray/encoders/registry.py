@@ -53,7 +53,7 @@ def _probing_space() -> dict[str, Any]:
 
 _FLAT_HEAD = {"head_width": None, "head_mult": 1, "head_depth": 1}
 # sizes and read-out shares of the encoders whose bodies run many times per RNN: see their modules
-_PROBING_DEFAULTS = {"width": 128, "head_width": None, "head_mult": 8, "head_depth": 2, "num_probes": 4,
+_PROBING_DEFAULTS = {"width": 64, "head_width": None, "head_mult": 16, "head_depth": 2, "num_probes": 2,
                      "probe_length": None, "reader_layers": 1}
 
 SPECS: dict[str, EncoderSpec] = {
@@ -78,7 +78,7 @@ SPECS: dict[str, EncoderSpec] = {
         ),
         EncoderSpec(
             "dws", "mechanistic", True, DWSEncoder,
-            {"width": 8, "head_width": None, "head_mult": 112, "head_depth": 2, "depth": 3,
+            {"width": 8, "head_width": None, "head_mult": 112, "head_depth": 2, "depth": 2,
              "input_scale": DEFAULT_INPUT_SCALE},
             {"depth": [2, 3, 4]},
         ),

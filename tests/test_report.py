@@ -1,0 +1,262 @@
+"""Downstream evaluation of a sweep folder and the report, on a small but real results store:
+checkpoints trained by ``rnnray.train.train_local`` on the tiny zoo, summaries written by the
+sweep's own ``summarise`` / ``write_summary``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnnray import evaluate, report
+from rnnray.downstream import PredictorConfig, metric_columns
+
+ENCODERS = (("stats", {"width": 16, "depth": 1}), ("flat", {"width": 4, "depth": 1}))
+FAST = PredictorConfig(steps=30)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_store(zoo: str, root: Path, encoders=ENCODERS, seeds=(0, 1)) -> Path:
+    """A results directory with one sweep folder: sweep.json, trials/<enc>/<trial>/trial.json with
+    a real best checkpoint each, and summary.csv / summary.md / best.json from rnnray.sweep."""
+    from rnnray import sweep as sw
+    from rnnray.config import TrainConfig
+    from rnnray.results import atomic_write_json, write_latest
+    from rnnray.train import train_local
+
+    sweep_dir = root / "tiny-20260101-000000"
+    cfg = sw.SweepConfig(name="tiny", results=str(root), zoo=str(zoo), encoders=[e for e, _ in encoders], budget=10000)
+    sweep_dir.mkdir(parents=True)
+    atomic_write_json(sweep_dir / "sweep.json", {"config": cfg.model_dump(mode="json")})
+    records: dict[str, list[dict]] = {}
+    for enc, hp in encoders:
+        for seed in seeds:
+            tid = f"{enc}_{seed:05d}"
+            tdir = sweep_dir / "trials" / enc / tid
+            tcfg = TrainConfig(zoo=str(zoo), encoder_hparams=hp, steps=4, eval_every=2, batch_size=8, emulator_hidden=16,
+                               eval_sequences=2, seed=seed, storage_path=str(tdir), name="train")
+            res = train_local(enc, tcfg, save=True)
+            rec = {"encoder": enc, "trial_id": tid, "status": "finished", "config": {"lr": tcfg.lr, **hp},
+                   "n_params": res.n_params, "best_val_loss": res.best_val_loss, "best_ood_loss": res.best_ood_loss,
+                   "best_step": res.best_step, "checkpoint": res.checkpoint_path, "history": res.history}
+            atomic_write_json(tdir / "trial.json", rec)
+            records.setdefault(enc, []).append(rec)
+    rows, best = sw.summarise(sweep_dir, cfg, records)
+    sw.write_summary(sweep_dir, rows, best, cfg)
+    write_latest(root, sweep_dir)
+    return sweep_dir
+
+
+@pytest.fixture(scope="module")
+def store(tiny_fl_zoo, tmp_path_factory):
+    torch.set_num_threads(1)
+    return make_store(tiny_fl_zoo.path, tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def evaluated(store):
+    torch.set_num_threads(1)
+    return evaluate.evaluate_sweep(store, config=FAST, progress=False)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as f:
+        r = csv.DictReader(f)
+        return list(r.fieldnames), list(r)
+
+
+def _md_table(text: str, first_header: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith(f"| {first_header} |"))
+    out = []
+    for l in lines[start:]:
+        if not l.startswith("|"):
+            break
+        out.append([c.strip() for c in l.strip().strip("|").split("|")])
+    return [out[0]] + out[2:]
+
+
+def test_evaluate_sweep_writes_downstream_json_and_summary_columns(store, evaluated):
+    doc = json.loads((store / "downstream.json").read_text())
+    assert doc == evaluated
+    assert doc["format"] == "rnnray-downstream/1" and doc["zoo_kind"] == "formal_languages"
+    assert doc["seeds"] == [0, 1, 2] and doc["snapshot_steps"] == [0, 100, 200]
+    assert set(doc["encoders"]) == {"stats", "flat"} and set(doc["baselines"]) == {"random", "supervised"}
+    best = json.loads((store / "best.json").read_text())
+    for name, res in doc["encoders"].items():
+        assert res["trial_id"] == best[name]["trial_id"]
+        assert Path(res["checkpoint"]).is_dir()
+        cell = res["results"]["accuracy"]["ood_test"]["r2"]
+        assert len(cell["values"]) == 3 and math.isfinite(cell["mean"])
+    assert not doc["skipped"]
+
+    fields, rows = _read_csv(store / "summary.csv")
+    assert [r["encoder"] for r in rows] == ["stats", "flat"]
+    for col in ("best_val_loss", "best_ood_loss", "n_params", "trials", "failed", "trial_id", "config"):
+        assert col in fields  # the sweep's columns are kept
+    ds_cols = [c + s for c, *_ in metric_columns("formal_languages") for s in ("", "_std")]
+    assert fields[-len(ds_cols):] == ds_cols
+    for r in rows:
+        assert float(r["ds_ood_task_exact_acc"]) == doc["encoders"][r["encoder"]]["results"]["task"]["ood_test"]["exact_acc"]["mean"]
+        assert math.isfinite(float(r["ds_val_accuracy_mae"]))
+        assert float(r["best_val_loss"]) == pytest.approx(best[r["encoder"]]["best_val_loss"])
+
+    md = (store / "summary.md").read_text()
+    table = _md_table(md, "encoder")
+    assert [r[0] for r in table[1:]] == ["stats", "flat"]
+    assert sum(h.startswith("ds ") for h in table[0]) == 3  # task exact acc, accuracy R², accuracy MAE
+    baselines = _md_table(md, "representation")
+    assert [r[0] for r in baselines[1:]] == ["stats", "flat", "baseline: random", "baseline: supervised stats (end to end)"]
+
+    # idempotent: evaluating again replaces the downstream columns and section, never duplicates them
+    evaluate.update_summary(store, doc)
+    fields2, rows2 = _read_csv(store / "summary.csv")
+    assert fields2 == fields and len(rows2) == 2
+    md2 = (store / "summary.md").read_text()
+    assert md2 == md and md2.count("<!-- downstream:begin -->") == 1
+
+
+def test_checkpoint_found_through_the_trial_record(tmp_path):
+    tdir = tmp_path / "trials" / "flat" / "t1"
+    tdir.mkdir(parents=True)
+    (tdir / "trial.json").write_text(json.dumps({"checkpoint_path": "/ckpt/a"}))
+    assert evaluate.checkpoint_of({"checkpoint": "/ckpt/b", "trial_dir": str(tdir)}) == "/ckpt/b"
+    assert evaluate.checkpoint_of({"checkpoint": None, "trial_dir": str(tdir)}) == "/ckpt/a"
+    assert evaluate.checkpoint_of({"checkpoint": None}) is None
+
+
+def test_report_writes_markdown_and_decodable_figures(store, evaluated):
+    from matplotlib.image import imread
+
+    path = report.write_report(store, n_samples=8, max_snapshots=6, device="cpu", progress=False)
+    assert path == store / "report.md"
+    text = path.read_text()
+    names = ["emulation_loss", "emulation_curves", "downstream", "performance_prediction", "pca"]
+    for name in names:
+        png = store / "figures" / f"{name}.png"
+        assert f"figures/{name}.png" in text
+        img = imread(png)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+        assert img[..., :3].std() > 0.01  # something is drawn
+    emu = _md_table(text, "encoder")
+    assert [r[0] for r in emu[1:]] == ["stats", "flat"]
+    assert all(r[1] == "2" for r in emu[1:])  # two trials each
+    ds_rows = [r[0] for r in _md_table(text, "representation")[1:]]
+    assert ds_rows == ["stats", "flat", "baseline: random", "baseline: supervised stats (end to end)"]
+    assert text.count("| baseline: random |") == 2  # OOD-test and validation tables
+    pp = _md_table(text, "encoder | Pearson r")
+    assert [r[0] for r in pp[1:]] == ["stats", "flat"] and all(r[2] != "—" for r in pp[1:])  # MAE always defined
+    assert not list(store.glob("**/.*tmp*"))  # nothing half-written left
+
+
+def test_report_without_downstream_json_says_so(store, evaluated, tmp_path):
+    import shutil
+
+    copy = tmp_path / store.name
+    shutil.copytree(store, copy)
+    (copy / "downstream.json").unlink()
+    text = report.write_report(copy, n_samples=4, max_snapshots=3, evaluate_missing=False, device="cpu", progress=False).read_text()
+    assert "No `downstream.json` yet" in text and not (copy / "figures" / "downstream.png").exists()
+    assert (copy / "figures" / "pca.png").is_file()
+
+
+def test_cli_resolves_a_results_directory(store, evaluated, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(store.parent, tmp_path / "results")  # a copy: the other tests keep their downstream.json
+    copy = tmp_path / "results" / store.name
+    sweep = json.loads((copy / "sweep.json").read_text())
+    sweep["config"]["downstream"] = {"steps": 7, "seeds": [0, 1]}  # optional settings in the sweep; flags win
+    (copy / "sweep.json").write_text(json.dumps(sweep))
+    evaluate.main([str(tmp_path / "results"), "--steps", "5"])
+    out = capsys.readouterr().out
+    assert str(copy) in out and "baseline: supervised" in out and "downstream.json" in out
+    doc = json.loads((copy / "downstream.json").read_text())
+    assert doc["predictor"]["steps"] == 5 and doc["seeds"] == [0, 1]
+    assert len(doc["encoders"]["flat"]["results"]["task"]["val"]["exact_acc"]["values"]) == 2
+
+
+@pytest.mark.parametrize("module", [evaluate, report])
+def test_cli_bad_input_is_one_line_and_exit_2(module, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        module.main([str(tmp_path / "nope")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "nope" in err
+    sweep = tmp_path / "s"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        module.main([str(sweep)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "best.json" in err and len(err.splitlines()) == 1
+
+
+def test_sampled_emulator_tokens_carry_the_emulator_log_probabilities(tiny_fl_zoo):
+    """Step-by-step sampling (state carried) must give the same distributions as the emulator's
+    teacher-forced forward on the sampled strings, representation entering at BOS."""
+    from rnnray.emulator import Emulator
+    from rnnray.zoo.languages import BOS
+
+    torch.manual_seed(0)
+    emu = Emulator("formal_languages", hidden=16).eval()
+    reps = torch.randn(3, 16)
+    tokens, logp = report.sample_emulator(emu, reps, n_samples=5, length=12, generator=torch.Generator().manual_seed(1),
+                                          return_logprobs=True)
+    assert tokens.shape == (3, 5, 12) and tokens.min() >= 0 and tokens.max() < 6
+    flat = tokens.reshape(15, 12)
+    inputs = torch.cat([torch.full((15, 1), BOS), flat[:, :-1]], 1)
+    with torch.no_grad():
+        ref = torch.log_softmax(emu(reps.repeat_interleave(5, 0), inputs), -1).gather(-1, flat.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(ref, logp.reshape(15, 12), atol=1e-5)
+    other, _ = report.sample_emulator(emu, -reps, 5, length=12, generator=torch.Generator().manual_seed(1), return_logprobs=True)
+    assert not torch.equal(other, tokens)  # the representation conditions the samples
+
+
+def test_mnist_digit_labels_are_recovered_and_verified(tiny_mnist_zoo):
+    from rnnray.zoo import load_table, read_manifest
+
+    manifest = read_manifest(tiny_mnist_zoo.path)
+    t = load_table(tiny_mnist_zoo.path, columns=["run_id", "step", "angle", "inputs", "logits", "accuracy"])
+    runs, steps, angles = (t.column(c).to_numpy() for c in ("run_id", "step", "angle"))
+    inputs = t.column("inputs").combine_chunks().to_numpy_ndarray()
+    labels = report.stored_digit_labels(manifest, runs, steps, angles, inputs, check=len(runs))
+    assert labels is not None and labels.shape == inputs.shape[:2] and labels.min() >= 0 and labels.max() <= 9
+    # trained snapshots beat chance on their own stored digits with these labels
+    logits = t.column("logits").combine_chunks().to_numpy_ndarray()
+    acc = (logits[:, :, -1].argmax(-1) == labels).mean(-1)
+    last = steps == steps.max()
+    assert acc[last].mean() > 0.15
+    wrong = {**manifest, "config": {**manifest["config"], "seed": manifest["config"]["seed"] + 1}}
+    assert report.stored_digit_labels(wrong, runs, steps, angles, inputs) is None  # the check catches a bad replay
+
+
+def test_mnist_performance_prediction_with_an_untrained_model(tiny_mnist_zoo):
+    from rnnray.train import build_model
+    from rnnray.weights import Layout
+    from rnnray.zoo import load_table, read_manifest
+
+    manifest = read_manifest(tiny_mnist_zoo.path)
+    layout = Layout.from_json(json.dumps(manifest["layout"]))
+    torch.manual_seed(0)
+    model = build_model("stats", {"width": 16, "depth": 1}, layout, "mnist", 16).eval()
+    table = load_table(tiny_mnist_zoo.path, columns=["run_id", "step", "params", "accuracy", "angle"])
+    pp = report.performance_prediction({"stats": model}, table, manifest, tiny_mnist_zoo.path, 0, max_snapshots=4)
+    assert pp["rows"] == 4 and pp["labels"] == "recovered and verified" and pp["quantity"] == "held-out accuracy"
+    e = pp["encoders"]["stats"]
+    assert len(e["emulated"]) == 4 and all(0.0 <= v <= 1.0 for v in e["emulated"])
+    assert np.isclose(e["mae"], np.abs(np.array(e["emulated"]) - np.array(pp["real"])).mean())
+    assert set(pp["split"]) <= {"val", "ood"}

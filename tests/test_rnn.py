@@ -1,0 +1,262 @@
+"""rnnray.rnn and the lockstep trainer: equal to torch.nn.LSTM / autograd / one-RNN-at-a-time training.
+
+Every equivalence test runs on both implementations of ``rnn.run``: the compiled C kernels (CPU,
+float32; skipped where no C compiler is available) and the PyTorch-ops path (``RNNRAY_COMPILE=0``),
+which is also what CUDA and float64 use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnray import rnn
+from rnnray.config import parse_zoo
+from rnnray.weights import FORMAL_LANGUAGES, MNIST, Layout
+from rnnray.zoo.trainer import BETAS, EPS, ChunkTrainer, init_params, train_chunk
+
+LAYOUTS = {"formal_languages": FORMAL_LANGUAGES, "mnist": MNIST}
+
+
+@pytest.fixture(params=["compiled", "eager"])
+def path(request, monkeypatch):
+    if request.param == "compiled":
+        monkeypatch.setenv("RNNRAY_COMPILE", "1")
+        if not rnn.kernels_available():
+            pytest.skip("compiled kernels unavailable here (no C compiler?)")
+    else:
+        monkeypatch.setenv("RNNRAY_COMPILE", "0")
+    return request.param
+
+
+@pytest.fixture(params=list(LAYOUTS), ids=list(LAYOUTS))
+def layout(request):
+    return LAYOUTS[request.param]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread (restored afterwards): required by the bitwise test, and it keeps the
+    timings of this module steady on a shared machine. test_two_threads covers the parallel code."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_flat(layout: Layout, k: int, seed: int, scale: float = 1.5, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    bound = scale / layout.hidden**0.5  # larger than PyTorch's init: saturating gates get exercised too
+    return ((torch.rand(k, layout.num_params, generator=g, dtype=torch.float64) * 2 - 1) * bound).to(dtype)
+
+
+def modules_reference(layout: Layout, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    outs = []
+    for k in range(flat.shape[0]):
+        lstm, lin = layout.to_modules(flat[k])
+        with torch.no_grad():
+            outs.append(lin(lstm(x[k].float())[0]))
+    return torch.stack(outs)
+
+
+# -- 1. forward equals torch.nn.LSTM + Linear ----------------------------------------------------
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_run_matches_torch_modules(path, layout, grad):
+    k, b, t = 3, 5, 9
+    flat = random_flat(layout, k, seed=1)
+    x = torch.randn(k, b, t, layout.input_size, generator=torch.Generator().manual_seed(2))
+    ref = modules_reference(layout, flat, x)
+    ws = rnn.Workspace()
+    for _ in range(2):  # a reused workspace gives the same answer
+        if grad:
+            out = rnn.run(layout, layout.split(flat.clone().requires_grad_()), x, ws)
+        else:
+            out = rnn.run(layout, layout.split(flat), x, ws)
+        assert out.shape == (k, b, t, layout.output_size)
+        torch.testing.assert_close(out.detach(), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 2), (2, 32, 3)], ids=["h8_3layers", "h32_3layers"])
+def test_run_other_layouts(path, shape):
+    """Hidden sizes the kernels do not take (8: PyTorch ops) and deeper stacks, odd batch."""
+    hidden, inp, layers = shape[1], 5, shape[2]
+    layout = Layout(input_size=inp, output_size=3, hidden=hidden, num_layers=layers)
+    flat = random_flat(layout, 2, seed=3)
+    x = torch.randn(2, 7, 6, inp, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(rnn.run(layout, layout.split(flat), x), modules_reference(layout, flat, x), atol=1e-5, rtol=1e-5)
+
+
+# -- 2. gradients equal autograd's ---------------------------------------------------------------
+def _grads(fn, layout, flat, x, weight):
+    flat = flat.clone().requires_grad_(True)
+    x = x.clone().requires_grad_(True)
+    out = fn(layout.split(flat), x)
+    return out.detach(), torch.autograd.grad((out * weight).sum(), [flat, x])
+
+
+def test_gradients_match_autograd_float64(layout):
+    """float64 (the PyTorch-ops path): w.r.t. parameters and inputs, with a Workspace reused."""
+    k, b, t = 3, 4, 7
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(k, b, t, layout.input_size, generator=g, dtype=torch.float64)
+    weight = torch.randn(k, b, t, layout.output_size, generator=g, dtype=torch.float64)
+    flat = random_flat(layout, k, 6, dtype=torch.float64)
+    ref_out, ref = _grads(lambda p, xx: rnn.run_autograd(layout, p, xx), layout, flat, x, weight)
+    ws = rnn.Workspace()
+    for _ in range(2):
+        out, got = _grads(lambda p, xx: rnn.run(layout, p, xx, ws), layout, flat, x, weight)
+        torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-12)
+        for a, r in zip(got, ref):
+            torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-10)
+
+
+def test_gradients_match_autograd_float32(path, layout):
+    """float32 on both paths against float64 autograd; parameters as views of one flat vector."""
+    k, b, t = 3, 6, 11
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(k, b, t, layout.input_size, generator=g)
+    weight = torch.randn(k, b, t, layout.output_size, generator=g)
+    flat = random_flat(layout, k, 8)
+    _, ref = _grads(lambda p, xx: rnn.run_autograd(layout, p, xx), layout, flat.double(), x.double(), weight.double())
+    ws = rnn.Workspace()
+    for _ in range(2):
+        _, got = _grads(lambda p, xx: rnn.run(layout, p, xx, ws), layout, flat, x, weight)
+        for a, r in zip(got, ref):
+            torch.testing.assert_close(a.double(), r, atol=2e-5 * r.abs().max().item(), rtol=1e-4)
+
+
+def test_gradients_separate_parameters_and_partial_needs(path):
+    """Parameters that are not views of one (K, P) tensor; input-only and weight-only gradients."""
+    layout = FORMAL_LANGUAGES
+    k, b, t = 2, 3, 5
+    g = torch.Generator().manual_seed(9)
+    params = {n: p.clone().requires_grad_(True) for n, p in layout.split(random_flat(layout, k, 10)).items()}
+    x = torch.randn(k, b, t, layout.input_size, generator=g)
+    weight = torch.randn(k, b, t, layout.output_size, generator=g)
+    names = list(params)
+    ref = torch.autograd.grad((rnn.run_autograd(layout, params, x) * weight).sum(), [params[n] for n in names])
+    got = torch.autograd.grad((rnn.run(layout, params, x) * weight).sum(), [params[n] for n in names])
+    for n, a, r in zip(names, got, ref):
+        torch.testing.assert_close(a, r, atol=2e-5 * r.abs().max().item() + 1e-7, rtol=1e-4, msg=n)
+    # only the input needs a gradient (the probing encoders' case), from an expanded input
+    frozen = {n: p.detach() for n, p in params.items()}
+    probe = torch.randn(b, t, layout.input_size, generator=g, requires_grad=True)
+    xe = probe.expand(k, -1, -1, -1)
+    (ref,) = torch.autograd.grad((rnn.run_autograd(layout, frozen, xe) * weight).sum(), probe)
+    (got,) = torch.autograd.grad((rnn.run(layout, frozen, xe) * weight).sum(), probe)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_workspace_reused_before_backward_raises(path):
+    layout = FORMAL_LANGUAGES
+    flat = random_flat(layout, 2, 11).requires_grad_(True)
+    x = torch.randn(2, 3, 4, layout.input_size)
+    ws = rnn.Workspace()
+    first = rnn.run(layout, layout.split(flat), x, ws)
+    rnn.run(layout, layout.split(flat), x, ws)
+    with pytest.raises(RuntimeError, match="Workspace"):
+        first.sum().backward()
+
+
+# -- 3. the batched trainer equals training each RNN alone with torch.nn + torch.optim.AdamW -------
+# float32: two correct implementations round differently, and training at lr 0.01 amplifies that
+# (any two, the PyTorch modules included, are ~1e-3 apart after 100 steps, ~1e-5 after 40), so
+# float32 is compared over 40-50 steps, and float64 (the PyTorch-ops path) over the full 100 steps
+# (zoo A; to 1e-7: rounding differences still grow ~1e7-fold in 100 steps).
+ZOOS = {
+    "formal_languages": {"kind": "formal_languages", "runs": 3, "steps": 100},
+    "mnist": {"kind": "mnist", "runs": 3, "steps": 100, "source": "bundled", "eval_digits": 50},
+}
+FLOAT32_STEPS = {"formal_languages": 50, "mnist": 40}
+
+
+def _distinct_decay_runs(cfg) -> list[int]:
+    """Three mnist runs whose weight decays all differ (the decay is drawn per run)."""
+    decays = ChunkTrainer(cfg, list(range(16))).wd.tolist()
+    runs = [r for r in range(16) if decays[r] not in decays[:r]][:3]
+    assert len(runs) == 3
+    return runs
+
+
+def _compare_with_modules(kind: str, steps: int, dtype: torch.dtype, atol: float, monkeypatch) -> None:
+    cfg = parse_zoo(ZOOS[kind])
+    runs = _distinct_decay_runs(cfg) if kind == "mnist" else [0, 1, 2]
+    if dtype == torch.float64:  # the same trainer, run in float64: weights, optimiser state, inputs
+        import rnnray.zoo.trainer as trainer_module
+
+        init = trainer_module.init_params
+        monkeypatch.setattr(trainer_module, "init_params", lambda *a: init(*a).double())
+    trainer = ChunkTrainer(cfg, runs)
+    recipe = trainer.recipe
+    if dtype == torch.float64:
+        trainer.wd = trainer.wd.double()
+        batch = recipe.batch
+        recipe.batch = lambda s: (lambda xy: (xy[0].double(), xy[1]))(batch(s))
+    assert trainer.flat.dtype == dtype
+    batches = [recipe.batch(s) for s in range(steps)]
+    for s in range(steps):
+        trainer.step(s)
+    layout = trainer.layout
+    for i, run_id in enumerate(runs):
+        lstm, lin = layout.to_modules(init_params(layout, cfg.seed, run_id))
+        lstm, lin = lstm.to(dtype), lin.to(dtype)
+        params = list(lstm.parameters()) + list(lin.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.lr(0), betas=BETAS, eps=EPS, weight_decay=float(trainer.wd[i]))
+        for s in range(steps):
+            x, y = batches[s]
+            out = lin(lstm(x[i])[0])
+            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y[i].reshape(-1))
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr(s)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        mine = layout.split(trainer.flat.detach()[i])
+        ref = {n: t.detach() for n, t in lstm.named_parameters()}
+        ref |= {"linear.weight": lin.weight.detach(), "linear.bias": lin.bias.detach()}
+        for name in layout.names:
+            err = (mine[name] - ref[name]).abs().max().item()
+            assert err <= atol, f"{kind} run {run_id}: {name} differs by {err:.2e} (tolerance {atol:.0e})"
+
+
+@pytest.mark.parametrize("kind", list(ZOOS))
+def test_chunk_trainer_equals_one_rnn_at_a_time(path, kind, monkeypatch):
+    _compare_with_modules(kind, FLOAT32_STEPS[kind], torch.float32, 1e-4, monkeypatch)
+
+
+def test_chunk_trainer_equals_one_rnn_at_a_time_float64(monkeypatch):
+    _compare_with_modules("formal_languages", 100, torch.float64, 1e-7, monkeypatch)
+
+
+# -- 4. a run's rows do not depend on the chunk it was trained in (one intra-op thread) ------------
+@pytest.mark.parametrize("kind", ["formal_languages", "mnist"])
+def test_chunk_independence_bitwise(path, kind):
+    d = {"kind": kind, "runs": 4, "steps": 12, "snapshot_steps": [0, 5], "stored_sequences": 4}
+    d |= {"source": "bundled", "eval_digits": 20} if kind == "mnist" else {"accuracy_samples": 20}
+    cfg = parse_zoo(d)
+    together = train_chunk(cfg, [0, 1, 2, 3])
+    alone = train_chunk(cfg, [2])
+    rows = together["run_id"] == 2
+    for key, value in alone.items():
+        if key.startswith("_"):
+            continue
+        assert np.array_equal(together[key][rows], value), key
+
+
+def test_two_threads(path, layout):
+    """The kernels share networks out among threads: same results as with one thread."""
+    k, b, t = 5, 6, 8
+    flat = random_flat(layout, k, seed=12)
+    x = torch.randn(k, b, t, layout.input_size, generator=torch.Generator().manual_seed(13))
+    weight = torch.randn(k, b, t, layout.output_size, generator=torch.Generator().manual_seed(14))
+    one = _grads(lambda p, xx: rnn.run(layout, p, xx), layout, flat, x, weight)
+    torch.set_num_threads(2)
+    two = _grads(lambda p, xx: rnn.run(layout, p, xx, rnn.Workspace()), layout, flat, x, weight)
+    with torch.no_grad():
+        two_eval = rnn.run(layout, layout.split(flat), x)
+    torch.testing.assert_close(two[0], one[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(two_eval, one[0], atol=1e-6, rtol=1e-6)
+    for a, r in zip(two[1], one[1]):
+        torch.testing.assert_close(a, r, atol=1e-6, rtol=1e-5)
