@@ -239,7 +239,8 @@ def _kernels_state(device: torch.device) -> bool:
         return False
     from . import rnn
 
-    return rnn.kernels_available()
+    available = getattr(rnn, "kernels_available", None)
+    return bool(available and available())
 
 
 def format_zoo(r: dict) -> str:

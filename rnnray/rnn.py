@@ -99,15 +99,17 @@ _C_SOURCE = r"""
  * on a shared machine does not hold the others up.
  *
  * Per network (the k-th block of each buffer; without gradients, a per-thread block):
- *   xh    (T+1, B, n) rows [h_{t-1} | x_t], n = H + I        acts (T, B, 4H) activated (i, f, g, o)
- *   wt    (n, 4H) = [W_hh | W_ih]^T                           wcat (4H, np) = [W_hh | W_ih | 0]
+ *   hs    (T+1, B, H) the layer's outputs, slot 0 = h_{-1} = 0; the next layer reads its input there
+ *   acts  (T, B, 4H) activated gates (i, f, g, o)             cs (T, B, H) cell states
+ * and, rebuilt per network in per-thread scratch from the parameters as they are laid out:
+ *   wt    (H + I, 4H) = [W_hh | W_ih]^T, bias = b_ih + b_hh  wcat (4H, np) = [W_hh | W_ih | 0]
  *   wl    (H, Op) = W_lin^T, zero-padded to Op (a multiple of 16), bl (Op) its bias
- * The cell states are not stored: the backward recomputes them from the stored gates, which is
- * cheaper than moving them through memory twice. Without gradients, acts holds one step.
+ * Without gradients, acts and cs hold one step. Gates and cell states go out with streaming stores
+ * (read again only by the backward), and the backward prefetches the step it will read next.
  * The backward goes layer by layer (top first), each from the last step to the first, with
  * per-thread scratch: the gradients w.r.t. [h_{t-1} | x_t] of every step of the layer (their x part
- * is the dh of the layer below), one step of gate gradients, the cell states, the running dc, and
- * the weight-gradient accumulator (n, 4H), which takes each step's share while it is in cache.
+ * is the dh of the layer below), one step of gate gradients, the running dc, and the weight-gradient
+ * accumulator (H + I, 4H), which takes each step's share while it is in cache.
  */
 #include <stdint.h>
 #include <string.h>
@@ -177,24 +179,84 @@ AI vf vtanh(vf x) { return splat(2.0f) * vrcp(splat(1.0f) + vexp(x * splat(-2.0f
 /* the cell update, one definition for the forward and the backward's recomputation (same rounding) */
 AI vf cell_update(vf f, vf cp, vf i, vf g) { return f * cp + i * g; }
 
+/* The one product kernel: acc[r][v] += sum over g < kdim of a[r * ars + g * acs] * b[g * ldb + v * bvs .. + 16].
+ * R rows by V 16-wide vectors of accumulators stay in registers (R and V are compile-time constants
+ * at every call), each step loads V vectors of b and broadcasts R scalars of a. */
+AI void mm(const int R, const int V, int64_t kdim, const float *a, int64_t ars, int64_t acs,
+           const float *b, int64_t ldb, int64_t bvs, vf acc[][4]) {
+    for (int64_t g = 0; g < kdim; g++) {
+        vf w[4];
+        for (int v = 0; v < V; v++) w[v] = ld(b + g * ldb + v * bvs);
+        for (int r = 0; r < R; r++) {
+            const vf x = splat(a[r * ars + g * acs]);
+            for (int v = 0; v < V; v++) acc[r][v] += x * w[v];
+        }
+    }
+}
+
+/* out[r][c0 + 16 v ..] = (init: zero, or the vector at `row`, or out itself) + a b: the
+ * rows x columns product of a block of rows, for any row count and up to 64 columns. */
+enum { INIT_ZERO, INIT_ROW, INIT_OUT };
+AI void mm_store(const int R, const int V, int64_t kdim, const float *a, int64_t ars, int64_t acs, const float *b,
+                 int64_t ldb, const int init, const float *row, float *out, int64_t ldo) {
+    vf acc[24][4];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++)
+            acc[r][v] = init == INIT_ZERO ? splat(0.0f) : init == INIT_ROW ? ld(row + v * W) : ld(out + r * ldo + v * W);
+    mm(R, V, kdim, a, ars, acs, b, ldb, W, acc);
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < V; v++) st(out + r * ldo + v * W, acc[r][v]);
+}
+
+#define MM_ROWS(RMAIN, V)                                                                                    \
+    {                                                                                                        \
+        int64_t r = 0;                                                                                       \
+        for (; r + RMAIN <= rows; r += RMAIN)                                                                \
+            mm_store(RMAIN, V, kdim, a + r * ars, ars, acs, b + c0, ldb, init, row ? row + c0 : 0,           \
+                     out + r * ldo + c0, ldo);                                                               \
+        for (; r + 4 <= rows; r += 4)                                                                        \
+            mm_store(4, V, kdim, a + r * ars, ars, acs, b + c0, ldb, init, row ? row + c0 : 0,               \
+                     out + r * ldo + c0, ldo);                                                               \
+        for (; r + 2 <= rows; r += 2)                                                                        \
+            mm_store(2, V, kdim, a + r * ars, ars, acs, b + c0, ldb, init, row ? row + c0 : 0,               \
+                     out + r * ldo + c0, ldo);                                                               \
+        for (; r < rows; r++)                                                                                \
+            mm_store(1, V, kdim, a + r * ars, ars, acs, b + c0, ldb, init, row ? row + c0 : 0,               \
+                     out + r * ldo + c0, ldo);                                                               \
+    }
+
+/* out (rows, ncols) (init) + a (rows, kdim; strides ars, acs) @ b (kdim, ncols; row stride ldb);
+ * ncols a multiple of 16 */
+static void mm_rows(int64_t rows, int64_t ncols, int64_t kdim, const float *a, int64_t ars, int64_t acs,
+                    const float *b, int64_t ldb, int init, const float *row, float *out, int64_t ldo) {
+    for (int64_t c0 = 0; c0 < ncols; c0 += 4 * W) {
+        const int64_t V = (ncols - c0) / W < 4 ? (ncols - c0) / W : 4;
+        switch (V) {
+        case 1: MM_ROWS(24, 1) break;
+        case 2: MM_ROWS(12, 2) break;
+        case 3: MM_ROWS(8, 3) break;
+        default: MM_ROWS(6, 4) break;
+        }
+    }
+}
+
 typedef struct {
-    int64_t n, np;                                   /* row length of xh (H + I); padded wcat row */
-    float *xh; int64_t xh_sk, xh_tid;                /* block address = ptr + k * sk + thread * tid */
+    int64_t I, np;                                   /* input size; padded wcat row (>= H + I) */
+    float *hs; int64_t hs_sk, hs_tid;                /* block address = ptr + k * sk + thread * tid */
     float *acts; int64_t acts_sk, acts_tid, acts_ss; /* ss: step stride; 0 = one reused step (no grad) */
-    const float *wt; int64_t wt_sk;
-    const float *wcat; int64_t wcat_sk;
-    const float *bias; int64_t bias_sk;
+    float *cs; int64_t cs_sk;                        /* with gradients only */
+    const float *w_ih, *w_hh, *b_ih, *b_hh;          /* parameters: (4H, I), (4H, H), (4H), (4H) */
+    int64_t w_ih_sk, w_hh_sk, b_ih_sk, b_hh_sk;
     float *dw_ih, *dw_hh, *db_ih, *db_hh;            /* gradients, in the parameters' own layouts */
     int64_t dw_ih_sk, dw_hh_sk, db_ih_sk, db_hh_sk;
 } Layer;
 
 #define MAX_LAYERS 8
 typedef struct {
-    int64_t K, B, T, H, I, O, Op, L, nthreads, need_x, need_w;
+    int64_t K, B, T, H, I, O, Op, L, nmax, nthreads, need_x, need_w; /* nmax: largest H + I */
     const float *x; int64_t x_sk, x_sb, x_st;        /* input (K, B, T, I), last dim contiguous */
-    const float *wl; int64_t wl_sk;                  /* (H, Op) */
-    const float *bl; int64_t bl_sk;                  /* (Op) */
     const float *wlin; int64_t wlin_sk;              /* the Linear's weight (O, H) */
+    const float *blin; int64_t blin_sk;              /* and bias (O) */
     float *out; int64_t out_sk, out_sb, out_st;      /* (K, B, T, O) */
     const float *dout; int64_t dout_sk, dout_sb, dout_st;
     float *dx; int64_t dx_sk, dx_sb, dx_st;
@@ -214,88 +276,109 @@ static int thread_id(void) {
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
-/* Gates of R rows and one 16-wide hidden chunk j: bias + [h|x] W^T, activated, then the cell.
- * c holds c_{t-1} on entry (when first is 0) and c_t on exit. */
-AI void fwd_block(const int R, const float *xr, int64_t n, const float *wt, int64_t H, int64_t j,
-                  const float *bias, float *a, float *c, const int first, const int nt,
-                  float *h1, int64_t h1s, float *h2, int64_t h2s) {
+/* acc += (R rows of) [h_{t-1} | x_t] @ W^T for one 16-wide hidden chunk j, all four gates: the h part
+ * (skipped at t = 0, where h_{-1} = 0) and the x part come from two places */
+AI void gates_block(const int R, vf acc[][4], const float *hr, int64_t hrs, const float *xr, int64_t xrs, int64_t I,
+                    const float *wt, int64_t H, int64_t j) {
+    const int64_t H4 = 4 * H;
+    if (hr)
+        for (int64_t q = 0; q < H; q++) {
+            const float *w = wt + q * H4 + j;
+            const vf w0 = ld(w), w1 = ld(w + H), w2 = ld(w + 2 * H), w3 = ld(w + 3 * H);
+            for (int r = 0; r < R; r++) {
+                const vf xv = splat(hr[r * hrs + q]);
+                acc[r][0] += xv * w0; acc[r][1] += xv * w1; acc[r][2] += xv * w2; acc[r][3] += xv * w3;
+            }
+        }
+    for (int64_t q = 0; q < I; q++) {
+        const float *w = wt + (H + q) * H4 + j;
+        const vf w0 = ld(w), w1 = ld(w + H), w2 = ld(w + 2 * H), w3 = ld(w + 3 * H);
+        for (int r = 0; r < R; r++) {
+            const vf xv = splat(xr[r * xrs + q]);
+            acc[r][0] += xv * w0; acc[r][1] += xv * w1; acc[r][2] += xv * w2; acc[r][3] += xv * w3;
+        }
+    }
+}
+
+/* R rows of one step, hidden chunk j: gates, activations, cell (c: c_{t-1} in, c_t out), h_t */
+AI void fwd_block(const int R, const float *hr, const float *xr, int64_t xrs, int64_t I, const float *wt, int64_t H,
+                  int64_t j, const float *bias, float *a, float *c, float *cso, const int nt, float *h) {
     const int64_t H4 = 4 * H;
     vf acc[6][4];
     const vf b0 = ld(bias + j), b1 = ld(bias + H + j), b2 = ld(bias + 2 * H + j), b3 = ld(bias + 3 * H + j);
     for (int r = 0; r < R; r++) { acc[r][0] = b0; acc[r][1] = b1; acc[r][2] = b2; acc[r][3] = b3; }
-    for (int64_t q = 0; q < n; q++) {
-        const float *w = wt + q * H4 + j;
-        const vf w0 = ld(w), w1 = ld(w + H), w2 = ld(w + 2 * H), w3 = ld(w + 3 * H);
-        for (int r = 0; r < R; r++) {
-            const vf xv = splat(xr[r * n + q]);
-            acc[r][0] += xv * w0; acc[r][1] += xv * w1; acc[r][2] += xv * w2; acc[r][3] += xv * w3;
-        }
-    }
+    gates_block(R, acc, hr, H, xr, xrs, I, wt, H, j);
     for (int r = 0; r < R; r++) {
         const vf i = vsig(acc[r][0]), f = vsig(acc[r][1]), g = vtanh(acc[r][2]), o = vsig(acc[r][3]);
         float *ar = a + r * H4;
         if (nt) { st_nt(ar + j, i); st_nt(ar + H + j, f); st_nt(ar + 2 * H + j, g); st_nt(ar + 3 * H + j, o); }
         else { st(ar + j, i); st(ar + H + j, f); st(ar + 2 * H + j, g); st(ar + 3 * H + j, o); }
-        const vf cn = first ? i * g : cell_update(f, ld(c + r * H + j), i, g);
+        const vf cn = hr ? cell_update(f, ld(c + r * H + j), i, g) : i * g;
         st(c + r * H + j, cn);
-        const vf h = o * vtanh(cn);
-        st(h1 + r * h1s + j, h);
-        if (h2) st(h2 + r * h2s + j, h);
+        if (cso) { if (nt) st_nt(cso + r * H + j, cn); else st(cso + r * H + j, cn); }
+        st(h + r * H + j, o * vtanh(cn));
     }
 }
 
-#define FWD_ROWS(NT)                                                                                       \
-    for (int64_t j = 0; j < H; j += W) {                                                                   \
-        int64_t b = 0;                                                                                     \
-        for (; b + 6 <= B; b += 6)                                                                         \
-            fwd_block(6, xr + b * n, n, wt, H, j, bias, a + b * H4, c + b * H, s == 0, NT, h1 + b * n, n,  \
-                      h2 ? h2 + b * h2s : 0, h2s);                                                         \
-        for (; b + 2 <= B; b += 2)                                                                         \
-            fwd_block(2, xr + b * n, n, wt, H, j, bias, a + b * H4, c + b * H, s == 0, NT, h1 + b * n, n,  \
-                      h2 ? h2 + b * h2s : 0, h2s);                                                         \
-        for (; b < B; b++)                                                                                 \
-            fwd_block(1, xr + b * n, n, wt, H, j, bias, a + b * H4, c + b * H, s == 0, NT, h1 + b * n, n,  \
-                      h2 ? h2 + b * h2s : 0, h2s);                                                         \
+#define FWD_ROWS(NT)                                                                                         \
+    for (int64_t j = 0; j < H; j += W) {                                                                     \
+        int64_t b = 0;                                                                                       \
+        for (; b + 6 <= B; b += 6)                                                                           \
+            fwd_block(6, hr ? hr + b * H : 0, xr + b * xrs, xrs, I, wt, H, j, bias, a + b * H4, c + b * H,   \
+                      cso ? cso + b * H : 0, NT, h + b * H);                                                 \
+        for (; b + 2 <= B; b += 2)                                                                           \
+            fwd_block(2, hr ? hr + b * H : 0, xr + b * xrs, xrs, I, wt, H, j, bias, a + b * H4, c + b * H,   \
+                      cso ? cso + b * H : 0, NT, h + b * H);                                                 \
+        for (; b < B; b++)                                                                                   \
+            fwd_block(1, hr ? hr + b * H : 0, xr + b * xrs, xrs, I, wt, H, j, bias, a + b * H4, c + b * H,   \
+                      cso ? cso + b * H : 0, NT, h + b * H);                                                 \
     }
 
-/* out row (O) = bl + h (H) @ wl (H, Op) */
-static void linear_row(const float *h, int64_t H, const float *wl, const float *bl, int64_t O, int64_t Op, float *out) {
-    for (int64_t o0 = 0; o0 < Op; o0 += W) {
-        vf acc = ld(bl + o0);
-        for (int64_t q = 0; q < H; q++) acc += splat(h[q]) * ld(wl + q * Op + o0);
-        const int64_t m = O - o0 < W ? O - o0 : W;
-        memcpy(out + o0, &acc, (size_t)m * sizeof(float));
-    }
+/* where layer l reads x_t: the network's input, or the layer below's outputs */
+static const float *layer_input(const Net *N, int l, int64_t k, int tid, int64_t t, int64_t *row_stride) {
+    if (l == 0) { *row_stride = N->x_sb; return N->x + k * N->x_sk + t * N->x_st; }
+    const Layer *lo = &N->layers[l - 1];
+    *row_stride = N->H;
+    return lo->hs + k * lo->hs_sk + tid * lo->hs_tid + (t + 1) * N->B * N->H;
 }
 
 static void layer_fwd(const Net *N, int l, int64_t k, int tid, int nt) {
     const Layer *ly = &N->layers[l];
-    const int64_t B = N->B, T = N->T, H = N->H, H4 = 4 * H, n = ly->n;
+    const int64_t B = N->B, T = N->T, H = N->H, H4 = 4 * H, I = ly->I;
     const int store = ly->acts_ss != 0; /* keep every step for the backward (else one reused step) */
-    float *xh = ly->xh + k * ly->xh_sk + tid * ly->xh_tid;
+    float *hs = ly->hs + k * ly->hs_sk + tid * ly->hs_tid;
     float *acts = ly->acts + k * ly->acts_sk + tid * ly->acts_tid;
     float *c = N->scratch + tid * N->scratch_tid; /* the running cell state, in cache */
-    const float *wt = ly->wt + k * ly->wt_sk, *bias = ly->bias + k * ly->bias_sk;
-    const Layer *nx = l + 1 < N->L ? &N->layers[l + 1] : 0;
-    float *nxh = nx ? nx->xh + k * nx->xh_sk + tid * nx->xh_tid : 0;
-    if (l == 0) {
-        const float *x = N->x + k * N->x_sk;
-        for (int64_t s = 0; s < T; s++)
-            for (int64_t b = 0; b < B; b++)
-                memcpy(xh + (s * B + b) * n + H, x + b * N->x_sb + s * N->x_st, (size_t)N->I * sizeof(float));
+    float *lo = c + B * H, *wt = lo + B * N->Op, *bias = wt + N->nmax * H4, *wl = bias + H4, *bl = wl + H * N->Op;
+    {
+        const float *wi = ly->w_ih + k * ly->w_ih_sk, *wh = ly->w_hh + k * ly->w_hh_sk;
+        const float *bi = ly->b_ih + k * ly->b_ih_sk, *bh = ly->b_hh + k * ly->b_hh_sk;
+        for (int64_t g = 0; g < H4; g++) {
+            for (int64_t q = 0; q < H; q++) wt[q * H4 + g] = wh[g * H + q];
+            for (int64_t q = 0; q < I; q++) wt[(H + q) * H4 + g] = wi[g * I + q];
+            bias[g] = bi[g] + bh[g];
+        }
     }
-    for (int64_t b = 0; b < B; b++) memset(xh + b * n, 0, (size_t)H * sizeof(float));
+    for (int64_t e = 0; e < B * H; e++) hs[e] = 0.0f; /* h_{-1} */
     for (int64_t s = 0; s < T; s++) {
-        const float *xr = xh + s * B * n;
+        int64_t xrs;
+        const float *xr = layer_input(N, l, k, tid, s, &xrs);
+        const float *hr = s > 0 ? hs + s * B * H : 0;
+        float *h = hs + (s + 1) * B * H;
         float *a = acts + s * ly->acts_ss;
-        float *h1 = xh + (s + 1) * B * n;                    /* h_t into the next step's row */
-        float *h2 = nx ? nxh + s * B * nx->n + H : 0;        /* and into the next layer's x part */
-        const int64_t h2s = nx ? nx->n : 0;
+        float *cso = store ? ly->cs + k * ly->cs_sk + s * B * H : 0;
         if (nt && store) { FWD_ROWS(1) } else { FWD_ROWS(0) }
-        if (!nx) {
-            const float *wl = N->wl + k * N->wl_sk, *bl = N->bl + k * N->bl_sk;
+    }
+    if (l == N->L - 1) { /* the Linear: out_t = h_t W_lin^T + b_lin, for all steps, a block of rows at a time */
+        const float *wlin = N->wlin + k * N->wlin_sk, *blin = N->blin + k * N->blin_sk;
+        for (int64_t q = 0; q < H; q++)
+            for (int64_t o = 0; o < N->Op; o++) wl[q * N->Op + o] = o < N->O ? wlin[o * H + q] : 0.0f;
+        for (int64_t o = 0; o < N->Op; o++) bl[o] = o < N->O ? blin[o] : 0.0f;
+        for (int64_t s = 0; s < T; s++) {
+            mm_rows(B, N->Op, H, hs + (s + 1) * B * H, H, 1, wl, N->Op, INIT_ROW, bl, lo, N->Op);
             float *out = N->out + k * N->out_sk + s * N->out_st;
-            for (int64_t b = 0; b < B; b++) linear_row(h1 + b * n, H, wl, bl, N->O, N->Op, out + b * N->out_sb);
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t o = 0; o < N->O; o++) out[b * N->out_sb + o] = lo[b * N->Op + o];
         }
     }
 }
@@ -308,7 +391,8 @@ void lstm_forward(const Net *N) {
     int aligned = NT_STORES;
     for (int l = 0; l < N->L; l++) {
         const Layer *ly = &N->layers[l];
-        if ((uintptr_t)ly->acts % 64 || (ly->acts_sk | ly->acts_ss) % 16) aligned = 0;
+        if (((uintptr_t)ly->acts | (uintptr_t)ly->cs) % 64 || (ly->acts_sk | ly->acts_ss | ly->cs_sk | N->H) % 16)
+            aligned = 0;
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && K > 1)
     for (int64_t k = 0; k < K; k++) {
@@ -336,119 +420,17 @@ AI void cell_bwd(const float *a, const float *c, const float *cp, const float *d
     st(dc + j, dcs * f);
 }
 
-/* out (R rows, V 16-wide columns from c0) = dp rows (length H4) @ wc (H4 rows of length np) */
-AI void dx_block(const int R, const int V, const float *dp, int64_t H4, const float *wc, int64_t np, int64_t c0,
-                 float *out) {
-    vf acc[24][4];
-    for (int r = 0; r < R; r++)
-        for (int v = 0; v < V; v++) acc[r][v] = splat(0.0f);
-    for (int64_t g = 0; g < H4; g++) {
-        vf w[4];
-        for (int v = 0; v < V; v++) w[v] = ld(wc + g * np + c0 + v * W);
-        for (int r = 0; r < R; r++) {
-            const vf xv = splat(dp[r * H4 + g]);
-            for (int v = 0; v < V; v++) acc[r][v] += xv * w[v];
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int v = 0; v < V; v++) st(out + r * np + c0 + v * W, acc[r][v]);
-}
-
-/* rows in register blocks of about 24 accumulators, then remainders of 4 and 1 rows */
-#define DX_ROWS(RMAIN, V)                                                                                   \
-    {                                                                                                       \
-        int64_t b = 0;                                                                                      \
-        for (; b + RMAIN <= B; b += RMAIN) dx_block(RMAIN, V, dp0 + b * H4, H4, wc, np, c0, out0 + b * np); \
-        for (; b + 4 <= B; b += 4) dx_block(4, V, dp0 + b * H4, H4, wc, np, c0, out0 + b * np);            \
-        for (; b < B; b++) dx_block(1, V, dp0 + b * H4, H4, wc, np, c0, out0 + b * np);                    \
-    }
-
-/* B rows of dp (B, H4) @ wc (H4, np) -> out (B, np), the first ncols columns (a multiple of 16) */
-static void dx_rows(int64_t B, const float *dp0, int64_t H4, const float *wc, int64_t np, int64_t ncols, float *out0) {
-    for (int64_t c0 = 0; c0 < ncols; c0 += 4 * W) {
-        const int64_t V = (ncols - c0) / W < 4 ? (ncols - c0) / W : 4;
-        switch (V) {
-        case 1: DX_ROWS(24, 1) break;
-        case 2: DX_ROWS(12, 2) break;
-        case 3: DX_ROWS(8, 3) break;
-        default: DX_ROWS(6, 4) break;
-        }
-    }
-}
-
-/* acc (R rows q.. of the weight gradient, 64 columns from c0) += sum over rows of xh[row][q + r] dp[row][c] */
-AI void dw_block(const int R, int64_t rows, const float *xh, int64_t n, int64_t q, const float *dp, int64_t H4,
-                 int64_t c0, float *acc_mem, int first) {
-    vf acc[6][4];
-    for (int r = 0; r < R; r++)
-        for (int v = 0; v < 4; v++) acc[r][v] = first ? splat(0.0f) : ld(acc_mem + (q + r) * H4 + c0 + v * W);
-    for (int64_t row = 0; row < rows; row++) {
-        const float *d = dp + row * H4 + c0;
-        const vf d0 = ld(d), d1 = ld(d + W), d2 = ld(d + 2 * W), d3 = ld(d + 3 * W);
-        const float *xr = xh + row * n + q;
-        for (int r = 0; r < R; r++) {
-            const vf xv = splat(xr[r]);
-            acc[r][0] += xv * d0; acc[r][1] += xv * d1; acc[r][2] += xv * d2; acc[r][3] += xv * d3;
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int v = 0; v < 4; v++) st(acc_mem + (q + r) * H4 + c0 + v * W, acc[r][v]);
-}
-
-/* dWt (n, H4) (+)= xh^T dp over the B rows of one step, in acc_mem (first: overwrite) */
-static void dw_step(int64_t B, int64_t n, int64_t H4, const float *x0, const float *d0, float *acc_mem, int first) {
-    for (int64_t c0 = 0; c0 < H4; c0 += 4 * W) {
-        int64_t q = 0;
-        for (; q + 6 <= n; q += 6) dw_block(6, B, x0, n, q, d0, H4, c0, acc_mem, first);
-        for (; q + 4 <= n; q += 4) dw_block(4, B, x0, n, q, d0, H4, c0, acc_mem, first);
-        for (; q + 2 <= n; q += 2) dw_block(2, B, x0, n, q, d0, H4, c0, acc_mem, first);
-        for (; q < n; q++) dw_block(1, B, x0, n, q, d0, H4, c0, acc_mem, first);
-    }
-}
-
 /* the accumulated dWt and bias gradient, written in the parameters' own layouts */
 static void store_weight_grads(const Layer *ly, int64_t k, int64_t H, const float *dwt, const float *db) {
-    const int64_t n = ly->n, H4 = 4 * H, I = n - H;
+    const int64_t I = ly->I, n = H + I, H4 = 4 * H;
     float *dih = ly->dw_ih + k * ly->dw_ih_sk, *dhh = ly->dw_hh + k * ly->dw_hh_sk;
     for (int64_t q = 0; q < n; q++) /* row q < H: a column of W_hh; else of W_ih */
         for (int64_t g = 0; g < H4; g++) {
             if (q < H) dhh[g * H + q] = dwt[q * H4 + g];
             else dih[g * I + (q - H)] = dwt[q * H4 + g];
         }
-    memcpy(ly->db_ih + k * ly->db_ih_sk, db, (size_t)H4 * sizeof(float));
-    memcpy(ly->db_hh + k * ly->db_hh_sk, db, (size_t)H4 * sizeof(float));
-}
-
-/* the Linear's gradients: dW (O, H) = sum over rows of dout[row][o] h[row], db = sum of dout rows */
-static void linear_grads(const Net *N, int64_t k, const float *xh, int64_t n) {
-    const int64_t B = N->B, T = N->T, H = N->H, O = N->O;
-    const float *dout = N->dout + k * N->dout_sk;
-    float *dwl = N->dwl + k * N->dwl_sk, *dbl = N->dbl + k * N->dbl_sk;
-    for (int64_t o0 = 0; o0 < O; o0 += 4) {
-        const int64_t no = O - o0 < 4 ? O - o0 : 4;
-        for (int64_t j = 0; j < H; j += 4 * W) {
-            const int64_t nv = (H - j) / W < 4 ? (H - j) / W : 4;
-            vf acc[4][4];
-            for (int e = 0; e < 4; e++)
-                for (int v = 0; v < 4; v++) acc[e][v] = splat(0.0f);
-            for (int64_t s = 0; s < T; s++)
-                for (int64_t b = 0; b < B; b++) {
-                    const float *h = xh + ((s + 1) * B + b) * n + j, *d = dout + b * N->dout_sb + s * N->dout_st + o0;
-                    for (int e = 0; e < no; e++) {
-                        const vf dv = splat(d[e]);
-                        for (int v = 0; v < nv; v++) acc[e][v] += dv * ld(h + v * W);
-                    }
-                }
-            for (int e = 0; e < no; e++)
-                for (int v = 0; v < nv; v++) st(dwl + (o0 + e) * H + j + v * W, acc[e][v]);
-        }
-    }
-    for (int64_t o = 0; o < O; o++) {
-        float sum = 0.0f;
-        for (int64_t s = 0; s < T; s++)
-            for (int64_t b = 0; b < B; b++) sum += dout[b * N->dout_sb + s * N->dout_st + o];
-        dbl[o] = sum;
-    }
+    float *dbi = ly->db_ih + k * ly->db_ih_sk, *dbh = ly->db_hh + k * ly->db_hh_sk;
+    for (int64_t g = 0; g < H4; g++) dbi[g] = dbh[g] = db[g];
 }
 
 static void net_bwd_k(const Net *N, int64_t k, int tid) {
@@ -457,51 +439,64 @@ static void net_bwd_k(const Net *N, int64_t k, int tid) {
     for (int l = 0; l < L; l++) npmax = N->layers[l].np > npmax ? N->layers[l].np : npmax;
     float *base = N->scratch + tid * N->scratch_tid;
     float *dxs[2] = {base, base + T * B * npmax}; /* (T, B, np) each: gradient w.r.t. [h_{t-1} | x_t] */
-    float *cs = dxs[1] + T * B * npmax;           /* (T, B, H) recomputed cell states */
-    float *dp = cs + T * B * H;                   /* (B, H4): one step's gate pre-activation gradients */
+    float *dp = dxs[1] + T * B * npmax;           /* (B, H4): one step's gate pre-activation gradients */
     float *dc = dp + B * H4;                      /* (B, H) */
     float *dht = dc + B * H;                      /* (B, H): the top layer's dh, from the Linear */
     float *db = dht + B * H;                      /* (H4) */
-    float *dwt = db + H4;                         /* (npmax, H4) */
+    float *dwt = db + H4;                         /* (npmax, H4): rows [W_hh^T | W_ih^T] */
+    float *wc = dwt + npmax * H4;                 /* (H4, np): [W_hh | W_ih | 0] */
+    float *dwl = N->need_w ? N->dwl + k * N->dwl_sk : 0, *dbl = N->need_w ? N->dbl + k * N->dbl_sk : 0;
     const float *above = 0;                       /* the layer above's dx: its x part is our dh */
     int64_t above_np = 0;
     const float *wlin = N->wlin + k * N->wlin_sk, *dout = N->dout + k * N->dout_sk;
     for (int l = (int)L - 1; l >= 0; l--) {
         const Layer *ly = &N->layers[l];
-        const int64_t np = ly->np, n = ly->n;
+        const int64_t np = ly->np, I = ly->I;
         const int64_t ncols = (l > 0 || N->need_x) ? np : H;
         float *dxb = dxs[l & 1];
-        const float *acts = ly->acts + k * ly->acts_sk;
-        const float *xh = ly->xh + k * ly->xh_sk;
-        const float *wc = ly->wcat + k * ly->wcat_sk;
-        for (int64_t row = 0; row < T * B; row++) /* the cell states again, from the stored gates */
-            for (int64_t j = 0; j < H; j += W) {
-                const float *a = acts + row * H4;
-                const vf i = ld(a + j), f = ld(a + H + j), g = ld(a + 2 * H + j);
-                st(cs + row * H + j, row < B ? i * g : cell_update(f, ld(cs + (row - B) * H + j), i, g));
-            }
-        memset(dc, 0, (size_t)(B * H) * sizeof(float));
-        memset(db, 0, (size_t)H4 * sizeof(float));
+        const float *acts = ly->acts + k * ly->acts_sk, *cs = ly->cs + k * ly->cs_sk;
+        const float *hs = ly->hs + k * ly->hs_sk;
+        {
+            const float *wi = ly->w_ih + k * ly->w_ih_sk, *wh = ly->w_hh + k * ly->w_hh_sk;
+            for (int64_t g = 0; g < H4; g++)
+                for (int64_t q = 0; q < np; q++) wc[g * np + q] = q < H ? wh[g * H + q] : q < H + I ? wi[g * I + q - H] : 0.0f;
+        }
+        for (int64_t e = 0; e < B * H; e++) dc[e] = 0.0f;
+        for (int64_t e = 0; e < H4; e++) db[e] = 0.0f;
         for (int64_t s = T - 1; s >= 0; s--) {
-            if (!above) /* dh of the last layer's outputs: dout W_lin */
-                for (int64_t b = 0; b < B; b++) {
-                    const float *d = dout + b * N->dout_sb + s * N->dout_st;
-                    for (int64_t j = 0; j < H; j += W) {
-                        vf acc = splat(0.0f);
-                        for (int64_t o = 0; o < O; o++) acc += splat(d[o]) * ld(wlin + o * H + j);
-                        st(dht + b * H + j, acc);
+            if (!above) { /* the Linear: dh_t = dout_t W_lin; dW_lin += dout_t^T h_t; db_lin += sum dout_t */
+                const float *d = dout + s * N->dout_st, *h = hs + (s + 1) * B * H;
+                mm_rows(B, H, O, d, N->dout_sb, 1, wlin, H, INIT_ZERO, 0, dht, H);
+                if (N->need_w) {
+                    mm_rows(O, H, B, d, 1, N->dout_sb, h, H, s == T - 1 ? INIT_ZERO : INIT_OUT, 0, dwl, H);
+                    for (int64_t o = 0; o < O; o++) {
+                        float sum = s == T - 1 ? 0.0f : dbl[o];
+                        for (int64_t b = 0; b < B; b++) sum += d[b * N->dout_sb + o];
+                        dbl[o] = sum;
                     }
                 }
+            }
             for (int64_t b = 0; b < B; b++) {
                 const int64_t row = s * B + b;
                 const float *dha = above ? above + row * above_np + H : dht + b * H;
                 const float *dhb = s < T - 1 ? dxb + (row + B) * np : 0;
                 const float *a = acts + row * H4, *c = cs + row * H, *cp = s > 0 ? cs + (row - B) * H : 0;
+                if (s > 0) { /* the same row of the previous step, read next: ask for it early */
+                    for (int64_t e = 0; e < H4; e += W) __builtin_prefetch(a - B * H4 + e);
+                    for (int64_t e = 0; e < H; e += W) __builtin_prefetch(hs + row * H + e);
+                    if (s > 1) for (int64_t e = 0; e < H; e += W) __builtin_prefetch(cp - B * H + e);
+                }
                 for (int64_t j = 0; j < H; j += W) cell_bwd(a, c, cp, dha, dhb, dc + b * H, dp + b * H4, H, j);
             }
-            if (s > 0 || ncols > H) dx_rows(B, dp, H4, wc, np, ncols, dxb + s * B * np);
-            if (N->need_w) {
-                dw_step(B, n, H4, xh + s * B * n, dp, dwt, s == T - 1);
+            if (s > 0 || ncols > H) /* gradient w.r.t. [h_{t-1} | x_t] */
+                mm_rows(B, ncols, H4, dp, H4, 1, wc, np, INIT_ZERO, 0, dxb + s * B * np, np);
+            if (N->need_w) { /* dWt += [h_{t-1} | x_t]^T dp, the two parts from where they are kept */
+                const int init = s == T - 1 ? INIT_ZERO : INIT_OUT;
+                int64_t xrs;
+                const float *xr = layer_input(N, l, k, 0, s, &xrs);
+                if (s > 0) mm_rows(H, H4, B, hs + s * B * H, 1, H, dp, H4, init, 0, dwt, H4);
+                else if (init == INIT_ZERO) for (int64_t e = 0; e < H * H4; e++) dwt[e] = 0.0f;
+                mm_rows(I, H4, B, xr, 1, xrs, dp, H4, init, 0, dwt + H * H4, H4);
                 for (int64_t c0 = 0; c0 < H4; c0 += W) {
                     vf sum = ld(db + c0);
                     for (int64_t b = 0; b < B; b++) sum += ld(dp + b * H4 + c0);
@@ -509,15 +504,12 @@ static void net_bwd_k(const Net *N, int64_t k, int tid) {
                 }
             }
         }
-        if (N->need_w) {
-            store_weight_grads(ly, k, H, dwt, db);
-            if (l == L - 1) linear_grads(N, k, xh, n);
-        }
+        if (N->need_w) store_weight_grads(ly, k, H, dwt, db);
         if (l == 0 && N->need_x) {
             float *dx = N->dx + k * N->dx_sk;
             for (int64_t s = 0; s < T; s++)
                 for (int64_t b = 0; b < B; b++)
-                    memcpy(dx + b * N->dx_sb + s * N->dx_st, dxb + (s * B + b) * np + H, (size_t)N->I * sizeof(float));
+                    for (int64_t e = 0; e < I; e++) dx[b * N->dx_sb + s * N->dx_st + e] = dxb[(s * B + b) * np + H + e];
         }
         above = dxb;
         above_np = np;
@@ -632,8 +624,7 @@ def _self_test(lib) -> None:
     dout = torch.randn(k, b, t, o_sz, generator=g)
     results = []
     for use in (lib, None):
-        weights = _weights(tensors, 3)
-        out, state = _forward(use, x, weights, tensors[-2], tensors[-1], None, store=True)
+        out, state = _forward(use, x, tensors, 3, None, store=True)
         dx, grads, dlin = _backward(use, state, dout, tensors[-2], True, True, None, None)
         results.append([out, dx, *[t for gr in grads for t in gr], *dlin])
     for fast, ref in zip(*results):
@@ -667,10 +658,11 @@ def kernels_available() -> bool:
     return kernels_enabled() and _library() is not None
 
 
-def _kernels_for(x: torch.Tensor, layout: Layout):
-    if x.device.type != "cpu" or x.dtype != torch.float32 or not kernels_enabled():
+def _kernels_for(x: torch.Tensor, layout: Layout, params: list[torch.Tensor]):
+    """The compiled kernels where they apply (CPU float32, hidden size a multiple of 16), else None."""
+    if not kernels_enabled() or layout.hidden % 16 or layout.num_layers > _MAX_LAYERS or 0 in x.shape:
         return None
-    if layout.hidden % 16 or layout.num_layers > _MAX_LAYERS or x.shape[2] == 0:
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, *params)):
         return None
     return _library()
 
@@ -681,10 +673,12 @@ def _kernels_for(x: torch.Tensor, layout: Layout):
 
 class _CLayer(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64 if kind == "i" else ctypes.c_void_p) for name, kind in (
-        ("n", "i"), ("np", "i"),
-        ("xh", "p"), ("xh_sk", "i"), ("xh_tid", "i"),
+        ("I", "i"), ("np", "i"),
+        ("hs", "p"), ("hs_sk", "i"), ("hs_tid", "i"),
         ("acts", "p"), ("acts_sk", "i"), ("acts_tid", "i"), ("acts_ss", "i"),
-        ("wt", "p"), ("wt_sk", "i"), ("wcat", "p"), ("wcat_sk", "i"), ("bias", "p"), ("bias_sk", "i"),
+        ("cs", "p"), ("cs_sk", "i"),
+        ("w_ih", "p"), ("w_hh", "p"), ("b_ih", "p"), ("b_hh", "p"),
+        ("w_ih_sk", "i"), ("w_hh_sk", "i"), ("b_ih_sk", "i"), ("b_hh_sk", "i"),
         ("dw_ih", "p"), ("dw_hh", "p"), ("db_ih", "p"), ("db_hh", "p"),
         ("dw_ih_sk", "i"), ("dw_hh_sk", "i"), ("db_ih_sk", "i"), ("db_hh_sk", "i"),
     )]
@@ -693,9 +687,9 @@ class _CLayer(ctypes.Structure):
 class _CNet(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int64 if kind == "i" else ctypes.c_void_p) for name, kind in (
         ("K", "i"), ("B", "i"), ("T", "i"), ("H", "i"), ("I", "i"), ("O", "i"), ("Op", "i"), ("L", "i"),
-        ("nthreads", "i"), ("need_x", "i"), ("need_w", "i"),
+        ("nmax", "i"), ("nthreads", "i"), ("need_x", "i"), ("need_w", "i"),
         ("x", "p"), ("x_sk", "i"), ("x_sb", "i"), ("x_st", "i"),
-        ("wl", "p"), ("wl_sk", "i"), ("bl", "p"), ("bl_sk", "i"), ("wlin", "p"), ("wlin_sk", "i"),
+        ("wlin", "p"), ("wlin_sk", "i"), ("blin", "p"), ("blin_sk", "i"),
         ("out", "p"), ("out_sk", "i"), ("out_sb", "i"), ("out_st", "i"),
         ("dout", "p"), ("dout_sk", "i"), ("dout_sb", "i"), ("dout_st", "i"),
         ("dx", "p"), ("dx_sk", "i"), ("dx_sb", "i"), ("dx_st", "i"),
@@ -708,66 +702,61 @@ def _padded(n: int) -> int:
     return -(-n // 16) * 16
 
 
-def _c_forward(lib, x, weights, lin_w, lin_b, ws, store, gen):
+def _blocks(t: torch.Tensor) -> torch.Tensor:
+    """t itself if each network's block is one contiguous run (what the kernels read), else a copy."""
+    return t if t[0].is_contiguous() else t.contiguous()
+
+
+def _c_forward(lib, x, params, nl, ws, store, gen):
     k, b, t, i_sz = x.shape
-    hsz = weights[0][1].shape[2]
-    h4, nl = 4 * hsz, len(weights)
+    params = [_blocks(p.detach()) for p in params]
+    lin_w, lin_b = params[-2], params[-1]
+    hsz = params[1].shape[2]
+    h4 = 4 * hsz
     o_sz = lin_w.shape[1]
     o_pad = _padded(o_sz)
+    nmax = max(hsz + params[4 * l].shape[2] for l in range(nl))
     nt = torch.get_num_threads()
     if x.stride(3) != 1:
         x = x.contiguous()
     tag = ("c", "train" if store else "eval")
-    net = _CNet(K=k, B=b, T=t, H=hsz, I=i_sz, O=o_sz, Op=o_pad, L=nl, nthreads=nt)
+    net = _CNet(K=k, B=b, T=t, H=hsz, I=i_sz, O=o_sz, Op=o_pad, L=nl, nmax=nmax, nthreads=nt)
     net.x, net.x_sk, net.x_sb, net.x_st = x.data_ptr(), x.stride(0), x.stride(1), x.stride(2)
-    keep = [x]
-    for l, (w_ih, w_hh, bias) in enumerate(weights):
-        n = hsz + w_ih.shape[2]
-        npad = _padded(n)
-        wcat = _buffer(ws, (tag, l, "wcat"), (k, h4, npad), x)  # [W_hh | W_ih | 0]
-        wcat[..., :hsz].copy_(w_hh)
-        wcat[..., hsz:n].copy_(w_ih)
-        wcat[..., n:].zero_()
-        wt = _buffer(ws, (tag, l, "wt"), (k, n, h4), x)
-        wt.copy_(wcat[..., :n].transpose(1, 2))
-        bias = bias.contiguous()
+    keep = [x, *params]
+    for l in range(nl):
+        w_ih, w_hh, b_ih, b_hh = params[4 * l : 4 * l + 4]
+        inp = w_ih.shape[2]
         if store:  # kept for the backward, one block per network
-            xh = _buffer(ws, (tag, l, "xh"), (k, t + 1, b, n), x)
+            hs = _buffer(ws, (tag, l, "hs"), (k, t + 1, b, hsz), x)
             acts = _buffer(ws, (tag, l, "acts"), (k, t, b, h4), x)
+            cs = _buffer(ws, (tag, l, "cs"), (k, t, b, hsz), x)
             per_k, per_tid, step = 1, 0, b * h4
         else:  # one block per thread, and one time step of gates
-            xh = _buffer(ws, (tag, l, "xh"), (nt, t + 1, b, n), x)
-            acts = _buffer(ws, (tag, l, "acts"), (nt, b, h4), x)
+            hs = _buffer(ws, (tag, l, "hs"), (nt, t + 1, b, hsz), x)
+            acts = cs = _buffer(ws, (tag, l, "acts"), (nt, b, h4), x)
             per_k, per_tid, step = 0, 1, 0
         ly = net.layers[l]
-        ly.n, ly.np = n, npad
-        ly.xh, ly.xh_sk, ly.xh_tid = xh.data_ptr(), per_k * xh.stride(0), per_tid * xh.stride(0)
+        ly.I, ly.np = inp, _padded(hsz + inp)
+        ly.hs, ly.hs_sk, ly.hs_tid = hs.data_ptr(), per_k * hs.stride(0), per_tid * hs.stride(0)
         ly.acts, ly.acts_sk, ly.acts_tid, ly.acts_ss = acts.data_ptr(), per_k * acts.stride(0), per_tid * acts.stride(0), step
-        ly.wt, ly.wt_sk = wt.data_ptr(), wt.stride(0)
-        ly.wcat, ly.wcat_sk = wcat.data_ptr(), wcat.stride(0)
-        ly.bias, ly.bias_sk = bias.data_ptr(), bias.stride(0)
-        keep += [xh, acts, wt, wcat, bias]
-    wl = _buffer(ws, (tag, "wl"), (k, hsz, o_pad), x)  # W_lin^T, zero-padded
-    wl[..., :o_sz].copy_(lin_w.transpose(1, 2))
-    wl[..., o_sz:].zero_()
-    bl = _buffer(ws, (tag, "bl"), (k, o_pad), x)
-    bl[:, :o_sz].copy_(lin_b)
-    bl[:, o_sz:].zero_()
-    lin_w = lin_w if lin_w.stride(2) == 1 and lin_w.stride(1) == hsz else lin_w.contiguous()
-    fscratch = _buffer(ws, (tag, "fscratch"), (nt, b * hsz), x)  # each thread's running cell state
+        ly.cs, ly.cs_sk = cs.data_ptr(), per_k * cs.stride(0)
+        ly.w_ih, ly.w_hh, ly.b_ih, ly.b_hh = w_ih.data_ptr(), w_hh.data_ptr(), b_ih.data_ptr(), b_hh.data_ptr()
+        ly.w_ih_sk, ly.w_hh_sk, ly.b_ih_sk, ly.b_hh_sk = w_ih.stride(0), w_hh.stride(0), b_ih.stride(0), b_hh.stride(0)
+        keep += [hs, acts, cs]
+    # per thread: running cell state, Linear rows, [W_hh | W_ih]^T, bias, W_lin^T, b_lin
+    fscratch = _buffer(ws, (tag, "fscratch"), (nt, b * (hsz + o_pad) + nmax * h4 + h4 + hsz * o_pad + o_pad), x)
     out = x.new_empty(k, b, t, o_sz)
-    net.wl, net.wl_sk, net.bl, net.bl_sk = wl.data_ptr(), wl.stride(0), bl.data_ptr(), bl.stride(0)
-    net.wlin, net.wlin_sk = lin_w.data_ptr(), lin_w.stride(0)
+    net.wlin, net.wlin_sk, net.blin, net.blin_sk = lin_w.data_ptr(), lin_w.stride(0), lin_b.data_ptr(), lin_b.stride(0)
     net.out, net.out_sk, net.out_sb, net.out_st = out.data_ptr(), out.stride(0), out.stride(1), out.stride(2)
     net.scratch, net.scratch_tid = fscratch.data_ptr(), fscratch.stride(0)
-    keep += [wl, bl, lin_w, fscratch]
+    keep.append(fscratch)
     lib.lstm_forward(ctypes.byref(net))
     if not store:
         return out
     return out, {"net": net, "keep": keep, "gen": gen, "x_shape": (k, b, t, i_sz)}
 
 
-def _c_backward(lib, state, dout, lin_w, need_x, need_w, ws, grad_out):
+def _c_backward(lib, state, dout, need_x, need_w, ws, grad_out):
     net = state["net"]
     k, b, t, i_sz = state["x_shape"]
     hsz, nl, o_sz = net.H, net.L, net.O
@@ -776,7 +765,8 @@ def _c_backward(lib, state, dout, lin_w, need_x, need_w, ws, grad_out):
     dout = dout.contiguous()
     nt = torch.get_num_threads()
     npmax = max(net.layers[l].np for l in range(nl))
-    scratch = _buffer(ws, ("c", "scratch"), (nt, t * b * (2 * npmax + hsz) + b * (h4 + 2 * hsz) + h4 + npmax * h4), like)
+    size = 2 * t * b * npmax + b * (h4 + 2 * hsz) + h4 + 2 * npmax * h4  # see net_bwd_k
+    scratch = _buffer(ws, ("c", "scratch"), (nt, size), like)
     net.nthreads, net.need_x, net.need_w = nt, int(need_x), int(need_w)
     net.dout, net.dout_sk, net.dout_sb, net.dout_st = dout.data_ptr(), dout.stride(0), dout.stride(1), dout.stride(2)
     net.scratch, net.scratch_tid = scratch.data_ptr(), scratch.stride(0)
@@ -786,7 +776,7 @@ def _c_backward(lib, state, dout, lin_w, need_x, need_w, ws, grad_out):
     grads, dlin = [], ()
     if need_w:
         for l in range(nl):
-            inp = net.layers[l].n - hsz
+            inp = net.layers[l].I
             if grad_out is not None:
                 gl = grad_out[l]
             else:
@@ -979,11 +969,14 @@ def _eager_backward(state, dout, lin_w, need_x, need_w, ws, grad_out):
 # dispatch and the autograd node
 
 
-def _forward(lib, x, weights, lin_w, lin_b, ws, store, gen=None):
-    """x (K, B, T, I) -> (K, B, T, O); with ``store`` also what the backward needs."""
+def _forward(lib, x, params, nl, ws, store, gen=None):
+    """x (K, B, T, I) -> (K, B, T, O); with ``store`` also what the backward needs.
+
+    ``params``: the parameters in ``Layout.names`` order (nl layers, then the Linear).
+    """
     if lib is not None:
-        return _c_forward(lib, x, weights, lin_w, lin_b, ws, store, gen)
-    return _eager_forward(x, weights, lin_w, lin_b, ws, store, gen)
+        return _c_forward(lib, x, params, nl, ws, store, gen)
+    return _eager_forward(x, _weights(params, nl), params[-2], params[-1], ws, store, gen)
 
 
 def _backward(lib, state, dout, lin_w, need_x, need_w, ws, grad_out):
@@ -993,7 +986,7 @@ def _backward(lib, state, dout, lin_w, need_x, need_w, ws, grad_out):
     two), or None for fresh tensors.
     """
     if lib is not None:
-        return _c_backward(lib, state, dout, lin_w, need_x, need_w, ws, grad_out)
+        return _c_backward(lib, state, dout, need_x, need_w, ws, grad_out)
     return _eager_backward(state, dout, lin_w, need_x, need_w, ws, grad_out)
 
 
@@ -1022,8 +1015,8 @@ class _Stack(torch.autograd.Function):
         if ws is not None:
             ws.generation += 1
             gen = ws.generation
-        lib = _kernels_for(x, layout)
-        out, state = _forward(lib, x, _weights(params, layout.num_layers), params[-2], params[-1], ws, True, gen)
+        lib = _kernels_for(x, layout, params)
+        out, state = _forward(lib, x, params, layout.num_layers, ws, True, gen)
         ctx.save_for_backward(*tensors)
         ctx.state, ctx.ws, ctx.lib, ctx.layout, ctx.flat_mode = state, ws, lib, layout, flat_mode
         return out
@@ -1080,8 +1073,8 @@ def run(layout: Layout, params: dict[str, torch.Tensor], x: torch.Tensor, worksp
         flat = _flat_source(layout, plist, x.shape[0])
         return _Stack.apply(workspace, layout, x, *([flat] if flat is not None else plist))
     with torch.no_grad():
-        lib = _kernels_for(x, layout)
-        return _forward(lib, x, _weights(plist, layout.num_layers), plist[-2], plist[-1], workspace, False)
+        lib = _kernels_for(x, layout, plist)
+        return _forward(lib, x, plist, layout.num_layers, workspace, False)
 
 
 def run_autograd(layout: Layout, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -579,8 +579,12 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
     trainable = ray.tune.with_parameters(
         run_trial, encoder=encoder, sweep=cfg.model_dump(mode="json"), trial_root=str(trial_root.resolve())
     )
-    # the trial itself only coordinates; its Ray Train workers hold the CPUs and GPUs
-    trainable = ray.tune.with_resources(trainable, {"cpu": 0.01})
+    # The trial itself only coordinates: it reserves no CPU (a little memory, since a bundle cannot be
+    # empty), so its Ray Train workers and their Ray Data reads get every CPU; even 0.01 CPU here
+    # deadlocks a full machine, where the workers plus one 1-CPU read task need all of them.
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+    trainable = ray.tune.with_resources(trainable, PlacementGroupFactory([{"CPU": 0, "memory": 64 * 2**20}]))
     path = exp_dir / exp_name
     if resumed and ray.tune.Tuner.can_restore(str(path.resolve())):
         tuner = ray.tune.Tuner.restore(str(path.resolve()), trainable, resume_errored=True)

@@ -462,7 +462,12 @@ def prepare(encoder_name: str, cfg: TrainConfig) -> dict[str, Any]:
 
 
 def split_datasets(cfg: TrainConfig, kind: str) -> dict[str, Any]:
-    """The train/val/OOD Ray Datasets of the zoo (only the columns training reads), materialised."""
+    """The train/val/OOD Ray Datasets of the zoo (only the columns training reads), lazy.
+
+    Not materialised here: inside a Ray Tune trial this function runs in the trial's small
+    placement group, which Ray Data would be confined to (Tune captures child tasks), so a read
+    would wait forever. Ray Train executes the datasets itself, and each worker loads its share once.
+    """
     from ray.data.expressions import col
 
     from .splits import zoo_splits
@@ -475,7 +480,7 @@ def split_datasets(cfg: TrainConfig, kind: str) -> dict[str, Any]:
         runs = splits.runs(s)
         if not runs:
             raise ConfigError(f"{cfg.zoo}: the {s} split has no runs")
-        out[s] = base.filter(expr=col("run_id").is_in(runs)).materialize()
+        out[s] = base.filter(expr=col("run_id").is_in(runs))
     return out
 
 

@@ -101,13 +101,17 @@ def test_read_out_width_and_depth(name):
     """The read-out MLP has head_depth hidden layers of head_mult * width units unless head_width is given."""
     d = default_hparams(name)
     width = d.get("heads", 1) * 3
-    linears = lambda enc: [m for m in enc.head.modules() if isinstance(m, torch.nn.Linear)] if hasattr(enc, "head") \
-        else [m for m in enc.net.modules() if isinstance(m, torch.nn.Linear)][-(d["head_depth"] + 1):]
-    layers = linears(build_encoder(name, MNIST, width=width))
-    assert len(layers) == d["head_depth"] + 1
-    assert [m.out_features for m in layers] == [round(d["head_mult"] * width)] * d["head_depth"] + [16]
-    layers = linears(build_encoder(name, MNIST, width=width, head_width=5, head_depth=1))
-    assert [m.out_features for m in layers] == [5, 16]
+
+    def read_out(enc, depth):  # flat/stats keep body and read-out in one Sequential, ``net``
+        part = enc.head if hasattr(enc, "head") else enc.net
+        layers = [m for m in part.modules() if isinstance(m, torch.nn.Linear)]
+        return [m.out_features for m in layers[-(depth + 1) :]]
+
+    enc = build_encoder(name, MNIST, width=width)
+    assert read_out(enc, d["head_depth"]) == [round(d["head_mult"] * width)] * d["head_depth"] + [16]
+    if hasattr(enc, "head"):
+        assert len([m for m in enc.head.modules() if isinstance(m, torch.nn.Linear)]) == d["head_depth"] + 1
+    assert read_out(build_encoder(name, MNIST, width=width, head_width=5, head_depth=1), 1) == [5, 16]
 
 
 # -- 2. budgets -----------------------------------------------------------------------------------
@@ -162,7 +166,8 @@ def test_transformer_block_is_torchs_pre_norm_layer():
 
     torch.manual_seed(0)
     block = Block(16, 4, 32, 0.0).double()
-    ref = torch.nn.TransformerEncoderLayer(16, 4, 32, 0.0, activation="gelu", batch_first=True, norm_first=True).double()
+    ref = torch.nn.TransformerEncoderLayer(16, 4, 32, 0.0, activation="gelu", batch_first=True, norm_first=True)
+    ref = ref.double()
     with torch.no_grad():
         ref.self_attn.in_proj_weight.copy_(block.qkv.weight)
         ref.self_attn.in_proj_bias.copy_(block.qkv.bias)

@@ -260,3 +260,26 @@ def test_two_threads(path, layout):
     torch.testing.assert_close(two_eval, one[0], atol=1e-6, rtol=1e-6)
     for a, r in zip(two[1], one[1]):
         torch.testing.assert_close(a, r, atol=1e-6, rtol=1e-5)
+
+
+# -- the compiled kernels: built on first use into the cache, and a clean fallback without them ----
+def test_kernels_build_into_a_fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNRAY_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("RNNRAY_COMPILE", "1")
+    monkeypatch.setattr(rnn, "_lib_state", {})
+    if not rnn.kernels_available():
+        pytest.skip("no working C compiler here")
+    assert list(tmp_path.glob("lstm_kernels_*.so"))
+
+
+def test_falls_back_to_pytorch_ops_without_a_compiler(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNRAY_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("RNNRAY_COMPILE", "1")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(rnn, "_lib_state", {})
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        assert not rnn.kernels_available()
+    layout = FORMAL_LANGUAGES
+    flat = random_flat(layout, 2, seed=15)
+    x = torch.randn(2, 3, 5, layout.input_size)
+    torch.testing.assert_close(rnn.run(layout, layout.split(flat), x), modules_reference(layout, flat, x), atol=1e-5, rtol=1e-5)

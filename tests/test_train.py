@@ -14,23 +14,16 @@ import torch
 
 from rnnray.config import TrainConfig
 from rnnray.data import columns
+from rnnray.encoders import ENCODERS
 from rnnray.train import BASELINE, build_model, fit, load_checkpoint, read_checkpoint, train_local
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# tiny but structurally complete encoders (a few thousand to ~100k parameters)
-SMALL = {
-    "flat": dict(width=8, depth=2),
-    "stats": dict(width=16, depth=1),
-    "transformer": dict(width=16, heads=4, depth=1),
-    "dws": dict(width=8, depth=2),
-    "noninteractive": dict(width=16, num_probes=2, probe_length=6),
-    "interactive": dict(width=16, num_probes=2, probe_length=6),
-}
+SMALL_FLAT = dict(width=8, depth=2)  # ~110k parameters, almost all in the first layer: fast
 
 
 def tiny_cfg(zoo, tmp_path, **over) -> TrainConfig:
-    base = dict(zoo=str(zoo), encoder_hparams=SMALL["flat"], emulator_hidden=32, lr=3e-3, batch_size=16, steps=60,
+    base = dict(zoo=str(zoo), encoder_hparams=SMALL_FLAT, emulator_hidden=32, lr=3e-3, batch_size=16, steps=60,
                 eval_every=20, eval_sequences=4, storage_path=str(tmp_path / "results"), max_failures=0,
                 cpus_per_worker=0.5)  # leave a CPU of the 2-CPU test instance free
     return TrainConfig(**{**base, **over})
@@ -101,23 +94,37 @@ def test_data_parallel_step_equals_single_worker_step(tiny_fl_zoo, tmp_path):
 
 
 # -- (c) every encoder's representation beats a constant one ----------------------------------------
-GAP_STEPS = 300
+GAP_STEPS, GAP_BUDGET = 300, 100_000
 
 
-def _gap_cfg(zoo, tmp_path, hparams):
-    return tiny_cfg(zoo, tmp_path, encoder_hparams=hparams, batch_size=32, steps=GAP_STEPS, eval_every=50,
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models train as fast on one thread, and much faster when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _gap_cfg(zoo, tmp_path, budget):
+    return tiny_cfg(zoo, tmp_path, encoder_hparams={}, budget=budget, batch_size=32, steps=GAP_STEPS, eval_every=25,
                     eval_sequences=20)
 
 
 @pytest.fixture(scope="module")
-def constant_val_loss(tiny_fl_zoo, tmp_path_factory):
-    res = train_local(BASELINE, _gap_cfg(tiny_fl_zoo.path, tmp_path_factory.mktemp("const"), {}))
+def constant_val_loss(tiny_fl_zoo, tmp_path_factory, one_thread):
+    res = train_local(BASELINE, _gap_cfg(tiny_fl_zoo.path, tmp_path_factory.mktemp("const"), None))
     return res.best_val_loss
 
 
-@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("name", ENCODERS)
 def test_every_encoder_beats_a_constant_representation(name, tiny_fl_zoo, tmp_path, constant_val_loss):
-    res = train_local(name, _gap_cfg(tiny_fl_zoo.path, tmp_path, SMALL[name]))
+    """Same zoo, steps, batches and emulator; encoders sized to one budget (SPEC.md section 5). The
+    emulator also reads the RNN's own sequence, so a constant representation is not helpless: on
+    this zoo every encoder's best validation loss was 0.76-0.88 of the constant's over seeds 0-2
+    (the one validation RNN makes single runs noisy); 0.93 is asserted, at seed 0."""
+    res = train_local(name, _gap_cfg(tiny_fl_zoo.path, tmp_path, GAP_BUDGET))
+    assert abs(res.n_params - GAP_BUDGET) <= 0.05 * GAP_BUDGET
     assert res.history[-1]["step"] == GAP_STEPS and res.model is not None
     assert res.best_val_loss < 0.93 * constant_val_loss, (name, res.best_val_loss, constant_val_loss)
 

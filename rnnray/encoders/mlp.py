@@ -42,7 +42,8 @@ def _body(in_features: int, width: int, depth: int) -> list[nn.Module]:
 class FlatEncoder(nn.Module):
     """The whole flat vector through an MLP: the least structured baseline."""
 
-    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float, head_depth: int = 1):
+    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float,
+                 head_depth: int = 1):
         super().__init__()
         self.input_scale = input_scale
         self.net = nn.Sequential(*_body(layout.num_params, width, depth), *head(width, head_width, head_depth))
@@ -75,7 +76,8 @@ def block_statistics(layout: Layout, flat: torch.Tensor) -> torch.Tensor:
 class StatsEncoder(nn.Module):
     """Block statistics -> fixed asinh standardisation -> MLP."""
 
-    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float, head_depth: int = 1):
+    def __init__(self, layout: Layout, width: int, head_width: int, depth: int, input_scale: float,
+                 head_depth: int = 1):
         super().__init__()
         self.layout = layout
         self.input_scale = input_scale

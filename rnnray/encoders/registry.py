@@ -51,7 +51,7 @@ def _probing_space() -> dict[str, Any]:
     }
 
 
-_FLAT_HEAD = {"head_width": None, "head_mult": 1, "head_depth": 1}
+_PLAIN_HEAD = {"head_width": None, "head_mult": 1, "head_depth": 1}  # one hidden layer of width units
 # sizes and read-out shares of the encoders whose bodies run many times per RNN: see their modules
 _PROBING_DEFAULTS = {"width": 64, "head_width": None, "head_mult": 16, "head_depth": 2, "num_probes": 2,
                      "probe_length": None, "reader_layers": 1}
@@ -61,12 +61,12 @@ SPECS: dict[str, EncoderSpec] = {
     for s in (
         EncoderSpec(
             "flat", "mechanistic", False, FlatEncoder,
-            {"width": 64, **_FLAT_HEAD, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 64, **_PLAIN_HEAD, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
             {"depth": [1, 2, 3]},
         ),
         EncoderSpec(
             "stats", "mechanistic", True, StatsEncoder,
-            {"width": 256, **_FLAT_HEAD, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 256, **_PLAIN_HEAD, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
             {"depth": [1, 2, 3]},
         ),
         EncoderSpec(

@@ -28,13 +28,14 @@ Tokenisation (the modelling choices):
 Cost and the default sizes. Every parameter of the Transformer body runs once per token (71 / 75
 per RNN) and attention adds ``heads x tokens^2`` scores per RNN and layer; a parameter of the
 read-out runs once per RNN. A conventional split of ~1.2M parameters (``d_model`` 248, read-out of
-width 248) cost about 2.3x the emulator's forward+backward on one CPU thread. The defaults keep the
+width 248) cost 2.2-2.5x the emulator's forward+backward on one CPU thread. The defaults keep the
 body at ``d_model`` 64 at that budget (``head_mult=16``: read-out width 1024, about 90 % of the
-parameters), ``depth=2``, ``ff_mult=2`` and ``heads=2`` (half the attention scores of 4 heads, which
-cost as much as all the feed-forward layers at this width; 32 dimensions per head); the whole
-encoder then costs roughly a quarter to a third of the emulator per training step. The sweep can
-still try other ``depth``/``heads``/``ff_mult``; the fitter always scales ``d_model`` and the
-read-out together.
+parameters), ``depth=2``, ``ff_mult=2`` and ``heads=2`` (at this width attention with 4 heads of 16
+dimensions costs about as much as the feed-forward block; 2 heads of 32 cut it by about 30 %); the
+encoder's forward+backward then costs 0.3-0.4x the emulator's. The sweep can still try other
+``depth``/``heads``/``ff_mult``; the fitter always scales ``d_model`` and the read-out together, so
+at small budgets the body gets narrow (``d_model`` 6 at 2e4 parameters, 24 at 2e5); pass
+``head_mult`` to choose another split.
 
 Not permutation invariant; trains with augmentation.
 """
