@@ -599,9 +599,11 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
         if cfg.tune.scheduler == "asha":
             evals = max(1, math.ceil(int(cfg.train.get("steps", TrainConfig.model_fields["steps"].default))
                                      / int(cfg.train.get("eval_every", TrainConfig.model_fields["eval_every"].default))))
+            # max_t one past the last evaluation: a trial that trains to the end returns by itself,
+            # so its Ray Train run shuts down cleanly instead of being stopped by the scheduler
             scheduler = ASHAScheduler(
                 time_attr="training_iteration",
-                max_t=evals,
+                max_t=evals + 1,
                 grace_period=min(cfg.tune.grace_period, evals),
                 reduction_factor=cfg.tune.reduction_factor,
             )
