@@ -229,7 +229,7 @@ class TrainConfig(Strict):
     eval_sequences: int = Field(
         10, ge=1, description="stored sequences evaluated per snapshot (the first k): fixed, deterministic eval sets"
     )
-    eval_batch_size: int = Field(256, ge=1, description="snapshots per forward pass during evaluation")
+    eval_batch_size: int = Field(256, ge=1, description="(snapshot, sequence) pairs per forward pass during evaluation")
     augment: bool = Field(True, description="permutation augmentation for encoders not invariant by construction")
     seed: int = Field(0, ge=0, description="initialisation, batch order, sequence choice and augmentation")
     split_seed: int = Field(0, ge=0, description="seed of the task split (keep it fixed across encoders)")

@@ -16,11 +16,13 @@ Choices made here (beyond SPEC.md):
 
 * One loop (:func:`run_loop`) serves both entry points through a small backend object (rank,
   world size, device, data, collectives, reporting), so the unit-tested loop *is* the distributed one.
-* The three splits are Ray Datasets filtered to their runs (:mod:`rnnray.splits`) and
-  materialised once on the driver: a zoo is small (about 1 GB at paper scale), and workers that
-  read from the object store never compete with Ray Data read tasks for CPUs (a 2-CPU machine with
-  two 1-CPU workers would otherwise wait forever) and restart after a failure without re-reading.
-  Ray Data splits only ``train`` across workers (``streaming_split(equal=True)``, which drops at
+* The three splits are lazy Ray Datasets filtered to their runs (:mod:`rnnray.splits`; the
+  filter is pushed into the Parquet read). Each worker reads its share once into memory at start
+  (a zoo is about 1 GB at paper scale) and samples batches from there, so there are no per-epoch
+  ``streaming_split`` barriers that could deadlock against DDP's collectives. The read tasks need
+  a free CPU each: leave one (e.g. ``cpus_per_worker: 0.5`` on a 2-CPU machine). They are not
+  materialised on the driver, because inside a Tune trial that would run in the trial's placement
+  group. Ray Data splits only ``train`` across workers (``streaming_split(equal=True)``, which drops at
   most ``workers - 1`` rows so every worker holds the same number); every worker receives the
   whole validation and OOD sets and evaluates a fixed round-robin share of them.
 * Batches, sequence choice and augmentation: see :mod:`rnnray.data` (randomness keyed on the row,

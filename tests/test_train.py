@@ -129,6 +129,20 @@ def test_every_encoder_beats_a_constant_representation(name, tiny_fl_zoo, tmp_pa
     assert res.best_val_loss < 0.93 * constant_val_loss, (name, res.best_val_loss, constant_val_loss)
 
 
+# -- sequential MNIST, in process: targets from logits, tiles as inputs; saved checkpoints reload ----
+def test_mnist_local_training_and_checkpoint_round_trip(tiny_mnist_zoo, tmp_path):
+    cfg = tiny_cfg(tiny_mnist_zoo.path, tmp_path, steps=30, eval_every=15, name="mnist-local")
+    res = train_local("flat", cfg, save=True)
+    assert [h["step"] for h in res.history] == [15, 30] and res.zoo_kind == "mnist"
+    assert all(0 < h["val_loss"] < 1 and 0 < h["ood_loss"] < 1 for h in res.history)  # TV lies in [0, 1]
+    model, meta = load_checkpoint(res.checkpoint_path)
+    assert meta["step"] == res.best_step and meta["layout"]["input_size"] == 16
+    flat, tiles = torch.randn(3, meta["layout"]["num_params"]) * 0.1, torch.randn(3, 50, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(flat, tiles), res.model(flat, tiles))
+    assert model(flat, tiles).shape == (3, 50, 10)
+
+
 # -- (d) the command ---------------------------------------------------------------------------------
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "rnnray.train", *args], capture_output=True, text=True, cwd=ROOT,
