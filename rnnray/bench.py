@@ -6,7 +6,7 @@ several chunk sizes K, side by side with what a researcher writes by hand: one `
 ``torch.nn.Linear`` + ``torch.optim.AdamW`` trained one RNN at a time, on the same batches. It also
 times a large matrix multiply in the same run, so the achieved GFLOP/s can be read against what this
 machine's BLAS reaches, and reports the speed-ups. Measurements are interleaved (loop, K = 1, 16, ...,
-then again) and repeated; the figure reported is the median repetition.
+then again) and repeated; the figure reported is the median repetition (the JSON also has the best).
 
 Subcommands are registered in :data:`SUBCOMMANDS` (name -> function adding its parser); a ``train``
 subcommand is meant to be added there.
@@ -198,6 +198,7 @@ def bench_zoo(
             "threads": t,
             "steps_per_rep": n_steps[name],
             "rnn_steps_per_s": rate,
+            "rnn_steps_per_s_best": max(rates),
             "rnn_steps_per_s_reps": rates,
             "ms_per_step": 1e3 * k / rate,
             "cpu_s_per_rnn_step": statistics.median(s["cpu_s"] / (k * n_steps[name]) for s in samples[name]),
@@ -210,6 +211,8 @@ def bench_zoo(
     batched = {str(k): summary(f"K={k}") for k in ks}
     for r in batched.values():
         r["speedup"] = r["rnn_steps_per_s"] / loop["rnn_steps_per_s"]
+        # best repetition against best repetition: less exposed to other work on a shared machine
+        r["speedup_best"] = r["rnn_steps_per_s_best"] / loop["rnn_steps_per_s_best"]
     result = {
         "benchmark": "zoo",
         "recipe": "formal_languages",
@@ -231,6 +234,7 @@ def bench_zoo(
     }
     for k in ks:
         result[f"speedup_k{k}"] = batched[str(k)]["speedup"]
+        result[f"speedup_k{k}_best"] = batched[str(k)]["speedup_best"]
     return result
 
 

@@ -53,41 +53,62 @@ def test_two_workers_loss_falls_and_best_checkpoint_loads(tiny_fl_zoo, tmp_path)
 
 
 # -- (b) 2 workers x half a batch == 1 worker x the whole batch --------------------------------------
-def _fixed_datasets(zoo, kind):
+TRAIN_RUNS, HELD_RUNS = [0, 1, 2, 3], [4, 5]  # train on their trained snapshots (step > 0): exactly 8 rows
+
+
+def _one_step_cfg(zoo, tmp_path, workers):
+    return tiny_cfg(zoo, tmp_path, workers=workers, batch_size=8, steps=1, eval_every=1, lr=1e-3,
+                    name=f"one-step-{workers}")
+
+
+def _two_workers(zoo, tmp_path):
+    """Ray Train, DDP over 2 workers, 4 rows each (Ray Data decides which)."""
     from ray.data.expressions import col
 
     from rnnray.zoo import load
 
-    base = load(zoo).select_columns(columns(kind))
-    train = base.filter(expr=col("run_id").is_in([0, 1, 2, 3]) & (col("step") > 0))  # exactly 8 snapshots
-    held = base.filter(expr=col("run_id").is_in([4, 5]))
-    return {"train": train.materialize(), "val": held.materialize(), "ood": held.materialize()}
+    base = load(zoo).select_columns(columns("formal_languages"))
+    train = base.filter(expr=col("run_id").is_in(TRAIN_RUNS) & (col("step") > 0)).materialize()
+    held = base.filter(expr=col("run_id").is_in(HELD_RUNS)).materialize()
+    res = fit("flat", _one_step_cfg(zoo, tmp_path, 2), datasets={"train": train, "val": held, "ood": held})
+    return read_checkpoint(res.checkpoint_path), res.history[0]
 
 
-def _first_step(zoo, tmp_path, workers, seed=0):
-    cfg = tiny_cfg(zoo, tmp_path, workers=workers, batch_size=8, steps=1, eval_every=1, lr=1e-3, seed=seed,
-                   name=f"one-step-{workers}-{seed}")
-    res = fit("flat", cfg, datasets=_fixed_datasets(zoo, "formal_languages"))
-    ckpt = read_checkpoint(res.checkpoint_path)
-    moments = [s["exp_avg"] for s in ckpt["train_state"]["optimizer"]["state"].values()]
-    return ckpt, moments, res.history[0]
+def _one_worker(zoo, tmp_path):
+    """The same loop in process (one worker, no Ray) on the same 8 rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rnnray.zoo import load_table
+
+    t = load_table(zoo, columns=columns("formal_languages"))
+    train = t.filter(pc.and_(pc.is_in(t["run_id"], value_set=pa.array(TRAIN_RUNS, pa.int32())), pc.greater(t["step"], 0)))
+    held = t.filter(pc.is_in(t["run_id"], value_set=pa.array(HELD_RUNS, pa.int32())))
+    res = train_local("flat", _one_step_cfg(zoo, tmp_path, 1), tables={"train": train, "val": held, "ood": held},
+                      save=True)
+    return read_checkpoint(res.checkpoint_path), res.history[0]
 
 
 def test_data_parallel_step_equals_single_worker_step(tiny_fl_zoo, tmp_path):
-    one, m1, h1 = _first_step(tiny_fl_zoo.path, tmp_path, workers=1)
-    two, m2, h2 = _first_step(tiny_fl_zoo.path, tmp_path, workers=2)
+    """Augmentation stays on: sequence choice and permutations are keyed on the row (rnnray.data)."""
+    two, h2 = _two_workers(tiny_fl_zoo.path, tmp_path)
+    one, h1 = _one_worker(tiny_fl_zoo.path, tmp_path)
     assert h1["train_loss"] == pytest.approx(h2["train_loss"], abs=1e-6)  # same 8 rows, same sequences
+    assert h1["val_loss"] == pytest.approx(h2["val_loss"], abs=1e-6)
     for part in ("encoder", "emulator"):
         for k, v in one["model"][part].items():
             torch.testing.assert_close(two["model"][part][k], v, rtol=0, atol=1e-5, msg=f"{part}.{k}")
+    m1 = [st["exp_avg"] for st in one["train_state"]["optimizer"]["state"].values()]
+    m2 = [st["exp_avg"] for st in two["train_state"]["optimizer"]["state"].values()]
+    assert len(m1) == len(m2) > 0
     for a, b in zip(m1, m2):  # first moments = 0.1 x the averaged, clipped gradient
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-9)
 
     # ... and the step is not trivially equal: it moved the weights far more than the tolerance
-    meta = one["meta"]
-    torch.manual_seed(0)
     from rnnray.weights import Layout
 
+    meta = one["meta"]
+    torch.manual_seed(0)
     init = build_model("flat", meta["hparams"], Layout.from_json(json.dumps(meta["layout"])), meta["zoo_kind"], 32)
     moved = max((one["model"]["emulator"][k] - v).abs().max().item() for k, v in init.emulator.state_dict().items())
     assert moved > 5e-4
