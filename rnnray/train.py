@@ -640,7 +640,9 @@ def benchmark(
     A timed step is exactly a training step of :func:`run_loop`: batch assembly (sequence choice,
     and permutation augmentation for ``flat``/``transformer``), forward, total variation, backward,
     clipping, AdamW. Models are timed interleaved (every model once, then again, ``reps`` times)
-    so drifting machine load hits them alike; the median repetition is reported.
+    so drifting machine load hits them alike. Reported: the median repetition (``steps_per_s``)
+    and the fastest (``best_steps_per_s``, the one least disturbed by other processes); the ratios
+    to the emulator-alone step use the fastest, which is the steadier figure on a shared machine.
     """
     from .encoders import default_hparams
 
@@ -687,18 +689,20 @@ def benchmark(
         if log:
             log(f"repetition {rep + 1}/{reps}: " + ", ".join(f"{n} {steps / times[n][-1]:.2f}/s" for n in names))
     sps = {n: steps / float(np.median(t)) for n, t in times.items()}
+    best = {n: steps / float(np.min(t)) for n, t in times.items()}
     key = {n: ("emulator_only" if n == BASELINE else n) for n in names}
-    emu = sps[BASELINE]
+    emu = best[BASELINE]
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "device_type": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "zoo_kind": kind, "budget": budget, "tolerance": tolerance, "batch": batch, "emulator_hidden": emulator_hidden,
         "steps": steps, "reps": reps,
         "steps_per_s": {key[n]: sps[n] for n in names},
+        "best_steps_per_s": {key[n]: best[n] for n in names},
         "ms_per_step": {key[n]: 1e3 / sps[n] for n in names},
-        # step time relative to the emulator-alone step (1.0 = the encoder costs nothing; target <= 1.5)
-        "ratio_to_emulator_only": {n: emu / sps[n] for n in names if n != BASELINE},
-        "within_1.5x": {n: emu / sps[n] <= 1.5 for n in names if n != BASELINE},
+        # fastest step time relative to the emulator-alone one (1.0 = the encoder costs nothing; target <= 1.5)
+        "ratio_to_emulator_only": {n: emu / best[n] for n in names if n != BASELINE},
+        "within_1.5x": {n: emu / best[n] <= 1.5 for n in names if n != BASELINE},
         "n_params": {key[n]: info[n]["n_params"] for n in names},
         "hparams": {n: info[n]["hparams"] for n in names if n != BASELINE},
     }
@@ -709,14 +713,15 @@ def format_benchmark(r: Mapping[str, Any]) -> str:
         f"emulation training steps/s: {r['zoo_kind']}, batch {r['batch']}, emulator {r['emulator_hidden']}, "
         f"encoders at {r['budget']:.3g} parameters (±{r['tolerance']:.0%})",
         f"device: {r['device']}, {r['threads']} thread(s), torch {r['torch']}; median of {r['reps']} interleaved "
-        f"repetitions of {r['steps']} steps",
+        f"repetitions of {r['steps']} steps (best: the fastest repetition)",
         "",
-        f"{'model':<16}{'parameters':>12}{'steps/s':>10}{'ms/step':>10}{'x emulator':>12}",
+        f"{'model':<16}{'parameters':>12}{'steps/s':>10}{'best':>8}{'ms/step':>10}{'x emulator':>12}",
     ]
     for n, sps in r["steps_per_s"].items():
         ratio = r["ratio_to_emulator_only"].get(n)
         mark = "" if ratio is None else f"{ratio:>11.2f}x" + ("" if ratio <= 1.5 else " !")
-        lines.append(f"{n:<16}{r['n_params'][n]:>12,}{sps:>10.2f}{r['ms_per_step'][n]:>10.1f}{mark}")
+        lines.append(f"{n:<16}{r['n_params'][n]:>12,}{sps:>10.2f}{r['best_steps_per_s'][n]:>8.2f}"
+                     f"{r['ms_per_step'][n]:>10.1f}{mark}")
     slow = [n for n, ok in r["within_1.5x"].items() if not ok]
     lines += ["", "target (every encoder's step within 1.5x the emulator-alone step): "
               + ("met" if not slow else f"missed by {', '.join(slow)}")]
