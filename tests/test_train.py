@@ -47,9 +47,20 @@ def test_two_workers_loss_falls_and_best_checkpoint_loads(tiny_fl_zoo, tmp_path)
     flat = torch.zeros(2, meta["layout"]["num_params"])
     assert model(flat, torch.full((2, 41), 4)).shape == (2, 41, 6)
 
-    # the same name and storage resume the finished run instead of starting again
-    again = fit("flat", cfg)
-    assert [h["step"] for h in again.history] == steps and again.best_val_loss == res.best_val_loss
+
+
+# -- resuming (what a FailureConfig restart does) continues exactly where the checkpoint left off ----
+def test_resume_from_checkpoint_continues_the_same_run(tiny_fl_zoo, tmp_path):
+    straight = train_local("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path, steps=40, eval_every=20))
+    first = train_local("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path, steps=20, eval_every=20, name="part"), save=True)
+    resumed = train_local("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path, steps=40, eval_every=20),
+                          resume_from=first.checkpoint_path)
+    assert [h["step"] for h in resumed.history] == [20, 40]  # the history carries over
+    assert resumed.history[0] == first.history[0]
+    # batches are a function of the step, and model + optimiser state are restored: same end point
+    assert resumed.history[1]["val_loss"] == pytest.approx(straight.history[1]["val_loss"], abs=1e-6)
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=1e-6)
 
 
 # -- (b) 2 workers x half a batch == 1 worker x the whole batch --------------------------------------
