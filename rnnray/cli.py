@@ -16,9 +16,10 @@ class UsageError(ValueError):
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from .results import ResultsError
     from .zoo.storage import ZooError
 
-    errors: list[type[BaseException]] = [ConfigError, UsageError, ZooError]
+    errors: list[type[BaseException]] = [ConfigError, UsageError, ZooError, ResultsError]
     try:
         from .encoders import InfeasibleBudget, UnknownEncoder
 

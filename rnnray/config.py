@@ -236,6 +236,9 @@ class TrainConfig(Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel, DDP)")
     gpus_per_worker: float = Field(0.0, ge=0, description="> 0: workers train on CUDA")
     cpus_per_worker: float = Field(1.0, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how a run's workers are placed on nodes: PACK keeps them together (NVLink), SPREAD spreads them"
+    )
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the latest checkpoint (-1: unlimited)")
     storage_path: str = Field("results/train", description="where runs and checkpoints are written")
     name: str | None = Field(None, description="run name; default: the encoder name plus a hash of the settings")

@@ -48,6 +48,43 @@ from .config import (
 from .results import atomic_write_json, atomic_write_text, latest_pointer, write_latest
 
 TUNE_METRIC = "val_loss"
+TRAIN_RESULT = "train_result.json"  # written by a trial that returns (see run_trial)
+
+def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
+    """One trial of Tune's ResultGrid as the results store keeps it."""
+    m = dict(result.metrics or {})
+    trial_id = m.get("trial_id") or Path(result.path).name.split("_", 1)[-1]
+    config = dict(result.config or {})
+    history = []
+    df = result.metrics_dataframe
+    if df is not None:
+        keep = [c for c in ("step", "train_loss", "val_loss", "ood_loss", "best_val_loss", "best_ood_loss", "training_iteration") if c in df]
+        history = json.loads(df[keep].to_json(orient="records"))
+    best_val = m.get("best_val_loss")
+    status = "failed" if result.error is not None else ("finished" if m.get("done") else "stopped early")
+    if best_val is not None and not math.isfinite(best_val):
+        status = "failed"
+    rec = {
+        "encoder": encoder,
+        "trial_id": trial_id,
+        "status": status,
+        "config": config,
+        "n_params": m.get("n_params"),
+        "budget": cfg.budget,
+        "tolerance": cfg.tolerance,
+        "best_val_loss": best_val,
+        "best_ood_loss": m.get("best_ood_loss"),
+        "best_step": m.get("best_step"),
+        "checkpoint": m.get("best_checkpoint_path") or m.get("checkpoint_path"),
+        "iterations": m.get("training_iteration"),
+        "history": history,
+    }
+    if result.error is not None:
+        lines = str(result.error).strip().splitlines()
+        rec["reason"] = lines[-1] if lines else result.error.__class__.__name__
+    if m.get("diverged"):
+        rec["status"], rec["reason"] = "failed", m["diverged"]
+    return rec
 
 
 # ------------------------------------------------------------------------------------------------
@@ -88,6 +125,9 @@ class TrialResources(Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers per trial (DDP)")
     gpus_per_worker: float = Field(0.0, ge=0)
     cpus_per_worker: float = Field(1.0, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="placement of a trial's workers: PACK keeps them on one node, SPREAD over nodes"
+    )
 
 
 class DownstreamSettings(Strict):
@@ -100,7 +140,8 @@ class DownstreamSettings(Strict):
     supervised_encoder: str = Field("stats", description="encoder trained end to end on each target (the supervised baseline)")
 
 
-_TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "workers", "gpus_per_worker", "cpus_per_worker", "storage_path", "name"}
+_TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "workers", "gpus_per_worker", "cpus_per_worker",
+                "placement_strategy", "storage_path", "name"}
 
 
 class SweepConfig(Strict):
@@ -178,6 +219,7 @@ class SweepConfig(Strict):
             workers=self.resources.workers,
             gpus_per_worker=self.resources.gpus_per_worker,
             cpus_per_worker=self.resources.cpus_per_worker,
+            placement_strategy=self.resources.placement_strategy,
             storage_path=storage_path,
             name=name,
         )
@@ -241,9 +283,10 @@ def define_by_run(trial, space: dict):
 def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
     """Tune function trainable: fit one encoder configuration with a Ray Train TorchTrainer.
 
-    Everything the results store needs reaches Tune through the reports (metrics, parameter count,
-    checkpoint path), and the driver writes the trial records from Tune's results: a trial stopped
-    by ASHA is ended between two reports and never returns here.
+    Metrics, parameter count and checkpoint path reach Tune through the reports, and the driver
+    writes the trial records from Tune's results (a trial stopped by ASHA is ended between two
+    reports and never returns here). A trial that returns also leaves ``train_result.json``: where
+    its workers ran and, if it diverged, why.
     """
     import ray.tune
 
@@ -254,253 +297,10 @@ def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
     hparams = {k: v for k, v in config.items() if k != "lr"}
     trial_id = ray.tune.get_context().get_trial_id()
     storage = str(Path(trial_root) / trial_id)
-    train.fit(encoder, cfg.train_config(hparams, lr, storage, "train"), tune_trial=True)
-
-
-def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
-    """One trial of Tune's ResultGrid as the results store keeps it."""
-    m = dict(result.metrics or {})
-    trial_id = m.get("trial_id") or Path(result.path).name.split("_", 1)[-1]
-    config = dict(result.config or {})
-    history = []
-    df = result.metrics_dataframe
-    if df is not None:
-        keep = [c for c in ("step", "train_loss", "val_loss", "ood_loss", "best_val_loss", "best_ood_loss", "training_iteration") if c in df]
-        history = json.loads(df[keep].to_json(orient="records"))
-    best_val = m.get("best_val_loss")
-    status = "failed" if result.error is not None else ("finished" if m.get("done") else "stopped early")
-    if best_val is not None and not math.isfinite(best_val):
-        status = "failed"
-    rec = {
-        "encoder": encoder,
-        "trial_id": trial_id,
-        "status": status,
-        "config": config,
-        "n_params": m.get("n_params"),
-        "budget": cfg.budget,
-        "tolerance": cfg.tolerance,
-        "best_val_loss": best_val,
-        "best_ood_loss": m.get("best_ood_loss"),
-        "best_step": m.get("best_step"),
-        "checkpoint": m.get("best_checkpoint_path") or m.get("checkpoint_path"),
-        "iterations": m.get("training_iteration"),
-        "history": history,
-    }
-    if result.error is not None:
-        lines = str(result.error).strip().splitlines()
-        rec["reason"] = lines[-1] if lines else result.error.__class__.__name__
-    return rec
-
-
-# ------------------------------------------------------------------------------------------------
-# the sweep file
-
-
-class Range(Strict):
-    """A numeric search range: ``{low: 1e-4, high: 1e-2, log: true}`` (``int: true`` for integers)."""
-
-    low: float
-    high: float
-    log: bool = False
-    int: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError("low must be below high")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
-SearchValue = list | Range | float | int | str | bool
-
-
-class TuneSettings(Strict):
-    samples_per_encoder: int = Field(4, ge=1, description="trials per encoder")
-    max_concurrent_trials: int = Field(2, ge=1)
-    scheduler: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(2, ge=1, description="evaluations before ASHA may stop a trial")
-    reduction_factor: float = Field(2.0, gt=1)
-    seed: int = Field(0, ge=0, description="seed of Optuna's TPE sampler")
-    max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
-
-
-class TrialResources(Strict):
-    workers: int = Field(1, ge=1, description="Ray Train workers per trial (DDP)")
-    gpus_per_worker: float = Field(0.0, ge=0)
-    cpus_per_worker: float = Field(1.0, gt=0)
-
-
-class DownstreamSettings(Strict):
-    """Downstream evaluation of each encoder's best trial and the report, run at the end of the sweep."""
-
-    enabled: bool = Field(True, description="run downstream evaluation and write the report at the end")
-    steps: int = Field(2000, ge=1, description="optimisation steps of each downstream predictor")
-    hidden: int = Field(64, ge=1, description="predictor MLP width")
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="predictor seeds (the spread is over these)")
-    supervised_encoder: str = Field("stats", description="encoder trained end to end on each target (the supervised baseline)")
-
-
-_TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "workers", "gpus_per_worker", "cpus_per_worker", "storage_path", "name"}
-
-
-class SweepConfig(Strict):
-    """A sweep file. ``zoo`` is a path to a built zoo, or a zoo config (built if missing)."""
-
-    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
-    results: str = Field("results", description="results directory; one folder per sweep inside it")
-    zoo: str | FormalLanguagesZoo | MnistZoo
-    encoders: list[str] = Field(min_length=1)
-    budget: int = Field(gt=0, description="trainable encoder parameters, the same for every trial")
-    tolerance: float = Field(0.05, gt=0, lt=1)
-    search: dict[str, dict[str, SearchValue]] = Field(
-        default_factory=dict,
-        description="search-space overrides: per encoder name, or 'all'; a list is a choice, a range is numeric, a scalar fixes the value",
-    )
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every trial")
-    tune: TuneSettings = TuneSettings()
-    resources: TrialResources = TrialResources()
-    downstream: DownstreamSettings = DownstreamSettings()
-
-    @field_validator("encoders")
-    @classmethod
-    def _known(cls, v):
-        from .encoders import ENCODERS
-
-        unknown = [e for e in v if e not in ENCODERS]
-        if unknown:
-            raise ValueError(f"unknown encoder {unknown[0]!r}; choose from {', '.join(ENCODERS)}")
-        if len(set(v)) != len(v):
-            raise ValueError("an encoder is listed twice")
-        return v
-
-    @field_validator("train")
-    @classmethod
-    def _train_fields(cls, v):
-        owned = sorted(set(v) & _TRAIN_OWNED)
-        if owned:
-            raise ValueError(f"{owned[0]!r} is set by the sweep itself (zoo, budget, tolerance, resources), not under train")
-        try:
-            TrainConfig.model_validate({**v, "zoo": "-"})
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
-            raise ValueError(f"{loc}: {msg}") from None
-        return v
-
-    @model_validator(mode="after")
-    def _search_keys(self):
-        from .encoders import search_space
-
-        for key, space in self.search.items():
-            if key != "all" and key not in self.encoders:
-                raise ValueError(f"search.{key}: not one of the sweep's encoders ({', '.join(self.encoders)})")
-            names = {"lr"} | (set().union(*(search_space(e) for e in self.encoders)) if key == "all" else set(search_space(key)))
-            for knob in space:
-                if knob not in names and knob not in _extra_knobs(key, self.encoders):
-                    raise ValueError(f"search.{key}.{knob}: not a searchable hyperparameter ({', '.join(sorted(names))})")
-        return self
-
-    @property
-    def zoo_path(self) -> str:
-        return self.zoo if isinstance(self.zoo, str) else self.zoo.path
-
-    def train_config(self, encoder_hparams: dict, lr: float | None, storage_path: str, name: str) -> TrainConfig:
-        data = dict(self.train)
-        if lr is not None:
-            data["lr"] = lr
-        return TrainConfig(
-            **data,
-            zoo=self.zoo_path,
-            budget=self.budget,
-            tolerance=self.tolerance,
-            encoder_hparams=encoder_hparams,
-            workers=self.resources.workers,
-            gpus_per_worker=self.resources.gpus_per_worker,
-            cpus_per_worker=self.resources.cpus_per_worker,
-            storage_path=storage_path,
-            name=name,
-        )
-
-
-def _extra_knobs(key: str, encoders: list[str]) -> set[str]:
-    """Fixed hyperparameters that may be set (as scalars) though they are not searched by default."""
-    from .encoders import default_hparams
-
-    names = encoders if key == "all" else [key]
-    return set().union(*(set(default_hparams(e)) - {"width", "head_width"} for e in names))
-
-
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
-    data = apply_overrides(read_yaml(path), overrides)
-    try:
-        return SweepConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path))) from None
-
-
-def encoder_space(cfg: SweepConfig, encoder: str, zoo_kind: str) -> dict[str, SearchValue]:
-    """Default space (the encoder's own knobs + learning rate), overridden by 'all' and then by name."""
-    from .encoders import search_space
-
-    space: dict[str, SearchValue] = {"lr": Range(low=3e-5, high=3e-3, log=True)}
-    space.update(search_space(encoder, zoo_kind))
-    for key in ("all", encoder):
-        for knob, value in cfg.search.get(key, {}).items():
-            if key == "all" and knob not in space and knob not in _extra_knobs(encoder, [encoder]):
-                continue  # an 'all' knob this encoder does not have
-            space[knob] = value
-    return space
-
-
-def define_by_run(trial, space: dict):
-    """Optuna define-by-run space (module level so OptunaSearch can pickle it); scalars are fixed."""
-    fixed = {}
-    for knob, value in space.items():
-        if isinstance(value, list):
-            trial.suggest_categorical(knob, value)
-        elif isinstance(value, Range):
-            if value.int:
-                trial.suggest_int(knob, int(value.low), int(value.high), log=value.log)
-            else:
-                trial.suggest_float(knob, value.low, value.high, log=value.log)
-        elif isinstance(value, dict):  # a Range as a plain dict (what the searcher is given)
-            if value.get("int"):
-                trial.suggest_int(knob, int(value["low"]), int(value["high"]), log=bool(value.get("log")))
-            else:
-                trial.suggest_float(knob, float(value["low"]), float(value["high"]), log=bool(value.get("log")))
-        else:
-            fixed[knob] = value
-    return fixed or None
-
-
-# ------------------------------------------------------------------------------------------------
-# one trial
-
-
-def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
-    """Tune function trainable: fit one encoder configuration with a Ray Train TorchTrainer."""
-    import ray.tune
-
-    from . import train
-
-    cfg = SweepConfig.model_validate(sweep)
-    lr = config.get("lr")
-    hparams = {k: v for k, v in config.items() if k != "lr"}
-    trial_id = ray.tune.get_context().get_trial_id()
-    storage = str(Path(trial_root) / trial_id)
-    tcfg = cfg.train_config(hparams, lr, storage, "train")
+    tcfg = cfg.train_config(hparams, lr, storage, f"{encoder}-{trial_id}")  # the run's name in the dashboard
     result = train.fit(encoder, tcfg, tune_trial=True)
-    record = {
-        "encoder": encoder,
-        "trial_id": trial_id,
-        "config": {"lr": tcfg.lr, **hparams},
-        "train_config": tcfg.model_dump(mode="json"),
-        **_jsonable(result),
-    }
-    atomic_write_json(Path(storage) / "trial.json", record)
+    atomic_write_json(Path(storage) / TRAIN_RESULT, {"trial_id": trial_id, "train_config": tcfg.model_dump(mode="json"),
+                                                     **_jsonable(result)})
 
 
 def _jsonable(result) -> dict:
@@ -519,12 +319,15 @@ def _jsonable(result) -> dict:
 
 def check_budget(cfg: SweepConfig, zoo_kind: str, layout) -> dict[str, int]:
     """Fit every encoder at its default hyperparameters: an infeasible budget fails here, up front."""
-    from .encoders import fit_to_budget
+    from .encoders import InfeasibleBudget, fit_to_budget
 
     counts = {}
     for enc in cfg.encoders:
         fixed = {k: v for k, v in cfg.search.get(enc, {}).items() if not isinstance(v, (list, Range)) and k != "lr"}
-        _, n = fit_to_budget(enc, layout, cfg.budget, cfg.tolerance, zoo_kind=zoo_kind, **fixed)
+        try:
+            _, n = fit_to_budget(enc, layout, cfg.budget, cfg.tolerance, zoo_kind=zoo_kind, **fixed)
+        except InfeasibleBudget as e:
+            raise InfeasibleBudget(f"budget: {e}") from None
         counts[enc] = n
     return counts
 
@@ -533,7 +336,7 @@ def ensure_zoo(cfg: SweepConfig, progress: bool = True) -> dict:
     from . import zoo
 
     if isinstance(cfg.zoo, str):
-        return zoo.verify(cfg.zoo, checksums=False)
+        return zoo.verify(cfg.zoo, checksums=True)
     if not (Path(cfg.zoo.path).expanduser() / "manifest.json").exists():
         print(f"building zoo {cfg.zoo.path} ({cfg.zoo.kind}, {cfg.zoo.runs} RNNs, {cfg.zoo.steps} steps) with Ray Data ...", flush=True)
     return zoo.build(cfg.zoo, progress=progress)
@@ -554,12 +357,15 @@ def sweep_dir_for(cfg: SweepConfig, resume: str | bool) -> tuple[Path, bool]:
             raise UsageError(f"{d}: not a sweep folder (no sweep.json)")
         return d, True
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    d = root / f"{cfg.name}-{stamp}"
+    root.mkdir(parents=True, exist_ok=True)
     n = 1
-    while d.exists():
-        n += 1
-        d = root / f"{cfg.name}-{stamp}-{n}"
-    return d, False
+    while True:  # mkdir is atomic: two sweeps started in the same second get different folders
+        d = root / (f"{cfg.name}-{stamp}" if n == 1 else f"{cfg.name}-{stamp}-{n}")
+        try:
+            d.mkdir()
+            return d, False
+        except FileExistsError:
+            n += 1
 
 
 def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, resumed: bool, verbose: int):
@@ -584,6 +390,11 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
     # deadlocks a full machine, where the workers plus one 1-CPU read task need all of them.
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    # a named class, so the dashboard and `ps` list "EmulationTrial" (repr: the encoder) rather than
+    # Tune's anonymous "ImplicitFunc"
+    trainable = type("EmulationTrial", (wrap_function(trainable, name=f"EmulationTrial({encoder})"),), {})
     trainable = ray.tune.with_resources(trainable, PlacementGroupFactory([{"CPU": 0, "memory": 64 * 2**20}]))
     path = exp_dir / exp_name
     if resumed and ray.tune.Tuner.can_restore(str(path.resolve())):
@@ -629,6 +440,11 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
     grid = tuner.fit()
     for result in grid:
         rec = trial_record(result, encoder, cfg)
+        own = trial_root / rec["trial_id"] / TRAIN_RESULT
+        if own.is_file():  # where the workers ran; the checkpoint a restarted run continued from
+            mine = json.loads(own.read_text())
+            rec["placement"] = mine.get("placement", [])
+            rec["resumed_from_step"] = mine.get("resumed_from_step")
         atomic_write_json(trial_root / rec["trial_id"] / "trial.json", rec)
     atomic_write_text(done_marker, "finished\n")
     return collect_trials(trial_root)
@@ -711,13 +527,30 @@ def dashboard_url() -> str | None:
 
 
 def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1) -> Path:
-    """The whole job: zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder."""
-    from .weights import Layout
+    """The whole job: zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder.
 
-    manifest = ensure_zoo(cfg, progress=progress)
-    zoo_kind = manifest["kind"]
-    layout = Layout.from_json(json.dumps(manifest["layout"]))
+    Everything that can be checked before work starts is (zoo layout, budget, resources), so bad
+    input fails in one line before anything is built or written."""
+    import ray
+
+    from .resources import cluster_shape, fit_request
+    from .weights import Layout
+    from .zoo.builder import layout_for
+
+    if isinstance(cfg.zoo, str):  # an existing zoo: verified in full (sizes and checksums) up front
+        manifest = ensure_zoo(cfg, progress=progress)
+        zoo_kind, layout = manifest["kind"], Layout.from_json(json.dumps(manifest["layout"]))
+    else:
+        zoo_kind, layout = cfg.zoo.kind, layout_for(cfg.zoo.kind)
     counts = check_budget(cfg, zoo_kind, layout)
+    if not ray.is_initialized():
+        ray.init()
+    r = cfg.resources
+    cpus, gpus = fit_request(r.cpus_per_worker, r.gpus_per_worker, "resources: a training worker", cluster_shape())
+    if (cpus, gpus) != (r.cpus_per_worker, r.gpus_per_worker):
+        cfg = cfg.model_copy(update={"resources": r.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})})
+    if not isinstance(cfg.zoo, str):
+        manifest = ensure_zoo(cfg, progress=progress)
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:

@@ -51,6 +51,7 @@ import hashlib
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -197,6 +198,9 @@ class LocalBackend:
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         return t
 
+    def placement(self) -> list[dict]:
+        return [{"rank": 0, "node_id": None, "host": socket.gethostname(), "pid": os.getpid()}]
+
     def restore(self):
         return None if self.resume_from is None else read_checkpoint(self.resume_from)
 
@@ -240,6 +244,19 @@ class RayTrainBackend:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
             t = t.to(dev)
         return t
+
+    def placement(self) -> list[dict]:
+        """Where every worker of the group runs (rank order): which node, host and process."""
+        import ray
+        import torch.distributed as dist
+
+        mine = {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(),
+                "host": socket.gethostname(), "pid": os.getpid()}
+        if self.world_size == 1 or not dist.is_initialized():
+            return [mine]
+        everyone: list = [None] * self.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
 
     def restore(self):
         import ray.train
@@ -345,10 +362,13 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
         optimizer.load_state_dict(restored["train_state"]["optimizer"])
         start, best = int(restored["train_state"]["step"]), dict(restored["train_state"]["best"])
         history = list(restored["history"])
+    resumed_from_step = start if restored is not None else None
     # dropout (transformer) draws from torch's global stream: seed it per worker and per resume point
     torch.manual_seed(int(mix(cfg.seed, rank, start, 7)) % (2**63 - 1))
     wrapped = io.prepare(model)
     params = [p for p in wrapped.parameters() if p.requires_grad]
+    placement = io.placement()
+    diverged = None
 
     loss_sum, loss_n = torch.zeros((), device=device), 0
     t_last, step_last, t0 = time.perf_counter(), start, time.perf_counter()
@@ -380,6 +400,16 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
             "steps_per_s": (done - step_last) / max(now - t_last, 1e-9),
             "time_s": now - t0,
         }
+        bad = [k for k in ("train_loss", "val_loss", "ood_loss") if not math.isfinite(metrics[k])]
+        if bad:
+            # deterministic (batches are a function of the step): a restart would diverge again, so
+            # the run ends here, reported as diverged and without a checkpoint of the broken model
+            diverged = f"diverged: non-finite {', '.join(bad)} at step {done} (lr {cfg.lr:g})"
+            metrics.update(diverged=diverged, best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"],
+                           best_step=best["step"])
+            history.append(dict(metrics))
+            io.report(metrics, None, False)
+            break
         is_best = metrics["val_loss"] < best["val_loss"]
         if is_best:
             best = {"val_loss": metrics["val_loss"], "ood_loss": metrics["ood_loss"], "step": done}
@@ -398,7 +428,8 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
         io.report(metrics, payload, is_best)
         loss_sum, loss_n = torch.zeros((), device=device), 0
         t_last, step_last = time.perf_counter(), done
-    return {"history": history, "best": best, "final": history[-1] if history else None}
+    return {"history": history, "best": best, "final": history[-1] if history else None,
+            "diverged": diverged, "placement": placement, "resumed_from_step": resumed_from_step}
 
 
 def train_loop_per_worker(config: dict) -> dict[str, Any]:
@@ -434,6 +465,9 @@ class TrainResult:
     checkpoint_path: str | None
     path: str | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    diverged: str | None = None  # why the run stopped early with a non-finite loss (None: it did not)
+    placement: list[dict[str, Any]] = field(default_factory=list)  # node, host and pid of each worker
+    resumed_from_step: int | None = None  # the checkpoint step this (last) attempt started from
     model: EmulationModel | None = field(default=None, repr=False)  # train_local only: best model
 
     def to_dict(self) -> dict[str, Any]:
@@ -448,7 +482,7 @@ def default_run_name(encoder: str, cfg: TrainConfig, hparams: Mapping[str, Any])
     """``{encoder}-{hash}``; the hash covers everything that changes the optimisation (not the
     worker count or resources, so a run can resume on a different cluster shape)."""
     keep = cfg.model_dump(mode="json", exclude={"storage_path", "name", "workers", "gpus_per_worker",
-                                                 "cpus_per_worker", "max_failures"})
+                                                 "cpus_per_worker", "max_failures", "placement_strategy"})
     blob = json.dumps({"encoder": encoder, "hparams": hparams, "cfg": keep}, sort_keys=True, default=str)
     return f"{encoder}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
@@ -470,6 +504,10 @@ def split_datasets(cfg: TrainConfig, kind: str) -> dict[str, Any]:
     Not materialised here: inside a Ray Tune trial this function runs in the trial's small
     placement group, which Ray Data would be confined to (Tune captures child tasks), so a read
     would wait forever. Ray Train executes the datasets itself, and each worker loads its share once.
+
+    The read and filter tasks ask for no CPU: the zoo is read once, at the start of a run, while the
+    workers wait for it. Asking for one would deadlock a full cluster, where concurrent trials'
+    workers hold every CPU and each trial's read waits for a CPU another trial holds.
     """
     from ray.data.expressions import col
 
@@ -477,13 +515,14 @@ def split_datasets(cfg: TrainConfig, kind: str) -> dict[str, Any]:
     from .zoo import load
 
     splits = zoo_splits(cfg.zoo, seed=cfg.split_seed)
-    base = load(cfg.zoo, checksums=False).select_columns(columns(kind))  # zoo_splits verified checksums
+    base = load(cfg.zoo, checksums=False, ray_remote_args={"num_cpus": 0}).select_columns(columns(kind), num_cpus=0)
     out = {}
     for s in SPLIT_NAMES:
         runs = splits.runs(s)
         if not runs:
             raise ConfigError(f"{cfg.zoo}: the {s} split has no runs")
-        out[s] = base.filter(expr=col("run_id").is_in(runs))
+        out[s] = base.filter(expr=col("run_id").is_in(runs), num_cpus=0)
+        out[s].context.enable_progress_bars = False  # a one-off read per run: its bars would bury Tune's table
     return out
 
 
@@ -531,12 +570,23 @@ def fit(
     run_kwargs.update(overrides)
     run_kwargs["callbacks"] = callbacks or None
     spec["run_dir"] = f"{run_kwargs['storage_path'].rstrip('/')}/{run_kwargs['name']}"
+    import ray
+
+    from .resources import fit_request
+
+    if not ray.is_initialized():
+        ray.init()
+    cpus, gpus = fit_request(cfg.cpus_per_worker, cfg.gpus_per_worker, "a training worker")
+    if (cpus, gpus) != (cfg.cpus_per_worker, cfg.gpus_per_worker):
+        cfg = cfg.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})
+        spec["cfg"] = cfg.model_dump(mode="json")
     gpu = cfg.gpus_per_worker > 0
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=spec,
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpu, resources_per_worker=resources,
+                                               placement_strategy=cfg.placement_strategy),
         run_config=ray.train.RunConfig(**run_kwargs),
         datasets=dict(datasets) if datasets is not None else split_datasets(cfg, spec["zoo_kind"]),
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
@@ -554,7 +604,8 @@ def fit(
         encoder=encoder_name, hparams=spec["hparams"], n_params=spec["n_params"], zoo_kind=spec["zoo_kind"],
         best_val_loss=best.get("val_loss", math.nan), best_ood_loss=best.get("ood_loss", math.nan),
         best_step=best.get("step", 0), checkpoint_path=best_ckpt.path if best_ckpt else None,
-        path=result.path, history=history,
+        path=result.path, history=history, diverged=returned.get("diverged"), placement=returned.get("placement") or [],
+        resumed_from_step=returned.get("resumed_from_step"),
     )
 
 
@@ -611,6 +662,7 @@ def train_local(
         encoder=encoder_name, hparams=spec["hparams"], n_params=spec["n_params"], zoo_kind=spec["zoo_kind"],
         best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"], best_step=best["step"],
         checkpoint_path=ckpt_path, path=run_path, history=out["history"], model=model,
+        diverged=out["diverged"], placement=out["placement"], resumed_from_step=out["resumed_from_step"],
     )
 
 

@@ -30,6 +30,12 @@ def layout_for(kind: str):
     return FORMAL_LANGUAGES if kind == "formal_languages" else MNIST
 
 
+def _layout_text(layout: dict | None) -> str:
+    if not layout:
+        return "unknown"
+    return ", ".join(f"{k}={layout[k]}" for k in ("input_size", "hidden", "num_layers", "output_size", "num_params") if k in layout)
+
+
 def content_spec(cfg) -> dict:
     """The part of a zoo config that determines its rows."""
     return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NEUTRAL}
@@ -54,6 +60,8 @@ class ZooTrainer:
             self.digits = mnist.load_digits(source, self.cfg.data_root, self.cfg.download)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import ray
+
         from .trainer import train_chunk
 
         run_ids = [int(r) for r in batch["run_id"]]
@@ -71,6 +79,8 @@ class ZooTrainer:
         entry = storage.write_shard(storage.to_table(cols, meta), self.out_dir, run_ids)
         entry["seconds"] = round(time.time() - t0, 2)
         entry["device"] = self.device
+        entry["node_id"] = ray.get_runtime_context().get_node_id()  # where it was trained (see the manifest)
+        entry["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
         return {"entry": np.array([json.dumps(entry)])}
 
 
@@ -119,9 +129,15 @@ def build(cfg, progress: bool = True) -> dict:
     spec = content_spec(cfg)
     if (root / storage.MANIFEST).exists():
         manifest = storage.read_manifest(root)
+        want = json.loads(layout_for(cfg.kind).to_json())
+        if manifest.get("kind") != cfg.kind or manifest.get("layout") != want:
+            raise storage.ZooError(
+                f"{root / storage.MANIFEST}: holds a {manifest.get('kind')} zoo (RNN layout {_layout_text(manifest.get('layout'))}) "
+                f"but the config expects {cfg.kind} ({_layout_text(want)})"
+            )
         if manifest["spec"] != spec or manifest["runs"] != cfg.runs:
             raise storage.ZooError(f"{root / storage.MANIFEST}: a different zoo is already built here; use another path")
-        return manifest
+        return storage.verify(root, checksums=True)
     root.mkdir(parents=True, exist_ok=True)
     shards = _existing_shards(root, spec)
     done = {r for s in shards for r in s["runs"]}
@@ -135,9 +151,14 @@ def build(cfg, progress: bool = True) -> dict:
     if todo:
         if not ray.is_initialized():
             ray.init()
+        from ..resources import cluster_shape, fit_request
+
+        shape = cluster_shape()
+        cpus, gpus = fit_request(res.cpus_per_actor, res.gpus_per_actor, "zoo.resources: a zoo actor", shape)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
         ds = ray.data.from_items([{"run_id": r} for r in todo], override_num_blocks=max(1, -(-len(todo) // res.chunk)))
+        ds.set_name(f"zoo {root.name}: {cfg.kind}, {len(todo)} RNNs to train")  # how the dashboard lists it
         actors = max(1, min(res.actors, -(-len(todo) // res.chunk)))
         out = ds.map_batches(
             ZooTrainer,
@@ -145,8 +166,8 @@ def build(cfg, progress: bool = True) -> dict:
             batch_size=res.chunk,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=res.cpus_per_actor,
-            num_gpus=res.gpus_per_actor or None,
+            num_cpus=cpus,
+            num_gpus=gpus or None,
         )  # Ray Data restarts dead pool actors and retries their batches by itself
         for row in out.iter_rows():
             shards.append(json.loads(row["entry"]))
@@ -172,7 +193,8 @@ def build(cfg, progress: bool = True) -> dict:
         "snapshots": list(cfg.snapshots),
         "rows": sum(s["rows"] for s in shards),
         "mnist_source": source,
-        "shards": [{k: s[k] for k in ("file", "rows", "runs", "bytes", "sha256")} for s in shards],
+        "shards": [{**{k: s[k] for k in ("file", "rows", "runs", "bytes", "sha256")},
+                    **{k: s[k] for k in ("node_id", "device", "gpu_ids", "seconds") if s.get(k) is not None}} for s in shards],
         "build_seconds": round(time.time() - t0, 2),
     }
     storage.write_manifest(root, manifest)

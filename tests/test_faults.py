@@ -1,0 +1,313 @@
+"""Faults injected for real: killed zoo actors and training workers, an interrupted sweep, a
+diverging trial, bad input of every kind, and two sweeps sharing one results directory.
+
+Processes are found by their Ray process titles (``ray::MapWorker(...)``, ``ray::RayTrainWorker``)
+and killed with SIGKILL, as an out-of-memory killer or a dying node would. Sweeps that must be
+interrupted or run side by side are real ``python -m rnnray.sweep`` processes attached to the
+session's Ray instance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import rnnray
+from rnnray.config import parse_zoo
+from rnnray.results import ResultsError
+from rnnray.sweep import load_sweep, run_sweep
+
+from conftest import TINY_FL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _procs(title: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(title in part for part in (p.info["cmdline"] or [])[:1]):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def _wait_for(predicate, timeout: float, what: str, every: float = 0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _tree(path: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))}
+
+
+def _stray_files(path: Path) -> list[str]:
+    """Temporary files a writer leaves behind when it dies half-way."""
+    return [str(p) for p in path.rglob("*") if ".tmp" in p.name]
+
+
+def _tiny_sweep(results: Path, zoo: str, **extra) -> dict:
+    cfg = {
+        "name": "tiny",
+        "results": str(results),
+        "zoo": zoo,
+        "encoders": ["flat"],
+        "budget": 20000,
+        "train": {"steps": 40, "eval_every": 20, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2},
+        "tune": {"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"},
+        "downstream": {"enabled": False},
+    }
+    for key, value in extra.items():
+        cfg[key] = value
+    return cfg
+
+
+def _write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _sweep_process(config: Path, address: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnray.sweep", str(config), "--address", address, "--quiet", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def address(ray_session):
+    return ray_session.get_runtime_context().gcs_address
+
+
+# -- 1. a zoo actor dies mid-build ---------------------------------------------------------------
+def test_zoo_build_survives_a_killed_actor(ray_session, tiny_fl_zoo, tmp_path):
+    from rnnray.zoo import build, load_table
+    from rnnray.zoo.storage import read_manifest, verify
+
+    cfg = parse_zoo({**TINY_FL, "path": str(tmp_path / "zoo")})  # the session's clean zoo, elsewhere
+    outcome = {}
+    builder = threading.Thread(target=lambda: outcome.setdefault("manifest", build(cfg, progress=False)))
+    builder.start()
+
+    def training_actor():  # a zoo actor that has been computing for a while: mid-chunk
+        for p in _procs("ZooTrainer"):
+            try:
+                if sum(p.cpu_times()[:2]) > 1.0:
+                    return p
+            except psutil.NoSuchProcess:
+                pass
+        return None
+
+    victim = _wait_for(training_actor, 120, "a zoo actor to start training")
+    victim.send_signal(signal.SIGKILL)
+    builder.join(timeout=300)
+    assert not builder.is_alive() and "manifest" in outcome, "the build did not finish after the actor died"
+
+    manifest = verify(tmp_path / "zoo", checksums=True)
+    runs = sorted(r for s in manifest["shards"] for r in s["runs"])
+    assert runs == list(range(cfg.runs))  # every run exactly once
+    clean = read_manifest(tiny_fl_zoo.path)
+    # Ray restarted the actor and retried its chunk: the same shards, byte for byte
+    assert sorted(s["sha256"] for s in manifest["shards"]) == sorted(s["sha256"] for s in clean["shards"])
+    a = load_table(tmp_path / "zoo").sort_by([("run_id", "ascending"), ("step", "ascending")])
+    b = load_table(tiny_fl_zoo.path).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    assert a.equals(b)
+    assert not _stray_files(tmp_path / "zoo")
+
+
+# -- 2. a Ray Train worker dies mid-trial ----------------------------------------------------------
+def test_killed_training_worker_restarts_from_its_checkpoint(ray_session, tiny_fl_zoo, tmp_path):
+    results = tmp_path / "results"
+    cfg = load_sweep(_write_yaml(tmp_path / "s.yaml", _tiny_sweep(
+        results, tiny_fl_zoo.path,
+        train={"steps": 3000, "eval_every": 100, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2,
+               "max_failures": 2},
+    )))
+    outcome = {}
+    sweeper = threading.Thread(target=lambda: outcome.setdefault("dir", run_sweep(cfg, progress=False, verbose=0)))
+    sweeper.start()
+    _wait_for(lambda: list(results.glob("tiny-*/trials/flat/*/*/checkpoint_*")), 240, "the trial's first checkpoint")
+    workers = _wait_for(lambda: _procs("RayTrainWorker"), 30, "the Ray Train worker")
+    killed = {p.pid for p in workers}
+    for p in workers:
+        p.send_signal(signal.SIGKILL)
+    sweeper.join(timeout=400)
+    assert not sweeper.is_alive() and "dir" in outcome, "the sweep did not finish after its worker died"
+
+    (rec_path,) = list((outcome["dir"] / "trials" / "flat").glob("*/trial.json"))
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "finished", rec.get("reason")
+    assert rec["resumed_from_step"] and rec["resumed_from_step"] >= 100  # from a checkpoint, not from step 0
+    assert all(w["pid"] not in killed for w in rec["placement"])  # a new worker finished it
+    steps = [h["step"] for h in rec["history"] if h.get("step") is not None]
+    assert steps[-1] == 3000 and steps == sorted(set(steps))
+    assert (outcome["dir"] / "summary.csv").is_file() and not _stray_files(outcome["dir"])
+
+
+# -- 3. SIGINT, then a hard kill of the driver; --resume finishes ----------------------------------
+def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_fl_zoo, tmp_path, address):
+    results = tmp_path / "results"
+    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
+        results, tiny_fl_zoo.path, encoders=["flat", "stats"],
+        tune={"samples_per_encoder": 2, "max_concurrent_trials": 1, "scheduler": "none"},
+    ))
+    proc = _sweep_process(config, address)
+    try:
+        _wait_for(lambda: list(results.glob("tiny-*/trials/flat/DONE")) or proc.poll() is not None, 300,
+                  "the first encoder to finish")
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(2)  # into the second encoder's first trial
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (sweep_dir,) = list(results.glob("tiny-*"))
+    assert not (sweep_dir / "trials" / "stats" / "DONE").exists()  # it really was cut short
+
+    again = _sweep_process(config, address, "--resume")
+    out, _ = again.communicate(timeout=400)
+    assert again.returncode == 0, out[-3000:]
+    assert list(results.glob("tiny-*")) == [sweep_dir]  # continued, not started over
+    for enc in ("flat", "stats"):
+        recs = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / enc).glob("*/trial.json")]
+        assert len(recs) == 2 and len({r["trial_id"] for r in recs}) == 2
+        assert all(r["status"] == "finished" for r in recs), [r.get("reason") for r in recs]
+    summary = (sweep_dir / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and all(json.loads((sweep_dir / "best.json").read_text())[e]["checkpoint"] for e in ("flat", "stats"))
+    assert not _stray_files(sweep_dir)
+
+
+# -- 4. a diverging trial is marked failed; the rest of the sweep completes -------------------------
+def test_diverging_trial_is_marked_failed_with_its_reason(ray_session, tiny_fl_zoo, tmp_path):
+    results = tmp_path / "results"
+    cfg = load_sweep(_write_yaml(tmp_path / "s.yaml", _tiny_sweep(
+        results, tiny_fl_zoo.path, encoders=["flat", "stats"], search={"flat": {"lr": 1e30}},
+    )))
+    sweep_dir = run_sweep(cfg, progress=False, verbose=0)
+    (flat,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
+    assert flat["status"] == "failed" and "diverged: non-finite" in flat["reason"] and "step 20" in flat["reason"]
+    (stats,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "stats").glob("*/trial.json")]
+    assert stats["status"] == "finished"
+    best = json.loads((sweep_dir / "best.json").read_text())
+    assert set(best) == {"stats"}
+    rows = {r.split(",")[0]: r for r in (sweep_dir / "summary.csv").read_text().splitlines()[1:]}
+    assert rows["flat"].split(",")[5] == "1"  # failed trials
+    with pytest.raises(ResultsError, match="flat"):
+        rnnray.load_best("flat", results=sweep_dir)
+
+
+# -- 5. bad input: one line naming the field or file, exit code 2, nothing written ------------------
+@pytest.fixture(scope="module")
+def broken_zoos(tiny_fl_zoo, tiny_mnist_zoo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("broken")
+    truncated, flipped = root / "truncated", root / "flipped"
+    for d in (truncated, flipped):
+        shutil.copytree(tiny_fl_zoo.path, d)
+    shard = sorted((truncated / "shards").glob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    shard = sorted((flipped / "shards").glob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    return {"fl": tiny_fl_zoo.path, "mnist": tiny_mnist_zoo.path, "truncated": str(truncated),
+            "flipped": str(flipped), "shard": shard.name}
+
+
+def _sweep_case(zoo_override=None, **changes):
+    def make(tmp: Path, zoos: dict) -> list[str]:
+        data = _tiny_sweep(tmp / "results", zoos["fl"])
+        for key, value in changes.items():
+            data[key] = value
+        if zoo_override:
+            data["zoo"] = zoo_override(zoos)
+        return [str(_write_yaml(tmp / "sweep.yaml", data))]
+    return make
+
+
+BAD_INPUT = {
+    "malformed yaml": (lambda tmp, z: [str(_text(tmp / "sweep.yaml", "name: [unclosed\n  budget: 3"))], "sweep.yaml"),
+    "unknown key": (_sweep_case(encodrs=["flat"]), "encodrs"),
+    "wrong type": (_sweep_case(budget="lots"), "budget"),
+    "out of range": (_sweep_case(tolerance=2.0), "tolerance"),
+    "unknown encoder": (_sweep_case(encoders=["flat", "dwz"]), "dwz"),
+    "infeasible budget": (_sweep_case(budget=10), "budget"),
+    "missing zoo path": (_sweep_case(zoo_override=lambda z: "/nonexistent/zoo"), "/nonexistent/zoo"),
+    "truncated shard": (_sweep_case(zoo_override=lambda z: z["truncated"]), "truncated"),
+    "checksum mismatch": (_sweep_case(zoo_override=lambda z: z["flipped"]), "checksum"),
+    "zoo of another layout": (_sweep_case(zoo_override=lambda z: {**TINY_FL, "path": z["mnist"]}), "mnist"),
+}
+
+
+def _text(path: Path, content: str) -> Path:
+    path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_sweep_input_is_one_line_exit_2_and_writes_nothing(case, ray_session, broken_zoos, tmp_path, capsys):
+    from rnnray.sweep import main
+
+    make, needle = BAD_INPUT[case]
+    argv = make(tmp_path, broken_zoos)
+    zoos_before = {k: _tree(Path(v)) for k, v in broken_zoos.items() if k != "shard"}
+    before = _tree(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and needle in err, err
+    assert _tree(tmp_path) == before  # no results folder, nothing else
+    assert {k: _tree(Path(v)) for k, v in broken_zoos.items() if k != "shard"} == zoos_before
+
+
+def test_load_best_on_an_empty_results_store_names_it(tmp_path, capsys):
+    with pytest.raises(ResultsError) as e:
+        rnnray.load_best("dws", results=tmp_path)
+    assert str(tmp_path) in str(e.value) and len(str(e.value).splitlines()) == 1
+    from rnnray.report import main as report_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        report_main([str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and str(tmp_path) in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- 6. two sweeps, one results directory -----------------------------------------------------------
+def test_concurrent_sweeps_share_a_results_directory(ray_session, tiny_fl_zoo, tmp_path, address):
+    results = tmp_path / "results"
+    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(results, tiny_fl_zoo.path))
+    procs = [_sweep_process(config, address) for _ in range(2)]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    dirs = sorted(results.glob("tiny-*"))
+    assert len(dirs) == 2  # one folder each, even when started in the same second
+    for d in dirs:
+        recs = list((d / "trials" / "flat").glob("*/trial.json"))
+        assert len(recs) == 1
+        best = json.loads((d / "best.json").read_text())
+        assert Path(best["flat"]["trial_dir"]).parent.parent.parent == d.resolve()  # its own trial, not the other's
+        assert len((d / "summary.csv").read_text().splitlines()) == 2
+        assert not _stray_files(d)
+    assert (results / (results / "LATEST").read_text().strip()).resolve() in {d.resolve() for d in dirs}
