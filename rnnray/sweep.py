@@ -394,8 +394,9 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
 
     # a named class, so the dashboard and `ps` list "EmulationTrial" (repr: the encoder) rather than
     # Tune's anonymous "ImplicitFunc"
-    trainable = type("EmulationTrial", (wrap_function(trainable, name=f"EmulationTrial({encoder})"),), {})
+    trainable = wrap_function(trainable, name=f"EmulationTrial({encoder})")
     trainable = ray.tune.with_resources(trainable, PlacementGroupFactory([{"CPU": 0, "memory": 64 * 2**20}]))
+    trainable = type("EmulationTrial", (trainable,), {})
     path = exp_dir / exp_name
     if resumed and ray.tune.Tuner.can_restore(str(path.resolve())):
         tuner = ray.tune.Tuner.restore(str(path.resolve()), trainable, resume_errored=True)

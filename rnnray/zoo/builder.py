@@ -165,7 +165,9 @@ def build(cfg, progress: bool = True) -> dict:
             fn_constructor_kwargs={"cfg": cfg.model_dump(mode="json"), "out_dir": str(root / storage.SHARDS), "source": source},
             batch_size=res.chunk,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors),
+            # one chunk at a time per actor: a chunk is minutes of work, so a queued one would wait
+            # behind it while another actor (perhaps on another node) sits idle
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
             num_cpus=cpus,
             num_gpus=gpus or None,
         )  # Ray Data restarts dead pool actors and retries their batches by itself
