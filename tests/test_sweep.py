@@ -136,3 +136,35 @@ def test_resume_of_a_finished_sweep_runs_nothing_again(quick_sweep):
     assert again == sweep_dir
     after = {p: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/*/trial.json")}
     assert after == before
+
+
+# -- resources come from the file; on a CPU-only machine the GPU file still runs -------------------
+def test_paper_file_runs_on_a_cpu_only_machine(ray_session, tmp_path, capfd):
+    """sweeps/paper.yaml as it is (GPUs per zoo actor and per worker, 2 and 4 CPUs each, 8 actors),
+    only shrunk in size: on this 2-CPU, GPU-less Ray instance it runs on CPU."""
+    cfg = load_sweep(SWEEPS / "paper.yaml", [
+        f"results={tmp_path / 'results'}", f"zoo.path={tmp_path / 'zoo'}", "zoo.runs=8", "zoo.steps=20",
+        "zoo.snapshot_steps=[0,10,20]", "zoo.stored_sequences=4", "zoo.resources.chunk=4", "encoders=[flat]",
+        "budget=20000", "train.steps=10", "train.eval_every=10", "train.batch_size=8", "train.emulator_hidden=16",
+        "train.eval_sequences=2", "tune.samples_per_encoder=1", "downstream.enabled=false",
+    ])
+    assert cfg.zoo.resources.gpus_per_actor > 0 and cfg.resources.gpus_per_worker > 0  # the file asks for GPUs
+    sweep_dir = run_sweep(cfg, progress=False, verbose=0)
+    err = capfd.readouterr().err
+    assert "has none: running on CPU" in err and "the largest node has 2" in err
+    manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())
+    assert all(s["device"] == "cpu" and not s["gpu_ids"] for s in manifest["shards"])
+    (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
+    assert rec["status"] == "finished", rec.get("reason")
+    tc = json.loads(next((sweep_dir / "trials" / "flat").glob("*/train_result.json")).read_text())["train_config"]
+    assert tc["gpus_per_worker"] == 0 and tc["cpus_per_worker"] == 2
+
+
+def test_resource_requests_fit_the_cluster():
+    from rnnray.resources import fit_request
+
+    dgx = {"max_node_cpus": 128.0, "gpus": 16.0, "nodes": 2}
+    laptop = {"max_node_cpus": 2.0, "gpus": 0.0, "nodes": 1}
+    assert fit_request(4, 1, "w", dgx) == (4, 1)  # a cluster that can serve the request gets it unchanged
+    assert fit_request(4, 1, "w", laptop) == (2.0, 0.0)
+    assert fit_request(1, 0, "w", laptop) == (1, 0)
