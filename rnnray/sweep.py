@@ -61,7 +61,9 @@ def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
         keep = [c for c in ("step", "train_loss", "val_loss", "ood_loss", "best_val_loss", "best_ood_loss", "training_iteration") if c in df]
         history = json.loads(df[keep].to_json(orient="records"))
     best_val = m.get("best_val_loss")
-    status = "failed" if result.error is not None else ("finished" if m.get("done") else "stopped early")
+    # Tune marks a trial's last result `done` also when ASHA stopped it: compare with the planned length
+    planned = int(cfg.train.get("steps", TrainConfig.model_fields["steps"].default))
+    status = "failed" if result.error is not None else ("finished" if m.get("step") == planned else "stopped early")
     if best_val is not None and not math.isfinite(best_val):
         status = "failed"
     rec = {

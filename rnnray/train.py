@@ -815,6 +815,8 @@ def main(argv=None) -> None:
     else:
         print(f"encoder: {res.encoder}  parameters: {res.n_params:,}  hparams: {json.dumps(res.hparams)}")
         print(f"best validation loss: {res.best_val_loss:.4f} at step {res.best_step}  (OOD loss there: {res.best_ood_loss:.4f})")
+        if res.diverged:
+            print(f"stopped early, {res.diverged}")
         print(f"best checkpoint: {res.checkpoint_path}")
         print(f"run directory: {res.path}")
 

@@ -168,3 +168,14 @@ def test_resource_requests_fit_the_cluster():
     assert fit_request(4, 1, "w", dgx) == (4, 1)  # a cluster that can serve the request gets it unchanged
     assert fit_request(4, 1, "w", laptop) == (2.0, 0.0)
     assert fit_request(1, 0, "w", laptop) == (1, 0)
+
+
+def test_paper_file_fits_a_node_of_8_gpus():
+    """What paper.yaml asks of the cluster at once fits one DGX node (8 GPUs)."""
+    cfg = load_sweep(SWEEPS / "paper.yaml")
+    z = cfg.zoo.resources
+    assert 0 < z.actors * z.gpus_per_actor <= 8  # while the zoo is built
+    r = cfg.resources
+    assert r.gpus_per_worker > 0 and cfg.tune.max_concurrent_trials * r.workers * r.gpus_per_worker <= 8
+    tc = cfg.train_config({}, None, "/tmp/x", "t")
+    assert (tc.gpus_per_worker, tc.cpus_per_worker, tc.workers) == (r.gpus_per_worker, r.cpus_per_worker, r.workers)
