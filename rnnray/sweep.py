@@ -529,6 +529,20 @@ def dashboard_url() -> str | None:
     return url if url.startswith("http") else f"http://{url}"
 
 
+def absolute_paths(cfg: SweepConfig) -> SweepConfig:
+    """Relative zoo and results paths, resolved against the directory the sweep was started in:
+    Tune runs each trial in a working directory of its own, where they would point nowhere."""
+    def absolute(p: str) -> str:
+        return p if "://" in p else str(Path(p).expanduser().resolve())
+
+    update = {"results": absolute(cfg.results)}
+    if isinstance(cfg.zoo, str):
+        update["zoo"] = absolute(cfg.zoo)
+    else:
+        update["zoo"] = cfg.zoo.model_copy(update={"path": absolute(cfg.zoo.path)})
+    return cfg.model_copy(update=update)
+
+
 def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1) -> Path:
     """The whole job: zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder.
 
@@ -540,6 +554,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     from .weights import Layout
     from .zoo.builder import layout_for
 
+    cfg = absolute_paths(cfg)
     if isinstance(cfg.zoo, str):  # an existing zoo: verified in full (sizes and checksums) up front
         manifest = ensure_zoo(cfg, progress=progress)
         zoo_kind, layout = manifest["kind"], Layout.from_json(json.dumps(manifest["layout"]))
@@ -610,6 +625,12 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
               f"re-run with `python -m rnnray.evaluate {sweep_dir}` and `python -m rnnray.report {sweep_dir}`", file=sys.stderr)
 
 
+def default_sweep_file() -> str:
+    """``sweeps/probe.yaml``: in the current directory, else in the checkout rnnray is installed from."""
+    here = Path("sweeps") / "probe.yaml"
+    return str(here if here.is_file() else Path(__file__).resolve().parent.parent / "sweeps" / "probe.yaml")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m rnnray.sweep", description="Sweep RNN-weight encoders under equal parameter budgets.")
     p.add_argument("config", nargs="?", default=None, help="sweep YAML (default: the built-in sweeps/probe.yaml)")
@@ -621,14 +642,18 @@ def main(argv=None) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
-        path = args.config or str(Path(__file__).resolve().parent / "sweeps" / "probe.yaml")
+        path = args.config or default_sweep_file()
         cfg = load_sweep(path, args.set)
         import ray
 
         if not ray.is_initialized():
             ctx = ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
             _DASHBOARD["url"] = getattr(ctx, "dashboard_url", None)
-        run_sweep(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1)
+        sweep_dir = run_sweep(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1)
+    if not json.loads((sweep_dir / "best.json").read_text()):
+        print(f"error: no trial of any encoder finished; the reasons are in {sweep_dir}/trials/*/*/trial.json",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -179,3 +179,23 @@ def test_paper_file_fits_a_node_of_8_gpus():
     assert r.gpus_per_worker > 0 and cfg.tune.max_concurrent_trials * r.workers * r.gpus_per_worker <= 8
     tc = cfg.train_config({}, None, "/tmp/x", "t")
     assert (tc.gpus_per_worker, tc.cpus_per_worker, tc.workers) == (r.gpus_per_worker, r.cpus_per_worker, r.workers)
+
+
+def test_relative_paths_are_the_starting_directorys(ray_session, tiny_fl_zoo, tmp_path, monkeypatch):
+    """`zoo: zoos/x` and `results: results` mean the directory the sweep was started in, although
+    Tune runs every trial in a working directory of its own."""
+    import shutil
+
+    from rnnray.sweep import default_sweep_file
+
+    assert Path(default_sweep_file()).resolve() == (SWEEPS / "probe.yaml").resolve()
+    shutil.copytree(tiny_fl_zoo.path, tmp_path / "zoos" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(
+        "name: rel\nresults: results\nzoo: zoos/tiny\nencoders: [flat]\nbudget: 20000\n"
+        "train: {steps: 10, eval_every: 10, batch_size: 8, emulator_hidden: 16, eval_sequences: 2}\n"
+        "tune: {samples_per_encoder: 1, scheduler: none}\ndownstream: {enabled: false}\n")
+    sweep_dir = run_sweep(load_sweep("s.yaml"), progress=False, verbose=0)
+    assert sweep_dir.parent == (tmp_path / "results").resolve()
+    (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
+    assert rec["status"] == "finished", rec.get("reason")
