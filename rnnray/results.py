@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
+
+from rnnray.zoo.storage import atomic_write_bytes
 
 DEFAULT_RESULTS = "results"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one (same rename as zoo shards)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: Path, obj) -> None:

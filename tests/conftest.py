@@ -24,6 +24,17 @@ def pytest_collection_modifyitems(session, config, items):
                [i for i in items if i.get_closest_marker("own_cluster")]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is fastest and steadiest."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     import ray

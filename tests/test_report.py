@@ -19,13 +19,7 @@ from rnnray.downstream import PredictorConfig, metric_columns
 ENCODERS = (("stats", {"width": 16, "depth": 1}), ("flat", {"width": 4, "depth": 1}))
 FAST = PredictorConfig(steps=30)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_store(zoo: str, root: Path, encoders=ENCODERS, seeds=(0, 1)) -> Path:
