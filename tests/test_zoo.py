@@ -183,7 +183,7 @@ def test_stored_outputs_reproduce_with_torch_lstm(tiny_fl_zoo, tiny_mnist_zoo):
     seqs = t.column("sequences").combine_chunks().to_numpy_ndarray()
     logps = t.column("logprobs").combine_chunks().to_numpy_ndarray()
     for row in (0, 5, len(params) - 1):
-        lstm, lin = FORMAL_LANGUAGES.to_modules(torch.as_tensor(params[row]))
+        lstm, lin = FORMAL_LANGUAGES.to_modules(torch.tensor(params[row]))
         x = F.one_hot(torch.as_tensor(seqs[row][:, :41].astype(np.int64)), 6).float()
         with torch.no_grad():
             ref = torch.log_softmax(lin(lstm(x)[0]), -1)
