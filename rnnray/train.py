@@ -515,7 +515,7 @@ def split_datasets(cfg: TrainConfig, kind: str) -> dict[str, Any]:
     from .zoo import load
 
     splits = zoo_splits(cfg.zoo, seed=cfg.split_seed)
-    base = load(cfg.zoo, checksums=False, ray_remote_args={"num_cpus": 0}).select_columns(columns(kind), num_cpus=0)
+    base = load(cfg.zoo, checksums=False, num_cpus=0).select_columns(columns(kind), num_cpus=0)
     out = {}
     for s in SPLIT_NAMES:
         runs = splits.runs(s)

@@ -202,3 +202,33 @@ def test_cli_bad_value_names_the_field(config_file, override, field):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0], lines
+
+
+# -- (f) the zoo read asks for no CPU: concurrent trials holding every CPU must not starve it ------
+def test_zoo_read_needs_no_free_cpu(ray_session, tiny_fl_zoo, tmp_path):
+    """Concurrent trials' workers can hold every CPU of the cluster while a trial's workers read
+    the zoo. If the read tasks (or Ray 2.60's ListFiles step) asked for a CPU, they would wait
+    forever: the first run of probe.yaml deadlocked this way. Here an actor holds both CPUs of the
+    instance while the splits are read. (Building the datasets samples a shard's metadata with an
+    ordinary 1-CPU Ray Data task; that happens before a trial's workers take their CPUs.)"""
+    import threading
+
+    from rnnray.train import split_datasets
+
+    @ray_session.remote(num_cpus=2)
+    class Hog:
+        def ready(self):
+            return True
+
+    splits = split_datasets(tiny_cfg(tiny_fl_zoo.path, tmp_path), "formal_languages")
+    hog = Hog.remote()
+    ray_session.get(hog.ready.remote(), timeout=60)
+    try:
+        rows = {}
+        reader = threading.Thread(target=lambda: rows.update({s: ds.count() for s, ds in splits.items()}), daemon=True)
+        reader.start()
+        reader.join(timeout=120)
+        assert not reader.is_alive(), "the zoo read waited for a CPU held by another trial"
+        assert sum(rows.values()) == tiny_fl_zoo.runs * len(tiny_fl_zoo.snapshot_steps)
+    finally:
+        ray_session.kill(hog)

@@ -187,7 +187,7 @@ def test_stored_outputs_reproduce_with_torch_lstm(tiny_fl_zoo, tiny_mnist_zoo):
         x = F.one_hot(torch.as_tensor(seqs[row][:, :41].astype(np.int64)), 6).float()
         with torch.no_grad():
             ref = torch.log_softmax(lin(lstm(x)[0]), -1)
-        assert torch.allclose(ref, torch.as_tensor(logps[row]).float(), atol=2e-2, rtol=1e-2)
+        assert torch.allclose(ref, torch.tensor(logps[row]).float(), atol=2e-2, rtol=1e-2)
     t = load_table(tiny_mnist_zoo.path)
     params = t.column("params").combine_chunks().to_numpy_ndarray()
     inputs = t.column("inputs").combine_chunks().to_numpy_ndarray()

@@ -9,7 +9,7 @@ from .storage import ZooError, load_table, read_manifest, verify
 
 def load(path, checksums: bool = True, **read_args):
     """The zoo as a Ray Dataset (shards verified against the manifest first); ``read_args`` go to
-    ``ray.data.read_parquet`` (e.g. ``ray_remote_args``)."""
+    ``ray.data.read_parquet`` (e.g. ``num_cpus=0``)."""
     import ray
 
     from .storage import shard_paths
@@ -18,7 +18,7 @@ def load(path, checksums: bool = True, **read_args):
     if not read_args:
         return ray.data.read_parquet(files)
     # Ray 2.60's DataSourceV2 Parquet path adds a ListFiles step that always asks for 1 CPU and
-    # ignores ray_remote_args; the V1 reader honours them (training reads with num_cpus=0)
+    # ignores the read's resource arguments; the V1 reader honours them (training reads with num_cpus=0)
     ctx = ray.data.DataContext.get_current()
     before, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
