@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -24,15 +25,32 @@ def pytest_collection_modifyitems(session, config, items):
                [i for i in items if i.get_closest_marker("own_cluster")]
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is fastest and steadiest."""
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch intra-op threads, then restore the count (tests must not leak theirs)."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is fastest and steadiest (and
+    the bitwise tests need it)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_module():
+    """``one_torch_thread`` for module-scoped fixtures that train."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

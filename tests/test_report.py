@@ -54,14 +54,12 @@ def make_store(zoo: str, root: Path, encoders=ENCODERS, seeds=(0, 1)) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(tiny_fl_zoo, tmp_path_factory):
-    torch.set_num_threads(1)
+def store(tiny_fl_zoo, tmp_path_factory, one_torch_thread_module):
     return make_store(tiny_fl_zoo.path, tmp_path_factory.mktemp("results"))
 
 
 @pytest.fixture(scope="module")
-def evaluated(store):
-    torch.set_num_threads(1)
+def evaluated(store, one_torch_thread_module):
     return evaluate.evaluate_sweep(store, config=FAST, progress=False)
 
 

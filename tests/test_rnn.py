@@ -17,6 +17,8 @@ from rnnray.config import parse_zoo
 from rnnray.weights import FORMAL_LANGUAGES, MNIST, Layout
 from rnnray.zoo.trainer import BETAS, EPS, ChunkTrainer, init_params, train_chunk
 
+from conftest import torch_threads
+
 LAYOUTS = {"formal_languages": FORMAL_LANGUAGES, "mnist": MNIST}
 
 
@@ -36,14 +38,9 @@ def layout(request):
     return LAYOUTS[request.param]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (restored afterwards): required by the bitwise test, and it keeps the
-    timings of this module steady on a shared machine. test_two_threads covers the parallel code."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one intra-op thread: required by the bitwise test, and it keeps this module's timings steady on a
+# shared machine; test_two_threads covers the parallel code
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_flat(layout: Layout, k: int, seed: int, scale: float = 1.5, dtype=torch.float32) -> torch.Tensor:
@@ -252,10 +249,10 @@ def test_two_threads(path, layout):
     x = torch.randn(k, b, t, layout.input_size, generator=torch.Generator().manual_seed(13))
     weight = torch.randn(k, b, t, layout.output_size, generator=torch.Generator().manual_seed(14))
     one = _grads(lambda p, xx: rnn.run(layout, p, xx), layout, flat, x, weight)
-    torch.set_num_threads(2)
-    two = _grads(lambda p, xx: rnn.run(layout, p, xx, rnn.Workspace()), layout, flat, x, weight)
-    with torch.no_grad():
-        two_eval = rnn.run(layout, layout.split(flat), x)
+    with torch_threads(2):
+        two = _grads(lambda p, xx: rnn.run(layout, p, xx, rnn.Workspace()), layout, flat, x, weight)
+        with torch.no_grad():
+            two_eval = rnn.run(layout, layout.split(flat), x)
     torch.testing.assert_close(two[0], one[0], atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(two_eval, one[0], atol=1e-6, rtol=1e-6)
     for a, r in zip(two[1], one[1]):

@@ -129,22 +129,13 @@ def test_data_parallel_step_equals_single_worker_step(tiny_fl_zoo, tmp_path):
 GAP_STEPS, GAP_BUDGET = 300, 100_000
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Small models train as fast on one thread, and much faster when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gap_cfg(zoo, tmp_path, budget):
     return tiny_cfg(zoo, tmp_path, encoder_hparams={}, budget=budget, batch_size=32, steps=GAP_STEPS, eval_every=25,
                     eval_sequences=20)
 
 
 @pytest.fixture(scope="module")
-def constant_val_loss(tiny_fl_zoo, tmp_path_factory, one_thread):
+def constant_val_loss(tiny_fl_zoo, tmp_path_factory, one_torch_thread_module):
     res = train_local(BASELINE, _gap_cfg(tiny_fl_zoo.path, tmp_path_factory.mktemp("const"), None))
     return res.best_val_loss
 

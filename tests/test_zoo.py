@@ -19,6 +19,8 @@ from rnnray.weights import FORMAL_LANGUAGES, MNIST
 from rnnray.zoo import ZooError, build, languages, load, load_table, mnist, verify
 from rnnray.zoo.trainer import train_chunk
 
+from conftest import torch_threads
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -193,10 +195,10 @@ def test_stored_outputs_reproduce_with_torch_lstm(tiny_fl_zoo, tiny_mnist_zoo):
     inputs = t.column("inputs").combine_chunks().to_numpy_ndarray()
     logits = t.column("logits").combine_chunks().to_numpy_ndarray()
     for row in (0, len(params) - 1):
-        lstm, lin = MNIST.to_modules(torch.as_tensor(params[row]))
+        lstm, lin = MNIST.to_modules(torch.tensor(params[row]))
         with torch.no_grad():
-            ref = lin(lstm(torch.as_tensor(inputs[row]).float())[0])
-        assert torch.allclose(ref, torch.as_tensor(logits[row]).float(), atol=2e-2, rtol=1e-2)
+            ref = lin(lstm(torch.tensor(inputs[row]).float())[0])
+        assert torch.allclose(ref, torch.tensor(logits[row]).float(), atol=2e-2, rtol=1e-2)
 
 
 def test_stored_sequences_are_sampled_from_the_rnn(tiny_fl_zoo):
@@ -318,19 +320,19 @@ def test_config_errors_name_the_field():
 
 
 def test_formal_language_rnns_learn_their_languages():
-    torch.set_num_threads(2)
     cfg = parse_zoo({"kind": "formal_languages", "runs": 4, "steps": 2000, "seed": 7, "snapshot_steps": [0, 2000],
                      "accuracy_samples": 500, "stored_sequences": 2})
-    out = train_chunk(cfg, [0, 1, 2, 3])
+    with torch_threads(2):
+        out = train_chunk(cfg, [0, 1, 2, 3])
     acc0 = out["accuracy"][out["step"] == 0].mean()
     acc = out["accuracy"][out["step"] == 2000].mean()
     assert acc > 0.6 and acc0 < 0.05, (acc0, acc)
 
 
 def test_mnist_rnns_classify_unrotated_digits():
-    torch.set_num_threads(2)
     cfg = parse_zoo({"kind": "mnist", "runs": 2, "steps": 2000, "seed": 1, "snapshot_steps": [2000], "source": "bundled",
                      "angle_range": [0.0, 1e-6], "weight_decays": [0.0], "eval_digits": 2000, "stored_sequences": 2})
-    out = train_chunk(cfg, [0, 1])
+    with torch_threads(2):
+        out = train_chunk(cfg, [0, 1])
     assert out["accuracy"].min() > 0.8, out["accuracy"]
     assert (out["heldout_loss"] > 0).all() and (out["train_loss"] > 0).all()
