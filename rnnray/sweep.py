@@ -48,6 +48,7 @@ from .config import (
 from .results import atomic_write_json, atomic_write_text, latest_pointer, write_latest
 
 TUNE_METRIC = "val_loss"
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
 TRAIN_RESULT = "train_result.json"  # written by a trial that returns (see run_trial)
 
 def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
@@ -87,6 +88,14 @@ def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
     if m.get("diverged"):
         rec["status"], rec["reason"] = "failed", m["diverged"]
     return rec
+
+
+class SweepInterrupted(Exception):
+    """Tune returned from an interrupted experiment (SIGINT): the sweep stops, resumable."""
+
+    def __init__(self, message: str, sweep_dir: Path):
+        super().__init__(message)
+        self.sweep_dir = sweep_dir
 
 
 # ------------------------------------------------------------------------------------------------
@@ -441,6 +450,12 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
             ),
         )
     grid = tuner.fit()
+    # Ctrl-C (SIGINT) makes Tune stop its trials, save its state and return as if it had finished:
+    # an experiment with trials still unended was interrupted, and must stay resumable (no records,
+    # no DONE), not be taken for a finished one
+    ended = grid.num_terminated + grid.num_errors
+    if ended < cfg.tune.samples_per_encoder:
+        raise SweepInterrupted(f"{encoder}: {ended} of {cfg.tune.samples_per_encoder} trials ended", sweep_dir)
     for result in grid:
         rec = trial_record(result, encoder, cfg)
         own = trial_root / rec["trial_id"] / TRAIN_RESULT
@@ -649,7 +664,12 @@ def main(argv=None) -> None:
         if not ray.is_initialized():
             ctx = ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
             _DASHBOARD["url"] = getattr(ctx, "dashboard_url", None)
-        sweep_dir = run_sweep(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1)
+        try:
+            sweep_dir = run_sweep(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1)
+        except SweepInterrupted as e:
+            print(f"interrupted ({e}); continue with: python -m rnnray.sweep {path} --resume {e.sweep_dir}",
+                  file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
     if not json.loads((sweep_dir / "best.json").read_text()):
         print(f"error: no trial of any encoder finished; the reasons are in {sweep_dir}/trials/*/*/trial.json",
               file=sys.stderr)

@@ -175,6 +175,9 @@ def test_zoo_build_survives_losing_its_node(cluster, tiny_fl_zoo, tmp_path):
     builder = threading.Thread(target=run)
     builder.start()
     shards = tmp_path / "zoo" / "shards"
+    # one actor, four chunks in turn: when the first shard lands the actor has just begun the
+    # second, whole seconds of training against the 0.2 s poll, so the node dies with a chunk in
+    # flight on any machine (the deadline only bounds how long a broken build takes to report)
     deadline = time.time() + 180
     while not list(shards.glob("*.parquet")):
         assert time.time() < deadline and builder.is_alive(), f"no shard landed: {outcome}"

@@ -109,10 +109,13 @@ def test_zoo_build_survives_a_killed_actor(ray_session, tiny_fl_zoo, tmp_path):
     builder = threading.Thread(target=lambda: outcome.setdefault("manifest", build(cfg, progress=False)))
     builder.start()
     shards = tmp_path / "zoo" / "shards"
-    # once the first shard is in, the other actor is half-way through its chunk: kill every zoo actor
-    _wait_for(lambda: list(shards.glob("*.parquet")), 120, "the first shard")
+    # Both actors start equal chunks together, so when the first shard is in, each actor is at most
+    # just starting its next chunk: a whole chunk of training (seconds, against the 50 ms this
+    # test takes to see the shard and find the actors) is in flight on any machine. Kill every zoo actor.
+    _wait_for(lambda: list(shards.glob("*.parquet")), 120, "the first shard", every=0.05)
     victims = _procs("ZooTrainer")
     assert victims
+    killed = {p.pid for p in victims}
     for p in victims:
         p.send_signal(signal.SIGKILL)
     builder.join(timeout=300)
@@ -121,6 +124,7 @@ def test_zoo_build_survives_a_killed_actor(ray_session, tiny_fl_zoo, tmp_path):
     manifest = verify(tmp_path / "zoo", checksums=True)
     runs = sorted(r for s in manifest["shards"] for r in s["runs"])
     assert runs == list(range(cfg.runs))  # every run exactly once
+    assert [s for s in manifest["shards"] if s["pid"] not in killed]  # ... some trained by restarted actors
     # the killed chunks were trained again by restarted actors: the same shards, byte for byte
     assert [(s["runs"], s["sha256"]) for s in manifest["shards"]] == [(s["runs"], s["sha256"]) for s in clean["shards"]]
     key = [("run_id", "ascending"), ("step", "ascending")]
@@ -139,10 +143,12 @@ def test_killed_training_worker_restarts_from_its_checkpoint(ray_session, tiny_f
     outcome = {}
     sweeper = threading.Thread(target=lambda: outcome.setdefault("dir", run_sweep(cfg, progress=False, verbose=0)))
     sweeper.start()
-    # the checkpoint manager's snapshot is written once a reported checkpoint is registered
+    # the checkpoint manager's snapshot is written once a reported checkpoint is registered (step
+    # 100); the 1,400 steps left take seconds on any machine, against the ~0.1 s this test needs
+    # to see the snapshot and find the worker, so the kill lands mid-trial
     _wait_for(lambda: list(results.glob("tiny-*/trials/flat/*/*/checkpoint_manager_snapshot.json")), 240,
-              "the trial's first registered checkpoint")
-    workers = _wait_for(lambda: _procs("RayTrainWorker"), 30, "the Ray Train worker")
+              "the trial's first registered checkpoint", every=0.05)
+    workers = _wait_for(lambda: _procs("RayTrainWorker"), 30, "the Ray Train worker", every=0.05)
     killed = {p.pid for p in workers}
     for p in workers:
         p.send_signal(signal.SIGKILL)
@@ -160,26 +166,55 @@ def test_killed_training_worker_restarts_from_its_checkpoint(ray_session, tiny_f
 
 
 # -- 3. SIGINT, then a hard kill of the driver; --resume finishes ----------------------------------
+class _Output:
+    """A process's merged stdout/stderr, read as it comes (so a test can wait for a line)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self._reader.start()
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def text(self) -> str:
+        self._reader.join(timeout=30)
+        return "".join(self.lines)
+
+
+def _interrupt_at_first_checkpoint(proc: subprocess.Popen, out: _Output, results: Path, encoder: str) -> None:
+    """SIGINT the sweep once ``encoder``'s first trial has registered a checkpoint (the checkpoint
+    manager's snapshot is written then), then wait for Tune to acknowledge the signal."""
+    _wait_for(lambda: list(results.glob(f"tiny-*/trials/{encoder}/*/*/checkpoint_manager_snapshot.json"))
+              or proc.poll() is not None, 300, f"{encoder}'s first registered checkpoint", every=0.05)
+    assert proc.poll() is None, out.text()[-3000:]
+    os.killpg(proc.pid, signal.SIGINT)
+    _wait_for(lambda: out.has("Stop signal received") or proc.poll() is not None, 60, "Tune to take the SIGINT")
+
+
+# The second encoder is given 2 x 200 steps, far more than it can run in the moment between its first
+# checkpoint (at step 100) being seen and the SIGINT arriving, on any machine; after the SIGINT
+# Tune starts no step or trial, so whether the experiment ended is decided by the code, not the clock.
+INTERRUPTED_TRAIN = {"steps": 200, "eval_every": 100, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2}
+
+
 def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_fl_zoo, tmp_path, address):
     results = tmp_path / "results"
     config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
-        results, tiny_fl_zoo.path, encoders=["flat", "stats"],
+        results, tiny_fl_zoo.path, encoders=["flat", "stats"], train=INTERRUPTED_TRAIN,
         tune={"samples_per_encoder": 2, "max_concurrent_trials": 1, "scheduler": "none"},
     ))
     proc = _sweep_process(config, address)
+    out = _Output(proc)
     try:
-        _wait_for(lambda: list(results.glob("tiny-*/trials/flat/DONE")) or proc.poll() is not None, 300,
-                  "the first encoder to finish")
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        time.sleep(2)  # into the second encoder's first trial
-        os.killpg(proc.pid, signal.SIGINT)
-        time.sleep(3)
-        os.killpg(proc.pid, signal.SIGKILL)
+        _interrupt_at_first_checkpoint(proc, out, results, "stats")
+        os.killpg(proc.pid, signal.SIGKILL)  # a hard kill in the middle of Tune's graceful stop
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     (sweep_dir,) = list(results.glob("tiny-*"))
+    assert (sweep_dir / "trials" / "flat" / "DONE").exists()
     assert not (sweep_dir / "trials" / "stats" / "DONE").exists()  # it really was cut short
 
     again = _sweep_process(config, address, "--resume")
@@ -192,6 +227,32 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_f
         assert all(r["status"] == "finished" for r in recs), [r.get("reason") for r in recs]
     summary = (sweep_dir / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and all(json.loads((sweep_dir / "best.json").read_text())[e]["checkpoint"] for e in ("flat", "stats"))
+    assert not _stray_files(sweep_dir)
+
+
+def test_ctrl_c_stops_the_sweep_resumable_not_finished(ray_session, tiny_fl_zoo, tmp_path, address):
+    """Tune answers SIGINT by stopping its trials and returning as if done: the sweep must not take
+    that for a finished experiment (no trial records, no DONE, no next encoder) and must exit 130."""
+    results = tmp_path / "results"
+    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
+        results, tiny_fl_zoo.path, encoders=["flat", "stats"], train=INTERRUPTED_TRAIN,
+        tune={"samples_per_encoder": 2, "max_concurrent_trials": 1, "scheduler": "none"},
+    ))
+    proc = _sweep_process(config, address)
+    out = _Output(proc)
+    try:
+        _interrupt_at_first_checkpoint(proc, out, results, "flat")
+        proc.wait(timeout=120)  # it ends by itself
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = out.text()
+    (sweep_dir,) = list(results.glob("tiny-*"))
+    assert proc.returncode == 130, text[-3000:]
+    assert f"--resume {sweep_dir}" in text and "flat: " in text and "of 2 trials ended" in text, text[-3000:]
+    assert not (sweep_dir / "trials" / "flat" / "DONE").exists()
+    assert not list((sweep_dir / "trials" / "flat").glob("*/trial.json"))
+    assert not (sweep_dir / "trials" / "stats").exists()  # the next encoder never started
     assert not _stray_files(sweep_dir)
 
 

@@ -218,7 +218,8 @@ def test_zoo_read_needs_no_free_cpu(ray_session, tiny_fl_zoo, tmp_path):
         rows = {}
         reader = threading.Thread(target=lambda: rows.update({s: ds.count() for s, ds in splits.items()}), daemon=True)
         reader.start()
-        reader.join(timeout=120)
+        reader.join(timeout=120)  # a deadlocked read never ends; a working one takes about a second:
+        # the timeout only bounds how long a deadlock takes to report, it decides nothing on time
         assert not reader.is_alive(), "the zoo read waited for a CPU held by another trial"
         assert sum(rows.values()) == tiny_fl_zoo.runs * len(tiny_fl_zoo.snapshot_steps)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -81,6 +82,7 @@ class ZooTrainer:
         entry["device"] = self.device
         entry["node_id"] = ray.get_runtime_context().get_node_id()  # where it was trained (see the manifest)
         entry["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+        entry["pid"] = os.getpid()  # the actor process (a restarted actor has a new one)
         return {"entry": np.array([json.dumps(entry)])}
 
 
@@ -196,7 +198,7 @@ def build(cfg, progress: bool = True) -> dict:
         "rows": sum(s["rows"] for s in shards),
         "mnist_source": source,
         "shards": [{**{k: s[k] for k in ("file", "rows", "runs", "bytes", "sha256")},
-                    **{k: s[k] for k in ("node_id", "device", "gpu_ids", "seconds") if s.get(k) is not None}} for s in shards],
+                    **{k: s[k] for k in ("node_id", "pid", "device", "gpu_ids", "seconds") if s.get(k) is not None}} for s in shards],
         "build_seconds": round(time.time() - t0, 2),
     }
     storage.write_manifest(root, manifest)
