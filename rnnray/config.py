@@ -216,6 +216,10 @@ class TrainConfig(Strict):
         None, gt=0, description="trainable encoder parameters; when set, the encoder's width is fitted to it"
     )
     tolerance: float = Field(0.05, gt=0, lt=1, description="relative tolerance of the parameter budget")
+    preset: str = Field(
+        "paper", description="named encoder configuration the hyperparameters start from (`paper`: SPEC.md 5b); "
+                             "`encoder_hparams` override its values"
+    )
     encoder_hparams: dict[str, Any] = Field(
         default_factory=dict, description="encoder hyperparameters (without `width` when a budget is set)"
     )
@@ -242,6 +246,15 @@ class TrainConfig(Strict):
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the latest checkpoint (-1: unlimited)")
     storage_path: str = Field("results/train", description="where runs and checkpoints are written")
     name: str | None = Field(None, description="run name; default: the encoder name plus a hash of the settings")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v):
+        from .encoders.registry import PRESETS
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; choose from {', '.join(PRESETS)}")
+        return v
 
     @model_validator(mode="after")
     def _batch_divides(self):

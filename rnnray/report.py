@@ -453,8 +453,9 @@ def _f(x, spec=".4f") -> str:
 
 
 def emulation_table(trials: Mapping[str, list[dict]], best: Mapping, encoders: Sequence[str]) -> list[str]:
-    lines = ["| encoder | trials | selected: val loss | selected: OOD loss | val loss over trials | OOD loss over trials | parameters |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| encoder | trials | selected: val loss | selected: OOD loss | paper preset (trial 0): val loss | tuning gain "
+             "| val loss over trials | OOD loss over trials | parameters |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for enc in encoders:
         recs = trials.get(enc, [])
         b = best.get(enc) or {}
@@ -462,8 +463,11 @@ def emulation_table(trials: Mapping[str, list[dict]], best: Mapping, encoders: S
         for key in ("best_val_loss", "best_ood_loss"):
             m, s = _mean_std([r.get(key) for r in recs])
             cells.append("—" if not math.isfinite(m) else f"{m:.4f} ± {s:.4f}")
+        paper = next((r for r in recs if r.get("paper_config") and r.get("status") != "failed"), None)
+        pv, bv = (paper or {}).get("best_val_loss"), b.get("best_val_loss")
+        gain = "—" if pv is None or bv is None else ("0 (selected = trial 0)" if b.get("paper_config") else f"{pv - bv:.4f}")
         n = b.get("n_params")
-        lines.append(f"| {enc} | {len(recs)} | {_f(b.get('best_val_loss'))} | {_f(b.get('best_ood_loss'))} | {cells[0]} | {cells[1]} "
+        lines.append(f"| {enc} | {len(recs)} | {_f(bv)} | {_f(b.get('best_ood_loss'))} | {_f(pv)} | {gain} | {cells[0]} | {cells[1]} "
                      f"| {'—' if n is None else f'{int(n):,}'} |")
     return lines
 

@@ -129,7 +129,24 @@ class TuneSettings(Strict):
     grace_period: int = Field(2, ge=1, description="evaluations before ASHA may stop a trial")
     reduction_factor: float = Field(2.0, gt=1)
     seed: int = Field(0, ge=0, description="seed of Optuna's TPE sampler")
+    startup_trials: int | None = Field(
+        None, ge=1, description="TPE's random start-up trials (finished trials before TPE models the results); "
+                                "default max(1, min(10, samples_per_encoder // 4)), the paper-preset trial counting among them"
+    )
+    paper_trial: bool = Field(True, description="trial 0 of every encoder is its preset (the paper's) scaled to the budget")
     max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
+
+
+def startup_trials(tune: TuneSettings) -> int:
+    """TPE's start-up count: Optuna's default of 10 random trials would make a sweep of a few
+    trials a random search, so a quarter of the trials (1 to 10) explore before TPE proposes."""
+    return tune.startup_trials or max(1, min(10, tune.samples_per_encoder // 4))
+
+
+def tpe_sampler(tune: TuneSettings):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=tune.seed, n_startup_trials=startup_trials(tune))
 
 
 class TrialResources(Strict):
@@ -151,7 +168,7 @@ class DownstreamSettings(Strict):
     supervised_encoder: str = Field("stats", description="encoder trained end to end on each target (the supervised baseline)")
 
 
-_TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "workers", "gpus_per_worker", "cpus_per_worker",
+_TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "preset", "workers", "gpus_per_worker", "cpus_per_worker",
                 "placement_strategy", "storage_path", "name"}
 
 
@@ -167,6 +184,10 @@ class SweepConfig(Strict):
     search: dict[str, dict[str, SearchValue]] = Field(
         default_factory=dict,
         description="search-space overrides: per encoder name, or 'all'; a list is a choice, a range is numeric, a scalar fixes the value",
+    )
+    presets: dict[str, str] = Field(
+        default_factory=dict, description="preset per encoder name (default `paper` for every encoder): where its "
+                                          "hyperparameters start, and its trial 0"
     )
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every trial")
     tune: TuneSettings = TuneSettings()
@@ -184,6 +205,22 @@ class SweepConfig(Strict):
         if len(set(v)) != len(v):
             raise ValueError("an encoder is listed twice")
         return v
+
+    @model_validator(mode="after")
+    def _presets(self):
+        from .encoders.registry import PRESETS
+
+        for enc, preset in self.presets.items():
+            if enc not in self.encoders:
+                raise ValueError(f"presets.{enc}: not one of the sweep's encoders ({', '.join(self.encoders)})")
+            if preset not in PRESETS:
+                raise ValueError(f"presets.{enc}: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        return self
+
+    def preset(self, encoder: str) -> str:
+        from .encoders.registry import DEFAULT_PRESET
+
+        return self.presets.get(encoder, DEFAULT_PRESET)
 
     @field_validator("train")
     @classmethod
@@ -217,12 +254,13 @@ class SweepConfig(Strict):
     def zoo_path(self) -> str:
         return self.zoo if isinstance(self.zoo, str) else self.zoo.path
 
-    def train_config(self, encoder_hparams: dict, lr: float | None, storage_path: str, name: str) -> TrainConfig:
+    def train_config(self, encoder: str, encoder_hparams: dict, lr: float | None, storage_path: str, name: str) -> TrainConfig:
         data = dict(self.train)
         if lr is not None:
             data["lr"] = lr
         return TrainConfig(
             **data,
+            preset=self.preset(encoder),
             zoo=self.zoo_path,
             budget=self.budget,
             tolerance=self.tolerance,
@@ -241,7 +279,7 @@ def _extra_knobs(key: str, encoders: list[str]) -> set[str]:
     from .encoders import default_hparams
 
     names = encoders if key == "all" else [key]
-    return set().union(*(set(default_hparams(e)) - {"width", "head_width"} for e in names))
+    return set().union(*(set(default_hparams(e)) - {"width"} for e in names))
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
@@ -308,7 +346,7 @@ def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
     hparams = {k: v for k, v in config.items() if k != "lr"}
     trial_id = ray.tune.get_context().get_trial_id()
     storage = str(Path(trial_root) / trial_id)
-    tcfg = cfg.train_config(hparams, lr, storage, f"{encoder}-{trial_id}")  # the run's name in the dashboard
+    tcfg = cfg.train_config(encoder, hparams, lr, storage, f"{encoder}-{trial_id}")  # the run's name in the dashboard
     result = train.fit(encoder, tcfg, tune_trial=True)
     atomic_write_json(Path(storage) / TRAIN_RESULT, {"trial_id": trial_id, "train_config": tcfg.model_dump(mode="json"),
                                                      **_jsonable(result)})
@@ -336,11 +374,41 @@ def check_budget(cfg: SweepConfig, zoo_kind: str, layout) -> dict[str, int]:
     for enc in cfg.encoders:
         fixed = {k: v for k, v in cfg.search.get(enc, {}).items() if not isinstance(v, (list, Range)) and k != "lr"}
         try:
-            _, n = fit_to_budget(enc, layout, cfg.budget, cfg.tolerance, zoo_kind=zoo_kind, **fixed)
+            _, n = fit_to_budget(enc, layout, cfg.budget, cfg.tolerance, zoo_kind=zoo_kind, preset=cfg.preset(enc),
+                                 **fixed)
         except InfeasibleBudget as e:
             raise InfeasibleBudget(f"budget: {e}") from None
         counts[enc] = n
     return counts
+
+
+def paper_point(cfg: SweepConfig, encoder: str, zoo_kind: str, layout) -> dict[str, Any] | None:
+    """Trial 0 of an encoder: its preset's value for every searched knob (the width is fitted to the
+    budget inside the trial, as for any trial) and the file's training learning rate (the paper's
+    1e-4 unless ``train.lr`` says otherwise). None when ``tune.paper_trial`` is off. A search range
+    that leaves the preset's value out is an error: the sweep could not start from the paper."""
+    if not cfg.tune.paper_trial:
+        return None
+    from .encoders.registry import resolve_hparams
+
+    preset = resolve_hparams(encoder, layout, zoo_kind, cfg.preset(encoder))
+    preset["lr"] = float(cfg.train.get("lr", TrainConfig.model_fields["lr"].default))
+    point = {}
+    for knob, value in encoder_space(cfg, encoder, zoo_kind).items():
+        if not isinstance(value, (list, Range)):
+            continue  # fixed: not a searched parameter
+        v = preset[knob]
+        ok = v in value if isinstance(value, list) else value.low <= v <= value.high
+        if not ok:
+            where = f"search.{encoder}.{knob}" if knob in cfg.search.get(encoder, {}) else f"search.all.{knob}"
+            raise ConfigError(f"{where}: leaves out the {cfg.preset(encoder)} preset's value {v!r} (trial 0); "
+                              "include it, or set tune.paper_trial: false")
+        point[knob] = v
+    return point
+
+
+def is_paper_config(config: dict, point: dict | None) -> bool:
+    return point is not None and all(config.get(k) == v for k, v in point.items())
 
 
 def ensure_zoo(cfg: SweepConfig, progress: bool = True) -> dict:
@@ -379,9 +447,9 @@ def sweep_dir_for(cfg: SweepConfig, resume: str | bool) -> tuple[Path, bool]:
             n += 1
 
 
-def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, resumed: bool, verbose: int):
-    """One Ray Tune experiment for one encoder; returns its trial records."""
-    import optuna
+def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, resumed: bool, verbose: int,
+                point: dict | None = None):
+    """One Ray Tune experiment for one encoder (trial 0: ``point``, its paper preset); returns its trial records."""
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -416,7 +484,8 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
             space=functools.partial(define_by_run, space=_plain(space)),
             metric=TUNE_METRIC,
             mode="min",
-            sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed),
+            sampler=tpe_sampler(cfg.tune),
+            points_to_evaluate=[point] if point else None,
         )
         scheduler = None
         if cfg.tune.scheduler == "asha":
@@ -458,6 +527,7 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
         raise SweepInterrupted(f"{encoder}: {ended} of {cfg.tune.samples_per_encoder} trials ended", sweep_dir)
     for result in grid:
         rec = trial_record(result, encoder, cfg)
+        rec["paper_config"] = is_paper_config(rec["config"], point)
         own = trial_root / rec["trial_id"] / TRAIN_RESULT
         if own.is_file():  # where the workers ran; the checkpoint a restarted run continued from
             mine = json.loads(own.read_text())
@@ -489,13 +559,17 @@ def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]])
         failed = len(records.get(enc, [])) - len(ok)
         if not ok:
             rows.append({"encoder": enc, "best_val_loss": None, "best_ood_loss": None, "n_params": None,
-                         "trials": len(records.get(enc, [])), "failed": failed, "trial_id": None, "config": None})
+                         "trials": len(records.get(enc, [])), "failed": failed, "paper_val_loss": None,
+                         "best_is_paper": False, "trial_id": None, "config": None})
             continue
         b = min(ok, key=lambda r: r["best_val_loss"])
+        paper = next((r for r in ok if r.get("paper_config")), None)
         rows.append({"encoder": enc, "best_val_loss": b["best_val_loss"], "best_ood_loss": b.get("best_ood_loss"),
                      "n_params": b.get("n_params"), "trials": len(records[enc]), "failed": failed,
+                     "paper_val_loss": paper["best_val_loss"] if paper else None,
+                     "best_is_paper": bool(b.get("paper_config")),
                      "trial_id": b["trial_id"], "config": b.get("config")})
-        best[enc] = {"trial_id": b["trial_id"], "trial_dir": str((sweep_dir / "trials" / enc / b["trial_id"]).resolve()),
+        best[enc] = {"trial_id": b["trial_id"], "paper_config": bool(b.get("paper_config")), "trial_dir": str((sweep_dir / "trials" / enc / b["trial_id"]).resolve()),
                      "checkpoint": b.get("checkpoint"), "best_val_loss": b["best_val_loss"],
                      "best_ood_loss": b.get("best_ood_loss"), "n_params": b.get("n_params"), "config": b.get("config")}
     return rows, best
@@ -503,7 +577,8 @@ def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]])
 
 def write_summary(sweep_dir: Path, rows: list[dict], best: dict, cfg: SweepConfig) -> None:
     buf = io.StringIO()
-    fields = ["encoder", "best_val_loss", "best_ood_loss", "n_params", "trials", "failed", "trial_id", "config"]
+    fields = ["encoder", "best_val_loss", "best_ood_loss", "n_params", "trials", "failed", "paper_val_loss",
+              "best_is_paper", "trial_id", "config"]
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in rows:
@@ -524,12 +599,17 @@ def markdown_table(rows: list[dict], cfg: SweepConfig) -> str:
         f"Zoo: `{cfg.zoo_path}` · budget {cfg.budget:,} parameters ± {cfg.tolerance:.0%} · "
         f"{cfg.tune.samples_per_encoder} trials per encoder",
         "",
-        "| encoder | best val emulation loss | its OOD emulation loss | parameters | trials (failed) |",
-        "| --- | --- | --- | --- | --- |",
+        "Trial 0 of each encoder is its paper preset scaled to the budget (`paper_config: true` in its "
+        "`trial.json`); tuning gain = its validation loss minus the best trial's.",
+        "",
+        "| encoder | best val emulation loss | its OOD emulation loss | paper preset (trial 0) val loss | tuning gain | parameters | trials (failed) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         n = "—" if r["n_params"] is None else f"{r['n_params']:,}"
-        lines.append(f"| {r['encoder']} | {_fmt(r['best_val_loss'])} | {_fmt(r['best_ood_loss'])} | {n} | {r['trials']} ({r['failed']}) |")
+        paper, best = r.get("paper_val_loss"), r["best_val_loss"]
+        gain = "—" if paper is None or best is None else ("0 (the best is trial 0)" if r.get("best_is_paper") else f"{paper - best:.4f}")
+        lines.append(f"| {r['encoder']} | {_fmt(best)} | {_fmt(r['best_ood_loss'])} | {_fmt(paper)} | {gain} | {n} | {r['trials']} ({r['failed']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -576,6 +656,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     else:
         zoo_kind, layout = cfg.zoo.kind, layout_for(cfg.zoo.kind)
     counts = check_budget(cfg, zoo_kind, layout)
+    points = {enc: paper_point(cfg, enc, zoo_kind, layout) for enc in cfg.encoders}
     if not ray.is_initialized():
         ray.init()
     r = cfg.resources
@@ -599,7 +680,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     t0 = time.time()
     for enc in cfg.encoders:
         print(f"\n=== {enc}: {cfg.tune.samples_per_encoder} trials at {cfg.budget:,} ± {cfg.tolerance:.0%} parameters ===", flush=True)
-        records[enc] = run_encoder(cfg, enc, zoo_kind, sweep_dir, resumed, verbose)
+        records[enc] = run_encoder(cfg, enc, zoo_kind, sweep_dir, resumed, verbose, points[enc])
         rows, best = summarise(sweep_dir, cfg, records)
         write_summary(sweep_dir, rows, best, cfg)
     rows, best = summarise(sweep_dir, cfg, records)

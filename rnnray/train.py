@@ -96,8 +96,8 @@ def zoo_info(path: str) -> tuple[str, Layout, str]:
 
 
 def resolve_encoder(name: str, cfg: TrainConfig, layout: Layout, kind: str) -> tuple[dict[str, Any], int]:
-    """Complete encoder hyperparameters and trainable parameter count: fitted to ``cfg.budget``
-    when set, else defaults overridden by ``cfg.encoder_hparams``."""
+    """Complete encoder hyperparameters and trainable parameter count: ``cfg.preset`` overridden
+    by ``cfg.encoder_hparams``, its width fitted to ``cfg.budget`` when set."""
     check_encoder_name(name)
     if name == BASELINE:
         if cfg.encoder_hparams:
@@ -107,8 +107,9 @@ def resolve_encoder(name: str, cfg: TrainConfig, layout: Layout, kind: str) -> t
 
     try:
         if cfg.budget is not None:
-            return fit_to_budget(name, layout, cfg.budget, cfg.tolerance, zoo_kind=kind, **cfg.encoder_hparams)
-        hp = resolve_hparams(name, layout, kind, **cfg.encoder_hparams)
+            return fit_to_budget(name, layout, cfg.budget, cfg.tolerance, zoo_kind=kind, preset=cfg.preset,
+                                 **cfg.encoder_hparams)
+        hp = resolve_hparams(name, layout, kind, cfg.preset, **cfg.encoder_hparams)
         with torch.device("meta"):
             n = count_params(build_encoder(name, layout, kind, **hp))
         return hp, n
@@ -664,124 +665,6 @@ def train_local(
         checkpoint_path=ckpt_path, path=run_path, history=out["history"], model=model,
         diverged=out["diverged"], placement=out["placement"], resumed_from_step=out["resumed_from_step"],
     )
-
-
-# ------------------------------------------------------------------------------------------------
-# throughput (``python -m rnnray.bench train``)
-
-
-def _synthetic_snapshots(kind: str, layout: Layout, rows: int, sequences: int, seed: int = 0) -> Snapshots:
-    """Zoo-shaped random rows (weights like PyTorch's LSTM init), so timing needs no built zoo."""
-    g = np.random.default_rng(seed)
-    bound = 1 / math.sqrt(layout.hidden)
-    params = g.uniform(-bound, bound, size=(rows, layout.num_params)).astype(np.float32)
-    if kind == "formal_languages":
-        inputs = g.integers(0, 6, size=(rows, sequences, 42)).astype(np.int16)
-        logits = g.normal(size=(rows, sequences, 41, 6))
-        targets = (logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype(np.float16)
-    else:
-        inputs = g.normal(size=(rows, sequences, 50, 16)).astype(np.float16)
-        targets = g.normal(size=(rows, sequences, 50, 10)).astype(np.float16)
-    return Snapshots(kind, np.arange(rows), np.zeros(rows, dtype=np.int64), params, inputs, targets)
-
-
-def benchmark(
-    encoders=None, *, kind: str = "formal_languages", budget: float = 1.2e6, tolerance: float = 0.05,
-    batch: int = 64, emulator_hidden: int = 256, steps: int = 10, warmup: int = 2, reps: int = 3,
-    device=None, log=None,
-) -> dict[str, Any]:
-    """Training steps per second of every encoder at a parameter budget, and of the emulator alone
-    (constant representation), all in one process on the same batches.
-
-    A timed step is exactly a training step of :func:`run_loop`: batch assembly (sequence choice,
-    and permutation augmentation for ``flat``/``transformer``), forward, total variation, backward,
-    clipping, AdamW. Models are timed interleaved (every model once, then again, ``reps`` times)
-    so drifting machine load hits them alike. Reported: the median repetition (``steps_per_s``,
-    which the ratios use) and the fastest (``best_steps_per_s``). On a machine shared with other
-    work neither is trustworthy; measure on an otherwise idle one.
-    """
-    from .encoders import default_hparams
-
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    layout = Layout(6, 6) if kind == "formal_languages" else Layout(16, 10)
-    names = list(encoders or ENCODERS) + [BASELINE]
-    data = _synthetic_snapshots(kind, layout, rows=max(4 * batch, 256), sequences=8)
-    sampler = RowSampler(len(data), batch, seed=0)
-    models, info = {}, {}
-    for name in names:
-        if name == BASELINE:
-            hp, n = {}, REPRESENTATION_DIM
-        else:
-            hp, n = fit_to_budget(name, layout, budget, tolerance, zoo_kind=kind)
-        torch.manual_seed(0)
-        model = build_model(name, hp, layout, kind, emulator_hidden).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        aug = layout if name in ENCODERS and needs_augmentation(name) else None
-        models[name] = (model, opt, [p for p in model.parameters() if p.requires_grad], aug)
-        info[name] = {"n_params": n, "hparams": hp if name != BASELINE else {},
-                      "augmented": aug is not None, "default_hparams": name != BASELINE and hp == default_hparams(name)}
-        if log:
-            log(f"{name}: {n:,} encoder parameters")
-
-    def run(name: str, n_steps: int, start: int) -> float:
-        model, opt, params, aug = models[name]
-        model.train()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        for s in range(start, start + n_steps):
-            flat, inputs, targets = training_batch(data, sampler, s, 0, aug, device)
-            train_step(model, opt, params, flat, inputs, targets, 0.1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t
-
-    for name in names:
-        run(name, warmup, 0)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for rep in range(reps):
-        for name in names:
-            times[name].append(run(name, steps, warmup + rep * steps))
-        if log:
-            log(f"repetition {rep + 1}/{reps}: " + ", ".join(f"{n} {steps / times[n][-1]:.2f}/s" for n in names))
-    sps = {n: steps / float(np.median(t)) for n, t in times.items()}
-    best = {n: steps / float(np.min(t)) for n, t in times.items()}
-    key = {n: ("emulator_only" if n == BASELINE else n) for n in names}
-    emu = sps[BASELINE]
-    return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "device_type": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "zoo_kind": kind, "budget": budget, "tolerance": tolerance, "batch": batch, "emulator_hidden": emulator_hidden,
-        "steps": steps, "reps": reps,
-        "steps_per_s": {key[n]: sps[n] for n in names},
-        "best_steps_per_s": {key[n]: best[n] for n in names},
-        "ms_per_step": {key[n]: 1e3 / sps[n] for n in names},
-        # median step time relative to the emulator-alone one (1.0 = the encoder costs nothing; target <= 1.5)
-        "ratio_to_emulator_only": {n: emu / sps[n] for n in names if n != BASELINE},
-        "within_1.5x": {n: emu / sps[n] <= 1.5 for n in names if n != BASELINE},
-        "n_params": {key[n]: info[n]["n_params"] for n in names},
-        "hparams": {n: info[n]["hparams"] for n in names if n != BASELINE},
-    }
-
-
-def format_benchmark(r: Mapping[str, Any]) -> str:
-    lines = [
-        f"emulation training steps/s: {r['zoo_kind']}, batch {r['batch']}, emulator {r['emulator_hidden']}, "
-        f"encoders at {r['budget']:.3g} parameters (±{r['tolerance']:.0%})",
-        f"device: {r['device']}, {r['threads']} thread(s), torch {r['torch']}; median of {r['reps']} interleaved "
-        f"repetitions of {r['steps']} steps (best: the fastest repetition)",
-        "",
-        f"{'model':<16}{'parameters':>12}{'steps/s':>10}{'best':>8}{'ms/step':>10}{'x emulator':>12}",
-    ]
-    for n, sps in r["steps_per_s"].items():
-        ratio = r["ratio_to_emulator_only"].get(n)
-        mark = "" if ratio is None else f"{ratio:>11.2f}x" + ("" if ratio <= 1.5 else " !")
-        lines.append(f"{n:<16}{r['n_params'][n]:>12,}{sps:>10.2f}{r['best_steps_per_s'][n]:>8.2f}"
-                     f"{r['ms_per_step'][n]:>10.1f}{mark}")
-    slow = [n for n, ok in r["within_1.5x"].items() if not ok]
-    lines += ["", "target (every encoder's step within 1.5x the emulator-alone step): "
-              + ("met" if not slow else f"missed by {', '.join(slow)}")]
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,7 +20,10 @@ from rnnray.encoders import (
     needs_augmentation,
     search_space,
 )
+from rnnray.encoders.registry import SPECS, preset_hparams, resolve_hparams
 from rnnray.weights import FORMAL_LANGUAGES, MNIST
+
+from conftest import torch_threads
 
 LAYOUTS = {"formal_languages": FORMAL_LANGUAGES, "mnist": MNIST}
 INVARIANT = ("stats", "dws", "noninteractive", "interactive")
@@ -98,54 +101,71 @@ def test_probe_defaults_follow_the_zoo():
 
 @pytest.mark.parametrize("name", ENCODERS)
 def test_read_out_width_and_depth(name):
-    """The read-out MLP has head_depth hidden layers of head_mult * width units unless head_width is given."""
+    """The read-out has head_depth hidden layers whose width keeps the preset's proportion to the
+    body unless head_width is given; head_depth 0 is a single linear map to 16."""
     d = default_hparams(name)
-    width = d.get("heads", 1) * 3
+    width = d.get("heads", 1) * 12
+    ratio = SPECS[name].head_ratio
 
-    def read_out(enc, depth):  # flat/stats keep body and read-out in one Sequential, ``net``
-        part = enc.head if hasattr(enc, "head") else enc.net
-        layers = [m for m in part.modules() if isinstance(m, torch.nn.Linear)]
-        return [m.out_features for m in layers[-(depth + 1) :]]
+    def read_out(enc):
+        return [m.out_features for m in enc.head.modules() if isinstance(m, torch.nn.Linear)]
 
-    enc = build_encoder(name, MNIST, width=width)
-    assert read_out(enc, d["head_depth"]) == [round(d["head_mult"] * width)] * d["head_depth"] + [16]
-    if hasattr(enc, "head"):
-        assert len([m for m in enc.head.modules() if isinstance(m, torch.nn.Linear)]) == d["head_depth"] + 1
-    assert read_out(build_encoder(name, MNIST, width=width, head_width=5, head_depth=1), 1) == [5, 16]
+    assert read_out(build_encoder(name, MNIST, width=width)) == [round(ratio * width)] * d["head_depth"] + [16]
+    assert read_out(build_encoder(name, MNIST, width=width, head_width=5, head_depth=1)) == [5, 16]
+    assert read_out(build_encoder(name, MNIST, width=width, head_depth=0)) == [16]
 
 
 # -- 2. budgets -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("budget", [2e4, 2e5, 1.2e6])
 @pytest.mark.parametrize("name", ENCODERS)
 def test_fit_to_budget_lands_within_tolerance(name, budget, kind_layout):
-    _, layout = kind_layout
+    kind, layout = kind_layout
     hp, n = fit_to_budget(name, layout, budget, tolerance=0.05)
-    built = count_params(build_encoder(name, layout, **hp))  # the real module, not the fitter's claim
+    enc = build_encoder(name, layout, **hp)
+    built = count_params(enc)  # the real module, not the fitter's claim
     assert built == n
     assert abs(built - budget) <= 0.05 * budget, (name, budget, built, hp)
     for key, value in default_hparams(name).items():  # only the width knobs were changed
-        if key not in ("width", "head_width") and value is not None:
+        if key not in ("width", "head_width", "head_depth") and value is not None:
             assert hp[key] == value
+    if name in ("dws", "transformer", "noninteractive", "interactive"):  # the budget is in the body
+        assert count_params(enc.head) <= 0.25 * n, (name, budget, count_params(enc.head), n, hp)
+    if budget >= 2e5:  # steps fine enough: the read-out keeps the preset's shape
+        assert hp["head_depth"] == default_hparams(name)["head_depth"]
+        if hp["head_depth"]:
+            assert hp["head_width"] == round(SPECS[name].head_ratio * hp["width"])
 
 
-def test_fit_to_budget_keeps_given_structure():
-    hp, n = fit_to_budget("transformer", MNIST, 2e5, heads=8, depth=3)
-    assert hp["heads"] == 8 and hp["depth"] == 3 and hp["width"] % 8 == 0
-    assert abs(n - 2e5) <= 0.05 * 2e5
+@pytest.mark.parametrize("name", ENCODERS)
+def test_fitted_to_the_presets_own_count_is_the_preset(name, kind_layout):
+    """At the paper preset's own parameter count the fitter gives back the preset (width rounding
+    aside): the budget scales the body and nothing else."""
+    kind, layout = kind_layout
+    preset = resolve_hparams(name, layout, kind)
+    n_preset = count_params(build_encoder(name, layout, kind))
+    hp, n = fit_to_budget(name, layout, n_preset, tolerance=0.01, zoo_kind=kind)
+    assert abs(hp["width"] - preset["width"]) <= 0.02 * preset["width"] + SPECS[name].head_ratio, (hp, preset)
+    assert {k: v for k, v in hp.items() if k not in ("width", "head_width")} == \
+        {k: v for k, v in preset.items() if k not in ("width", "head_width")}
+    assert abs(n - n_preset) <= 0.01 * n_preset
 
 
-@pytest.mark.parametrize("name", ["transformer", "dws", "noninteractive", "interactive"])
-def test_default_budget_split_keeps_the_body_cheap(name, kind_layout):
-    """Speed requirement (one training step with any encoder within 1.5x the emulator's alone): at the
-    paper's budget the default split keeps the parts that run once per token / weight entry / probe
-    step small and puts the rest in the read-out, which runs once per RNN (see common.py). A guard
-    on the structure, since timings are too noisy for a test."""
-    _, layout = kind_layout
-    hp, n = fit_to_budget(name, layout, 1.2e6)
-    enc = build_encoder(name, layout, **hp)
-    body = n - count_params(enc.head)
-    assert hp["width"] <= {"transformer": 96, "dws": 12}.get(name, 96), hp
-    assert body <= 0.2 * n, (name, body, n)
+def test_paper_presets_match_the_spec():
+    """SPEC.md 5b, as configurations (the counts are printed by ``python -m rnnray.encoders.presets``)."""
+    p = {name: default_hparams(name) for name in ENCODERS}
+    assert p == {name: preset_hparams(name, "paper") for name in ENCODERS}
+    assert (p["flat"]["width"], p["flat"]["depth"], p["flat"]["head_depth"]) == (128, 3, 0)
+    assert (p["stats"]["width"], p["stats"]["depth"], p["stats"]["head_depth"]) == (768, 3, 0)
+    t = p["transformer"]
+    assert (t["width"], t["depth"], t["heads"], t["ff_mult"] * t["width"], t["head_depth"]) == (128, 6, 2, 512, 0)
+    assert (p["dws"]["width"], p["dws"]["depth"], p["dws"]["head_depth"]) == (48, 4, 1)
+    assert resolve_hparams("dws", FORMAL_LANGUAGES)["head_width"] == 128
+    for probing in ("noninteractive", "interactive"):
+        q = resolve_hparams(probing, MNIST)
+        assert (q["width"], q["reader_layers"], q["residual"], q["num_probes"], q["head_width"]) == (256, 2, True, 1, 128)
+        assert q["probe_length"] == 50 and resolve_hparams(probing, FORMAL_LANGUAGES)["probe_length"] == 22
+    with pytest.raises(ValueError, match="unknown preset 'papr'"):
+        preset_hparams("dws", "papr")
 
 
 @pytest.mark.parametrize("name", ENCODERS)
@@ -156,7 +176,8 @@ def test_absurd_budget_is_infeasible_and_reports_the_range(name):
     assert isinstance(info.value, ValueError)
     assert name in msg and "100" in msg and "range" in msg
     step = default_hparams(name).get("heads", 1) if name == "transformer" else 1
-    smallest = count_params(build_encoder(name, FORMAL_LANGUAGES, width=step, head_width=1))
+    depth = max(1, default_hparams(name)["head_depth"])  # the fine knob's read-out has a hidden layer
+    smallest = count_params(build_encoder(name, FORMAL_LANGUAGES, width=step, head_width=1, head_depth=depth))
     assert str(smallest) in msg
 
 
@@ -225,6 +246,23 @@ def test_invariant_encoders_ignore_hidden_permutations(kind_layout, scale):
         enc = build_encoder(name, layout, zoo_kind=kind, **SMALL[name]).double()
         with torch.no_grad():
             a, b = enc(flat), enc(permuted)
+        assert rel_err(b, a) > 1e-3, name
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_paper_presets_symmetry(name, kind_layout):
+    """The invariance checks at the paper's own shapes (float64): exact for dws, stats and probing,
+    and flat / transformer do see the permutation."""
+    kind, layout = kind_layout
+    flat = init_like(layout, 2, scale=2.0, seed=12)
+    permuted = layout.permute(flat, layout.random_permutations(2, torch.Generator().manual_seed(13)))
+    torch.manual_seed(0)
+    enc = build_encoder(name, layout, zoo_kind=kind).double()
+    with torch.no_grad(), torch_threads(2):
+        a, b = enc(flat), enc(permuted)
+    if name in INVARIANT:
+        assert rel_err(b, a) < 1e-9, name
+    else:
         assert rel_err(b, a) > 1e-3, name
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,8 +29,8 @@ def test_sweep_files_parse_and_validate(name):
     assert cfg.encoders and cfg.budget > 0
     kind = cfg.zoo if isinstance(cfg.zoo, str) else cfg.zoo.kind
     for enc in cfg.encoders:
-        tc = cfg.train_config({}, None, "/tmp/x", "t")
-        assert tc.zoo == cfg.zoo_path and tc.budget == cfg.budget
+        tc = cfg.train_config(enc, {}, None, "/tmp/x", "t")
+        assert tc.zoo == cfg.zoo_path and tc.budget == cfg.budget and tc.preset == "paper"
         space = encoder_space(cfg, enc, kind)
         assert "lr" in space
     if name == "quick":
@@ -51,6 +52,9 @@ def test_sweep_files_parse_and_validate(name):
         ("budget=-5", "budget"),
         ("search.dws.heads=[2]", "search.dws.heads: not a searchable"),
         ("search.interactive.depth=[2]", "search.interactive: not one of the sweep's encoders"),
+        ("presets.dws=papr", "presets.dws: unknown preset 'papr'"),
+        ("presets.stats=paper", "presets.stats: not one of the sweep's encoders"),
+        ("train.preset=paper", "set by the sweep itself"),
     ],
 )
 def test_bad_sweep_values_are_named(override, needle):
@@ -129,6 +133,77 @@ def test_quick_sweep_end_to_end_and_load_best(quick_sweep):
     assert rnnray.load_best("dws", results=sweep_dir).metrics == rnnray.load_best("dws", results=results).metrics
 
 
+def test_trial_0_is_the_paper_preset(quick_sweep):
+    """Every encoder's first trial is its paper preset scaled to the budget, and says so."""
+    from rnnray.encoders.registry import resolve_hparams
+    from rnnray.weights import FORMAL_LANGUAGES
+
+    cfg, results, sweep_dir = quick_sweep
+    md = (sweep_dir / "summary.md").read_text()
+    assert "paper preset (trial 0) val loss" in md and "0 (the best is trial 0)" in md
+    assert "paper preset (trial 0): val loss" in (sweep_dir / "report.md").read_text()
+    for enc in ENCODERS:  # one trial each (samples_per_encoder: 1): trial 0
+        (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / enc).glob("*/trial.json")]
+        assert rec["paper_config"] is True, enc
+        preset = resolve_hparams(enc, FORMAL_LANGUAGES, "formal_languages")
+        assert rec["config"]["lr"] == 1e-4  # the paper's (quick.yaml leaves train.lr at its default)
+        assert all(rec["config"][k] == preset[k] for k in rec["config"] if k != "lr"), (enc, rec["config"])
+        tc = json.loads(next((sweep_dir / "trials" / enc).glob("*/train_result.json")).read_text())
+        fitted = tc["hparams"]  # the preset, its width (and at this tiny budget its read-out) fitted
+        assert all(fitted[k] == preset[k] for k in preset if k not in ("width", "head_width", "head_depth")), enc
+        assert json.loads((sweep_dir / "best.json").read_text())[enc]["paper_config"] is True
+
+
+def test_a_search_that_leaves_out_the_paper_value_is_named(tiny_fl_zoo, tmp_path):
+    from rnnray.sweep import paper_point
+    from rnnray.weights import FORMAL_LANGUAGES
+
+    cfg = load_sweep(SWEEPS / "quick.yaml", ["encoders=[dws]", "search.dws.depth=[2, 3]"])
+    with pytest.raises(ConfigError, match=r"search.dws.depth: leaves out the paper preset's value 4"):
+        paper_point(cfg, "dws", "formal_languages", FORMAL_LANGUAGES)
+    cfg = load_sweep(SWEEPS / "quick.yaml", ["encoders=[dws]", "search.dws.depth=[2, 3]", "tune.paper_trial=false"])
+    assert paper_point(cfg, "dws", "formal_languages", FORMAL_LANGUAGES) is None
+    cfg = load_sweep(SWEEPS / "probe.yaml")  # probe.yaml trains faster than the paper: trial 0 uses its lr
+    assert paper_point(cfg, "dws", "formal_languages", FORMAL_LANGUAGES) == {"lr": cfg.train["lr"], "depth": 4}
+
+
+@pytest.mark.parametrize("samples,startup", [(1, 1), (3, 1), (8, 2), (16, 4), (100, 10)])
+def test_tpe_start_up_count_follows_the_sweep_size(samples, startup):
+    from rnnray.sweep import TuneSettings, startup_trials
+
+    assert startup_trials(TuneSettings(samples_per_encoder=samples)) == startup
+    assert startup_trials(TuneSettings(samples_per_encoder=samples, startup_trials=3)) == 3
+
+
+def test_trials_after_the_start_up_phase_are_proposed_by_tpe():
+    """With the sweep's sampler, trial 0 is the enqueued paper point, then the start-up trials are
+    drawn at random, and every later one comes from TPE's model of the finished trials: TPE's
+    random fallback is never asked for them (counted by wrapping it, the calls still go through)."""
+    import optuna
+
+    from rnnray.sweep import TuneSettings, tpe_sampler
+
+    tune = TuneSettings(samples_per_encoder=8, seed=0)  # 2 start-up trials
+    sampler = tpe_sampler(tune)
+    random_calls = []
+    inner = sampler._random_sampler.sample_independent
+
+    def counted(study, trial, name, dist):
+        random_calls.append(trial.number)
+        return inner(study, trial, name, dist)
+
+    sampler._random_sampler.sample_independent = counted
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=sampler, direction="minimize")
+    study.enqueue_trial({"lr": 1e-4, "depth": 4})
+    study.optimize(lambda t: (math.log10(t.suggest_float("lr", 1e-5, 1e-2, log=True)) + 3) ** 2
+                   + 0.1 * t.suggest_categorical("depth", [2, 3, 4]), n_trials=8)
+    assert study.trials[0].params == {"lr": 1e-4, "depth": 4}
+    assert sorted(set(random_calls)) == [1]  # trial 0 was given, trial 1 random, trials 2-7 TPE
+    tpe = [t.params["lr"] for t in study.trials[2:]]
+    assert len(tpe) == 6 and len(set(tpe)) == 6
+
+
 def test_resume_of_a_finished_sweep_runs_nothing_again(quick_sweep):
     cfg, results, sweep_dir = quick_sweep
     before = {p: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/*/trial.json")}
@@ -177,7 +252,7 @@ def test_paper_file_fits_a_node_of_8_gpus():
     assert 0 < z.actors * z.gpus_per_actor <= 8  # while the zoo is built
     r = cfg.resources
     assert r.gpus_per_worker > 0 and cfg.tune.max_concurrent_trials * r.workers * r.gpus_per_worker <= 8
-    tc = cfg.train_config({}, None, "/tmp/x", "t")
+    tc = cfg.train_config("dws", {}, None, "/tmp/x", "t")
     assert (tc.gpus_per_worker, tc.cpus_per_worker, tc.workers) == (r.gpus_per_worker, r.cpus_per_worker, r.workers)
 
 

@@ -4,13 +4,16 @@ Parameter counts are taken from the real module built on the ``meta`` device (no
 initialisation), so the count the fitter reports is exactly what ``build_encoder`` will produce
 and cannot drift from a hand-written formula.
 
-Search. The count grows monotonically with ``width``; bisection finds the two widths that bracket
-the budget (``head_width`` tied to ``width`` as ``head_mult * width``, or fixed where the caller
-gives it) and the closer one is taken if within tolerance.
-Quadratic knobs (and ``flat``'s first layer, worth P parameters per unit) can step over the whole
-tolerance window at small budgets; then the largest width under the budget is kept and the
-head's hidden width, whose count moves in small linear steps, is searched to land inside. If that
-fails too, :class:`InfeasibleBudget` reports the reachable range.
+Search. The count grows monotonically with ``width`` (the body's size; the read-out's hidden
+width follows it in the preset's proportion): bisection finds the two widths that bracket the
+budget and the closer one is taken if within tolerance. Quadratic knobs (and ``flat``'s first
+layer, worth P parameters per unit) can step over the whole tolerance window at small budgets;
+then the read-out's hidden width, whose count moves in small linear steps, is searched to land
+inside: at the larger bracketing width if it can (narrowing the read-out), else at the smaller
+(widening it). An encoder whose preset read-out is a single linear map gets one hidden read-out
+layer for this; at budgets where the body's steps are fine enough, the paper's among them, the
+read-out keeps the preset's shape. If that fails too,
+:class:`InfeasibleBudget` reports the reachable range.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from ..weights import Layout
-from .registry import build_encoder, get_spec, resolve_hparams
+from .registry import DEFAULT_PRESET, build_encoder, get_spec, resolve_hparams
 
 MAX_WIDTH = 4096
 MAX_HEAD_WIDTH = 1 << 16
@@ -55,31 +58,36 @@ def _largest_at_most(f, lo: int, hi: int, budget: float) -> int | None:
 
 
 def fit_to_budget(
-    name: str, layout: Layout, budget: float, tolerance: float = 0.05, zoo_kind: str | None = None, **hparams
+    name: str, layout: Layout, budget: float, tolerance: float = 0.05, zoo_kind: str | None = None,
+    preset: str = DEFAULT_PRESET, **hparams
 ) -> tuple[dict[str, Any], int]:
     """Choose ``width`` (and, if needed, ``head_width``) so the count is within ``budget * (1 ± tolerance)``.
 
-    Returns the complete hyperparameters (ready for ``build_encoder``) and the parameter count.
+    Starts from ``preset`` overridden by ``hparams``; returns the complete hyperparameters (ready
+    for ``build_encoder``) and the parameter count.
     """
     spec = get_spec(name)
     if "width" in hparams:
         raise TypeError("fit_to_budget chooses 'width'; do not pass it")
     user_head = hparams.pop("head_width", None)
-    base = resolve_hparams(name, layout, zoo_kind, **hparams)
+    base = resolve_hparams(name, layout, zoo_kind, preset, **hparams)
     step = int(base[spec.width_multiple_of]) if spec.width_multiple_of else 1
     k_max = MAX_WIDTH // step
     cache: dict[tuple[int, int | None], int] = {}
 
+    def hp_at(k: int, head: int | None) -> dict[str, Any]:
+        head = user_head if head is None else head
+        extra = {"head_depth": 1} if head is not None and base["head_depth"] == 0 else {}
+        return {**base, "width": k * step, "head_width": head, **extra}
+
     def count(k: int, head: int | None = None) -> int:
         head = user_head if head is None else head
         if (k, head) not in cache:
-            cache[(k, head)] = _count(name, layout, zoo_kind, {**base, "width": k * step, "head_width": head})
+            cache[(k, head)] = _count(name, layout, zoo_kind, hp_at(k, head))
         return cache[(k, head)]
 
     def result(k: int, head: int | None) -> tuple[dict[str, Any], int]:
-        head = user_head if head is None else head
-        hp = resolve_hparams(name, layout, zoo_kind, **{**base, "width": k * step, "head_width": head})
-        return hp, count(k, head)
+        return resolve_hparams(name, layout, zoo_kind, preset, **hp_at(k, head)), count(k, head)
 
     def inside(n: int) -> bool:
         return abs(n - budget) <= tolerance * budget
@@ -90,13 +98,14 @@ def fit_to_budget(
     if inside(count(best)):
         return result(best, user_head)
 
-    if user_head is None:  # fine knob: the head's hidden width at the largest width under the budget
-        k = below or 1
-        head_below = _largest_at_most(lambda hw: count(k, hw), 1, MAX_HEAD_WIDTH, budget)
-        heads = [hw for hw in (head_below, 1 if head_below is None else head_below + 1) if hw is not None]
-        hw = min(heads, key=lambda hw: abs(count(k, hw) - budget))
-        if inside(count(k, hw)):
-            return result(k, hw)
+    if user_head is None:  # fine knob: the head's hidden width, at the widths bracketing the budget;
+        # the larger body wins (its read-out is narrowed rather than the smaller body's widened)
+        for k in sorted(options, reverse=True):
+            head_below = _largest_at_most(lambda hw: count(k, hw), 1, MAX_HEAD_WIDTH, budget)
+            heads = [hw for hw in (head_below, 1 if head_below is None else head_below + 1) if hw is not None]
+            hw = min(heads, key=lambda hw: abs(count(k, hw) - budget))
+            if inside(count(k, hw)):
+                return result(k, hw)
 
     fixed = {k: v for k, v in base.items() if k not in ("width", "head_width")}
     low_head = 1 if user_head is None else user_head

@@ -6,19 +6,11 @@ Modelling choices documented here because they apply to all encoders:
   ``sqrt(hidden) = sqrt(32)``) so weights at PyTorch's LSTM initialisation, uniform(-1/sqrt(32),
   1/sqrt(32)), arrive roughly in [-1, 1]. A fixed factor (rather than a data-dependent
   standardisation) keeps the encoders free of statistics that would have to be fitted on a zoo.
-* Every encoder ends in the same read-out MLP, ``Linear(in, head_width) -> GELU`` followed by
-  ``head_depth - 1`` more ``Linear(head_width, head_width) -> GELU`` and ``Linear(head_width, 16)``.
-  ``head_width`` defaults to ``head_mult * width`` and doubles as the fine knob of the budget fitter
-  (see ``budget.py``), because the main width knobs move the parameter count in steps that can be
-  coarser than the tolerance.
-* Where parameters sit decides what they cost. A parameter of the read-out runs once per RNN; a
-  parameter of a token/entry/time-step computation runs once per token (transformer: 71-75 per
-  RNN), per weight entry (dws: ~3.5k per RNN) or per probe step (probing: 22-50 per RNN). At equal
-  budgets the encoders whose bodies apply their parameters many times per RNN would cost several
-  emulator steps per training step; ``transformer``, ``dws`` and the probing encoders therefore
-  default to a deeper, wider read-out (``head_depth=2``, ``head_mult`` > 1) that holds most of the
-  budget, and a body sized to stay within about half of the emulator's forward+backward time.
-  ``flat`` and ``stats`` keep ``head_mult=1, head_depth=1``: their bodies already run once per RNN.
+* Every encoder ends in a read-out, ``head``: ``head_depth`` hidden layers ``Linear -> GELU`` of
+  ``head_width`` units, then ``Linear(., 16)``; ``head_depth=0`` is the single linear map (the
+  MLP's last layer of the paper's ``flat`` and ``stats``, the ``transformer``'s linear to 16). The
+  read-out keeps its preset's shape under any budget (``registry.py``): the budget goes into the
+  body, as in the paper.
 * GELU is the pointwise nonlinearity (smooth, so representations vary smoothly with the weights),
   except inside ``dws``'s equivariant stack, which uses ReLU for cost (see ``dws.py``).
 """
@@ -56,10 +48,12 @@ def resolve_zoo_kind(layout: Layout, zoo_kind: str | None) -> str:
 
 
 def head(in_features: int, head_width: int, depth: int = 1, out_features: int = REPRESENTATION_DIM) -> nn.Sequential:
-    """The shared read-out: ``depth`` hidden layers of ``head_width`` units."""
-    if depth < 1:
-        raise ValueError(f"head_depth must be at least 1, got {depth}")
-    layers: list[nn.Module] = [nn.Linear(in_features, head_width), nn.GELU()]
-    for _ in range(depth - 1):
-        layers += [nn.Linear(head_width, head_width), nn.GELU()]
-    return nn.Sequential(*layers, nn.Linear(head_width, out_features))
+    """The shared read-out: ``depth`` hidden layers of ``head_width`` units (0: one linear map)."""
+    if depth < 0:
+        raise ValueError(f"head_depth must be at least 0, got {depth}")
+    layers: list[nn.Module] = []
+    width = in_features
+    for _ in range(depth):
+        layers += [nn.Linear(width, head_width), nn.GELU()]
+        width = head_width
+    return nn.Sequential(*layers, nn.Linear(width, out_features))

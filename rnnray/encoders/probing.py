@@ -17,24 +17,22 @@ Modelling choices:
   stores and are scale-free); MNIST: the raw logits. The reader gets, per step, the concatenation
   over the M probes of ``[answer, probe]``: the probe is a per-step constant for ``noninteractive``
   (a learned time code) and the question that was asked for ``interactive``.
-* Reader: an LSTM of ``width`` units (``reader_layers`` layers); its last hidden state of the top
-  layer goes through the shared read-out MLP (``head_depth=2`` hidden layers of ``head_mult *
-  width`` units) to 16 numbers.
-* ``interactive``: before each step, a linear head on the reader's top hidden state emits the next
-  M probe steps (softmax / sigmoid as above), the RNNs take one step on them with
+* Reader: an LSTM of ``width`` units and ``reader_layers`` layers. With ``residual`` (the paper's
+  reader) the per-step input is first projected to ``width`` by a linear map, and every layer adds
+  its output to its input (``x + LSTM(x)``), so the layers refine one residual stream; the top of
+  that stream at the last step goes through the read-out (one hidden layer of ``width / 2``
+  units in the paper preset: 128 for a reader of 256). Without ``residual``: a plain stacked LSTM
+  on the raw input, its top hidden state read out.
+* ``interactive``: before each step, a linear head on the reader's top state emits the next M
+  probe steps (softmax / sigmoid as above), the RNNs take one step on them with
   ``rnnray.rnn.step``, and the reader digests the answers, so later questions depend on earlier
   answers. The reader starts from a zero state, so the first probe is the probe head's bias.
 
-Cost and the default sizes (shared by both encoders, so they differ only in how they ask). The
-reader and, for ``interactive``, the whole interrogation run once per probe step, 22 (formal
-languages) / 50 (MNIST) times per RNN; the read-out runs once. With ~1.2M parameters in a reader of
-~450 units and ``num_probes=4``, a forward+backward cost 0.6-1.0x (formal languages) and
-1.0-1.9x (MNIST) the emulator's on one CPU thread. The defaults put the budget into the read-out
-(``head_mult=16``: reader of ~64 units and read-out of ~1040 at 1.2M parameters, about 95 % of
-them in the read-out) and ask ``num_probes=2`` parallel probes (the interactive loop's cost per
-step grows with M and the reader's input is M x (outputs + inputs) wide: 24 / 52 numbers per step
-at M = 2); ``interactive`` on MNIST then costs about half the emulator, everything else well
-below. The sweep covers M in {1, 2, 4, 8} and ``reader_layers`` in {1, 2}.
+Paper preset (both encoders): a 2-layer residual reader of 256 units, one probe sequence (M = 1)
+of length 22 (zoo A) / 50 (zoo B), read-out of one hidden layer of 128: 1.09 M parameters on zoo
+A (the paper counts 1.15 M; the input projection is our reading of "residual connections", which
+need the input at the reader's width). The sweep covers M in {1, 2, 4, 8}, the probe length and
+``reader_layers`` in {1, 2}.
 """
 
 from __future__ import annotations
@@ -76,17 +74,31 @@ class NonInteractiveProbing(_Probing):
     """Fixed learned probes for all RNNs; a reader LSTM over the answers."""
 
     def __init__(self, layout: Layout, zoo_kind: str, width: int, head_width: int, num_probes: int,
-                 probe_length: int | None, reader_layers: int, head_depth: int = 1):
+                 probe_length: int | None, reader_layers: int, head_depth: int = 1, residual: bool = True):
         super().__init__(layout, zoo_kind, width, head_width, head_depth, num_probes, probe_length)
         raw = torch.randn(num_probes, self.probe_length, layout.input_size)
         if zoo_kind == "formal_languages":
             raw[:, 0, BOS] += 3.0
         self.probe_raw = nn.Parameter(raw)
-        self.reader = nn.LSTM(self.reader_input, width, num_layers=reader_layers, batch_first=True)
+        self.residual = residual
+        if residual:
+            self.project = nn.Linear(self.reader_input, width)
+            self.reader = nn.ModuleList(nn.LSTM(width, width, batch_first=True) for _ in range(reader_layers))
+        else:
+            self.reader = nn.LSTM(self.reader_input, width, num_layers=reader_layers, batch_first=True)
 
     def probes(self) -> torch.Tensor:
         """(M, T, input) probe inputs."""
         return self.activate(self.probe_raw)
+
+    def read(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, T, reader input) -> (B, width): the reader's top state after the last step."""
+        if not self.residual:
+            return self.reader(seq)[0][:, -1]
+        x = self.project(seq)
+        for lstm in self.reader:
+            x = x + lstm(x)[0]
+        return x[:, -1]
 
     def forward(self, flat: torch.Tensor) -> torch.Tensor:
         b = flat.shape[0]
@@ -94,18 +106,19 @@ class NonInteractiveProbing(_Probing):
         outputs = rnn.run(self.layout, self.layout.split(flat), probes)  # (B, M, T, out)
         seq = torch.cat([self.answer(outputs), probes], dim=-1)
         seq = seq.transpose(1, 2).reshape(b, self.probe_length, self.reader_input)
-        hidden, _ = self.reader(seq)
-        return self.head(hidden[:, -1])
+        return self.head(self.read(seq))
 
 
 class InteractiveProbing(_Probing):
     """Probes generated step by step from the reader's state: an adaptive interrogation."""
 
     def __init__(self, layout: Layout, zoo_kind: str, width: int, head_width: int, num_probes: int,
-                 probe_length: int | None, reader_layers: int, head_depth: int = 1):
+                 probe_length: int | None, reader_layers: int, head_depth: int = 1, residual: bool = True):
         super().__init__(layout, zoo_kind, width, head_width, head_depth, num_probes, probe_length)
+        self.residual = residual
+        self.project = nn.Linear(self.reader_input, width) if residual else None
         self.cells = nn.ModuleList(
-            nn.LSTMCell(self.reader_input if i == 0 else width, width) for i in range(reader_layers)
+            nn.LSTMCell(self.reader_input if i == 0 and not residual else width, width) for i in range(reader_layers)
         )
         self.probe_head = nn.Linear(width, num_probes * layout.input_size)
 
@@ -114,15 +127,18 @@ class InteractiveProbing(_Probing):
         params = self.layout.split(flat)
         zero = flat.new_zeros(b, self.cells[0].hidden_size)
         reader = [(zero, zero) for _ in self.cells]
+        top = zero  # the reader's top state: what the next probe and the read-out see
         state = rnn.init_state(self.layout, b, m, flat)
         for _ in range(self.probe_length):
-            probe = self.activate(self.probe_head(reader[-1][0]).view(b, m, -1))  # (B, M, in)
+            probe = self.activate(self.probe_head(top).view(b, m, -1))  # (B, M, in)
             outputs, state = rnn.step(self.layout, params, probe, state)  # (B, M, out)
             x = torch.cat([self.answer(outputs), probe], dim=-1).reshape(b, self.reader_input)
+            if self.residual:
+                x = self.project(x)
             new = []
             for cell, hc in zip(self.cells, reader):
                 hc = cell(x, hc)
                 new.append(hc)
-                x = hc[0]
-            reader = new
-        return self.head(reader[-1][0])
+                x = x + hc[0] if self.residual else hc[0]
+            reader, top = new, x
+        return self.head(top)

@@ -1,11 +1,16 @@
-"""The six encoders by name: how to build each, its hyperparameters, defaults and sweep space.
+"""The six encoders by name: how to build each, its presets, hyperparameters and sweep space.
 
-``width`` is every encoder's main size knob (MLP width, ``d_model``, DWS channels, reader units)
-and is what ``fit_to_budget`` chooses; ``head_width`` (None = ``head_mult * width``) is the
-read-out's hidden width and the fitter's fine knob, ``head_depth`` its number of hidden layers.
-Everything else is a fixed structural hyperparameter. ``head_mult`` ties the read-out to the body,
-so the fitter scales both together and the split of the budget between them (and with it the cost
-per parameter, see ``common.py``) stays the same at every budget.
+Every encoder starts from a *preset*: a complete set of hyperparameters. ``paper`` is the
+authors' configuration (SPEC.md section 5b) and the default; a train file picks one with
+``preset:``, and any hyperparameter given beside it overrides the preset's value.
+
+``width`` is every encoder's body size (MLP width, ``d_model``, DWS channels, reader units) and is
+what ``fit_to_budget`` chooses, so under a budget the body scales. The read-out keeps the preset's
+shape: ``head_depth`` hidden layers (0: the body's last linear map to 16 is the read-out, as in
+the paper's ``flat``, ``stats`` and ``transformer``) of ``head_width`` units, which by default
+(None) keeps the preset's proportion to the body (``head_ratio``: 128 / 48 for ``dws``, 128 / 256
+for the probing encoders), so the read-out's share of the parameters is the same at every budget.
+A sweep may still search ``head_width`` as an ordinary knob.
 """
 
 from __future__ import annotations
@@ -27,16 +32,21 @@ class UnknownEncoder(ValueError):
     """An encoder name that is not in ``ENCODERS``."""
 
 
+class UnknownPreset(ValueError):
+    """A preset name that is not in ``PRESETS``."""
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
     kind: str  # "mechanistic" or "functionalist"
     invariant: bool  # exactly invariant to hidden-neuron permutations by construction
     constructor: Callable[..., nn.Module]
-    defaults: dict[str, Any]
+    defaults: dict[str, Any]  # the paper preset
     space: dict[str, Any] = field(default_factory=dict)
     takes_zoo_kind: bool = False
     width_multiple_of: str | None = None  # hyperparameter the width must be a multiple of
+    head_ratio: float = 1.0  # default read-out hidden width / body width (the preset's proportion)
 
     @property
     def needs_augmentation(self) -> bool:
@@ -51,47 +61,51 @@ def _probing_space() -> dict[str, Any]:
     }
 
 
-_PLAIN_HEAD = {"head_width": None, "head_mult": 1, "head_depth": 1}  # one hidden layer of width units
-# sizes and read-out shares of the encoders whose bodies run many times per RNN: see their modules
-_PROBING_DEFAULTS = {"width": 64, "head_width": None, "head_mult": 16, "head_depth": 2, "num_probes": 2,
-                     "probe_length": None, "reader_layers": 1}
+_SCALE = {"input_scale": DEFAULT_INPUT_SCALE}
+_PROBING_PAPER = {"width": 256, "head_width": None, "head_depth": 1, "num_probes": 1, "probe_length": None,
+                  "reader_layers": 2, "residual": True}
 
 SPECS: dict[str, EncoderSpec] = {
     s.name: s
     for s in (
         EncoderSpec(
             "flat", "mechanistic", False, FlatEncoder,
-            {"width": 64, **_PLAIN_HEAD, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 128, "head_width": None, "head_depth": 0, "depth": 3, **_SCALE},
             {"depth": [1, 2, 3]},
         ),
         EncoderSpec(
             "stats", "mechanistic", True, StatsEncoder,
-            {"width": 256, **_PLAIN_HEAD, "depth": 2, "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 768, "head_width": None, "head_depth": 0, "depth": 3, **_SCALE},
             {"depth": [1, 2, 3]},
         ),
         EncoderSpec(
             "transformer", "mechanistic", False, TransformerEncoder,
-            {"width": 64, "head_width": None, "head_mult": 16, "head_depth": 2, "depth": 2, "heads": 2,
-             "ff_mult": 2, "dropout": 0.0, "input_scale": DEFAULT_INPUT_SCALE},
-            {"depth": [1, 2, 3, 4], "heads": [2, 4, 8], "ff_mult": [2, 4], "dropout": [0.0, 0.1]},
+            {"width": 128, "head_width": None, "head_depth": 0, "depth": 6, "heads": 2, "ff_mult": 4,
+             "dropout": 0.0, **_SCALE},
+            {"depth": [2, 4, 6], "heads": [2, 4, 8], "ff_mult": [2, 4], "dropout": [0.0, 0.1]},
             width_multiple_of="heads",
         ),
         EncoderSpec(
             "dws", "mechanistic", True, DWSEncoder,
-            {"width": 8, "head_width": None, "head_mult": 112, "head_depth": 2, "depth": 2,
-             "input_scale": DEFAULT_INPUT_SCALE},
+            {"width": 48, "head_width": None, "head_depth": 1, "depth": 4, **_SCALE},
             {"depth": [2, 3, 4]},
+            head_ratio=128 / 48,
         ),
         EncoderSpec(
             "noninteractive", "functionalist", True, NonInteractiveProbing,
-            dict(_PROBING_DEFAULTS), _probing_space(), takes_zoo_kind=True,
+            dict(_PROBING_PAPER), _probing_space(), takes_zoo_kind=True, head_ratio=0.5,
         ),
         EncoderSpec(
             "interactive", "functionalist", True, InteractiveProbing,
-            dict(_PROBING_DEFAULTS), _probing_space(), takes_zoo_kind=True,
+            dict(_PROBING_PAPER), _probing_space(), takes_zoo_kind=True, head_ratio=0.5,
         ),
     )
 }
+# The paper's own parameter counts (SPEC.md 5b, zoo A, as the authors count them), for comparison
+PAPER_PARAMS = {"stats": 1.2e6, "flat": 1.80e6, "transformer": 1.28e6, "dws": 1.28e6, "noninteractive": 1.15e6,
+                "interactive": 1.15e6}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": {name: dict(s.defaults) for name, s in SPECS.items()}}
+DEFAULT_PRESET = "paper"
 ENCODERS: tuple[str, ...] = tuple(SPECS)
 
 
@@ -102,10 +116,18 @@ def get_spec(name: str) -> EncoderSpec:
         raise UnknownEncoder(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS)}") from None
 
 
+def preset_hparams(name: str, preset: str = DEFAULT_PRESET) -> dict[str, Any]:
+    """A preset's hyperparameters, ``width`` included (``head_width=None`` means the preset's
+    proportion of the width; ``probe_length=None`` means 22 for formal languages, 50 for MNIST)."""
+    get_spec(name)
+    if preset not in PRESETS:
+        raise UnknownPreset(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    return dict(PRESETS[preset][name])
+
+
 def default_hparams(name: str) -> dict[str, Any]:
-    """Defaults, ``width`` included (``head_width=None`` means ``head_mult * width``;
-    ``probe_length=None`` means 22 for formal languages, 50 for MNIST)."""
-    return dict(get_spec(name).defaults)
+    """The default preset's hyperparameters (the paper's configuration)."""
+    return preset_hparams(name, DEFAULT_PRESET)
 
 
 def search_space(name: str, zoo_kind: str | None = None) -> dict[str, Any]:
@@ -124,30 +146,28 @@ def needs_augmentation(name: str) -> bool:
     return get_spec(name).needs_augmentation
 
 
-def resolve_hparams(name: str, layout: Layout, zoo_kind: str | None = None, **hparams) -> dict[str, Any]:
-    """Defaults overridden by ``hparams``, with every None filled in; rejects unknown names."""
+def resolve_hparams(name: str, layout: Layout, zoo_kind: str | None = None, preset: str = DEFAULT_PRESET,
+                    **hparams) -> dict[str, Any]:
+    """The preset overridden by ``hparams``, with every None filled in; rejects unknown names."""
     spec = get_spec(name)
-    unknown = set(hparams) - set(spec.defaults)
+    base = preset_hparams(name, preset)
+    unknown = set(hparams) - set(base)
     if unknown:
-        raise TypeError(f"encoder {name!r} has no hyperparameter(s) {sorted(unknown)}; valid: {sorted(spec.defaults)}")
-    hp = {**spec.defaults, **hparams}
+        raise TypeError(f"encoder {name!r} has no hyperparameter(s) {sorted(unknown)}; valid: {sorted(base)}")
+    hp = {**base, **hparams}
     if hp["head_width"] is None:
-        hp["head_width"] = default_head_width(hp)
+        hp["head_width"] = max(1, round(spec.head_ratio * hp["width"]))
     if "probe_length" in hp and hp["probe_length"] is None:
         hp["probe_length"] = DEFAULT_PROBE_LENGTH[resolve_zoo_kind(layout, zoo_kind)]
     return hp
 
 
-def default_head_width(hp: dict[str, Any]) -> int:
-    """The read-out width when ``head_width`` is not given: ``head_mult * width`` (at least 1)."""
-    return max(1, round(hp["head_mult"] * hp["width"]))
-
-
-def build_encoder(name: str, layout: Layout, zoo_kind: str | None = None, **hparams) -> nn.Module:
+def build_encoder(name: str, layout: Layout, zoo_kind: str | None = None, preset: str = DEFAULT_PRESET,
+                  **hparams) -> nn.Module:
     """An encoder mapping flat parameter vectors (B, P) to unnormalised representations (B, 16)."""
     spec = get_spec(name)
-    hp = resolve_hparams(name, layout, zoo_kind, **hparams)
-    del hp["head_mult"]  # only sets the default head_width
+    hp = resolve_hparams(name, layout, zoo_kind, preset, **hparams)
     if spec.takes_zoo_kind:
         return spec.constructor(layout, resolve_zoo_kind(layout, zoo_kind), **hp)
     return spec.constructor(layout, **hp)
+

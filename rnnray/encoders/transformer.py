@@ -22,20 +22,11 @@ Tokenisation (the modelling choices):
   avoids the sequence-first transposes and head-splitting copies of ``nn.MultiheadAttention`` in
   training (its fused fast path only applies without gradients); 15-20 % cheaper per step
   (``tests/test_encoders.py`` checks it against the torch layer).
-* Read-out: the summary token's output through the shared MLP head with ``head_depth=2`` hidden
-  layers of ``head_width = head_mult * width`` units.
+* Read-out: the summary token's output (after the final LayerNorm) through a linear map to 16
+  (``head_depth=0``).
 
-Cost and the default sizes. Every parameter of the Transformer body runs once per token (71 / 75
-per RNN) and attention adds ``heads x tokens^2`` scores per RNN and layer; a parameter of the
-read-out runs once per RNN. A conventional split of ~1.2M parameters (``d_model`` 248, read-out of
-width 248) cost 2.2-2.5x the emulator's forward+backward on one CPU thread. The defaults keep the
-body at ``d_model`` 64 at that budget (``head_mult=16``: read-out width 1024, about 90 % of the
-parameters), ``depth=2``, ``ff_mult=2`` and ``heads=2`` (at this width attention with 4 heads of 16
-dimensions costs about as much as the feed-forward block; 2 heads of 32 cut it by about 30 %); the
-encoder's forward+backward then costs 0.3-0.4x the emulator's. The sweep can still try other
-``depth``/``heads``/``ff_mult``; the fitter always scales ``d_model`` and the read-out together, so
-at small budgets the body gets narrow (``d_model`` 6 at 2e4 parameters, 24 at 2e5); pass
-``head_mult`` to choose another split.
+Paper preset: ``d_model`` 128, 6 layers, 2 heads, feed-forward 512 (``ff_mult=4``): 1.26 M
+parameters on zoo A (the paper counts 1.28 M).
 
 Not permutation invariant; trains with augmentation.
 """
@@ -88,7 +79,7 @@ class TransformerEncoder(nn.Module):
         ff_mult: int,
         dropout: float,
         input_scale: float,
-        head_depth: int = 1,
+        head_depth: int = 0,
     ):
         super().__init__()
         if width % heads:

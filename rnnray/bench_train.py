@@ -1,0 +1,198 @@
+"""``python -m rnnray.bench train``: the cost of one emulation-training step with every encoder.
+
+A timed step is exactly a training step of :func:`rnnray.train.run_loop`: batch assembly (sequence
+choice, and permutation augmentation for ``flat``/``transformer``), forward, total variation,
+backward, clipping, AdamW, on zoo-shaped random rows (no built zoo needed). Each encoder is timed
+at a *configuration*: its preset as it is (``budget=None``; the paper's shapes) or fitted to a
+budget, beside the emulator alone (the constant representation), all in one process on the same
+batches, interleaved (every model once, then again, ``reps`` times) so drifting machine load hits
+them alike. Reported: the median repetition (``ms_per_step``, which the ratios use) and the fastest.
+
+FLOPs per step are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one forward and
+backward (matrix products and attention; element-wise work is not counted). The compiled LSTM
+kernels of ``rnnray.rnn`` are invisible to the counter, so the count is taken on the PyTorch-ops
+path of the same algorithm (the same products); the timing uses whatever the run would use.
+Achieved GFLOP/s is that count over the median step time, and its share of the machine's
+measured float32 matmul rate (``rnnray.bench.matmul_gflops``) says how close to the hardware a
+step runs. On a machine shared with other work no figure is trustworthy: measure on an idle one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import RowSampler, Snapshots, training_batch
+from .encoders import ENCODERS, fit_to_budget, needs_augmentation
+from .encoders.common import REPRESENTATION_DIM
+from .encoders.registry import resolve_hparams
+from .train import BASELINE, EMULATOR_LAYERS, build_model, train_step
+from .weights import Layout
+
+# SPEC.md 5b targets at the presets, zoo A, batch 64, emulator 256, on a CPU: step time / emulator alone
+TARGETS = {"flat": 1.3, "stats": 1.3, "noninteractive": 1.3, "interactive": 1.5, "dws": 2.5, "transformer": 2.5}
+EMULATOR_TARGET_SHARE = 0.5  # the emulator-alone step at >= 50 % of the matmul rate
+
+
+def synthetic_snapshots(kind: str, layout: Layout, rows: int, sequences: int, seed: int = 0) -> Snapshots:
+    """Zoo-shaped random rows (weights like PyTorch's LSTM init), so timing needs no built zoo."""
+    g = np.random.default_rng(seed)
+    bound = 1 / math.sqrt(layout.hidden)
+    params = g.uniform(-bound, bound, size=(rows, layout.num_params)).astype(np.float32)
+    if kind == "formal_languages":
+        inputs = g.integers(0, 6, size=(rows, sequences, 42)).astype(np.int16)
+        logits = g.normal(size=(rows, sequences, 41, 6))
+        targets = (logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype(np.float16)
+    else:
+        inputs = g.normal(size=(rows, sequences, 50, 16)).astype(np.float16)
+        targets = g.normal(size=(rows, sequences, 50, 10)).astype(np.float16)
+    return Snapshots(kind, np.arange(rows), np.zeros(rows, dtype=np.int64), params, inputs, targets)
+
+
+@contextlib.contextmanager
+def _pytorch_ops_lstm():
+    """The PyTorch-ops path of ``rnnray.rnn`` (what the FLOP counter can see)."""
+    before = os.environ.get("RNNRAY_COMPILE")
+    os.environ["RNNRAY_COMPILE"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["RNNRAY_COMPILE"]
+        else:
+            os.environ["RNNRAY_COMPILE"] = before
+
+
+def step_flops(model: torch.nn.Module, flat: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> int:
+    """FLOPs of one forward + backward of the emulation loss (no optimiser step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .emulator import total_variation
+
+    with _pytorch_ops_lstm(), FlopCounterMode(display=False) as counter:
+        total_variation(targets, model(flat, inputs)).backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def encoder_config(name: str, layout: Layout, kind: str, budget: float | None, tolerance: float) -> tuple[dict, int]:
+    """The hyperparameters timed: the preset as it is (``budget=None``), or fitted to ``budget``."""
+    from .encoders import build_encoder, count_params
+
+    if budget is None:
+        hp = resolve_hparams(name, layout, kind)
+        with torch.device("meta"):
+            return hp, count_params(build_encoder(name, layout, kind, **hp))
+    return fit_to_budget(name, layout, budget, tolerance, zoo_kind=kind)
+
+
+def benchmark(
+    encoders=None, *, kind: str = "formal_languages", budget: float | None = None, tolerance: float = 0.05,
+    batch: int = 64, emulator_hidden: int = 256, steps: int = 10, warmup: int = 2, reps: int = 3,
+    device=None, matmul_rate: float | None = None, log=None,
+) -> dict[str, Any]:
+    """Step time, FLOPs and achieved rate of every encoder (at its preset or fitted to ``budget``)
+    and of the emulator alone, measured side by side in this process."""
+    from .bench import matmul_gflops
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    layout = Layout(6, 6) if kind == "formal_languages" else Layout(16, 10)
+    names = list(encoders or ENCODERS) + [BASELINE]
+    data = synthetic_snapshots(kind, layout, rows=max(4 * batch, 256), sequences=8)
+    sampler = RowSampler(len(data), batch, seed=0)
+    models, info = {}, {}
+    for name in names:
+        hp, n = ({}, REPRESENTATION_DIM) if name == BASELINE else encoder_config(name, layout, kind, budget, tolerance)
+        torch.manual_seed(0)
+        model = build_model(name, hp, layout, kind, emulator_hidden).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        aug = layout if name in ENCODERS and needs_augmentation(name) else None
+        models[name] = (model, opt, [p for p in model.parameters() if p.requires_grad], aug)
+        flat, inputs, targets = training_batch(data, sampler, 0, 0, aug, device)
+        info[name] = {"n_params": n, "hparams": hp, "flops": step_flops(model, flat, inputs, targets)}
+        if log:
+            log(f"{name}: {n:,} encoder parameters, {info[name]['flops'] / 1e9:.2f} GFLOP per step")
+
+    def run(name: str, n_steps: int, start: int) -> float:
+        model, opt, params, aug = models[name]
+        model.train()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        for s in range(start, start + n_steps):
+            flat, inputs, targets = training_batch(data, sampler, s, 0, aug, device)
+            train_step(model, opt, params, flat, inputs, targets, 0.1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t
+
+    for name in names:
+        run(name, warmup, 0)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(reps):
+        for name in names:
+            times[name].append(run(name, steps, warmup + rep * steps))
+        if log:
+            log(f"repetition {rep + 1}/{reps}: " + ", ".join(f"{n} {1e3 * times[n][-1] / steps:.0f} ms" for n in names))
+    rate = matmul_rate or matmul_gflops(device)
+    key = {n: ("emulator_only" if n == BASELINE else n) for n in names}
+    ms = {key[n]: 1e3 * float(np.median(t)) / steps for n, t in times.items()}
+    best_ms = {key[n]: 1e3 * float(np.min(t)) / steps for n, t in times.items()}
+    flops = {key[n]: info[n]["flops"] for n in names}
+    gflops = {k: flops[k] / ms[k] / 1e6 for k in ms}
+    emu = ms["emulator_only"]
+    ratio = {n: ms[n] / emu for n in names if n != BASELINE}
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device_type": device.type, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "zoo_kind": kind, "configuration": "preset" if budget is None else "budget", "budget": budget,
+        "tolerance": tolerance, "batch": batch, "emulator_hidden": emulator_hidden, "emulator_layers": EMULATOR_LAYERS,
+        "steps": steps, "reps": reps, "matmul_gflops": rate,
+        "ms_per_step": ms, "best_ms_per_step": best_ms, "flops_per_step": flops, "gflops": gflops,
+        "matmul_share": {k: g / rate for k, g in gflops.items()},
+        "ratio_to_emulator_only": ratio,
+        "n_params": {key[n]: info[n]["n_params"] for n in names},
+        "hparams": {n: info[n]["hparams"] for n in names if n != BASELINE},
+    }
+
+
+def targets_met(r: Mapping[str, Any]) -> dict[str, bool]:
+    """The speed targets of the faithful-encoders issue (they apply at the presets, zoo A, batch 64,
+    emulator 256); empty for any other configuration."""
+    if (r["configuration"], r["zoo_kind"], r["batch"], r["emulator_hidden"]) != ("preset", "formal_languages", 64, 256):
+        return {}
+    met = {n: ratio <= TARGETS[n] for n, ratio in r["ratio_to_emulator_only"].items() if n in TARGETS}
+    met["emulator_only"] = r["matmul_share"]["emulator_only"] >= EMULATOR_TARGET_SHARE
+    return met
+
+
+def format_benchmark(r: Mapping[str, Any]) -> str:
+    where = "at their presets" if r["configuration"] == "preset" else f"fitted to {r['budget']:.3g} parameters (±{r['tolerance']:.0%})"
+    lines = [
+        f"emulation training step: {r['zoo_kind']}, batch {r['batch']}, emulator {r['emulator_layers']} x "
+        f"{r['emulator_hidden']}, encoders {where}",
+        f"device: {r['device']}, {r['threads']} thread(s), torch {r['torch']}; matmul {r['matmul_gflops']:.0f} GFLOP/s; "
+        f"median of {r['reps']} interleaved repetitions of {r['steps']} steps",
+        "",
+        f"{'model':<16}{'parameters':>12}{'ms/step':>10}{'best':>8}{'GFLOP/step':>12}{'GFLOP/s':>10}{'of matmul':>11}{'x emulator':>12}",
+    ]
+    met = targets_met(r)
+    for n, ms in r["ms_per_step"].items():
+        ratio = r["ratio_to_emulator_only"].get(n)
+        mark = f"{ratio:>11.2f}x" if ratio is not None else f"{'1.00x':>12}"
+        if n in met:
+            mark += "" if met[n] else " (target missed)"
+        lines.append(f"{n:<16}{r['n_params'][n]:>12,}{ms:>10.1f}{r['best_ms_per_step'][n]:>8.1f}"
+                     f"{r['flops_per_step'][n] / 1e9:>12.2f}{r['gflops'][n]:>10.1f}{r['matmul_share'][n]:>10.0%}{mark}")
+    if met:
+        lines += ["", "targets: " + ", ".join(f"{n} <= {t}x" for n, t in TARGETS.items())
+                  + f", emulator alone >= {EMULATOR_TARGET_SHARE:.0%} of matmul: "
+                  + ("all met" if all(met.values()) else "missed by " + ", ".join(n for n, ok in met.items() if not ok))]
+    return "\n".join(lines)
