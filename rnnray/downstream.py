@@ -490,7 +490,7 @@ def evaluate_representations(
 
 def stats_features(encoder: nn.Module, params, batch_size: int = 512) -> np.ndarray | None:
     """The ``stats`` encoder's parameter-free front (asinh of block statistics), or None for any
-    other encoder. ``encoder.net(features)`` equals ``encoder(params)``."""
+    other encoder. ``encoder.head(encoder.body(features))`` equals ``encoder(params)``."""
     from .encoders.mlp import StatsEncoder, block_statistics
 
     if not isinstance(encoder, StatsEncoder):
@@ -531,7 +531,7 @@ def supervised_baseline(
 
     def make_model(target: Target, seed: int) -> nn.Module:
         enc = build_encoder(encoder, layout, zoo_kind, **hp)
-        front = enc.net if feats is not None else enc
+        front = nn.Sequential(enc.body, enc.head) if feats is not None else enc
         return nn.Sequential(front, Normalize(), make_head(target.n_out, cfg))
 
     inputs = feats if feats is not None else params

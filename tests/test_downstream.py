@@ -216,7 +216,7 @@ def test_representations_are_unit_norm_and_stats_front_is_the_encoder(tiny_fl_zo
     params = table.column("params").combine_chunks().to_numpy_ndarray()
     feats = ds.stats_features(enc, params)
     with torch.no_grad():
-        assert torch.allclose(enc.net(torch.as_tensor(feats)), enc(torch.as_tensor(params.copy())), atol=1e-5)
+        assert torch.allclose(enc.head(enc.body(torch.as_tensor(feats))), enc(torch.as_tensor(params.copy())), atol=1e-5)
     assert ds.stats_features(build_encoder("flat", layout, "formal_languages", width=2, depth=1), params) is None
 
 
