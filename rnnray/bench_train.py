@@ -9,7 +9,8 @@ batches, interleaved (every model once, then again, ``reps`` times) so drifting 
 them alike. Reported: the median repetition (``ms_per_step``, which the ratios use) and the fastest.
 
 FLOPs per step are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one forward and
-backward (matrix products and attention; element-wise work is not counted). The compiled LSTM
+backward (matrix products and attention; element-wise work is not counted; ``torch.nn.LSTM``'s
+oneDNN layers, which the counter does not know, are counted from their shapes). The compiled LSTM
 kernels of ``rnnray.rnn`` are invisible to the counter, so the count is taken on the PyTorch-ops
 path of the same algorithm (the same products); the timing uses whatever the run would use.
 Achieved GFLOP/s is that count over the median step time, and its share of the machine's
@@ -70,13 +71,33 @@ def _pytorch_ops_lstm():
             os.environ["RNNRAY_COMPILE"] = before
 
 
+def _lstm_layer_flops(input_shape, w_ih_shape, w_hh_shape) -> int:
+    """One LSTM layer's gate products over the sequence: 2 x (T x B) x 4H x (input + H)."""
+    rows = input_shape[0] * input_shape[1]
+    return 2 * rows * w_ih_shape[0] * (w_ih_shape[1] + w_hh_shape[1])
+
+
+def _lstm_counters() -> dict:
+    """``torch.nn.LSTM`` on CPU runs as oneDNN layer ops, which FlopCounterMode has no formula for:
+    its products counted from the shapes (the backward, inputs and weights, twice the forward)."""
+    from torch.utils.flop_counter import register_flop_formula  # noqa: F401 (the API's home)
+
+    aten = torch.ops.aten
+    out = {}
+    if hasattr(aten, "mkldnn_rnn_layer"):
+        out[aten.mkldnn_rnn_layer] = lambda inp, w_ih, w_hh, *a, out_shape=None, **k: _lstm_layer_flops(inp, w_ih, w_hh)
+        out[aten.mkldnn_rnn_layer_backward] = (
+            lambda inp, w_ih, w_hh, *a, out_shape=None, **k: 2 * _lstm_layer_flops(inp, w_ih, w_hh))
+    return out
+
+
 def step_flops(model: torch.nn.Module, flat: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> int:
     """FLOPs of one forward + backward of the emulation loss (no optimiser step)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .emulator import total_variation
 
-    with _pytorch_ops_lstm(), FlopCounterMode(display=False) as counter:
+    with _pytorch_ops_lstm(), FlopCounterMode(display=False, custom_mapping=_lstm_counters()) as counter:
         total_variation(targets, model(flat, inputs)).backward()
     model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())

@@ -1,0 +1,58 @@
+"""The training benchmark's measurements: FLOP counts against the shapes, and the command's output."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from rnnray.bench_train import benchmark, format_benchmark, step_flops, synthetic_snapshots, targets_met
+from rnnray.data import RowSampler, training_batch
+from rnnray.train import build_model
+from rnnray.weights import Layout
+
+
+def _batch(kind, layout, batch):
+    data = synthetic_snapshots(kind, layout, rows=batch, sequences=2)
+    return training_batch(data, RowSampler(batch, batch, seed=0), 0, 0, None)
+
+
+def test_flop_count_of_the_emulator_matches_its_shapes(one_torch_thread):
+    """torch.nn.LSTM's oneDNN layers are counted too: forward 2 x rows x 4H x (in + H) per layer,
+    backward twice that; the rest (input projection, head) is a fraction of a percent here."""
+    layout = Layout(6, 6)
+    flat, inputs, targets = _batch("formal_languages", layout, 8)
+    h = 32
+    model = build_model("constant", {}, layout, "formal_languages", h)
+    lstm = 3 * 2 * (2 * inputs.shape[0] * inputs.shape[1] * 4 * h * (h + h))
+    n = step_flops(model, flat, inputs, targets)
+    assert lstm < n < 1.1 * lstm, (n, lstm)
+
+
+def test_probing_flops_are_counted_on_the_pytorch_ops_path(one_torch_thread):
+    """The compiled LSTM kernels are invisible to the counter; the count is taken on the PyTorch-ops
+    path, so the probed RNNs' products are in it (a reader of the same size alone would be less)."""
+    layout = Layout(6, 6)
+    flat, inputs, targets = _batch("formal_languages", layout, 4)
+    hp = dict(width=16, reader_layers=1, num_probes=2, probe_length=5)
+    model = build_model("noninteractive", hp, layout, "formal_languages", 16)
+    n = step_flops(model, flat, inputs, targets)
+    rnns = 3 * 4 * 2 * 5 * sum(2 * 4 * 32 * (i + 32) for i in (6, 32))  # B x M x T rows through both layers
+    assert n > rnns
+    assert n == step_flops(model, flat, inputs, targets)  # deterministic, and nothing left behind
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_benchmark_reports_every_figure(one_torch_thread):
+    r = benchmark(["flat", "dws"], budget=2e4, batch=4, emulator_hidden=16, steps=1, warmup=1, reps=1, matmul_rate=10.0)
+    assert set(r["ms_per_step"]) == {"flat", "dws", "emulator_only"}
+    for key in ("ms_per_step", "flops_per_step", "gflops", "matmul_share"):
+        assert all(v > 0 for v in r[key].values()), key
+    assert r["matmul_share"]["dws"] == r["gflops"]["dws"] / 10.0
+    assert r["ratio_to_emulator_only"]["dws"] == r["ms_per_step"]["dws"] / r["ms_per_step"]["emulator_only"]
+    assert targets_met(r) == {}  # the targets apply at the presets, batch 64, emulator 256 only
+    json.dumps(r)
+    assert "GFLOP/s" in format_benchmark(r) and "dws" in format_benchmark(r)
+    preset = benchmark(["stats"], budget=None, batch=4, emulator_hidden=16, steps=1, warmup=0, reps=1, matmul_rate=10.0)
+    assert preset["configuration"] == "preset" and preset["hparams"]["stats"]["width"] == 768
+    assert torch.get_num_threads() == 1
