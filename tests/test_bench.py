@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from rnnray.bench_train import benchmark, format_benchmark, step_flops, synthetic_snapshots, targets_met
@@ -50,6 +51,9 @@ def test_benchmark_reports_every_figure(one_torch_thread):
         assert all(v > 0 for v in r[key].values()), key
     assert r["matmul_share"]["dws"] == r["gflops"]["dws"] / 10.0
     assert r["ratio_to_emulator_only"]["dws"] == r["ms_per_step"]["dws"] / r["ms_per_step"]["emulator_only"]
+    extra_ms = (r["flops_per_step"]["dws"] - r["flops_per_step"]["emulator_only"]) / 10.0 / 1e6
+    assert r["ratio_bound_at_matmul_rate"]["dws"] == pytest.approx(1 + extra_ms / r["ms_per_step"]["emulator_only"])
+    assert r["ratio_bound_at_matmul_rate"]["dws"] > 1
     assert targets_met(r) == {}  # the targets apply at the presets, batch 64, emulator 256 only
     json.dumps(r)
     assert "GFLOP/s" in format_benchmark(r) and "dws" in format_benchmark(r)
