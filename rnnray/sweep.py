@@ -4,12 +4,16 @@ What happens:
 1. the sweep file is validated (pydantic; one line and exit 2 for anything wrong);
 2. the zoo is built with Ray Data if its directory holds no finished zoo;
 3. every encoder's parameter budget is checked once, so an impossible budget fails before any work;
-4. per encoder, one Ray Tune experiment: Optuna's TPE proposes the learning rate and the encoder's
-   structural knobs (define-by-run), the width is solved from the budget inside the trial, so every
-   trial of every encoder has the same parameter count within the tolerance; ASHA stops weak trials;
-   each trial launches a Ray Train ``TorchTrainer`` (``rnnray.train.fit``);
+4. per encoder, one Ray Tune experiment: trial 0 is the encoder's preset (the paper's, SPEC.md 5b;
+   ``paper_config: true`` in its record), then Optuna's TPE proposes the learning rate and the
+   encoder's structural knobs (define-by-run), after ``startup_trials`` random ones (a quarter of
+   the trials, 1 to 10: Optuna's default of 10 would make a small sweep a random search); the
+   body's width is solved from the budget inside the trial, so every trial of every encoder has the
+   same parameter count within the tolerance; ASHA stops weak trials; each trial launches a Ray
+   Train ``TorchTrainer`` (``rnnray.train.fit``);
 5. the results store is written: per trial ``trial.json`` (config, parameter count, metrics history,
-   best checkpoint), and ``summary.csv``, ``summary.md``, ``best.json`` for the sweep.
+   best checkpoint, ``paper_config``), and ``summary.csv``, ``summary.md`` (with trial 0's loss and
+   the tuning gain), ``best.json`` for the sweep. Ctrl-C stops the sweep resumable (exit 130).
 
 Resuming (``--resume``): encoders whose experiment finished are not run again; an unfinished
 experiment is restored with ``Tuner.restore`` (finished trials are kept, unfinished and errored
