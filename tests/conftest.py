@@ -12,6 +12,11 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
+# How long a test waits for an event before it calls the run broken. It only bounds how long a failure
+# takes to report and never decides a pass, so it is generous: with a CPU-heavy process beside the
+# suite on a 2-core machine a trial's start took over two minutes.
+PATIENCE = 1500
+
 TINY_FL = dict(kind="formal_languages", runs=8, steps=200, seed=3, snapshot_steps=[0, 100, 200], accuracy_samples=200,
                stored_sequences=20, resources=dict(actors=2, chunk=4))
 TINY_MNIST = dict(kind="mnist", runs=6, steps=60, seed=5, snapshot_steps=[0, 30, 60], source="bundled",

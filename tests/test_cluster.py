@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_FL
+from conftest import PATIENCE, TINY_FL
 
-pytestmark = pytest.mark.own_cluster
+pytestmark = [pytest.mark.own_cluster, pytest.mark.timeout(3 * PATIENCE)]
 
 
 def _free_port() -> int:
@@ -53,7 +53,7 @@ def cluster(tiny_fl_zoo):
     c.wait_for_nodes()
     ray.init(address=c.address, namespace="rnnray-cluster-test", log_to_driver=False)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    deadline = time.time() + PATIENCE
     while True:  # the dashboard's HTTP server comes up a little after the node
         try:
             _http(f"{url}/api/version")
@@ -121,7 +121,7 @@ def test_sweep_submitted_through_the_jobs_api(cluster, zoo_on_two_nodes, tmp_pat
         "metadata": {"name": "rnnray sweep job"},
     })
     job_id = sub["submission_id"]
-    deadline, status = time.time() + 420, None
+    deadline, status = time.time() + PATIENCE, None
     while time.time() < deadline:
         status = _http(f"{url}/api/jobs/{job_id}")["status"]
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
@@ -178,14 +178,14 @@ def test_zoo_build_survives_losing_its_node(cluster, tiny_fl_zoo, tmp_path):
     # one actor, four chunks in turn: when the first shard lands the actor has just begun the
     # second, whole seconds of training against the 0.2 s poll, so the node dies with a chunk in
     # flight on any machine (the deadline only bounds how long a broken build takes to report)
-    deadline = time.time() + 180
+    deadline = time.time() + PATIENCE
     while not list(shards.glob("*.parquet")):
         assert time.time() < deadline and builder.is_alive(), f"no shard landed: {outcome}"
         time.sleep(0.2)
     c.remove_node(doomed, allow_graceful=False)
     replacement = c.add_node(num_cpus=4, object_store_memory=200 * 2**20)
     try:
-        builder.join(timeout=300)
+        builder.join(timeout=PATIENCE)
         assert not builder.is_alive(), "the build did not finish after its node died"
         resumed = "error" in outcome
         if resumed:  # Ray gave the chunk up: a re-run resumes from the shards already in place

@@ -29,9 +29,10 @@ from rnnray.config import parse_zoo
 from rnnray.results import ResultsError
 from rnnray.sweep import load_sweep, run_sweep
 
-from conftest import TINY_FL
+from conftest import PATIENCE, TINY_FL
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(3 * PATIENCE)
 
 
 def _procs(title: str) -> list[psutil.Process]:
@@ -112,13 +113,13 @@ def test_zoo_build_survives_a_killed_actor(ray_session, tiny_fl_zoo, tmp_path):
     # Both actors start equal chunks together, so when the first shard is in, each actor is at most
     # just starting its next chunk: a whole chunk of training (seconds, against the 50 ms this
     # test takes to see the shard and find the actors) is in flight on any machine. Kill every zoo actor.
-    _wait_for(lambda: list(shards.glob("*.parquet")), 120, "the first shard", every=0.05)
+    _wait_for(lambda: list(shards.glob("*.parquet")), PATIENCE, "the first shard", every=0.05)
     victims = _procs("ZooTrainer")
     assert victims
     killed = {p.pid for p in victims}
     for p in victims:
         p.send_signal(signal.SIGKILL)
-    builder.join(timeout=300)
+    builder.join(timeout=PATIENCE)
     assert not builder.is_alive() and "manifest" in outcome, "the build did not finish after its actors died"
 
     manifest = verify(tmp_path / "zoo", checksums=True)
@@ -146,13 +147,13 @@ def test_killed_training_worker_restarts_from_its_checkpoint(ray_session, tiny_f
     # the checkpoint manager's snapshot is written once a reported checkpoint is registered (step
     # 100); the 1,400 steps left take seconds on any machine, against the ~0.1 s this test needs
     # to see the snapshot and find the worker, so the kill lands mid-trial
-    _wait_for(lambda: list(results.glob("tiny-*/trials/flat/*/*/checkpoint_manager_snapshot.json")), 240,
+    _wait_for(lambda: list(results.glob("tiny-*/trials/flat/*/*/checkpoint_manager_snapshot.json")), PATIENCE,
               "the trial's first registered checkpoint", every=0.05)
-    workers = _wait_for(lambda: _procs("RayTrainWorker"), 30, "the Ray Train worker", every=0.05)
+    workers = _wait_for(lambda: _procs("RayTrainWorker"), PATIENCE, "the Ray Train worker", every=0.05)
     killed = {p.pid for p in workers}
     for p in workers:
         p.send_signal(signal.SIGKILL)
-    sweeper.join(timeout=400)
+    sweeper.join(timeout=PATIENCE)
     assert not sweeper.is_alive() and "dir" in outcome, "the sweep did not finish after its worker died"
 
     (rec_path,) = list((outcome["dir"] / "trials" / "flat").glob("*/trial.json"))
@@ -178,7 +179,7 @@ class _Output:
         return any(text in line for line in list(self.lines))
 
     def text(self) -> str:
-        self._reader.join(timeout=30)
+        self._reader.join(timeout=PATIENCE)
         return "".join(self.lines)
 
 
@@ -186,10 +187,10 @@ def _interrupt_at_first_checkpoint(proc: subprocess.Popen, out: _Output, results
     """SIGINT the sweep once ``encoder``'s first trial has registered a checkpoint (the checkpoint
     manager's snapshot is written then), then wait for Tune to acknowledge the signal."""
     _wait_for(lambda: list(results.glob(f"tiny-*/trials/{encoder}/*/*/checkpoint_manager_snapshot.json"))
-              or proc.poll() is not None, 300, f"{encoder}'s first registered checkpoint", every=0.05)
+              or proc.poll() is not None, PATIENCE, f"{encoder}'s first registered checkpoint", every=0.05)
     assert proc.poll() is None, out.text()[-3000:]
     os.killpg(proc.pid, signal.SIGINT)
-    _wait_for(lambda: out.has("Stop signal received") or proc.poll() is not None, 60, "Tune to take the SIGINT")
+    _wait_for(lambda: out.has("Stop signal received") or proc.poll() is not None, PATIENCE, "Tune to take the SIGINT")
 
 
 # After its first checkpoint (step 100) the second encoder's trial has 300 steps left, seconds of work
@@ -209,7 +210,7 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_f
     try:
         _interrupt_at_first_checkpoint(proc, out, results, "stats")
         os.killpg(proc.pid, signal.SIGKILL)  # a hard kill in the middle of Tune's graceful stop
-        proc.wait(timeout=30)
+        proc.wait(timeout=PATIENCE)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -218,7 +219,7 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_f
     assert not (sweep_dir / "trials" / "stats" / "DONE").exists()  # it really was cut short
 
     again = _sweep_process(config, address, "--resume")
-    out, _ = again.communicate(timeout=400)
+    out, _ = again.communicate(timeout=PATIENCE)
     assert again.returncode == 0, out[-3000:]
     assert list(results.glob("tiny-*")) == [sweep_dir]  # continued, not started over
     for enc in ("flat", "stats"):
@@ -244,7 +245,7 @@ def test_ctrl_c_stops_the_sweep_resumable_not_finished(ray_session, tiny_fl_zoo,
     out = _Output(proc)
     try:
         _interrupt_at_first_checkpoint(proc, out, results, "flat")
-        proc.wait(timeout=120)  # it ends by itself
+        proc.wait(timeout=PATIENCE)  # it ends by itself
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -359,7 +360,7 @@ def test_concurrent_sweeps_share_a_results_directory(ray_session, tiny_fl_zoo, t
     results = tmp_path / "results"
     config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(results, tiny_fl_zoo.path))
     procs = [_sweep_process(config, address) for _ in range(2)]
-    outs = [p.communicate(timeout=400)[0] for p in procs]
+    outs = [p.communicate(timeout=PATIENCE)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
     dirs = sorted(results.glob("tiny-*"))
     assert len(dirs) == 2  # one folder each, even when started in the same second

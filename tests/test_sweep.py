@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import PATIENCE
+
 import rnnray
 from rnnray.config import ConfigError
 from rnnray.encoders import ENCODERS
@@ -64,7 +66,7 @@ def test_bad_sweep_values_are_named(override, needle):
 
 def _cli(*args, cwd=ROOT):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "rnnray.sweep", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-m", "rnnray.sweep", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=PATIENCE)
 
 
 def test_cli_bad_input_exit_2(tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import PATIENCE
+
 from rnnray.config import TrainConfig
 from rnnray.data import columns
 from rnnray.encoders import ENCODERS
@@ -169,7 +171,7 @@ def test_mnist_local_training_and_checkpoint_round_trip(tiny_mnist_zoo, tmp_path
 # -- (d) the command ---------------------------------------------------------------------------------
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "rnnray.train", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+                          timeout=PATIENCE)
 
 
 @pytest.fixture()
@@ -213,12 +215,12 @@ def test_zoo_read_needs_no_free_cpu(ray_session, tiny_fl_zoo, tmp_path):
 
     splits = split_datasets(tiny_cfg(tiny_fl_zoo.path, tmp_path), "formal_languages")
     hog = Hog.remote()
-    ray_session.get(hog.ready.remote(), timeout=60)
+    ray_session.get(hog.ready.remote(), timeout=PATIENCE)
     try:
         rows = {}
         reader = threading.Thread(target=lambda: rows.update({s: ds.count() for s, ds in splits.items()}), daemon=True)
         reader.start()
-        reader.join(timeout=120)  # a deadlocked read never ends; a working one takes about a second:
+        reader.join(timeout=PATIENCE)  # a deadlocked read never ends; a working one takes about a second:
         # the timeout only bounds how long a deadlock takes to report, it decides nothing on time
         assert not reader.is_alive(), "the zoo read waited for a CPU held by another trial"
         assert sum(rows.values()) == tiny_fl_zoo.runs * len(tiny_fl_zoo.snapshot_steps)

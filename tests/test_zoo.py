@@ -19,7 +19,7 @@ from rnnray.weights import FORMAL_LANGUAGES, MNIST
 from rnnray.zoo import ZooError, build, languages, load, load_table, mnist, verify
 from rnnray.zoo.trainer import train_chunk
 
-from conftest import torch_threads
+from conftest import PATIENCE, torch_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -265,7 +265,7 @@ def test_building_over_a_different_zoo_is_refused(ray_session, tiny_fl_zoo):
 
 def _run(*args, cwd=None):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "rnnray.zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return subprocess.run([sys.executable, "-m", "rnnray.zoo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=PATIENCE)
 
 
 def test_cli_info(tiny_fl_zoo):
