@@ -193,9 +193,12 @@ def _interrupt_at_first_checkpoint(proc: subprocess.Popen, out: _Output, results
     _wait_for(lambda: out.has("Stop signal received") or proc.poll() is not None, PATIENCE, "Tune to take the SIGINT")
 
 
-# After its first checkpoint (step 100) the second encoder's trial has 300 steps left, seconds of work
-# on any machine against the 50 ms it takes to see the checkpoint and send the SIGINT; after the
-# SIGINT Tune starts no step or trial, so whether the experiment ended is decided by the code, not the clock.
+# The interrupted encoder gets two trials, run one at a time, and the SIGINT goes out within 50 ms of
+# its first trial's registered checkpoint. Its steps may all be done by then (Ray Train registers
+# checkpoints on a 2 s poll, ample time for 400 tiny steps on a fast machine), but the second trial
+# can only start after the first has ended and Tune has launched new actors for it, so the encoder
+# cannot have finished when the signal lands, on any machine; after the SIGINT Tune starts no step or
+# trial, so whether the experiment ended is decided by the code, not the clock.
 INTERRUPTED_TRAIN = {"steps": 400, "eval_every": 100, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2}
 
 
@@ -203,7 +206,7 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_f
     results = tmp_path / "results"
     config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
         results, tiny_fl_zoo.path, encoders=["flat", "stats"], train=INTERRUPTED_TRAIN,
-        tune={"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"},
+        tune={"samples_per_encoder": 2, "max_concurrent_trials": 1, "scheduler": "none"},
     ))
     proc = _sweep_process(config, address)
     out = _Output(proc)
@@ -224,12 +227,15 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_f
     assert list(results.glob("tiny-*")) == [sweep_dir]  # continued, not started over
     for enc in ("flat", "stats"):
         recs = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / enc).glob("*/trial.json")]
-        assert len(recs) == 1  # once: neither dropped nor recorded again by the resumed sweep
+        assert len(recs) == 2  # each once: neither dropped nor recorded again by the resumed sweep
+        assert len({r["trial_id"] for r in recs}) == 2
         assert all(r["status"] == "finished" for r in recs), [r.get("reason") for r in recs]
-        steps = [h["step"] for h in recs[0]["history"] if h.get("step") is not None]
-        assert steps[-1] == 400 and steps == sorted(set(steps))
+        for rec in recs:
+            steps = [h["step"] for h in rec["history"] if h.get("step") is not None]
+            assert steps[-1] == 400 and steps == sorted(set(steps))
     summary = (sweep_dir / "summary.csv").read_text().splitlines()
-    assert len(summary) == 3 and all(json.loads((sweep_dir / "best.json").read_text())[e]["checkpoint"] for e in ("flat", "stats"))
+    assert len(summary) == 3 and all(line.split(",")[4] == "2" for line in summary[1:])  # encoders, each with 2 trials
+    assert all(json.loads((sweep_dir / "best.json").read_text())[e]["checkpoint"] for e in ("flat", "stats"))
     assert not _stray_files(sweep_dir)
 
 
