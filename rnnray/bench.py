@@ -27,51 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .config import parse_zoo
+from .machine import device_name, matmul_gflops
+from .machine import sync as _sync
 from .weights import FORMAL_LANGUAGES, Layout
 
 RNN_STEPS_PER_REP = 1500  # default work per timed repetition: about K * steps RNN-steps
-
-
-# ------------------------------------------------------------------------------------------------
-# machine description and reference rates
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_model()} ({os.cpu_count()} logical cores)"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_gflops(device: torch.device, n: int | None = None, reps: int = 5) -> float:
-    """Best-of-``reps`` float32 rate of an n x n x n matrix multiply (the machine's BLAS ceiling)."""
-    n = n or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    a @ b
-    _sync(device)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
 
 
 def training_flops(layout: Layout, batch: int, steps: int) -> dict[str, float]:

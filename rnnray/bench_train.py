@@ -14,7 +14,7 @@ oneDNN layers, which the counter does not know, are counted from their shapes). 
 kernels of ``rnnray.rnn`` are invisible to the counter, so the count is taken on the PyTorch-ops
 path of the same algorithm (the same products); the timing uses whatever the run would use.
 Achieved GFLOP/s is that count over the median step time, and its share of the machine's
-measured float32 matmul rate (``rnnray.bench.matmul_gflops``) says how close to the hardware a
+measured float32 matmul rate (``rnnray.machine.matmul_gflops``) says how close to the hardware a
 step runs; ``ratio_bound_at_matmul_rate`` is the ratio to the emulator-alone step that the
 encoder's extra FLOPs would give at that full rate, the least any implementation of the same
 arithmetic could reach on the machine. On a machine shared with other work no figure is trustworthy: measure on an idle one.
@@ -123,7 +123,7 @@ def benchmark(
 ) -> dict[str, Any]:
     """Step time, FLOPs and achieved rate of every encoder (at its preset or fitted to ``budget``)
     and of the emulator alone, measured side by side in this process."""
-    from .bench import matmul_gflops
+    from .machine import matmul_gflops
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     layout = Layout(6, 6) if kind == "formal_languages" else Layout(16, 10)

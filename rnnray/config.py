@@ -14,11 +14,16 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from .errors import UserError
+
+# The encoder presets by name (their hyperparameters live with the encoders: rnnray.encoders.registry)
+PRESET_NAMES = ("paper",)
+DEFAULT_PRESET = "paper"
 PAPER_SNAPSHOT_STEPS = (0, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 PAPER_LR_POINTS = ((0, 0.01), (10000, 0.003), (20000, 0.0003))
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config: the message is one line naming the file and the field."""
 
 
@@ -217,7 +222,7 @@ class TrainConfig(Strict):
     )
     tolerance: float = Field(0.05, gt=0, lt=1, description="relative tolerance of the parameter budget")
     preset: str = Field(
-        "paper", description="named encoder configuration the hyperparameters start from (`paper`: SPEC.md 5b); "
+        DEFAULT_PRESET, description="named encoder configuration the hyperparameters start from (`paper`: SPEC.md 5b); "
                              "`encoder_hparams` override its values"
     )
     encoder_hparams: dict[str, Any] = Field(
@@ -250,10 +255,8 @@ class TrainConfig(Strict):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v):
-        from .encoders.registry import PRESETS
-
-        if v not in PRESETS:
-            raise ValueError(f"unknown preset {v!r}; choose from {', '.join(PRESETS)}")
+        if v not in PRESET_NAMES:
+            raise ValueError(f"unknown preset {v!r}; choose from {', '.join(PRESET_NAMES)}")
         return v
 
     @model_validator(mode="after")

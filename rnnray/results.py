@@ -11,7 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from rnnray.zoo.storage import atomic_write_bytes
+from .errors import UserError
+from .zoo.storage import atomic_write_bytes
 
 DEFAULT_RESULTS = "results"
 
@@ -41,7 +42,7 @@ def latest_pointer(results: Path) -> Path | None:
     return sweeps[-1] if sweeps else None
 
 
-class ResultsError(LookupError):
+class ResultsError(UserError, LookupError):
     """Nothing to load: the message names what was looked for and what is available."""
 
 

@@ -1,4 +1,5 @@
-"""``python -m rnnray.sweep SWEEP.yaml``: compare encoders under equal parameter budgets with Ray Tune.
+"""The sweep of ``python -m rnnray.sweep SWEEP.yaml`` (the main job, :mod:`rnnray.job`): compare encoders
+under equal parameter budgets with Ray Tune.
 
 What happens:
 1. the sweep file is validated (pydantic; one line and exit 2 for anything wrong);
@@ -23,14 +24,12 @@ rung statistics are *not* restored by Ray Tune, so early stopping after a resume
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import functools
 import io
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .cli import UsageError, friendly_errors
+from .cli import UsageError
 from .config import (
     ConfigError,
     FormalLanguagesZoo,
@@ -49,7 +48,7 @@ from .config import (
     format_validation_error,
     read_yaml,
 )
-from .results import atomic_write_json, atomic_write_text, latest_pointer, write_latest
+from .results import atomic_write_json, atomic_write_text, write_latest
 
 TUNE_METRIC = "val_loss"
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
@@ -617,12 +616,7 @@ def markdown_table(rows: list[dict], cfg: SweepConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-_DASHBOARD: dict = {}
-
-
-def dashboard_url() -> str | None:
-    """The dashboard of the Ray instance this driver started or joined (None when there is none)."""
-    url = _DASHBOARD.get("url")
+def _http(url: str | None) -> str | None:
     if not url:
         return None
     return url if url.startswith("http") else f"http://{url}"
@@ -642,11 +636,14 @@ def absolute_paths(cfg: SweepConfig) -> SweepConfig:
     return cfg.model_copy(update=update)
 
 
-def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1) -> Path:
-    """The whole job: zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder.
+def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
+              dashboard: str | None = None) -> Path:
+    """Zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder.
 
     Everything that can be checked before work starts is (zoo layout, budget, resources), so bad
-    input fails in one line before anything is built or written."""
+    input fails in one line before anything is built or written. ``dashboard``: the Ray
+    dashboard's address, printed for the user. The main job (:mod:`rnnray.job`) follows this with
+    the downstream evaluation and the report."""
     import ray
 
     from .resources import cluster_shape, fit_request
@@ -677,7 +674,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
                                                      "default_param_counts": counts})
     write_latest(Path(cfg.results).expanduser(), sweep_dir)
     print(f"sweep folder: {sweep_dir}", flush=True)
-    url = dashboard_url()
+    url = _http(dashboard)
     if url:
         print(f"Ray dashboard: {url}", flush=True)
     records = {}
@@ -689,80 +686,12 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
         write_summary(sweep_dir, rows, best, cfg)
     rows, best = summarise(sweep_dir, cfg, records)
     write_summary(sweep_dir, rows, best, cfg)
-    after_sweep(sweep_dir, cfg)
-    print(f"\n{markdown_table(rows, cfg)}")
-    print(f"results:     {sweep_dir}")
-    print(f"summary:     {sweep_dir / 'summary.md'}")
-    print(f"best trials: {sweep_dir / 'best.json'}")
-    for enc, b in best.items():
-        print(f"  {enc:<15} checkpoint {b['checkpoint']}")
-    report = sweep_dir / "report.md"
-    if report.exists():
-        print(f"report:      {report}")
-    print(f"finished in {time.time() - t0:.0f} s")
+    print(f"sweep finished in {time.time() - t0:.0f} s", flush=True)
     return sweep_dir
 
 
-def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
-    """Downstream evaluation of every encoder's best trial, then the report.
-
-    A failure here is reported and leaves the finished sweep intact: both can be re-run with
-    ``python -m rnnray.evaluate`` / ``python -m rnnray.report`` on the sweep folder.
-    """
-    if not cfg.downstream.enabled:
-        return
-    from .downstream import PredictorConfig
-    from .evaluate import evaluate_sweep
-    from .report import write_report
-
-    try:
-        ds = cfg.downstream
-        evaluate_sweep(sweep_dir, seeds=tuple(ds.seeds), config=PredictorConfig(steps=ds.steps, hidden=ds.hidden),
-                       supervised_encoder=ds.supervised_encoder)
-        write_report(sweep_dir, evaluate_missing=False)
-    except Exception as e:  # keep the sweep's results even if the evaluation breaks
-        print(f"warning: downstream evaluation / report failed ({e.__class__.__name__}: {e}); "
-              f"re-run with `python -m rnnray.evaluate {sweep_dir}` and `python -m rnnray.report {sweep_dir}`", file=sys.stderr)
-
-
-def default_sweep_file() -> str:
-    """``sweeps/probe.yaml``: in the current directory, else in the checkout rnnray is installed from."""
-    here = Path("sweeps") / "probe.yaml"
-    return str(here if here.is_file() else Path(__file__).resolve().parent.parent / "sweeps" / "probe.yaml")
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m rnnray.sweep", description="Sweep RNN-weight encoders under equal parameter budgets.")
-    p.add_argument("config", nargs="?", default=None, help="sweep YAML (default: the built-in sweeps/probe.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. tune.samples_per_encoder=2")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SWEEP_DIR",
-                   help="continue the latest sweep of this name (or the given sweep folder)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
-    p.add_argument("--quiet", action="store_true", help="no Tune progress table")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = p.parse_args(argv)
-    with friendly_errors(args.debug):
-        path = args.config or default_sweep_file()
-        cfg = load_sweep(path, args.set)
-        import ray
-
-        if not ray.is_initialized():
-            ctx = ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
-            _DASHBOARD["url"] = getattr(ctx, "dashboard_url", None)
-        try:
-            sweep_dir = run_sweep(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1)
-        except SweepInterrupted as e:
-            print(f"interrupted ({e}); continue with: python -m rnnray.sweep {path} --resume {e.sweep_dir}",
-                  file=sys.stderr)
-            sys.exit(EXIT_INTERRUPTED)
-    if not json.loads((sweep_dir / "best.json").read_text()):
-        print(f"error: no trial of any encoder finished; the reasons are in {sweep_dir}/trials/*/*/trial.json",
-              file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    # run from the importable module, not __main__, so everything Ray pickles is found by reference
-    from rnnray.sweep import main as _main
+    # run from the importable modules, not __main__, so everything Ray pickles is found by reference
+    from rnnray.job import main as _main
 
     _main(sys.argv[1:])

@@ -60,7 +60,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .config import ConfigError, TrainConfig

@@ -14,7 +14,6 @@ import socket
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -90,7 +89,8 @@ def test_zoo_actors_on_both_nodes_build_the_single_node_zoo(cluster, zoo_on_two_
 
 
 def test_sweep_training_workers_on_both_nodes(cluster, zoo_on_two_nodes, tmp_path):
-    from rnnray.sweep import load_sweep, run_sweep
+    from rnnray.job import run_job
+    from rnnray.sweep import load_sweep
 
     cfg, _ = zoo_on_two_nodes
     spec = {"name": "two-nodes", "results": str(tmp_path / "results"), "zoo": cfg.path, "encoders": ["dws"],
@@ -100,7 +100,7 @@ def test_sweep_training_workers_on_both_nodes(cluster, zoo_on_two_nodes, tmp_pat
             "resources": {"workers": 2, "cpus_per_worker": 1, "placement_strategy": "SPREAD"},
             "downstream": {"enabled": False}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    sweep_dir = run_sweep(load_sweep(tmp_path / "s.yaml"), progress=False, verbose=0)
+    sweep_dir = run_job(load_sweep(tmp_path / "s.yaml"), progress=False, verbose=0)
     (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "dws").glob("*/trial.json")]
     assert rec["status"] == "finished", rec.get("reason")
     assert [w["rank"] for w in rec["placement"]] == [0, 1]

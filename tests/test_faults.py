@@ -20,14 +20,14 @@ import time
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 import rnnray
 from rnnray.config import parse_zoo
 from rnnray.results import ResultsError
-from rnnray.sweep import load_sweep, run_sweep
+from rnnray.job import run_job
+from rnnray.sweep import load_sweep
 
 from conftest import PATIENCE, TINY_FL
 
@@ -142,7 +142,7 @@ def test_killed_training_worker_restarts_from_its_checkpoint(ray_session, tiny_f
                "max_failures": 2},
     )))
     outcome = {}
-    sweeper = threading.Thread(target=lambda: outcome.setdefault("dir", run_sweep(cfg, progress=False, verbose=0)))
+    sweeper = threading.Thread(target=lambda: outcome.setdefault("dir", run_job(cfg, progress=False, verbose=0)))
     sweeper.start()
     # the checkpoint manager's snapshot is written once a reported checkpoint is registered (step
     # 100); the 1,400 steps left take seconds on any machine, against the ~0.1 s this test needs
@@ -271,7 +271,7 @@ def test_diverging_trial_is_marked_failed_with_its_reason(ray_session, tiny_fl_z
     cfg = load_sweep(_write_yaml(tmp_path / "s.yaml", _tiny_sweep(
         results, tiny_fl_zoo.path, encoders=["flat", "stats"], search={"flat": {"lr": 1e30}},
     )))
-    sweep_dir = run_sweep(cfg, progress=False, verbose=0)
+    sweep_dir = run_job(cfg, progress=False, verbose=0)
     (flat,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
     assert flat["status"] == "failed" and "diverged: non-finite" in flat["reason"] and "step 20" in flat["reason"]
     (stats,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "stats").glob("*/trial.json")]
@@ -333,7 +333,7 @@ def _text(path: Path, content: str) -> Path:
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_sweep_input_is_one_line_exit_2_and_writes_nothing(case, ray_session, broken_zoos, tmp_path, capsys):
-    from rnnray.sweep import main
+    from rnnray.job import main
 
     make, needle = BAD_INPUT[case]
     argv = make(tmp_path, broken_zoos)

@@ -19,7 +19,8 @@ import rnnray
 from rnnray.config import ConfigError
 from rnnray.encoders import ENCODERS
 from rnnray.results import ResultsError
-from rnnray.sweep import SweepConfig, encoder_space, load_sweep, run_sweep
+from rnnray.job import run_job
+from rnnray.sweep import encoder_space, load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "sweeps"
@@ -84,7 +85,7 @@ def test_infeasible_budget_fails_before_any_trial(ray_session, tiny_fl_zoo, tmp_
     from rnnray.encoders import InfeasibleBudget
 
     with pytest.raises(InfeasibleBudget, match="flat"):
-        run_sweep(cfg, progress=False, verbose=0)
+        run_job(cfg, progress=False, verbose=0)
     assert not list(tmp_path.glob("quick-*"))
 
 
@@ -98,7 +99,7 @@ def quick_sweep(ray_session, tiny_fl_zoo, tmp_path_factory):
     """sweeps/quick.yaml end to end on the shared local Ray instance (zoo: the session's tiny one)."""
     results = tmp_path_factory.mktemp("results")
     cfg = load_sweep(SWEEPS / "quick.yaml", [f"zoo={tiny_fl_zoo.path}", f"results={results}", "train.steps=40"])
-    sweep_dir = run_sweep(cfg, progress=False, verbose=0)
+    sweep_dir = run_job(cfg, progress=False, verbose=0)
     return cfg, results, sweep_dir
 
 
@@ -209,7 +210,7 @@ def test_trials_after_the_start_up_phase_are_proposed_by_tpe():
 def test_resume_of_a_finished_sweep_runs_nothing_again(quick_sweep):
     cfg, results, sweep_dir = quick_sweep
     before = {p: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/*/trial.json")}
-    again = run_sweep(cfg, resume=True, progress=False, verbose=0)
+    again = run_job(cfg, resume=True, progress=False, verbose=0)
     assert again == sweep_dir
     after = {p: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/*/trial.json")}
     assert after == before
@@ -226,7 +227,7 @@ def test_paper_file_runs_on_a_cpu_only_machine(ray_session, tmp_path, capfd):
         "train.eval_sequences=2", "tune.samples_per_encoder=1", "downstream.enabled=false",
     ])
     assert cfg.zoo.resources.gpus_per_actor > 0 and cfg.resources.gpus_per_worker > 0  # the file asks for GPUs
-    sweep_dir = run_sweep(cfg, progress=False, verbose=0)
+    sweep_dir = run_job(cfg, progress=False, verbose=0)
     err = capfd.readouterr().err
     assert "has none: running on CPU" in err and "the largest node has 2" in err
     manifest = json.loads((tmp_path / "zoo" / "manifest.json").read_text())
@@ -263,7 +264,7 @@ def test_relative_paths_are_the_starting_directorys(ray_session, tiny_fl_zoo, tm
     Tune runs every trial in a working directory of its own."""
     import shutil
 
-    from rnnray.sweep import default_sweep_file
+    from rnnray.job import default_sweep_file
 
     assert Path(default_sweep_file()).resolve() == (SWEEPS / "probe.yaml").resolve()
     shutil.copytree(tiny_fl_zoo.path, tmp_path / "zoos" / "tiny")
@@ -272,7 +273,7 @@ def test_relative_paths_are_the_starting_directorys(ray_session, tiny_fl_zoo, tm
         "name: rel\nresults: results\nzoo: zoos/tiny\nencoders: [flat]\nbudget: 20000\n"
         "train: {steps: 10, eval_every: 10, batch_size: 8, emulator_hidden: 16, eval_sequences: 2}\n"
         "tune: {samples_per_encoder: 1, scheduler: none}\ndownstream: {enabled: false}\n")
-    sweep_dir = run_sweep(load_sweep("s.yaml"), progress=False, verbose=0)
+    sweep_dir = run_job(load_sweep("s.yaml"), progress=False, verbose=0)
     assert sweep_dir.parent == (tmp_path / "results").resolve()
     (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
     assert rec["status"] == "finished", rec.get("reason")

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..weights import Layout
 from .registry import DEFAULT_PRESET, build_encoder, get_spec, resolve_hparams
 
@@ -30,7 +31,7 @@ MAX_WIDTH = 4096
 MAX_HEAD_WIDTH = 1 << 16
 
 
-class InfeasibleBudget(ValueError):
+class InfeasibleBudget(UserError, ValueError):
     """No width (and head width) puts the encoder's parameter count within the tolerance."""
 
 

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..config import DEFAULT_PRESET, PRESET_NAMES
+from ..errors import UserError
 from ..weights import Layout
 from .common import DEFAULT_INPUT_SCALE, resolve_zoo_kind
 from .dws import DWSEncoder
@@ -28,11 +30,11 @@ from .probing import DEFAULT_PROBE_LENGTH, InteractiveProbing, NonInteractivePro
 from .transformer import TransformerEncoder
 
 
-class UnknownEncoder(ValueError):
+class UnknownEncoder(UserError, ValueError):
     """An encoder name that is not in ``ENCODERS``."""
 
 
-class UnknownPreset(ValueError):
+class UnknownPreset(UserError, ValueError):
     """A preset name that is not in ``PRESETS``."""
 
 
@@ -105,7 +107,7 @@ SPECS: dict[str, EncoderSpec] = {
 PAPER_PARAMS = {"stats": 1.2e6, "flat": 1.80e6, "transformer": 1.28e6, "dws": 1.28e6, "noninteractive": 1.15e6,
                 "interactive": 1.15e6}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": {name: dict(s.defaults) for name, s in SPECS.items()}}
-DEFAULT_PRESET = "paper"
+assert tuple(PRESETS) == PRESET_NAMES and DEFAULT_PRESET in PRESETS  # the names configs are checked against
 ENCODERS: tuple[str, ...] = tuple(SPECS)
 
 

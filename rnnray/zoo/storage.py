@@ -24,12 +24,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import UserError
+
 FORMAT = "rnnray-zoo/1"
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 
 
-class ZooError(Exception):
+class ZooError(UserError):
     """A missing, incomplete or corrupt zoo: the message is one line naming the file."""
 
 

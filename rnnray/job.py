@@ -1,0 +1,93 @@
+"""The main job, ``python -m rnnray.sweep SWEEP.yaml``: the sweep (zoo if needed, one Tune
+experiment per encoder, the results store), then the downstream evaluation of every encoder's best
+trial and the report. It sits above every stage it runs, so no stage imports one after it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .cli import friendly_errors
+from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, load_sweep, run_sweep
+
+
+def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
+    """Downstream evaluation of every encoder's best trial, then the report.
+
+    A failure here is reported and leaves the finished sweep intact: both can be re-run with
+    ``python -m rnnray.evaluate`` / ``python -m rnnray.report`` on the sweep folder.
+    """
+    if not cfg.downstream.enabled:
+        return
+    from .downstream import PredictorConfig
+    from .evaluate import evaluate_sweep
+    from .report import write_report
+
+    try:
+        ds = cfg.downstream
+        evaluate_sweep(sweep_dir, seeds=tuple(ds.seeds), config=PredictorConfig(steps=ds.steps, hidden=ds.hidden),
+                       supervised_encoder=ds.supervised_encoder)
+        write_report(sweep_dir, evaluate_missing=False)
+    except Exception as e:  # keep the sweep's results even if the evaluation breaks
+        print(f"warning: downstream evaluation / report failed ({e.__class__.__name__}: {e}); "
+              f"re-run with `python -m rnnray.evaluate {sweep_dir}` and `python -m rnnray.report {sweep_dir}`", file=sys.stderr)
+
+
+def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
+            dashboard: str | None = None) -> Path:
+    """Sweep, downstream evaluation, report; prints where everything landed. Returns the sweep folder."""
+    t0 = time.time()
+    sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard)
+    after_sweep(sweep_dir, cfg)
+    print(f"\n{(sweep_dir / 'summary.md').read_text()}")
+    print(f"results:     {sweep_dir}")
+    print(f"summary:     {sweep_dir / 'summary.md'}")
+    print(f"best trials: {sweep_dir / 'best.json'}")
+    for enc, b in json.loads((sweep_dir / "best.json").read_text()).items():
+        print(f"  {enc:<15} checkpoint {b['checkpoint']}")
+    report = sweep_dir / "report.md"
+    if report.exists():
+        print(f"report:      {report}")
+    print(f"finished in {time.time() - t0:.0f} s")
+    return sweep_dir
+
+
+def default_sweep_file() -> str:
+    """``sweeps/probe.yaml``: in the current directory, else in the checkout rnnray is installed from."""
+    here = Path("sweeps") / "probe.yaml"
+    return str(here if here.is_file() else Path(__file__).resolve().parent.parent / "sweeps" / "probe.yaml")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m rnnray.sweep", description="Sweep RNN-weight encoders under equal parameter budgets.")
+    p.add_argument("config", nargs="?", default=None, help="sweep YAML (default: the built-in sweeps/probe.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. tune.samples_per_encoder=2")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SWEEP_DIR",
+                   help="continue the latest sweep of this name (or the given sweep folder)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
+    p.add_argument("--quiet", action="store_true", help="no Tune progress table")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    with friendly_errors(args.debug):
+        path = args.config or default_sweep_file()
+        cfg = load_sweep(path, args.set)
+        import ray
+
+        dashboard = None
+        if not ray.is_initialized():
+            ctx = ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
+            dashboard = getattr(ctx, "dashboard_url", None)
+        try:
+            sweep_dir = run_job(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1,
+                                dashboard=dashboard)
+        except SweepInterrupted as e:
+            print(f"interrupted ({e}); continue with: python -m rnnray.sweep {path} --resume {e.sweep_dir}",
+                  file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+    if not json.loads((sweep_dir / "best.json").read_text()):
+        print(f"error: no trial of any encoder finished; the reasons are in {sweep_dir}/trials/*/*/trial.json",
+              file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,138 @@
+"""The package's shape: the pipeline's stages import only stages before them, there is no import
+circle, and the error printer knows nothing but the errors. Read from the source (every import,
+lazy ones inside functions included), so a new upward import fails here, not in review."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rnnray"
+
+# The pipeline, bottom to top: a module may import its own stage or an earlier one.
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("errors", "cli", "weights", "machine", "resources", "rnn", "zoo.languages", "zoo.mnist", "zoo.storage")),
+    ("config", ("config",)),
+    ("zoo", ("zoo", "zoo.builder", "zoo.trainer", "splits")),
+    ("encoders", ("encoders",)),  # and every encoders.* module
+    ("emulation", ("emulator", "data")),
+    ("train", ("train",)),
+    ("results", ("results",)),
+    ("sweep", ("sweep",)),
+    ("evaluate", ("downstream", "evaluate")),
+    ("report", ("report",)),
+    ("tools", ("job", "bench", "bench_train", "reference", "")),  # entry points; "" is the package itself
+]
+
+
+def _stage(module: str) -> int:
+    for i, (_, members) in enumerate(STAGES):
+        for m in members:
+            if module == m or (m == "encoders" and module.startswith("encoders.")):
+                return i
+    raise AssertionError(f"rnnray.{module} is in no stage of STAGES: place it in the pipeline")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The rnnray modules ``path`` imports (relative and absolute), outside ``if __name__ == ...``."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if _is_main_guard(node):
+            return
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and (node.module == "rnnray" or node.module.startswith("rnnray.")):
+                target = node.module.removeprefix("rnnray").lstrip(".")
+            else:
+                target = None
+            if target is not None:
+                subs = [f"{target}.{a.name}".lstrip(".") for a in node.names]
+                hits = [s for s in subs if s in modules]
+                found.update(hits or [target])
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "rnnray" or a.name.startswith("rnnray."):
+                    found.add(a.name.removeprefix("rnnray").lstrip("."))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    found.discard(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    files = [p for p in PACKAGE.rglob("*.py") if p.name != "__main__.py"]
+    modules = {_module_name(p) for p in files}
+    return {_module_name(p): _imports(p, modules) for p in files}
+
+
+def test_the_graph_reader_sees_relative_lazy_and_absolute_imports(tmp_path):
+    graph = _graph()
+    assert "emulator" in graph["data"]  # module level, relative
+    assert "train" in graph["sweep"]  # inside a function: ``from . import train``
+    assert "rnn" in graph["encoders.probing"]  # ``from .. import rnn``: the module, not the package
+    assert "evaluate" in graph["job"] and "report" in graph["job"]
+
+
+def test_no_stage_imports_a_later_one():
+    upward = [f"rnnray.{m} ({STAGES[_stage(m)][0]}) imports rnnray.{d} ({STAGES[_stage(d)][0]})"
+              for m, deps in sorted(_graph().items()) for d in sorted(deps) if _stage(d) > _stage(m)]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_circle():
+    graph = _graph()
+    state: dict[str, int] = {}
+    circles: list[list[str]] = []
+
+    def walk(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for d in sorted(graph.get(node, ())):
+            if state.get(d) == 1:
+                circles.append(path[path.index(d):] + [d])
+            elif d not in state:
+                walk(d, path + [d])
+        state[node] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            walk(m, [m])
+    assert not circles, "; ".join(" -> ".join(c) for c in circles)
+
+
+def test_the_error_printer_imports_only_the_errors():
+    assert _graph()["cli"] == {"errors"}
+
+
+@pytest.mark.parametrize("module", ["config", "zoo.storage", "results", "encoders.registry", "encoders.budget"])
+def test_every_user_error_derives_from_one_base(module):
+    """``friendly_errors`` catches ``UserError`` only: each error class a user can fix must derive from it."""
+    import importlib
+
+    from rnnray.errors import UserError
+
+    mod = importlib.import_module(f"rnnray.{module}")
+    errors = [v for k, v in vars(mod).items() if isinstance(v, type) and issubclass(v, Exception)
+              and v.__module__ == mod.__name__ and k != "SweepInterrupted"]
+    assert errors and all(issubclass(e, UserError) for e in errors), errors
