@@ -16,7 +16,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "cli", "weights", "machine", "resources", "rnn", "zoo.languages", "zoo.mnist", "zoo.storage")),
     ("config", ("config",)),
     ("zoo", ("zoo", "zoo.builder", "zoo.trainer", "splits")),
-    ("encoders", ("encoders",)),  # and every encoders.* module
+    ("encoders", ("encoders",)),  # and every encoders.* module (as rnn.* sits with rnn)
     ("emulation", ("emulator", "data")),
     ("train", ("train",)),
     ("results", ("results",)),
@@ -30,7 +30,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
 def _stage(module: str) -> int:
     for i, (_, members) in enumerate(STAGES):
         for m in members:
-            if module == m or (m == "encoders" and module.startswith("encoders.")):
+            if module == m or (m in ("encoders", "rnn") and module.startswith(f"{m}.")):
                 return i
     raise AssertionError(f"rnnray.{module} is in no stage of STAGES: place it in the pipeline")
 

@@ -7,6 +7,8 @@ which is also what CUDA and float64 use.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -280,3 +282,74 @@ def test_falls_back_to_pytorch_ops_without_a_compiler(tmp_path, monkeypatch):
     flat = random_flat(layout, 2, seed=15)
     x = torch.randn(2, 3, 5, layout.input_size)
     torch.testing.assert_close(rnn.run(layout, layout.split(flat), x), modules_reference(layout, flat, x), atol=1e-5, rtol=1e-5)
+
+
+# -- the C source as a file of the package: warning-free, the portable branch checked, keyed by its bytes --
+def _compiler_or_skip() -> str:
+    from rnnray.rnn.kernels import c_compiler
+
+    try:
+        return c_compiler()
+    except RuntimeError:
+        pytest.skip("no C compiler here")
+
+
+def test_kernel_source_ships_with_the_package_and_builds_without_warnings(tmp_path):
+    """This machine's build (``-march=native``: the AVX-512 branch where the CPU has it) is warning-free."""
+    from rnnray.rnn.kernels import SOURCE, compile_library, source
+
+    cc = _compiler_or_skip()
+    assert (Path(rnn.__file__).parent / SOURCE).read_text() == source() and "lstm_forward" in source()
+    compile_library(cc, tmp_path / "strict.so", ("-Wall", "-Wextra", "-Werror"))
+    assert (tmp_path / "strict.so").stat().st_size > 0
+    with pytest.raises(RuntimeError, match="C compiler failed"):  # a warning is an error here: the check bites
+        compile_library(cc, tmp_path / "broken.so", ("-Wall", "-Werror"), text="static int unused_fn(void) { return 0; }\n")
+
+
+def test_portable_branch_without_avx512_agrees_with_pytorch_ops(tmp_path):
+    """Built warning-free with ``-mno-avx512f`` (what a CPU without AVX-512 gets), the kernels pass
+    the library's check against the PyTorch-ops path, and a forward and backward agree with it too."""
+    _compiler_or_skip()
+    from rnnray.rnn.kernels import load_library
+
+    lib = load_library(("-mno-avx512f", "-Wall", "-Wextra", "-Werror"), cache=tmp_path)
+    rnn.self_test(lib)
+    layout = FORMAL_LANGUAGES
+    flat = random_flat(layout, 3, seed=21)
+    x = torch.randn(3, 4, 7, layout.input_size)
+    params = [layout.split(flat)[n] for n in layout.names]
+    out, state = rnn._forward(lib, x, params, layout.num_layers, None, True)
+    ref, ref_state = rnn._forward(None, x, params, layout.num_layers, None, True)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    dout = torch.randn_like(out)
+
+    def flat_grads(result):
+        dx, grads, dlin = result
+        return [dx, *[g for gl in grads for g in gl], *dlin]
+
+    got = flat_grads(rnn._backward(lib, state, dout, params[-2], True, True, None, None))
+    want = flat_grads(rnn._backward(None, ref_state, dout, params[-2], True, True, None, None))
+    assert len(got) == len(want) == 3 + 4 * layout.num_layers
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+
+
+def test_the_build_cache_is_keyed_by_the_source_bytes_and_flags(tmp_path, monkeypatch):
+    from rnnray.rnn import kernels
+
+    _compiler_or_skip()
+    plain = kernels.library_path(cache=tmp_path)
+    assert kernels.library_path(cache=tmp_path) == plain  # the same inputs: the same build
+    assert kernels.library_path(("-mno-avx512f",), cache=tmp_path) != plain  # other flags: another build
+    edited = kernels.source() + "\n/* edited */\n"
+    monkeypatch.setattr(kernels, "source", lambda: edited)
+    assert kernels.library_path(cache=tmp_path) != plain  # an edited source is never served a stale build
+
+
+def test_kernels_used_says_which_path_runs(monkeypatch):
+    layout = FORMAL_LANGUAGES
+    assert not rnn.kernels_used(layout, dtype=torch.float64)  # float64: always the PyTorch ops
+    assert not rnn.kernels_used(Layout(input_size=6, output_size=6, hidden=24))  # not a multiple of 16
+    assert rnn.kernels_used(layout) == rnn.kernels_available()
+    monkeypatch.setenv("RNNRAY_COMPILE", "0")
+    assert not rnn.kernels_used(layout)

@@ -145,6 +145,10 @@ def test_same_zoo_however_chunked_or_spread(ray_session, tmp_path):
     assert len(ma["shards"]) == 1 and len(mb["shards"]) == 3
     _assert_same_rows(_sorted_table(a.path), _sorted_table(b.path))
     assert ma["rows"] == 15 and set(ma["shards"][0]["runs"]) == set(range(5))
+    from rnnray import rnn
+
+    ran = "compiled kernels" if rnn.kernels_available() else "pytorch ops"  # the actors share this machine
+    assert [s["lstm"] for s in ma["shards"] + mb["shards"]] == [ran] * 4
 
 
 def test_manifest_and_ray_dataset(tiny_fl_zoo):

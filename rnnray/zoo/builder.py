@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import zoo_config_from_dict
 from ..weights import FORMAL_LANGUAGES, MNIST
+from .. import rnn
 from . import storage
 
 log = logging.getLogger("rnnray.zoo")
@@ -83,6 +84,7 @@ class ZooTrainer:
         entry["node_id"] = ray.get_runtime_context().get_node_id()  # where it was trained (see the manifest)
         entry["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
         entry["pid"] = os.getpid()  # the actor process (a restarted actor has a new one)
+        entry["lstm"] = "compiled kernels" if rnn.kernels_used(layout_for(self.cfg.kind), self.device) else "pytorch ops"
         return {"entry": np.array([json.dumps(entry)])}
 
 
@@ -198,7 +200,7 @@ def build(cfg, progress: bool = True) -> dict:
         "rows": sum(s["rows"] for s in shards),
         "mnist_source": source,
         "shards": [{**{k: s[k] for k in ("file", "rows", "runs", "bytes", "sha256")},
-                    **{k: s[k] for k in ("node_id", "pid", "device", "gpu_ids", "seconds") if s.get(k) is not None}} for s in shards],
+                    **{k: s[k] for k in ("node_id", "pid", "device", "gpu_ids", "lstm", "seconds") if s.get(k) is not None}} for s in shards],
         "build_seconds": round(time.time() - t0, 2),
     }
     storage.write_manifest(root, manifest)
