@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .cli import UsageError, friendly_errors
 from .downstream import DEFAULT_SEEDS, PredictorConfig, flat_metrics, jsonable, metric_columns, targets_for
-from .results import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text
 
 FORMAT = "rnnray-downstream/1"
 DOWNSTREAM_FILE = "downstream.json"

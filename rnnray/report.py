@@ -41,10 +41,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -65,7 +63,7 @@ from .evaluate import (
     read_json,
     resolve,
 )
-from .results import atomic_write_text
+from .atomic import atomic_write_text, replacing
 
 REPORT_FILE = "report.md"
 FIGURES = "figures"
@@ -304,10 +302,8 @@ def _figure(w: float, h: float):
 
 
 def save_figure(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

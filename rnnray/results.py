@@ -12,20 +12,9 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .zoo.storage import atomic_write_bytes
+from .atomic import atomic_write_text
 
 DEFAULT_RESULTS = "results"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one (same rename as zoo shards)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
 
 
 def write_latest(results: Path, sweep_dir: Path) -> None:

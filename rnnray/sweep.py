@@ -48,7 +48,8 @@ from .config import (
     format_validation_error,
     read_yaml,
 )
-from .results import atomic_write_json, atomic_write_text, write_latest
+from .atomic import atomic_write_json, atomic_write_text
+from .results import write_latest
 
 TUNE_METRIC = "val_loss"
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C

@@ -27,7 +27,8 @@ def make_store(zoo: str, root: Path, encoders=ENCODERS, seeds=(0, 1)) -> Path:
     a real best checkpoint each, and summary.csv / summary.md / best.json from rnnray.sweep."""
     from rnnray import sweep as sw
     from rnnray.config import TrainConfig
-    from rnnray.results import atomic_write_json, write_latest
+    from rnnray.atomic import atomic_write_json
+    from rnnray.results import write_latest
     from rnnray.train import train_local
 
     sweep_dir = root / "tiny-20260101-000000"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import replacing
 from .workspace import _buffer
 
 MAX_LAYERS = 8  # MAX_LAYERS in the C source
@@ -79,11 +80,8 @@ def compile_library(cc: str, out: Path, extra_flags: tuple[str, ...] = (), text:
                 cmd = [cc, "-O3", *arch, *omp, "-std=gnu11", "-fPIC", "-shared", *extra_flags, str(src), "-o", str(tmp_out)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
                 if proc.returncode == 0:
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    fd, staged = tempfile.mkstemp(dir=out.parent, suffix=".so.tmp")
-                    os.close(fd)
-                    shutil.copyfile(tmp_out, staged)
-                    os.replace(staged, out)  # atomic: concurrent builders (Ray actors) never see half a file
+                    with replacing(out) as staged:  # concurrent builders (Ray actors) never see half a file
+                        shutil.copyfile(tmp_out, staged)
                     return
                 last = proc.stderr.strip()[-500:]
         raise RuntimeError(f"C compiler failed: {last}")

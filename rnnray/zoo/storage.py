@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..atomic import atomic_write_bytes, replacing
 from ..errors import UserError
 
 FORMAT = "rnnray-zoo/1"
@@ -41,15 +40,6 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def to_table(cols: dict[str, np.ndarray], meta: dict[str, str]) -> pa.Table:
@@ -81,11 +71,8 @@ def write_shard(table: pa.Table, directory: Path, run_ids) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     name = shard_name(run_ids)
     final = directory / name
-    tmp = directory / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    with replacing(final) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return {
         "file": f"{SHARDS}/{name}",
         "rows": table.num_rows,
