@@ -186,7 +186,7 @@ def evaluate_sweep(
     zoo, split_seed = zoo_and_seed(sweep, metas, sweep_dir)
     manifest = read_manifest(zoo)
     kind, snapshots = manifest["kind"], [int(s) for s in manifest["snapshots"]]
-    layout = Layout.from_json(json.dumps(manifest["layout"]))
+    layout = Layout.from_dict(manifest["layout"])
     for name, meta in list(metas.items()):
         if meta.get("zoo_kind") not in (None, kind):
             skipped[name] = f"trained on a {meta['zoo_kind']} zoo, not {kind}"

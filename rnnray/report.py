@@ -168,34 +168,6 @@ def emulated_last_step_predictions(model, params: np.ndarray, inputs: np.ndarray
     return torch.cat(out).view(k, n).numpy()
 
 
-def stored_digit_labels(manifest: Mapping, run_ids, steps, angles, inputs: np.ndarray | None = None,
-                        check: int = 4) -> np.ndarray | None:
-    """Zoo B: the labels of each snapshot's stored input digits, (K, N), or None when they cannot be
-    recovered. The zoo trainer picks them with a generator keyed on (zoo seed, run, step) over the
-    held-out digits; ``check`` snapshots are re-rendered and compared with ``inputs``."""
-    try:
-        from .zoo import mnist
-        from .zoo.trainer import _EVAL, run_rng
-    except ImportError:
-        return None
-    cfg = manifest.get("config") or {}
-    try:
-        images, labels, _ = mnist.load_digits(manifest.get("mnist_source") or cfg.get("source", "auto"),
-                                              cfg.get("data_root", "~/.cache/rnnray/mnist"), download=False)
-    except Exception:  # digits not on disk: nothing to recover them from
-        return None
-    held = np.flatnonzero(mnist.heldout_mask(len(images)))
-    n = int(inputs.shape[1]) if inputs is not None else int(cfg.get("stored_sequences", 100))
-    idx = np.stack([held[run_rng(int(cfg.get("seed", 0)), int(r), _EVAL, int(s)).choice(len(held), n, replace=False)]
-                    for r, s in zip(run_ids, steps)])
-    if inputs is not None:
-        for i in range(min(check, len(idx))):
-            x = mnist.to_sequences(torch.as_tensor(images[idx[i]]), torch.full((n,), float(angles[i])))
-            if float((x - torch.as_tensor(np.asarray(inputs[i], dtype=np.float32))).abs().max()) > 0.05:
-                return None
-    return np.asarray(labels)[idx].astype(np.int64)
-
-
 # ------------------------------------------------------------------------------------------------
 # reading the sweep
 
@@ -274,6 +246,8 @@ def performance_prediction(models: Mapping, table, manifest: Mapping, zoo: str, 
     inputs = np.stack([stored[(int(r), int(s))]["inputs"] for r, s in zip(run_ids, steps)])
     logits = np.stack([stored[(int(r), int(s))]["logits"] for r, s in zip(run_ids, steps)])
     rnn_pred = np.asarray(logits, dtype=np.float32)[:, :, -1].argmax(-1)
+    from .zoo.trainer import stored_digit_labels
+
     labels = stored_digit_labels(manifest, run_ids, steps, _np(table, "angle")[rows], inputs)
     if labels is not None:
         ref = (rnn_pred == labels).mean(-1)

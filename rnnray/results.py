@@ -113,8 +113,8 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
     model, meta = load_checkpoint(entry["checkpoint"], device=dev)
     from .weights import Layout
 
-    layout = meta["layout"] if not isinstance(meta.get("layout"), (str, dict)) else Layout.from_json(
-        meta["layout"] if isinstance(meta["layout"], str) else json.dumps(meta["layout"]))
+    stored = meta.get("layout")
+    layout = Layout.from_json(stored) if isinstance(stored, str) else Layout.from_dict(stored) if isinstance(stored, dict) else stored
     metrics = {k: entry.get(k) for k in ("best_val_loss", "best_ood_loss", "n_params", "trial_id")}
     return LoadedEncoder(name, model.encoder.eval(), entry.get("config") or {}, metrics, layout, meta.get("zoo_kind"),
                          entry["checkpoint"], dev)

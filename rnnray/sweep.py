@@ -654,7 +654,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     cfg = absolute_paths(cfg)
     if isinstance(cfg.zoo, str):  # an existing zoo: verified in full (sizes and checksums) up front
         manifest = ensure_zoo(cfg, progress=progress)
-        zoo_kind, layout = manifest["kind"], Layout.from_json(json.dumps(manifest["layout"]))
+        zoo_kind, layout = manifest["kind"], Layout.from_dict(manifest["layout"])
     else:
         zoo_kind, layout = cfg.zoo.kind, layout_for(cfg.zoo.kind)
     counts = check_budget(cfg, zoo_kind, layout)

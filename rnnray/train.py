@@ -91,7 +91,7 @@ def zoo_info(path: str) -> tuple[str, Layout, str]:
 
     root = str(Path(path).expanduser().resolve())
     manifest = read_manifest(root)
-    return manifest["kind"], Layout.from_json(json.dumps(manifest["layout"])), root
+    return manifest["kind"], Layout.from_dict(manifest["layout"]), root
 
 
 def resolve_encoder(name: str, cfg: TrainConfig, layout: Layout, kind: str) -> tuple[dict[str, Any], int]:
@@ -164,7 +164,7 @@ def load_checkpoint(directory: str | Path, device="cpu") -> tuple[EmulationModel
     meta = json.loads((d / META_FILE).read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{d}: not an emulation checkpoint (format {meta.get('format')!r})")
-    layout = Layout.from_json(json.dumps(meta["layout"]))
+    layout = Layout.from_dict(meta["layout"])
     model = build_model(meta["encoder"], meta["hparams"], layout, meta["zoo_kind"], meta["emulator"]["hidden"])
     state = torch.load(d / MODEL_FILE, map_location=device, weights_only=True)
     model.encoder.load_state_dict(state["encoder"])
@@ -330,7 +330,7 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
     zoo kind and layout, the TrainConfig as a dict. Returns ``{"history", "best", "final"}``."""
     cfg = TrainConfig.model_validate(spec["cfg"])
     name, hparams, kind = spec["encoder"], dict(spec["hparams"]), spec["zoo_kind"]
-    layout = Layout.from_json(json.dumps(spec["layout"]))
+    layout = Layout.from_dict(spec["layout"])
     rank, world, device = io.rank, io.world_size, io.device
     local_batch = cfg.batch_size // world
 
@@ -648,7 +648,7 @@ def train_local(
     out = run_loop(spec, io)
     model, ckpt_path, run_path = None, None, None
     if io.best_payload is not None:
-        layout = Layout.from_json(json.dumps(spec["layout"]))
+        layout = Layout.from_dict(spec["layout"])
         model = build_model(encoder_name, spec["hparams"], layout, spec["zoo_kind"], cfg.emulator_hidden)
         model.encoder.load_state_dict(io.best_payload["model"]["encoder"])
         model.emulator.load_state_dict(io.best_payload["model"]["emulator"])

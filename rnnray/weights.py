@@ -129,7 +129,11 @@ class Layout:
 
     @classmethod
     def from_json(cls, text: str) -> "Layout":
-        d = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Layout":
+        """From the dict a manifest or checkpoint stores (``json.loads(layout.to_json())``)."""
         return cls(d["input_size"], d["output_size"], d["hidden"], d["num_layers"])
 
     # -- symmetry ------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def test_representations_are_unit_norm_and_stats_front_is_the_encoder(tiny_fl_zo
     from rnnray.zoo import load_table, read_manifest
 
     manifest = read_manifest(tiny_fl_zoo.path)
-    layout = Layout.from_json(json.dumps(manifest["layout"]))
+    layout = Layout.from_dict(manifest["layout"])
     table = load_table(tiny_fl_zoo.path, columns=["params"])
     torch.manual_seed(0)
     enc = build_encoder("stats", layout, "formal_languages", width=16, depth=1)
@@ -229,7 +229,7 @@ def test_pipeline_on_a_tiny_zoo_with_an_untrained_encoder(zoo, request):
     cfg = request.getfixturevalue(zoo)
     manifest = read_manifest(cfg.path)
     kind, snaps = manifest["kind"], manifest["snapshots"]
-    layout = Layout.from_json(json.dumps(manifest["layout"]))
+    layout = Layout.from_dict(manifest["layout"])
     table = load_table(cfg.path)
     torch.manual_seed(0)
     reps = ds.representations(build_encoder("flat", layout, kind, width=4, depth=1), table)

@@ -15,6 +15,7 @@ import torch
 
 from rnnray import evaluate, report
 from rnnray.downstream import PredictorConfig, metric_columns
+from rnnray.zoo.trainer import stored_digit_labels
 
 ENCODERS = (("stats", {"width": 16, "depth": 1}), ("flat", {"width": 4, "depth": 1}))
 FAST = PredictorConfig(steps=30)
@@ -226,7 +227,7 @@ def test_mnist_digit_labels_are_recovered_and_verified(tiny_mnist_zoo):
     t = load_table(tiny_mnist_zoo.path, columns=["run_id", "step", "angle", "inputs", "logits", "accuracy"])
     runs, steps, angles = (t.column(c).to_numpy() for c in ("run_id", "step", "angle"))
     inputs = t.column("inputs").combine_chunks().to_numpy_ndarray()
-    labels = report.stored_digit_labels(manifest, runs, steps, angles, inputs, check=len(runs))
+    labels = stored_digit_labels(manifest, runs, steps, angles, inputs, check=len(runs))
     assert labels is not None and labels.shape == inputs.shape[:2] and labels.min() >= 0 and labels.max() <= 9
     # trained snapshots beat chance on their own stored digits with these labels
     logits = t.column("logits").combine_chunks().to_numpy_ndarray()
@@ -234,7 +235,7 @@ def test_mnist_digit_labels_are_recovered_and_verified(tiny_mnist_zoo):
     last = steps == steps.max()
     assert acc[last].mean() > 0.15
     wrong = {**manifest, "config": {**manifest["config"], "seed": manifest["config"]["seed"] + 1}}
-    assert report.stored_digit_labels(wrong, runs, steps, angles, inputs) is None  # the check catches a bad replay
+    assert stored_digit_labels(wrong, runs, steps, angles, inputs) is None  # the check catches a bad replay
 
 
 def test_mnist_performance_prediction_with_an_untrained_model(tiny_mnist_zoo):
@@ -243,7 +244,7 @@ def test_mnist_performance_prediction_with_an_untrained_model(tiny_mnist_zoo):
     from rnnray.zoo import load_table, read_manifest
 
     manifest = read_manifest(tiny_mnist_zoo.path)
-    layout = Layout.from_json(json.dumps(manifest["layout"]))
+    layout = Layout.from_dict(manifest["layout"])
     torch.manual_seed(0)
     model = build_model("stats", {"width": 16, "depth": 1}, layout, "mnist", 16).eval()
     table = load_table(tiny_mnist_zoo.path, columns=["run_id", "step", "params", "accuracy", "angle"])

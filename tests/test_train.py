@@ -4,7 +4,6 @@ at tiny sizes."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -122,7 +121,7 @@ def test_data_parallel_step_equals_single_worker_step(tiny_fl_zoo, tmp_path):
 
     meta = one["meta"]
     torch.manual_seed(0)
-    init = build_model("flat", meta["hparams"], Layout.from_json(json.dumps(meta["layout"])), meta["zoo_kind"], 32)
+    init = build_model("flat", meta["hparams"], Layout.from_dict(meta["layout"]), meta["zoo_kind"], 32)
     moved = max((one["model"]["emulator"][k] - v).abs().max().item() for k, v in init.emulator.state_dict().items())
     assert moved > 5e-4
 

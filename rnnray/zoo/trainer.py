@@ -298,3 +298,30 @@ def train_chunk(
     if hasattr(recipe, "source"):
         out["_source"] = recipe.source
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# what a stored zoo B snapshot was evaluated on, replayed from the same random stream
+
+
+def stored_digit_labels(manifest: dict, run_ids, steps, angles, inputs: np.ndarray | None = None,
+                        check: int = 4) -> np.ndarray | None:
+    """Zoo B: the labels of each snapshot's stored input digits, (K, N), or None when they cannot be
+    recovered. The zoo trainer picks them with a generator keyed on (zoo seed, run, step) over the
+    held-out digits; ``check`` snapshots are re-rendered and compared with ``inputs``."""
+    cfg = manifest.get("config") or {}
+    try:
+        images, labels, _ = mnist.load_digits(manifest.get("mnist_source") or cfg.get("source", "auto"),
+                                              cfg.get("data_root", "~/.cache/rnnray/mnist"), download=False)
+    except Exception:  # digits not on disk: nothing to recover them from
+        return None
+    held = np.flatnonzero(mnist.heldout_mask(len(images)))
+    n = int(inputs.shape[1]) if inputs is not None else int(cfg.get("stored_sequences", 100))
+    idx = np.stack([held[run_rng(int(cfg.get("seed", 0)), int(r), _EVAL, int(s)).choice(len(held), n, replace=False)]
+                    for r, s in zip(run_ids, steps)])
+    if inputs is not None:
+        for i in range(min(check, len(idx))):
+            x = mnist.to_sequences(torch.as_tensor(images[idx[i]]), torch.full((n,), float(angles[i])))
+            if float((x - torch.as_tensor(np.asarray(inputs[i], dtype=np.float32))).abs().max()) > 0.05:
+                return None
+    return np.asarray(labels)[idx].astype(np.int64)
