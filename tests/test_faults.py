@@ -202,21 +202,32 @@ def _interrupt_at_first_checkpoint(proc: subprocess.Popen, out: _Output, results
 INTERRUPTED_TRAIN = {"steps": 400, "eval_every": 100, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2}
 
 
-def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_fl_zoo, tmp_path, address):
+def _interrupted_sweep(tmp_path: Path, zoo: str, address: str, encoder: str, then) -> tuple[Path, Path, _Output, subprocess.Popen]:
+    """A flat + stats sweep (two trials each, one at a time) in a driver process, SIGINT at
+    ``encoder``'s first registered checkpoint, then ``then(proc)``; the driver never outlives this."""
     results = tmp_path / "results"
     config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
-        results, tiny_fl_zoo.path, encoders=["flat", "stats"], train=INTERRUPTED_TRAIN,
+        results, zoo, encoders=["flat", "stats"], train=INTERRUPTED_TRAIN,
         tune={"samples_per_encoder": 2, "max_concurrent_trials": 1, "scheduler": "none"},
     ))
     proc = _sweep_process(config, address)
     out = _Output(proc)
     try:
-        _interrupt_at_first_checkpoint(proc, out, results, "stats")
-        os.killpg(proc.pid, signal.SIGKILL)  # a hard kill in the middle of Tune's graceful stop
-        proc.wait(timeout=PATIENCE)
+        _interrupt_at_first_checkpoint(proc, out, results, encoder)
+        then(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    return results, config, out, proc
+
+
+def _hard_kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # a hard kill in the middle of Tune's graceful stop
+    proc.wait(timeout=PATIENCE)
+
+
+def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_fl_zoo, tmp_path, address):
+    results, config, _, _ = _interrupted_sweep(tmp_path, tiny_fl_zoo.path, address, "stats", _hard_kill)
     (sweep_dir,) = list(results.glob("tiny-*"))
     assert (sweep_dir / "trials" / "flat" / "DONE").exists()
     assert not (sweep_dir / "trials" / "stats" / "DONE").exists()  # it really was cut short
@@ -242,19 +253,8 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_once(ray_session, tiny_f
 def test_ctrl_c_stops_the_sweep_resumable_not_finished(ray_session, tiny_fl_zoo, tmp_path, address):
     """Tune answers SIGINT by stopping its trials and returning as if done: the sweep must not take
     that for a finished experiment (no trial records, no DONE, no next encoder) and must exit 130."""
-    results = tmp_path / "results"
-    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
-        results, tiny_fl_zoo.path, encoders=["flat", "stats"], train=INTERRUPTED_TRAIN,
-        tune={"samples_per_encoder": 2, "max_concurrent_trials": 1, "scheduler": "none"},
-    ))
-    proc = _sweep_process(config, address)
-    out = _Output(proc)
-    try:
-        _interrupt_at_first_checkpoint(proc, out, results, "flat")
-        proc.wait(timeout=PATIENCE)  # it ends by itself
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    results, _, out, proc = _interrupted_sweep(tmp_path, tiny_fl_zoo.path, address, "flat",
+                                               lambda p: p.wait(timeout=PATIENCE))  # it ends by itself
     text = out.text()
     (sweep_dir,) = list(results.glob("tiny-*"))
     assert proc.returncode == 130, text[-3000:]
