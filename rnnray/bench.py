@@ -339,6 +339,24 @@ def _run_train(args) -> int:
 SUBCOMMANDS["train"] = _add_train
 
 
+def _add_device(sub) -> None:
+    from .bench_device import add_parser
+
+    add_parser(sub)
+
+
+SUBCOMMANDS["device"] = _add_device
+
+
+def _add_profile(sub) -> None:
+    from .bench_profile import add_parser
+
+    add_parser(sub)
+
+
+SUBCOMMANDS["profile"] = _add_profile
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnnray.bench", description="rnnray benchmarks")
     sub = parser.add_subparsers(dest="command", required=True)

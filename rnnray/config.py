@@ -243,8 +243,14 @@ class TrainConfig(Strict):
     seed: int = Field(0, ge=0, description="initialisation, batch order, sequence choice and augmentation")
     split_seed: int = Field(0, ge=0, description="seed of the task split (keep it fixed across encoders)")
     workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel, DDP)")
-    gpus_per_worker: float = Field(0.0, ge=0, description="> 0: workers train on CUDA")
+    gpus_per_worker: float = Field(
+        0.0, ge=0, description="> 0: each worker asks Ray for GPUs and trains on CUDA when Ray assigned one it can see"
+    )
     cpus_per_worker: float = Field(1.0, gt=0)
+    process_group_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend of the workers; auto: nccl with GPUs, else gloo "
+                            "(gloo for logical GPUs on a CPU-only cluster)"
+    )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="how a run's workers are placed on nodes: PACK keeps them together (NVLink), SPREAD spreads them"
     )

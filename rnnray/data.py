@@ -81,11 +81,27 @@ def pick_sequences(keys: np.ndarray, n_sequences: int) -> np.ndarray:
 
 
 def keyed_permutations(keys: np.ndarray, layout: Layout, device=None) -> list[torch.Tensor]:
-    """One hidden-neuron permutation per layer per row, from its key: list of (B, H) index tensors."""
+    """One hidden-neuron permutation per layer per row, from its key: list of (B, H) index tensors.
+
+    The keyed draws are hashed on the host (a few thousand integers) and sorted on ``device``, so a
+    GPU step does no per-step sort on the CPU. Flipping the top bit maps uint64 to int64 in the same
+    order, so the stable sort gives the permutation an unsigned sort would."""
     salt = np.arange(layout.num_layers * layout.hidden).reshape(1, layout.num_layers, layout.hidden)
-    noise = mix(keys.reshape(-1, 1, 1), salt)  # (B, L, H) independent uint64 draws
-    perms = np.argsort(noise, axis=-1, kind="stable")
-    return [torch.from_numpy(np.ascontiguousarray(perms[:, l])).to(device) for l in range(layout.num_layers)]
+    noise = mix(keys.reshape(-1, 1, 1), salt) ^ np.uint64(1 << 63)  # (B, L, H) independent draws
+    ordered = to_device(torch.from_numpy(noise.view(np.int64)), device)
+    perms = torch.argsort(ordered, dim=-1, stable=True)
+    return list(perms.unbind(1))
+
+
+def to_device(t: torch.Tensor, device=None) -> torch.Tensor:
+    """A host tensor on ``device``: on CUDA staged through pinned memory and copied without blocking
+    (PyTorch's pinned-memory cache keeps the buffer until the copy has finished), else as it is."""
+    device = torch.device(device or "cpu")
+    if device.type != "cuda":
+        return t.to(device)
+    staged = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    staged.copy_(t)
+    return staged.to(device, non_blocking=True)
 
 
 @dataclass
@@ -141,10 +157,11 @@ class Snapshots:
         return cls.from_batches(kind, [cols], max_sequences)
 
     def batch(self, rows: np.ndarray, seqs: np.ndarray, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(flat params (B, P), emulator inputs, target distributions (B, T, C)) for rows with one sequence each."""
-        flat = torch.from_numpy(self.params[rows]).to(device)
-        inp = torch.from_numpy(np.ascontiguousarray(self.inputs[rows, seqs])).to(device)
-        tgt = torch.from_numpy(np.ascontiguousarray(self.targets[rows, seqs])).to(device)
+        """(flat params (B, P), emulator inputs, target distributions (B, T, C)) for rows with one sequence each.
+        Gathered on the host in the zoo's compact dtypes, converted on the device."""
+        flat = to_device(torch.from_numpy(self.params[rows]), device)
+        inp = to_device(torch.from_numpy(np.ascontiguousarray(self.inputs[rows, seqs])), device)
+        tgt = to_device(torch.from_numpy(np.ascontiguousarray(self.targets[rows, seqs])), device)
         if self.kind == "formal_languages":
             return flat, inputs_from_sequences(inp).long(), targets_from_logprobs(tgt)
         return flat, inp.float(), targets_from_logits(tgt)
@@ -169,7 +186,11 @@ class RowSampler:
     def rows(self, step: int) -> np.ndarray:
         pos = np.arange(step * self.batch, (step + 1) * self.batch)
         epochs, within = pos // self.n, pos % self.n
-        return np.array([self._perm(int(e))[i] for e, i in zip(epochs, within)], dtype=np.int64)
+        out = np.empty(self.batch, dtype=np.int64)
+        for e in np.unique(epochs):  # one or two epochs per batch (more only if the batch exceeds the rows)
+            here = epochs == e
+            out[here] = self._perm(int(e))[within[here]]
+        return out
 
 
 def training_batch(data: Snapshots, sampler: RowSampler, step: int, seed: int, layout: Layout | None, device=None):

@@ -26,6 +26,29 @@ def device_name(device: torch.device) -> str:
     return f"{cpu_model()} ({os.cpu_count()} logical cores)"
 
 
+def assigned_device(gpu_ids, cuda_visible: str | None = None, cuda_available: bool | None = None) -> torch.device:
+    """The device a Ray actor or worker computes on, from the GPUs Ray assigned it: CUDA only when
+    it was given one *and* this process can see CUDA (a logical GPU on a CPU-only node trains on the
+    CPU). The index is the assigned GPU's place in ``CUDA_VISIBLE_DEVICES``, which Ray sets (Ray
+    Train lists every GPU of the node there, a Ray Data actor only its own)."""
+    if not gpu_ids:
+        return torch.device("cpu")
+    if not (torch.cuda.is_available() if cuda_available is None else cuda_available):
+        return torch.device("cpu")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if cuda_visible is None else cuda_visible
+    listed = [v.strip() for v in visible.split(",") if v.strip()]
+    first = str(gpu_ids[0])
+    return torch.device("cuda", listed.index(first) if first in listed else 0)
+
+
+def ray_assigned_device() -> tuple[list[str], torch.device]:
+    """``(GPU ids Ray assigned this process, the device to compute on)``; call inside a Ray actor or task."""
+    import ray
+
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    return gpu_ids, assigned_device(gpu_ids)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

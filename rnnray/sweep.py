@@ -155,8 +155,11 @@ def tpe_sampler(tune: TuneSettings):
 
 class TrialResources(Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers per trial (DDP)")
-    gpus_per_worker: float = Field(0.0, ge=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="> 0: workers train on CUDA when Ray assigns a GPU they can see")
     cpus_per_worker: float = Field(1.0, gt=0)
+    process_group_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend; auto: nccl with GPUs, else gloo (gloo for logical GPUs)"
+    )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="placement of a trial's workers: PACK keeps them on one node, SPREAD over nodes"
     )
@@ -173,7 +176,7 @@ class DownstreamSettings(Strict):
 
 
 _TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "preset", "workers", "gpus_per_worker", "cpus_per_worker",
-                "placement_strategy", "storage_path", "name"}
+                "process_group_backend", "placement_strategy", "storage_path", "name"}
 
 
 class SweepConfig(Strict):
@@ -272,6 +275,7 @@ class SweepConfig(Strict):
             workers=self.resources.workers,
             gpus_per_worker=self.resources.gpus_per_worker,
             cpus_per_worker=self.resources.cpus_per_worker,
+            process_group_backend=self.resources.process_group_backend,
             placement_strategy=self.resources.placement_strategy,
             storage_path=storage_path,
             name=name,

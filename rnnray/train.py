@@ -216,13 +216,16 @@ class LocalBackend:
 class RayTrainBackend:
     """A Ray Train worker: dataset shards, DDP, all_reduce, ray.train.report / get_checkpoint."""
 
-    def __init__(self, kind: str, gpus: bool):
+    def __init__(self, kind: str):
         import ray.train
-        import ray.train.torch
+
+        from .machine import ray_assigned_device
 
         ctx = ray.train.get_context()
         self.rank, self.world_size, self.kind = ctx.get_world_rank(), ctx.get_world_size(), kind
-        self.device = ray.train.torch.get_device() if gpus else torch.device("cpu")
+        self.gpu_ids, self.device = ray_assigned_device()  # what Ray gave this worker, not what the YAML asked
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
 
     def load(self, split: str, max_sequences: int | None) -> Snapshots:
         import ray.train
@@ -231,9 +234,15 @@ class RayTrainBackend:
         return Snapshots.from_batches(self.kind, shard.iter_batches(batch_size=256, batch_format="numpy"), max_sequences)
 
     def prepare(self, model):
-        import ray.train.torch
+        """On this worker's device; wrapped in DDP when there are several workers (Ray Train has set
+        up the process group). Not ``ray.train.torch.prepare_model``: that moves the model to CUDA
+        whenever Ray assigned a GPU, also a logical one on a machine without CUDA."""
+        model = model.to(self.device)
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
 
-        return ray.train.torch.prepare_model(model)
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
@@ -251,7 +260,7 @@ class RayTrainBackend:
         import torch.distributed as dist
 
         mine = {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(),
-                "host": socket.gethostname(), "pid": os.getpid()}
+                "host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device), "gpu_ids": self.gpu_ids}
         if self.world_size == 1 or not dist.is_initialized():
             return [mine]
         everyone: list = [None] * self.world_size
@@ -437,7 +446,7 @@ def train_loop_per_worker(config: dict) -> dict[str, Any]:
     cfg = config["cfg"]
     if cfg["gpus_per_worker"] == 0:
         torch.set_num_threads(max(1, int(cfg["cpus_per_worker"])))
-    return run_loop(config, RayTrainBackend(config["zoo_kind"], gpus=cfg["gpus_per_worker"] > 0))
+    return run_loop(config, RayTrainBackend(config["zoo_kind"]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -482,7 +491,8 @@ def default_run_name(encoder: str, cfg: TrainConfig, hparams: Mapping[str, Any])
     """``{encoder}-{hash}``; the hash covers everything that changes the optimisation (not the
     worker count or resources, so a run can resume on a different cluster shape)."""
     keep = cfg.model_dump(mode="json", exclude={"storage_path", "name", "workers", "gpus_per_worker",
-                                                 "cpus_per_worker", "max_failures", "placement_strategy"})
+                                                 "cpus_per_worker", "process_group_backend", "max_failures",
+                                                 "placement_strategy"})
     blob = json.dumps({"encoder": encoder, "hparams": hparams, "cfg": keep}, sort_keys=True, default=str)
     return f"{encoder}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
@@ -544,7 +554,7 @@ def fit(
     ``run_config_overrides`` are ``ray.train.RunConfig`` fields (``callbacks`` are appended).
     """
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     spec = prepare(encoder_name, cfg)
     cfg = TrainConfig.model_validate(spec["cfg"])
@@ -588,6 +598,7 @@ def fit(
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpu, resources_per_worker=resources,
                                                placement_strategy=cfg.placement_strategy),
         run_config=ray.train.RunConfig(**run_kwargs),
+        torch_config=TorchConfig(backend=None if cfg.process_group_backend == "auto" else cfg.process_group_backend),
         datasets=dict(datasets) if datasets is not None else split_datasets(cfg, spec["zoo_kind"]),
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )

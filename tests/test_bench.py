@@ -60,3 +60,15 @@ def test_benchmark_reports_every_figure(one_torch_thread):
     preset = benchmark(["stats"], budget=None, batch=4, emulator_hidden=16, steps=1, warmup=0, reps=1, matmul_rate=10.0)
     assert preset["configuration"] == "preset" and preset["hparams"]["stats"]["width"] == 768
     assert torch.get_num_threads() == 1
+
+
+def test_profile_splits_the_step_into_input_and_compute(one_torch_thread):
+    from rnnray.bench_profile import format_profile, profile_steps
+
+    r = profile_steps("flat", steps=3, batch=8, emulator_hidden=16, top=5)
+    assert set(r["region_ms_per_step"]) == {"input", "step"}  # both regions were recorded on every step
+    assert all(v > 0 for v in r["region_ms_per_step"].values()) and 0 < r["input_share"] < 1
+    assert len(r["top_ops"]) == 5 and all(o["self_ms_per_step"] >= 0 for o in r["top_ops"])
+    assert r["top_ops"][0]["self_ms_per_step"] >= r["top_ops"][-1]["self_ms_per_step"]
+    json.dumps(r)
+    assert "input" in format_profile(r) and r["top_ops"][0]["op"][:20] in format_profile(r)

@@ -97,7 +97,9 @@ def test_sweep_training_workers_on_both_nodes(cluster, zoo_on_two_nodes, tmp_pat
             "budget": 20000,
             "train": {"steps": 40, "eval_every": 20, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2},
             "tune": {"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"},
-            "resources": {"workers": 2, "cpus_per_worker": 1, "placement_strategy": "SPREAD"},
+            # the GPU path of a training worker: each asks for a (logical) GPU; gloo, there being no NCCL
+            "resources": {"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 1, "process_group_backend": "gloo",
+                          "placement_strategy": "SPREAD"},
             "downstream": {"enabled": False}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     sweep_dir = run_job(load_sweep(tmp_path / "s.yaml"), progress=False, verbose=0)
@@ -105,6 +107,9 @@ def test_sweep_training_workers_on_both_nodes(cluster, zoo_on_two_nodes, tmp_pat
     assert rec["status"] == "finished", rec.get("reason")
     assert [w["rank"] for w in rec["placement"]] == [0, 1]
     assert {w["node_id"] for w in rec["placement"]} == cluster["nodes"]  # DDP across the two nodes
+    assert all(w["gpu_ids"] for w in rec["placement"])  # Ray assigned each worker its GPU ...
+    assert len({w["gpu_ids"][0] + w["node_id"] for w in rec["placement"]}) == 2
+    assert all(w["device"] == "cpu" for w in rec["placement"])  # ... and the worker, seeing no CUDA, trained on CPU
 
 
 def test_sweep_submitted_through_the_jobs_api(cluster, zoo_on_two_nodes, tmp_path):

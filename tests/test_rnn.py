@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rnnray import rnn
 from rnnray.config import parse_zoo
 from rnnray.weights import FORMAL_LANGUAGES, MNIST, Layout
-from rnnray.zoo.trainer import BETAS, EPS, ChunkTrainer, init_params, train_chunk
+from rnnray.zoo.check import RECIPES, TOLERANCES, max_weight_difference
+from rnnray.zoo.trainer import train_chunk
 
 from conftest import torch_threads
 
@@ -160,73 +160,21 @@ def test_workspace_reused_before_backward_raises(path):
 
 
 # -- 3. the batched trainer equals training each RNN alone with torch.nn + torch.optim.AdamW -------
-# float32: two correct implementations round differently, and training at lr 0.01 amplifies that
-# (any two, the PyTorch modules included, are ~1e-3 apart after 100 steps, ~1e-5 after 40), so
-# float32 is compared over 40-50 steps, and float64 (the PyTorch-ops path) over the full 100 steps
-# (zoo A; to 1e-7: rounding differences still grow ~1e7-fold in 100 steps).
-ZOOS = {
-    "formal_languages": {"kind": "formal_languages", "runs": 3, "steps": 100},
-    "mnist": {"kind": "mnist", "runs": 3, "steps": 100, "source": "bundled", "eval_digits": 50},
-}
-FLOAT32_STEPS = {"formal_languages": 50, "mnist": 40}
+# (rnnray.zoo.check: the same comparison the GPU check runs on CUDA; its docstring gives the tolerances)
+@pytest.mark.parametrize("kind", list(RECIPES))
+def test_chunk_trainer_equals_one_rnn_at_a_time(path, kind):
+    _assert_equal_to_modules(kind, torch.float32)
 
 
-def _distinct_decay_runs(cfg) -> list[int]:
-    """Three mnist runs whose weight decays all differ (the decay is drawn per run)."""
-    decays = ChunkTrainer(cfg, list(range(16))).wd.tolist()
-    runs = [r for r in range(16) if decays[r] not in decays[:r]][:3]
-    assert len(runs) == 3
-    return runs
+def test_chunk_trainer_equals_one_rnn_at_a_time_float64():
+    _assert_equal_to_modules("formal_languages", torch.float64)
 
 
-def _compare_with_modules(kind: str, steps: int, dtype: torch.dtype, atol: float, monkeypatch) -> None:
-    cfg = parse_zoo(ZOOS[kind])
-    runs = _distinct_decay_runs(cfg) if kind == "mnist" else [0, 1, 2]
-    if dtype == torch.float64:  # the same trainer, run in float64: weights, optimiser state, inputs
-        import rnnray.zoo.trainer as trainer_module
-
-        init = trainer_module.init_params
-        monkeypatch.setattr(trainer_module, "init_params", lambda *a: init(*a).double())
-    trainer = ChunkTrainer(cfg, runs)
-    recipe = trainer.recipe
-    if dtype == torch.float64:
-        trainer.wd = trainer.wd.double()
-        batch = recipe.batch
-        recipe.batch = lambda s: (lambda xy: (xy[0].double(), xy[1]))(batch(s))
-    assert trainer.flat.dtype == dtype
-    batches = [recipe.batch(s) for s in range(steps)]
-    for s in range(steps):
-        trainer.step(s)
-    layout = trainer.layout
-    for i, run_id in enumerate(runs):
-        lstm, lin = layout.to_modules(init_params(layout, cfg.seed, run_id))
-        lstm, lin = lstm.to(dtype), lin.to(dtype)
-        params = list(lstm.parameters()) + list(lin.parameters())
-        opt = torch.optim.AdamW(params, lr=cfg.lr(0), betas=BETAS, eps=EPS, weight_decay=float(trainer.wd[i]))
-        for s in range(steps):
-            x, y = batches[s]
-            out = lin(lstm(x[i])[0])
-            loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y[i].reshape(-1))
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr(s)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        mine = layout.split(trainer.flat.detach()[i])
-        ref = {n: t.detach() for n, t in lstm.named_parameters()}
-        ref |= {"linear.weight": lin.weight.detach(), "linear.bias": lin.bias.detach()}
-        for name in layout.names:
-            err = (mine[name] - ref[name]).abs().max().item()
-            assert err <= atol, f"{kind} run {run_id}: {name} differs by {err:.2e} (tolerance {atol:.0e})"
-
-
-@pytest.mark.parametrize("kind", list(ZOOS))
-def test_chunk_trainer_equals_one_rnn_at_a_time(path, kind, monkeypatch):
-    _compare_with_modules(kind, FLOAT32_STEPS[kind], torch.float32, 1e-4, monkeypatch)
-
-
-def test_chunk_trainer_equals_one_rnn_at_a_time_float64(monkeypatch):
-    _compare_with_modules("formal_languages", 100, torch.float64, 1e-7, monkeypatch)
+def _assert_equal_to_modules(kind: str, dtype: torch.dtype) -> None:
+    steps, atol = TOLERANCES[dtype]
+    worst = max_weight_difference(kind, steps[kind], dtype)
+    for name, err in worst.items():
+        assert err <= atol, f"{kind}: {name} differs by {err:.2e} (tolerance {atol:.0e})"
 
 
 # -- 4. a run's rows do not depend on the chunk it was trained in (one intra-op thread) ------------

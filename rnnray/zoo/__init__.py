@@ -1,6 +1,6 @@
 """Model zoos: many small LSTMs trained on formal languages or sequential MNIST, stored as Parquet.
 
-``build(cfg)`` trains a zoo with Ray Data; ``load(path)`` gives it back as a Ray Dataset and
+``build(cfg)`` trains a zoo with Ray Data (or in this process, without Ray); ``load(path)`` gives it back as a Ray Dataset and
 ``load_table(path)`` as an Arrow table; ``python -m rnnray.zoo build|info`` are the commands.
 """
 
@@ -27,10 +27,11 @@ def load(path, checksums: bool = True, **read_args):
         ctx.use_datasource_v2 = before
 
 
-def build(cfg, progress: bool = True) -> dict:
+def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
+    """Train the zoo (Ray Data actors; ``in_process``: a torch device, no Ray) and return its manifest."""
     from .builder import build as _build
 
-    return _build(cfg, progress=progress)
+    return _build(cfg, progress=progress, in_process=in_process)
 
 
 __all__ = ["ZooError", "build", "load", "load_table", "read_manifest", "verify"]

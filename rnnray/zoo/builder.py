@@ -49,10 +49,12 @@ class ZooTrainer:
     def __init__(self, cfg: dict, out_dir: str, source: str | None):
         import torch
 
+        from ..machine import ray_assigned_device
+
         self.cfg = zoo_config_from_dict(cfg)
-        res = self.cfg.resources
-        torch.set_num_threads(res.threads_per_actor)
-        self.device = "cuda" if res.gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
+        torch.set_num_threads(self.cfg.resources.threads_per_actor)
+        self.gpu_ids, device = ray_assigned_device()  # what Ray gave this actor, not what the YAML asked
+        self.device = str(device)
         self.out_dir = Path(out_dir)
         self.digits = None
         if self.cfg.kind == "mnist":
@@ -64,28 +66,33 @@ class ZooTrainer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import ray
 
-        from .trainer import train_chunk
-
-        run_ids = [int(r) for r in batch["run_id"]]
-        t0 = time.time()
-        cols = train_chunk(self.cfg, run_ids, self.device, digits=self.digits)
-        source = cols.pop("_source", None)
-        meta = {
-            "zoo": json.dumps(content_spec(self.cfg)),
-            "kind": self.cfg.kind,
-            "layout": layout_for(self.cfg.kind).to_json(),
-            "runs": json.dumps(sorted(run_ids)),
-        }
-        if source:
-            meta["source"] = source
-        entry = storage.write_shard(storage.to_table(cols, meta), self.out_dir, run_ids)
-        entry["seconds"] = round(time.time() - t0, 2)
-        entry["device"] = self.device
+        entry = train_shard(self.cfg, [int(r) for r in batch["run_id"]], self.out_dir, self.device, self.digits)
         entry["node_id"] = ray.get_runtime_context().get_node_id()  # where it was trained (see the manifest)
-        entry["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
-        entry["pid"] = os.getpid()  # the actor process (a restarted actor has a new one)
-        entry["lstm"] = "compiled kernels" if rnn.kernels_used(layout_for(self.cfg.kind), self.device) else "pytorch ops"
+        entry["gpu_ids"] = self.gpu_ids
         return {"entry": np.array([json.dumps(entry)])}
+
+
+def train_shard(cfg, run_ids: list[int], out_dir: Path, device: str, digits=None) -> dict:
+    """Train one chunk of runs together and write it as a shard; its manifest entry."""
+    from .trainer import train_chunk
+
+    t0 = time.time()
+    cols = train_chunk(cfg, run_ids, device, digits=digits)
+    source = cols.pop("_source", None)
+    meta = {
+        "zoo": json.dumps(content_spec(cfg)),
+        "kind": cfg.kind,
+        "layout": layout_for(cfg.kind).to_json(),
+        "runs": json.dumps(sorted(run_ids)),
+    }
+    if source:
+        meta["source"] = source
+    entry = storage.write_shard(storage.to_table(cols, meta), out_dir, run_ids)
+    entry["seconds"] = round(time.time() - t0, 2)
+    entry["device"] = str(device)
+    entry["pid"] = os.getpid()  # the process that trained it (a restarted actor has a new one)
+    entry["lstm"] = "compiled kernels" if rnn.kernels_used(layout_for(cfg.kind), device) else "pytorch ops"
+    return entry
 
 
 def _existing_shards(root: Path, spec: dict) -> list[dict]:
@@ -124,10 +131,12 @@ def resolve_source(cfg) -> str | None:
     return "torchvision" if name.startswith("torchvision") else "bundled"
 
 
-def build(cfg, progress: bool = True) -> dict:
-    """Build (or finish building) the zoo described by ``cfg``; return its manifest."""
+def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
+    """Build (or finish building) the zoo described by ``cfg``; return its manifest.
+
+    ``in_process`` (a torch device, e.g. ``"cuda"``) trains the chunks one after another in this
+    process instead of on Ray actors: the same rows, for a machine without Ray (the GPU check)."""
     import pyarrow.parquet as pq
-    import ray
 
     root = Path(cfg.path).expanduser()
     spec = content_spec(cfg)
@@ -152,7 +161,20 @@ def build(cfg, progress: bool = True) -> dict:
     source = resolve_source(cfg)
     res = cfg.resources
     t0 = time.time()
-    if todo:
+    if todo and in_process is not None:
+        digits = None
+        if cfg.kind == "mnist":
+            from . import mnist
+
+            digits = mnist.load_digits(source, cfg.data_root, cfg.download)
+        chunks = [todo[i:i + res.chunk] for i in range(0, len(todo), res.chunk)]
+        for i, runs in enumerate(chunks):
+            shards.append(train_shard(cfg, runs, root / storage.SHARDS, in_process, digits))
+            if progress:
+                print(f"zoo {root.name}: chunk {i + 1}/{len(chunks)} written", flush=True)
+    elif todo:
+        import ray
+
         if not ray.is_initialized():
             ray.init()
         from ..resources import cluster_shape, fit_request

@@ -237,21 +237,30 @@ def sequence_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class ChunkTrainer:
     """K RNNs of one zoo, their stacked weights and AdamW state; ``step`` makes one lockstep update."""
 
-    def __init__(self, cfg, run_ids: list[int], device: str | torch.device = "cpu", digits=None):
+    def __init__(self, cfg, run_ids: list[int], device: str | torch.device = "cpu", digits=None,
+                 dtype: torch.dtype = torch.float32):
+        """``dtype`` other than float32 is for checks (weights, optimiser state and inputs in float64)."""
         self.cfg = cfg
         self.device = torch.device(device)
         self.recipe = make_recipe(cfg, run_ids, self.device, digits=digits)
         self.layout = self.recipe.layout
         lay = self.layout
-        self.flat = torch.stack([init_params(lay, cfg.seed, r) for r in run_ids]).to(self.device).requires_grad_(True)
+        init = torch.stack([init_params(lay, cfg.seed, r) for r in run_ids])
+        self.flat = init.to(self.device, dtype).requires_grad_(True)
         self.m = torch.zeros_like(self.flat)
         self.v = torch.zeros_like(self.flat)
-        self.wd = self.recipe.weight_decay()
+        wd = self.recipe.weight_decay()  # float64 on zoo B: the decay factor is formed in float64
+        self.wd = wd if dtype == torch.float32 else wd.to(dtype)
         self.workspace = rnn.Workspace()
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The inputs and labels of update ``step``, inputs in the trainer's dtype."""
+        x, y = self.recipe.batch(step)
+        return x.to(self.flat.dtype), y
 
     def step(self, step: int) -> torch.Tensor:
         """Update ``step`` (0-based): afterwards the weights are those of snapshot ``step + 1``."""
-        x, y = self.recipe.batch(step)
+        x, y = self.batch(step)
         lay = self.layout
         loss = sequence_loss(rnn.run(lay, lay.split(self.flat), x, self.workspace), y)
         (grad,) = torch.autograd.grad(loss.sum(), self.flat)
