@@ -175,7 +175,7 @@ def zoo_trainer_vs_torch(device: torch.device, quick: bool, log) -> dict:
 
 
 def bench_zoo(device: torch.device, quick: bool, log) -> dict:
-    from .bench import bench_zoo as run
+    from .bench_zoo import bench_zoo as run
 
     ks = [4] if quick else [64, 1024]
     r = run(device, torch.get_num_threads(), ks, steps=2 if quick else None, reps=1 if quick else 3,

@@ -225,3 +225,70 @@ def format_benchmark(r: Mapping[str, Any]) -> str:
                   "bound: the ratio if the encoder's extra FLOPs ran at the full matmul rate (a target below it "
                   "cannot be met at these shapes on this machine)"]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command
+
+DEFAULT_TRAIN_RUNS = (("formal_languages", None), ("mnist", None), ("formal_languages", 1.2e6))
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="emulation-training step of every encoder (ms, FLOPs, GFLOP/s) vs the emulator alone",
+                       description="Default: every encoder at its paper preset on zoo A and on zoo B, and fitted to "
+                                   "1.2 M parameters on zoo A. --zoo-kind / --budget pick one configuration.")
+    p.add_argument("--json", action="store_true", help="print one JSON list (one object per configuration)")
+    p.add_argument("--encoders", default=None, help="comma-separated encoder names (default: all six)")
+    p.add_argument("--zoo-kind", default=None, choices=["formal_languages", "mnist"])
+    p.add_argument("--budget", default=None, help="encoder parameter budget (fit_to_budget), or 'preset'")
+    p.add_argument("--batch", type=int, default=64, help="snapshots per step")
+    p.add_argument("--emulator-hidden", type=int, default=256)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per repetition (default: 5 on CPU, 50 on CUDA)")
+    p.add_argument("--reps", type=int, default=3, help="interleaved timed repetitions (the median is reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_run_train)
+
+
+def _train_runs(args) -> list[tuple[str, float | None]]:
+    from .cli import UsageError
+
+    if args.zoo_kind is None and args.budget is None:
+        return list(DEFAULT_TRAIN_RUNS)
+    try:
+        budget = None if args.budget in (None, "preset") else float(args.budget)
+    except ValueError:
+        raise UsageError(f"--budget: {args.budget!r} is neither a number nor 'preset'") from None
+    return [(args.zoo_kind or "formal_languages", budget)]
+
+
+def _run_train(args) -> int:
+    import json
+    import sys
+
+    from .cli import friendly_errors
+    from .machine import matmul_gflops
+    from .train import check_encoder_name
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()] if args.encoders else None
+    results = []
+    with friendly_errors():
+        for e in encoders or []:
+            check_encoder_name(e)
+        runs = _train_runs(args)
+        log = (lambda s: print(s, file=sys.stderr, flush=True)) if not args.json else None
+        steps = args.steps or (50 if device.type == "cuda" else 5)
+        rate = matmul_gflops(device)
+        for kind, budget in runs:
+            r = benchmark(encoders, kind=kind, budget=budget, batch=args.batch, emulator_hidden=args.emulator_hidden,
+                          steps=steps, warmup=args.warmup, reps=args.reps, device=device, matmul_rate=rate, log=log)
+            results.append(r)
+            if not args.json:
+                print(format_benchmark(r) + "\n", flush=True)
+    if args.json:
+        print(json.dumps(results))
+    return 0

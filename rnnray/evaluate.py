@@ -129,6 +129,8 @@ def zoo_and_seed(sweep: Mapping, metas: Mapping, sweep_dir: Path) -> tuple[str, 
 
 
 def default_device():
+    """The driver's own GPU if this process sees one, else the CPU: evaluation and the report run on
+    the driver, after training, and never borrow a GPU Ray assigned to an actor or worker."""
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from .cli import friendly_errors
+from .cli import UsageError, friendly_errors
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, load_sweep, run_sweep
 
 
@@ -36,10 +37,72 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
               f"re-run with `python -m rnnray.evaluate {sweep_dir}` and `python -m rnnray.report {sweep_dir}`", file=sys.stderr)
 
 
+def machine_memory() -> int:
+    """This machine's physical memory in bytes, or the largest node's memory once Ray is running."""
+    import ray
+
+    if ray.is_initialized():
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        return int(max((n.get("Resources", {}).get("memory", 0) for n in nodes), default=0))
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
+    """Bytes one zoo actor and one training worker hold at their peak (a zoo of ``rows`` rows, each
+    ``row_bytes``; the Arrow table and the numpy copies side by side count twice)."""
+    from .zoo.storage import read_manifest, row_bytes
+    from .zoo.builder import layout_for
+
+    if isinstance(cfg.zoo, str):
+        m = read_manifest(cfg.zoo)
+        kind, rows, zcfg = m["kind"], int(m["rows"]), m.get("config") or {}
+        params, stored, seq_len = int(m["layout"]["num_params"]), int(zcfg.get("stored_sequences", 100)), int(zcfg.get("seq_len", 42))
+        actor = 0
+    else:
+        z = cfg.zoo
+        kind, rows, stored, seq_len = z.kind, z.runs * len(z.snapshots), z.stored_sequences, getattr(z, "seq_len", 42)
+        params = layout_for(kind).num_params
+        actor = 3 * min(z.resources.chunk, z.runs) * len(z.snapshots) * row_bytes(kind, params, stored, seq_len)
+    from .config import TrainConfig
+
+    eval_seqs = min(stored, int(cfg.train.get("eval_sequences", TrainConfig.model_fields["eval_sequences"].default)))
+    worker = 2 * (rows * row_bytes(kind, params, stored, seq_len) // cfg.resources.workers
+                  + rows * row_bytes(kind, params, eval_seqs, seq_len))
+    return {"actor": actor, "worker": worker}
+
+
+def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
+    """What can be checked before Ray starts and before anything is written: every path the sweep
+    will write can be written, every folder it names is of the expected kind, and the zoo's rows fit
+    one node's memory in a zoo actor and in a training worker. One line naming the field, or nothing."""
+    from .paths import check_writable, expect_kind
+
+    check_writable(cfg.results, "results:")
+    expect_kind(cfg.results, "results:", ("missing", "empty", "results", "other"))
+    if isinstance(cfg.zoo, str):
+        expect_kind(cfg.zoo, "zoo:", ("zoo",))
+    else:
+        check_writable(cfg.zoo.path, "zoo.path:")
+        expect_kind(cfg.zoo.path, "zoo.path:", ("missing", "empty", "zoo", "other"))
+    if isinstance(resume, str) and resume not in ("latest", "last") and Path(resume).exists():
+        expect_kind(resume, "--resume", ("sweep",))
+    need, have = memory_estimate(cfg), machine_memory()
+    gib = 2**30
+    if have and need["actor"] > have:
+        raise UsageError(f"zoo.resources.chunk: one zoo actor would hold about {need['actor'] / gib:.1f} GiB "
+                         f"(chunk x snapshots x row size), more than the {have / gib:.1f} GiB of the largest node; "
+                         "lower chunk or stored_sequences")
+    if have and need["worker"] > have:
+        raise UsageError(f"zoo: a training worker would hold about {need['worker'] / gib:.1f} GiB of zoo rows "
+                         f"(runs x snapshots x row size), more than the {have / gib:.1f} GiB of the largest node; "
+                         "use fewer runs or stored_sequences, or more resources.workers")
+
+
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
             dashboard: str | None = None) -> Path:
     """Sweep, downstream evaluation, report; prints where everything landed. Returns the sweep folder."""
     t0 = time.time()
+    preflight(cfg, resume)
     sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard)
     after_sweep(sweep_dir, cfg)
     print(f"\n{(sweep_dir / 'summary.md').read_text()}")
@@ -74,6 +137,8 @@ def main(argv=None) -> None:
     with friendly_errors(args.debug):
         path = args.config or default_sweep_file()
         cfg = load_sweep(path, args.set)
+        if not (args.address or os.environ.get("RAY_ADDRESS")):
+            preflight(cfg, args.resume)  # this machine's memory; a cluster's is checked once connected
         import ray
 
         dashboard = None

@@ -694,8 +694,11 @@ def main(argv=None) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
+        from .paths import check_writable
+
         cfg = load_train_config(args.config, args.set)
         spec = prepare(args.encoder, cfg)  # every user error surfaces here, before Ray starts
+        check_writable(cfg.storage_path, "storage_path:")
     import ray
 
     if not ray.is_initialized():

@@ -13,9 +13,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rnnray"
 
 # The pipeline, bottom to top: a module may import its own stage or an earlier one.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "cli", "atomic", "weights", "machine", "resources", "rnn", "zoo.languages", "zoo.mnist", "zoo.storage")),
+    ("base", ("errors", "cli", "paths", "atomic", "weights", "machine", "resources", "rnn", "zoo.languages", "zoo.mnist", "zoo.storage")),
     ("config", ("config",)),
-    ("zoo", ("zoo", "zoo.builder", "zoo.trainer", "splits")),
+    ("zoo", ("zoo", "zoo.builder", "zoo.trainer", "zoo.check", "splits")),
     ("encoders", ("encoders",)),  # and every encoders.* module (as rnn.* sits with rnn)
     ("emulation", ("emulator", "data")),
     ("train", ("train",)),
@@ -23,7 +23,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("sweep", ("sweep",)),
     ("evaluate", ("downstream", "evaluate")),
     ("report", ("report",)),
-    ("tools", ("job", "bench", "bench_train", "reference", "")),  # entry points; "" is the package itself
+    ("tools", ("job", "bench", "bench_zoo", "bench_train", "bench_profile", "bench_device", "reference", "")),  # entry points; "" is the package itself
 ]
 
 

@@ -297,8 +297,12 @@ def broken_zoos(tiny_fl_zoo, tiny_mnist_zoo, tmp_path_factory):
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
+    results = root / "results"  # what a sweep leaves: a results folder with one sweep folder in it
+    (results / "tiny-20260101-000000").mkdir(parents=True)
+    (results / "tiny-20260101-000000" / "sweep.json").write_text("{}")
+    (results / "LATEST").write_text("tiny-20260101-000000\n")
     return {"fl": tiny_fl_zoo.path, "mnist": tiny_mnist_zoo.path, "truncated": str(truncated),
-            "flipped": str(flipped), "shard": shard.name}
+            "flipped": str(flipped), "results": str(results), "shard": shard.name}
 
 
 def _sweep_case(zoo_override=None, **changes):
@@ -323,7 +327,30 @@ BAD_INPUT = {
     "truncated shard": (_sweep_case(zoo_override=lambda z: z["truncated"]), "truncated"),
     "checksum mismatch": (_sweep_case(zoo_override=lambda z: z["flipped"]), "checksum"),
     "zoo of another layout": (_sweep_case(zoo_override=lambda z: {**TINY_FL, "path": z["mnist"]}), "mnist"),
+    # files that are not YAML text, paths that cannot be written, folders of the wrong kind
+    "binary sweep file": (lambda tmp, z: [str(_bytes(tmp / "sweep.yaml", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"))],
+                          "not a text file"),
+    "folder as sweep file": (lambda tmp, z: [str(_folder(tmp / "sweeps"))], "is a folder"),
+    "results below a file": (lambda tmp, z: _sweep_case(results=str(_text(tmp / "notes.txt", "x") / "results"))(tmp, z),
+                             "cannot be written"),
+    "zoo as results folder": (lambda tmp, z: _sweep_case(results=z["fl"])(tmp, z), "is a zoo"),
+    "results folder as zoo": (_sweep_case(zoo_override=lambda z: z["results"]), "is a results folder, not a zoo"),
+    # work that could not fit this machine's memory
+    "zoo rows beyond memory": (_sweep_case(zoo_override=lambda z: {**TINY_FL, "path": z["fl"] + "-huge", "runs": 10**7}),
+                               "a training worker would hold"),
+    "zoo chunk beyond memory": (_sweep_case(zoo_override=lambda z: {**TINY_FL, "path": z["fl"] + "-huge", "runs": 10**7,
+                                                                     "resources": {"chunk": 10**7}}), "zoo.resources.chunk"),
 }
+
+
+def _bytes(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def _text(path: Path, content: str) -> Path:

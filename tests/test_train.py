@@ -196,6 +196,13 @@ def test_cli_bad_value_names_the_field(config_file, override, field):
     assert len(lines) == 1 and field in lines[0], lines
 
 
+def test_cli_storage_path_that_cannot_be_written_is_one_line(config_file, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    r = _cli(str(config_file), "--encoder", "flat", "--set", f"storage_path={tmp_path / 'notes.txt' / 'runs'}")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "storage_path" in lines[0] and "cannot be written" in lines[0], lines
+
+
 # -- (f) the zoo read asks for no CPU: concurrent trials holding every CPU must not starve it ------
 def test_zoo_read_needs_no_free_cpu(ray_session, tiny_fl_zoo, tmp_path):
     """Concurrent trials' workers can hold every CPU of the cluster while a trial's workers read

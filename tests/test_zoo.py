@@ -340,3 +340,23 @@ def test_mnist_rnns_classify_unrotated_digits():
         out = train_chunk(cfg, [0, 1])
     assert out["accuracy"].min() > 0.8, out["accuracy"]
     assert (out["heldout_loss"] > 0).all() and (out["train_loss"] > 0).all()
+
+
+def test_cli_build_refuses_files_and_paths_it_cannot_use(tmp_path):
+    """Before Ray starts: a config that is not text, a zoo path below a file, a results folder as the
+    zoo path; one line naming the file or field, exit 2, nothing written."""
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "results" / "s-1").mkdir(parents=True)
+    (tmp_path / "results" / "s-1" / "sweep.json").write_text("{}")
+    (tmp_path / "zoo.bin").write_bytes(b"kind: formal_languages\n\x00\x01\x02")
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text("kind: formal_languages\nruns: 2\n")
+    cases = [([str(tmp_path / "zoo.bin")], "not a text file"),
+             ([str(cfg), "--set", f"path={tmp_path / 'notes.txt' / 'zoo'}"], "path:"),
+             ([str(cfg), "--set", f"path={tmp_path / 'results'}"], "is a results folder")]
+    for args, needle in cases:
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        r = _run("build", *args)
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(err) == 1 and needle in err[0] and "Traceback" not in r.stderr, r.stderr
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before

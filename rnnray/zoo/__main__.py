@@ -12,7 +12,11 @@ from ..config import load_zoo_config
 
 
 def cmd_build(args) -> None:
+    from ..paths import check_writable, expect_kind
+
     cfg = load_zoo_config(args.config, args.set)
+    check_writable(cfg.path, "path:")  # before Ray starts: a path that cannot hold a zoo fails in one line
+    expect_kind(cfg.path, "path:", ("missing", "empty", "zoo", "other"))
     import ray
 
     if not ray.is_initialized():

@@ -66,6 +66,16 @@ def shard_name(run_ids) -> str:
     return f"runs-{ids[0]:06d}-{ids[-1]:06d}-{digest}.parquet"
 
 
+def row_bytes(kind: str, num_params: int, sequences: int, seq_len: int = 42) -> int:
+    """Bytes of one zoo row in memory (float32 weights; stored sequences and outputs as stored):
+    what training holds per snapshot, ``sequences`` of its stored sequences kept."""
+    if kind == "formal_languages":  # int16 tokens (N, seq_len), float16 log-probs (N, seq_len - 1, 6)
+        per_seq = 2 * seq_len + 2 * (seq_len - 1) * 6
+    else:  # float16 tiles (N, 50, 16) and logits (N, 50, 10)
+        per_seq = 2 * 50 * 16 + 2 * 50 * 10
+    return 4 * num_params + sequences * per_seq
+
+
 def write_shard(table: pa.Table, directory: Path, run_ids) -> dict:
     """Write one shard atomically; return its manifest entry."""
     directory.mkdir(parents=True, exist_ok=True)

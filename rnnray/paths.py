@@ -1,0 +1,61 @@
+"""Paths a user gives, checked before any work starts: that a folder can be written, and that an
+existing folder is of the kind the field expects (a zoo where a zoo belongs, a results folder where
+results go), so a mistyped path fails in one line instead of writing into the wrong place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UsageError
+
+KIND_NAMES = {"zoo": "a zoo", "sweep": "a sweep folder", "results": "a results folder", "file": "a file",
+              "other": "a folder of other files", "empty": "an empty folder", "missing": "missing"}
+
+
+def folder_kind(path: str | Path) -> str:
+    """``missing``, ``file``, ``empty``, ``zoo`` (manifest or shards), ``sweep`` (``sweep.json``),
+    ``results`` (``LATEST`` or sweep folders inside) or ``other``."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        return "missing"
+    if not p.is_dir():
+        return "file"
+    if (p / "manifest.json").is_file() or (p / "shards").is_dir():
+        return "zoo"
+    if (p / "sweep.json").is_file():
+        return "sweep"
+    children = list(p.iterdir())
+    if not children:
+        return "empty"
+    if (p / "LATEST").is_file() or any((c / "sweep.json").is_file() for c in children if c.is_dir()):
+        return "results"
+    return "other"
+
+
+def expect_kind(path: str | Path, field: str, allowed: tuple[str, ...]) -> str:
+    """The folder's kind, or UsageError naming the field when it is none of ``allowed``."""
+    if "://" in str(path):
+        return "remote"
+    kind = folder_kind(path)
+    if kind == "missing" and kind not in allowed:
+        raise UsageError(f"{field} {path}: does not exist")
+    if kind not in allowed:
+        want = " or ".join(KIND_NAMES[k] for k in allowed if k not in ("missing", "empty"))
+        raise UsageError(f"{field} {path}: is {KIND_NAMES[kind]}, not {want}")
+    return kind
+
+
+def check_writable(path: str | Path, field: str) -> None:
+    """``path`` exists as a writable folder or can be created: its nearest existing ancestor is a
+    folder this process may write. Creates nothing."""
+    if "://" in str(path):
+        return  # remote storage: Ray checks it
+    p = Path(path).expanduser().absolute()
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{field} {path}: cannot be written ({probe} is a file, not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{field} {path}: cannot be written (no write permission on {probe})")
