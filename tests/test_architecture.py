@@ -16,7 +16,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "cli", "paths", "atomic", "weights", "machine", "resources", "rnn", "zoo.languages", "zoo.mnist", "zoo.storage")),
     ("config", ("config",)),
     ("zoo", ("zoo", "zoo.builder", "zoo.trainer", "zoo.check", "splits")),
-    ("encoders", ("encoders",)),  # and every encoders.* module (as rnn.* sits with rnn)
+    ("encoders", ("encoders",)),  # and every encoders.* module (as rnn.* sits with rnn, train.* with train)
     ("emulation", ("emulator", "data")),
     ("train", ("train",)),
     ("results", ("results",)),
@@ -30,7 +30,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
 def _stage(module: str) -> int:
     for i, (_, members) in enumerate(STAGES):
         for m in members:
-            if module == m or (m in ("encoders", "rnn") and module.startswith(f"{m}.")):
+            if module == m or (m in ("encoders", "rnn", "train") and module.startswith(f"{m}.")):
                 return i
     raise AssertionError(f"rnnray.{module} is in no stage of STAGES: place it in the pipeline")
 

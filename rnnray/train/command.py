@@ -1,0 +1,46 @@
+"""``python -m rnnray.train CONFIG.yaml --encoder NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..encoders import ENCODERS
+from .drivers import fit, prepare
+from .model import BASELINE
+
+
+def main(argv=None) -> None:
+    from ..cli import friendly_errors
+    from ..config import load_train_config
+
+    p = argparse.ArgumentParser(prog="python -m rnnray.train", description="Train one encoder by emulation on Ray Train.")
+    p.add_argument("config", help="train config YAML (see configs/train-tiny.yaml)")
+    p.add_argument("--encoder", required=True, help=f"one of {', '.join(ENCODERS)} (or {BASELINE!r}, the baseline)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    with friendly_errors(args.debug):
+        from ..paths import check_writable
+
+        cfg = load_train_config(args.config, args.set)
+        spec = prepare(args.encoder, cfg)  # every user error surfaces here, before Ray starts
+        check_writable(cfg.storage_path, "storage_path:")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=args.address, namespace="rnnray")
+    print(f"training {args.encoder} ({spec['n_params']:,} parameters, {spec['zoo_kind']} zoo) for {cfg.steps} steps "
+          f"on {cfg.workers} worker(s)", flush=True)
+    res = fit(args.encoder, cfg)
+    if args.json:
+        print(json.dumps(res.to_dict()))
+    else:
+        print(f"encoder: {res.encoder}  parameters: {res.n_params:,}  hparams: {json.dumps(res.hparams)}")
+        print(f"best validation loss: {res.best_val_loss:.4f} at step {res.best_step}  (OOD loss there: {res.best_ood_loss:.4f})")
+        if res.diverged:
+            print(f"stopped early, {res.diverged}")
+        print(f"best checkpoint: {res.checkpoint_path}")
+        print(f"run directory: {res.path}")

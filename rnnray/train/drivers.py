@@ -1,0 +1,245 @@
+"""The two ways to run the loop: :func:`fit` on Ray Train, :func:`train_local` in this process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, TrainConfig
+from ..data import columns
+from ..emulator import EmulationModel
+from ..weights import Layout
+from .backends import LocalBackend
+from .checkpoint import HISTORY_FILE, save_checkpoint
+from .loop import run_loop, train_loop_per_worker
+from .model import SPLIT_NAMES, build_model, check_encoder_name, resolve_encoder, zoo_info
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    ``best_val_loss`` is the lowest validation loss reported and ``best_ood_loss`` the OOD loss at
+    that same evaluation (the model one would pick without looking at OOD data); ``checkpoint_path``
+    is the directory of that best checkpoint (None for an unsaved :func:`train_local` run);
+    ``history`` has one dict per evaluation: step, train_loss, val_loss, ood_loss, best_*,
+    n_params, steps_per_s, time_s.
+    """
+
+    encoder: str
+    hparams: dict[str, Any]
+    n_params: int
+    zoo_kind: str
+    best_val_loss: float
+    best_ood_loss: float
+    best_step: int
+    checkpoint_path: str | None
+    path: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    diverged: str | None = None  # why the run stopped early with a non-finite loss (None: it did not)
+    placement: list[dict[str, Any]] = field(default_factory=list)  # node, host and pid of each worker
+    resumed_from_step: int | None = None  # the checkpoint step this (last) attempt started from
+    model: EmulationModel | None = field(default=None, repr=False)  # train_local only: best model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+
+
+def _storage(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def default_run_name(encoder: str, cfg: TrainConfig, hparams: Mapping[str, Any]) -> str:
+    """``{encoder}-{hash}``; the hash covers everything that changes the optimisation (not the
+    worker count or resources, so a run can resume on a different cluster shape)."""
+    keep = cfg.model_dump(mode="json", exclude={"storage_path", "name", "workers", "gpus_per_worker",
+                                                 "cpus_per_worker", "process_group_backend", "max_failures",
+                                                 "placement_strategy"})
+    blob = json.dumps({"encoder": encoder, "hparams": hparams, "cfg": keep}, sort_keys=True, default=str)
+    return f"{encoder}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+
+
+def prepare(encoder_name: str, cfg: TrainConfig) -> dict[str, Any]:
+    """Validate everything a run needs on the driver (encoder name, zoo, budget) and return the
+    loop's ``spec``; raises the errors the command turns into one line."""
+    check_encoder_name(encoder_name)
+    kind, layout, root = zoo_info(cfg.zoo)
+    cfg = cfg.model_copy(update={"zoo": root})
+    hparams, n_params = resolve_encoder(encoder_name, cfg, layout, kind)
+    return {"encoder": encoder_name, "hparams": hparams, "n_params": int(n_params), "zoo_kind": kind,
+            "layout": json.loads(layout.to_json()), "cfg": cfg.model_dump(mode="json")}
+
+
+def split_datasets(cfg: TrainConfig, kind: str) -> dict[str, Any]:
+    """The train/val/OOD Ray Datasets of the zoo (only the columns training reads), lazy.
+
+    Not materialised here: inside a Ray Tune trial this function runs in the trial's small
+    placement group, which Ray Data would be confined to (Tune captures child tasks), so a read
+    would wait forever. Ray Train executes the datasets itself, and each worker loads its share once.
+
+    The read and filter tasks ask for no CPU: the zoo is read once, at the start of a run, while the
+    workers wait for it. Asking for one would deadlock a full cluster, where concurrent trials'
+    workers hold every CPU and each trial's read waits for a CPU another trial holds.
+    """
+    from ray.data.expressions import col
+
+    from ..splits import zoo_splits
+    from ..zoo import load
+
+    splits = zoo_splits(cfg.zoo, seed=cfg.split_seed)
+    base = load(cfg.zoo, checksums=False, num_cpus=0).select_columns(columns(kind), num_cpus=0)
+    out = {}
+    for s in SPLIT_NAMES:
+        runs = splits.runs(s)
+        if not runs:
+            raise ConfigError(f"{cfg.zoo}: the {s} split has no runs")
+        out[s] = base.filter(expr=col("run_id").is_in(runs), num_cpus=0)
+        out[s].context.enable_progress_bars = False  # a one-off read per run: its bars would bury Tune's table
+    return out
+
+
+def fit(
+    encoder_name: str,
+    cfg: TrainConfig,
+    *,
+    tune_trial: bool = False,
+    datasets: Mapping[str, Any] | None = None,
+    run_config_overrides: Mapping[str, Any] | None = None,
+):
+    """Train one encoder with Ray Train; returns a :class:`TrainResult`.
+
+    ``tune_trial=True`` when called from a Ray Tune function trainable: every report (metrics plus
+    ``checkpoint_path``) is forwarded to Tune by ``ray.tune.integration.ray_train.TuneReportCallback``,
+    so schedulers such as ASHA see ``val_loss`` at each ``step`` and can stop the trial; the run is
+    named after the trial id, so a restarted trial resumes its own Train run.
+    ``datasets`` replaces the zoo's split datasets (keys train/val/ood; tests, custom subsets).
+    ``run_config_overrides`` are ``ray.train.RunConfig`` fields (``callbacks`` are appended).
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    spec = prepare(encoder_name, cfg)
+    cfg = TrainConfig.model_validate(spec["cfg"])
+    name = cfg.name or default_run_name(encoder_name, cfg, spec["hparams"])
+    callbacks = []
+    if tune_trial:
+        import ray.tune
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+        if cfg.name is None:
+            name = f"{name}-{ray.tune.get_context().get_trial_id()}"
+    run_kwargs: dict[str, Any] = dict(
+        name=name,
+        storage_path=_storage(cfg.storage_path),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+        ),
+        failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+    )
+    overrides = dict(run_config_overrides or {})
+    callbacks += list(overrides.pop("callbacks", None) or [])
+    run_kwargs.update(overrides)
+    run_kwargs["callbacks"] = callbacks or None
+    spec["run_dir"] = f"{run_kwargs['storage_path'].rstrip('/')}/{run_kwargs['name']}"
+    import ray
+
+    from ..resources import fit_request
+
+    if not ray.is_initialized():
+        ray.init()
+    cpus, gpus = fit_request(cfg.cpus_per_worker, cfg.gpus_per_worker, "a training worker")
+    if (cpus, gpus) != (cfg.cpus_per_worker, cfg.gpus_per_worker):
+        cfg = cfg.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})
+        spec["cfg"] = cfg.model_dump(mode="json")
+    gpu = cfg.gpus_per_worker > 0
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=spec,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpu, resources_per_worker=resources,
+                                               placement_strategy=cfg.placement_strategy),
+        run_config=ray.train.RunConfig(**run_kwargs),
+        torch_config=TorchConfig(backend=None if cfg.process_group_backend == "auto" else cfg.process_group_backend),
+        datasets=dict(datasets) if datasets is not None else split_datasets(cfg, spec["zoo_kind"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    returned = result.return_value or {}
+    best_ckpt = result.get_best_checkpoint("val_loss", "min") if result.best_checkpoints else None
+    history = returned.get("history")
+    if history is None and result.checkpoint is not None:  # e.g. resumed a finished run
+        with result.checkpoint.as_directory() as d:
+            history = json.loads((Path(d) / HISTORY_FILE).read_text())
+    history = history or []
+    best = min(history, key=lambda m: m["val_loss"]) if history else {}
+    return TrainResult(
+        encoder=encoder_name, hparams=spec["hparams"], n_params=spec["n_params"], zoo_kind=spec["zoo_kind"],
+        best_val_loss=best.get("val_loss", math.nan), best_ood_loss=best.get("ood_loss", math.nan),
+        best_step=best.get("step", 0), checkpoint_path=best_ckpt.path if best_ckpt else None,
+        path=result.path, history=history, diverged=returned.get("diverged"), placement=returned.get("placement") or [],
+        resumed_from_step=returned.get("resumed_from_step"),
+    )
+
+
+def split_tables(cfg: TrainConfig, kind: str) -> dict[str, Any]:
+    """The train/val/OOD splits of the zoo as Arrow tables (no Ray)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..splits import zoo_splits
+    from ..zoo import load_table
+
+    splits = zoo_splits(cfg.zoo, seed=cfg.split_seed)
+    table = load_table(cfg.zoo, columns=columns(kind), checksums=False)
+    return {s: table.filter(pc.is_in(table["run_id"], value_set=pa.array(splits.runs(s), pa.int32())))
+            for s in SPLIT_NAMES}
+
+
+def train_local(
+    encoder_name: str,
+    cfg: TrainConfig,
+    *,
+    tables: Mapping[str, Any] | None = None,
+    device=None,
+    save: bool = False,
+    progress: bool = False,
+    resume_from: str | Path | None = None,
+) -> TrainResult:
+    """The same loop in this process: one worker, no Ray. ``tables`` (Arrow tables keyed
+    train/val/ood) replaces the zoo's splits; ``save=True`` writes the best checkpoint to
+    ``storage_path/name/best``; ``resume_from`` continues from a checkpoint directory (what a Ray
+    Train restart does with ``ray.train.get_checkpoint()``). The result carries the best model
+    (``result.model``)."""
+    spec = prepare(encoder_name, cfg)
+    cfg = TrainConfig.model_validate(spec["cfg"])
+    if cfg.workers != 1:
+        cfg = cfg.model_copy(update={"workers": 1})
+        spec["cfg"] = cfg.model_dump(mode="json")
+    io = LocalBackend(tables if tables is not None else split_tables(cfg, spec["zoo_kind"]), spec["zoo_kind"],
+                      device=device, progress=progress, resume_from=resume_from)
+    out = run_loop(spec, io)
+    model, ckpt_path, run_path = None, None, None
+    if io.best_payload is not None:
+        layout = Layout.from_dict(spec["layout"])
+        model = build_model(encoder_name, spec["hparams"], layout, spec["zoo_kind"], cfg.emulator_hidden)
+        model.encoder.load_state_dict(io.best_payload["model"]["encoder"])
+        model.emulator.load_state_dict(io.best_payload["model"]["emulator"])
+        model.eval()
+        if save:
+            run_path = os.path.join(_storage(cfg.storage_path), cfg.name or default_run_name(encoder_name, cfg, spec["hparams"]))
+            ckpt_path = os.path.join(run_path, "best")
+            save_checkpoint(ckpt_path, {**io.best_payload, "history": out["history"]})
+    best = out["best"]
+    return TrainResult(
+        encoder=encoder_name, hparams=spec["hparams"], n_params=spec["n_params"], zoo_kind=spec["zoo_kind"],
+        best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"], best_step=best["step"],
+        checkpoint_path=ckpt_path, path=run_path, history=out["history"], model=model,
+        diverged=out["diverged"], placement=out["placement"], resumed_from_step=out["resumed_from_step"],
+    )

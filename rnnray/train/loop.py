@@ -1,0 +1,167 @@
+"""The training loop, one for both entry points (see the package docstring)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..config import TrainConfig
+from ..data import RowSampler, Snapshots, eval_pairs, mix, training_batch
+from ..emulator import EmulationModel, total_variation
+from ..encoders.common import REPRESENTATION_DIM
+from ..weights import Layout
+from .backends import RayTrainBackend
+from .checkpoint import FORMAT, checkpoint_dir_name
+from .model import EMULATOR_LAYERS, _unwrap, _uses_augmentation, build_model
+
+
+@torch.no_grad()
+def _loss_sum(model: EmulationModel, data: Snapshots, pairs, batch_size: int, device) -> torch.Tensor:
+    rows, seqs = pairs
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for i in range(0, len(rows), batch_size):
+        r, s = rows[i:i + batch_size], seqs[i:i + batch_size]
+        flat, inputs, targets = data.batch(r, s, device)
+        total += total_variation(targets, model(flat, inputs)).double() * len(r)
+    return total
+
+
+def train_step(model, optimizer, params, flat, inputs, targets, grad_clip: float) -> torch.Tensor:
+    """One optimisation step: forward, total-variation loss, backward (DDP averages gradients
+    here), global-norm clipping, AdamW. Returns the detached loss."""
+    loss = total_variation(targets, model(flat, inputs))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def _check_resumable(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    for key in ("encoder", "hparams", "zoo_kind"):
+        if meta.get(key) != spec[key]:
+            raise ValueError(
+                f"cannot resume: the checkpoint's {key} is {meta.get(key)!r}, this run's is {spec[key]!r} "
+                "(use another `name` or `storage_path`)"
+            )
+    if meta["emulator"]["hidden"] != spec["cfg"]["emulator_hidden"]:
+        raise ValueError("cannot resume: the checkpoint's emulator_hidden differs from this run's")
+
+
+def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
+    """Train one encoder + emulator. ``spec``: encoder name, resolved hparams and parameter count,
+    zoo kind and layout, the TrainConfig as a dict. Returns ``{"history", "best", "final"}``."""
+    cfg = TrainConfig.model_validate(spec["cfg"])
+    name, hparams, kind = spec["encoder"], dict(spec["hparams"]), spec["zoo_kind"]
+    layout = Layout.from_dict(spec["layout"])
+    rank, world, device = io.rank, io.world_size, io.device
+    local_batch = cfg.batch_size // world
+
+    train = io.load("train", None)
+    val = io.load("val", cfg.eval_sequences)
+    ood = io.load("ood", cfg.eval_sequences)
+    sampler = RowSampler(len(train), local_batch, cfg.seed, rank)
+    val_pairs = eval_pairs(len(val), val.n_sequences, cfg.eval_sequences, rank, world)
+    ood_pairs = eval_pairs(len(ood), ood.n_sequences, cfg.eval_sequences, rank, world)
+    aug_layout = layout if _uses_augmentation(name, cfg) else None
+
+    torch.manual_seed(cfg.seed)  # the same initialisation on every worker (DDP broadcasts rank 0's anyway)
+    model = build_model(name, hparams, layout, kind, cfg.emulator_hidden).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    meta = {
+        "format": FORMAT, "encoder": name, "hparams": hparams, "n_params": spec["n_params"], "zoo_kind": kind,
+        "layout": spec["layout"], "emulator": {"hidden": cfg.emulator_hidden, "rep_dim": REPRESENTATION_DIM,
+                                              "num_layers": EMULATOR_LAYERS},
+        "zoo": cfg.zoo, "split_seed": cfg.split_seed, "config": cfg.model_dump(mode="json"),
+    }
+
+    start, history = 0, []
+    best = {"val_loss": math.inf, "ood_loss": math.inf, "step": 0}
+    restored = io.restore()
+    if restored is not None:
+        _check_resumable(restored["meta"], spec)
+        model.encoder.load_state_dict(restored["model"]["encoder"])
+        model.emulator.load_state_dict(restored["model"]["emulator"])
+        optimizer.load_state_dict(restored["train_state"]["optimizer"])
+        start, best = int(restored["train_state"]["step"]), dict(restored["train_state"]["best"])
+        history = list(restored["history"])
+    resumed_from_step = start if restored is not None else None
+    # dropout (transformer) draws from torch's global stream: seed it per worker and per resume point
+    torch.manual_seed(int(mix(cfg.seed, rank, start, 7)) % (2**63 - 1))
+    wrapped = io.prepare(model)
+    params = [p for p in wrapped.parameters() if p.requires_grad]
+    placement = io.placement()
+    diverged = None
+
+    loss_sum, loss_n = torch.zeros((), device=device), 0
+    t_last, step_last, t0 = time.perf_counter(), start, time.perf_counter()
+    for step in range(start, cfg.steps):
+        wrapped.train()
+        flat, inputs, targets = training_batch(train, sampler, step, cfg.seed, aug_layout, device)
+        loss = train_step(wrapped, optimizer, params, flat, inputs, targets, cfg.grad_clip)
+        loss_sum += loss
+        loss_n += 1
+
+        done = step + 1
+        if done % cfg.eval_every and done != cfg.steps:
+            continue
+        module = _unwrap(wrapped)
+        module.eval()  # evaluation bypasses DDP: no collectives, so unequal shares cannot deadlock
+        sums = torch.stack([
+            loss_sum.double() / loss_n,
+            _loss_sum(module, val, val_pairs, cfg.eval_batch_size, device),
+            _loss_sum(module, ood, ood_pairs, cfg.eval_batch_size, device),
+        ]).cpu()
+        sums = io.all_reduce(sums)
+        now = time.perf_counter()
+        metrics = {
+            "step": done,
+            "train_loss": float(sums[0]) / world,
+            "val_loss": float(sums[1]) / (len(val) * min(cfg.eval_sequences, val.n_sequences)),
+            "ood_loss": float(sums[2]) / (len(ood) * min(cfg.eval_sequences, ood.n_sequences)),
+            "n_params": int(spec["n_params"]),
+            "steps_per_s": (done - step_last) / max(now - t_last, 1e-9),
+            "time_s": now - t0,
+        }
+        bad = [k for k in ("train_loss", "val_loss", "ood_loss") if not math.isfinite(metrics[k])]
+        if bad:
+            # deterministic (batches are a function of the step): a restart would diverge again, so
+            # the run ends here, reported as diverged and without a checkpoint of the broken model
+            diverged = f"diverged: non-finite {', '.join(bad)} at step {done} (lr {cfg.lr:g})"
+            metrics.update(diverged=diverged, best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"],
+                           best_step=best["step"])
+            history.append(dict(metrics))
+            io.report(metrics, None, False)
+            break
+        is_best = metrics["val_loss"] < best["val_loss"]
+        if is_best:
+            best = {"val_loss": metrics["val_loss"], "ood_loss": metrics["ood_loss"], "step": done}
+        metrics.update(best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"], best_step=best["step"])
+        if spec.get("run_dir"):  # where Ray Train keeps the best checkpoint (see RayTrainBackend.report)
+            metrics["best_checkpoint_path"] = f"{spec['run_dir']}/{checkpoint_dir_name(best['step'])}"
+        history.append(dict(metrics))
+        payload = None
+        if rank == 0:
+            payload = {
+                "meta": {**meta, "step": done, "metrics": metrics},
+                "model": {"encoder": module.encoder.state_dict(), "emulator": module.emulator.state_dict()},
+                "train_state": {"optimizer": optimizer.state_dict(), "step": done, "best": best},
+                "history": history,
+            }
+        io.report(metrics, payload, is_best)
+        loss_sum, loss_n = torch.zeros((), device=device), 0
+        t_last, step_last = time.perf_counter(), done
+    return {"history": history, "best": best, "final": history[-1] if history else None,
+            "diverged": diverged, "placement": placement, "resumed_from_step": resumed_from_step}
+
+
+def train_loop_per_worker(config: dict) -> dict[str, Any]:
+    """The Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config=spec)``)."""
+    cfg = config["cfg"]
+    if cfg["gpus_per_worker"] == 0:
+        torch.set_num_threads(max(1, int(cfg["cpus_per_worker"])))
+    return run_loop(config, RayTrainBackend(config["zoo_kind"]))
