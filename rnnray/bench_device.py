@@ -194,7 +194,7 @@ def bench_train(device: torch.device, quick: bool, log) -> dict:
     runs = []
     for kind in ("formal_languages", "mnist"):
         r = benchmark(["flat"] if quick else None, kind=kind, batch=8 if quick else 64, emulator_hidden=16 if quick else 256,
-                      steps=1 if quick else 50, warmup=1 if quick else 5, reps=1 if quick else 3, device=device,
+                      steps=1 if quick else 20, warmup=1 if quick else 3, reps=1 if quick else 3, device=device,
                       matmul_rate=rate)
         runs.append(r)
         log("   " + kind + ": " + ", ".join(f"{n} {ms:.1f} ms" for n, ms in r["ms_per_step"].items()))
