@@ -1,0 +1,134 @@
+"""The sweep of ``python -m rnnray.sweep SWEEP.yaml`` (the main job, :mod:`rnnray.job`): compare encoders
+under equal parameter budgets with Ray Tune.
+
+What happens:
+1. the sweep file is validated (pydantic; one line and exit 2 for anything wrong);
+2. the zoo is built with Ray Data if its directory holds no finished zoo;
+3. every encoder's parameter budget is checked once, so an impossible budget fails before any work;
+4. per encoder, one Ray Tune experiment: trial 0 is the encoder's preset (the paper's, SPEC.md 5b;
+   ``paper_config: true`` in its record), then Optuna's TPE proposes the learning rate and the
+   encoder's structural knobs (define-by-run), after ``startup_trials`` random ones (a quarter of
+   the trials, 1 to 10: Optuna's default of 10 would make a small sweep a random search); the
+   body's width is solved from the budget inside the trial, so every trial of every encoder has the
+   same parameter count within the tolerance; ASHA stops weak trials; each trial launches a Ray
+   Train ``TorchTrainer`` (``rnnray.train.fit``);
+5. the results store is written: per trial ``trial.json`` (config, parameter count, metrics history,
+   best checkpoint, ``paper_config``), and ``summary.csv``, ``summary.md`` (with trial 0's loss and
+   the tuning gain), ``best.json`` for the sweep. Ctrl-C stops the sweep resumable (exit 130).
+
+Resuming (``--resume``): encoders whose experiment finished are not run again; an unfinished
+experiment is restored with ``Tuner.restore`` (finished trials are kept, unfinished and errored
+ones are run again from their last checkpoint, the Optuna searcher's state comes back). ASHA's
+rung statistics are *not* restored by Ray Tune, so early stopping after a resume starts afresh.
+
+The package, one job per module: :mod:`.settings` (the sweep file), :mod:`.space` (search spaces,
+trial 0, the budget check), :mod:`.trial` (one trial and its record), :mod:`.experiment` (one
+encoder's Tune experiment), :mod:`.store` (the sweep folder and its summaries); this module runs them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+from ..atomic import atomic_write_json
+from ..results import write_latest
+from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
+from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, load_sweep,
+                       startup_trials, tpe_sampler)
+from .space import check_budget, define_by_run, encoder_space, is_paper_config, paper_point
+from .store import collect_trials, markdown_table, summarise, sweep_dir_for, write_summary
+from .trial import TRAIN_RESULT, run_trial, trial_record
+
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
+
+__all__ = ["EXIT_INTERRUPTED", "TRAIN_RESULT", "TUNE_METRIC", "DownstreamSettings", "Range", "SearchValue", "SweepConfig",
+           "SweepInterrupted", "TrialResources", "TuneSettings", "absolute_paths", "check_budget", "collect_trials",
+           "define_by_run", "encoder_space", "ensure_zoo", "is_paper_config", "load_sweep", "markdown_table",
+           "paper_point", "run_encoder", "run_sweep", "run_trial", "startup_trials", "summarise", "sweep_dir_for",
+           "tpe_sampler", "trial_record", "write_summary"]
+
+
+def ensure_zoo(cfg: SweepConfig, progress: bool = True) -> dict:
+    from .. import zoo
+
+    if isinstance(cfg.zoo, str):
+        return zoo.verify(cfg.zoo, checksums=True)
+    if not (Path(cfg.zoo.path).expanduser() / "manifest.json").exists():
+        print(f"building zoo {cfg.zoo.path} ({cfg.zoo.kind}, {cfg.zoo.runs} RNNs, {cfg.zoo.steps} steps) with Ray Data ...", flush=True)
+    return zoo.build(cfg.zoo, progress=progress)
+
+
+def _http(url: str | None) -> str | None:
+    if not url:
+        return None
+    return url if url.startswith("http") else f"http://{url}"
+
+
+def absolute_paths(cfg: SweepConfig) -> SweepConfig:
+    """Relative zoo and results paths, resolved against the directory the sweep was started in:
+    Tune runs each trial in a working directory of its own, where they would point nowhere."""
+    def absolute(p: str) -> str:
+        return p if "://" in p else str(Path(p).expanduser().resolve())
+
+    update = {"results": absolute(cfg.results)}
+    if isinstance(cfg.zoo, str):
+        update["zoo"] = absolute(cfg.zoo)
+    else:
+        update["zoo"] = cfg.zoo.model_copy(update={"path": absolute(cfg.zoo.path)})
+    return cfg.model_copy(update=update)
+
+
+def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
+              dashboard: str | None = None) -> Path:
+    """Zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder.
+
+    Everything that can be checked before work starts is (zoo layout, budget, resources), so bad
+    input fails in one line before anything is built or written. ``dashboard``: the Ray
+    dashboard's address, printed for the user. The main job (:mod:`rnnray.job`) follows this with
+    the downstream evaluation and the report."""
+    import ray
+
+    from ..resources import cluster_shape, fit_request
+    from ..weights import Layout
+    from ..zoo.builder import layout_for
+
+    cfg = absolute_paths(cfg)
+    if isinstance(cfg.zoo, str):  # an existing zoo: verified in full (sizes and checksums) up front
+        manifest = ensure_zoo(cfg, progress=progress)
+        zoo_kind, layout = manifest["kind"], Layout.from_dict(manifest["layout"])
+    else:
+        zoo_kind, layout = cfg.zoo.kind, layout_for(cfg.zoo.kind)
+    counts = check_budget(cfg, zoo_kind, layout)
+    points = {enc: paper_point(cfg, enc, zoo_kind, layout) for enc in cfg.encoders}
+    if not ray.is_initialized():
+        ray.init()
+    r = cfg.resources
+    cpus, gpus = fit_request(r.cpus_per_worker, r.gpus_per_worker, "resources: a training worker", cluster_shape())
+    if (cpus, gpus) != (r.cpus_per_worker, r.gpus_per_worker):
+        cfg = cfg.model_copy(update={"resources": r.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})})
+    if not isinstance(cfg.zoo, str):
+        manifest = ensure_zoo(cfg, progress=progress)
+    sweep_dir, resumed = sweep_dir_for(cfg, resume)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        atomic_write_json(sweep_dir / "sweep.json", {"config": cfg.model_dump(mode="json"), "zoo_kind": zoo_kind,
+                                                     "created": dt.datetime.now().isoformat(timespec="seconds"),
+                                                     "default_param_counts": counts})
+    write_latest(Path(cfg.results).expanduser(), sweep_dir)
+    print(f"sweep folder: {sweep_dir}", flush=True)
+    url = _http(dashboard)
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
+    records = {}
+    t0 = time.time()
+    for enc in cfg.encoders:
+        print(f"\n=== {enc}: {cfg.tune.samples_per_encoder} trials at {cfg.budget:,} ± {cfg.tolerance:.0%} parameters ===", flush=True)
+        records[enc] = run_encoder(cfg, enc, zoo_kind, sweep_dir, resumed, verbose, points[enc])
+        rows, best = summarise(sweep_dir, cfg, records)
+        write_summary(sweep_dir, rows, best, cfg)
+    rows, best = summarise(sweep_dir, cfg, records)
+    write_summary(sweep_dir, rows, best, cfg)
+    print(f"sweep finished in {time.time() - t0:.0f} s", flush=True)
+    return sweep_dir

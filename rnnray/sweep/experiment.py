@@ -1,0 +1,116 @@
+"""One encoder's Ray Tune experiment: Optuna TPE with the paper preset first, ASHA, resumable."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+from ..atomic import atomic_write_json, atomic_write_text
+from ..config import TrainConfig
+from .settings import SweepConfig, tpe_sampler
+from .space import _plain, define_by_run, encoder_space, is_paper_config
+from .store import collect_trials
+from .trial import TRAIN_RESULT, _trial_name, run_trial, trial_record
+
+TUNE_METRIC = "val_loss"
+
+
+class SweepInterrupted(Exception):
+    """Tune returned from an interrupted experiment (SIGINT): the sweep stops, resumable."""
+
+    def __init__(self, message: str, sweep_dir: Path):
+        super().__init__(message)
+        self.sweep_dir = sweep_dir
+
+
+def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, resumed: bool, verbose: int,
+                point: dict | None = None):
+    """One Ray Tune experiment for one encoder (trial 0: ``point``, its paper preset); returns its trial records."""
+    import ray.tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    exp_dir = sweep_dir / "tune"
+    exp_name = encoder
+    trial_root = sweep_dir / "trials" / encoder
+    done_marker = sweep_dir / "trials" / encoder / "DONE"
+    if done_marker.exists():
+        return collect_trials(trial_root)
+    space = encoder_space(cfg, encoder, zoo_kind)
+    trainable = ray.tune.with_parameters(
+        run_trial, encoder=encoder, sweep=cfg.model_dump(mode="json"), trial_root=str(trial_root.resolve())
+    )
+    # The trial itself only coordinates: it reserves no CPU (a little memory, since a bundle cannot be
+    # empty), so its Ray Train workers and their Ray Data reads get every CPU; even 0.01 CPU here
+    # deadlocks a full machine, where the workers plus one 1-CPU read task need all of them.
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    # a named class, so the dashboard and `ps` list "EmulationTrial" (repr: the encoder) rather than
+    # Tune's anonymous "ImplicitFunc"
+    trainable = wrap_function(trainable, name=f"EmulationTrial({encoder})")
+    trainable = ray.tune.with_resources(trainable, PlacementGroupFactory([{"CPU": 0, "memory": 64 * 2**20}]))
+    trainable = type("EmulationTrial", (trainable,), {})
+    path = exp_dir / exp_name
+    if resumed and ray.tune.Tuner.can_restore(str(path.resolve())):
+        tuner = ray.tune.Tuner.restore(str(path.resolve()), trainable, resume_errored=True)
+    else:
+        searcher = OptunaSearch(
+            space=functools.partial(define_by_run, space=_plain(space)),
+            metric=TUNE_METRIC,
+            mode="min",
+            sampler=tpe_sampler(cfg.tune),
+            points_to_evaluate=[point] if point else None,
+        )
+        scheduler = None
+        if cfg.tune.scheduler == "asha":
+            evals = max(1, math.ceil(int(cfg.train.get("steps", TrainConfig.model_fields["steps"].default))
+                                     / int(cfg.train.get("eval_every", TrainConfig.model_fields["eval_every"].default))))
+            # max_t one past the last evaluation: a trial that trains to the end returns by itself,
+            # so its Ray Train run shuts down cleanly instead of being stopped by the scheduler
+            scheduler = ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=evals + 1,
+                grace_period=min(cfg.tune.grace_period, evals),
+                reduction_factor=cfg.tune.reduction_factor,
+            )
+        tuner = ray.tune.Tuner(
+            trainable,
+            tune_config=ray.tune.TuneConfig(
+                metric=TUNE_METRIC,
+                mode="min",
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=cfg.tune.samples_per_encoder,
+                max_concurrent_trials=cfg.tune.max_concurrent_trials,
+                trial_name_creator=functools.partial(_trial_name, encoder),
+                trial_dirname_creator=functools.partial(_trial_name, encoder),
+            ),
+            run_config=ray.tune.RunConfig(
+                name=exp_name,
+                storage_path=str(exp_dir.resolve()),
+                failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
+                verbose=verbose,
+            ),
+        )
+    grid = tuner.fit()
+    # Ctrl-C (SIGINT) makes Tune stop its trials, save its state and return as if it had finished:
+    # an experiment with trials still unended was interrupted, and must stay resumable (no records,
+    # no DONE), not be taken for a finished one
+    ended = grid.num_terminated + grid.num_errors
+    if ended < cfg.tune.samples_per_encoder:
+        raise SweepInterrupted(f"{encoder}: {ended} of {cfg.tune.samples_per_encoder} trials ended", sweep_dir)
+    for result in grid:
+        rec = trial_record(result, encoder, cfg)
+        rec["paper_config"] = is_paper_config(rec["config"], point)
+        own = trial_root / rec["trial_id"] / TRAIN_RESULT
+        if own.is_file():  # where the workers ran; the checkpoint a restarted run continued from
+            mine = json.loads(own.read_text())
+            rec["placement"] = mine.get("placement", [])
+            rec["resumed_from_step"] = mine.get("resumed_from_step")
+        atomic_write_json(trial_root / rec["trial_id"] / "trial.json", rec)
+    atomic_write_text(done_marker, "finished\n")
+    return collect_trials(trial_root)

@@ -1,0 +1,106 @@
+"""The sweep's folder in the results store: its place, and the summaries written from its trial records."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+from pathlib import Path
+
+from ..atomic import atomic_write_json, atomic_write_text
+from ..cli import UsageError
+from .settings import SweepConfig
+
+
+def sweep_dir_for(cfg: SweepConfig, resume: str | bool) -> tuple[Path, bool]:
+    root = Path(cfg.results).expanduser()
+    if resume:
+        if isinstance(resume, str) and resume not in ("latest", "last"):
+            d = Path(resume)
+            d = d if d.is_dir() else root / resume
+        else:
+            candidates = sorted(p for p in root.glob(f"{cfg.name}-*") if (p / "sweep.json").is_file())
+            if not candidates:
+                raise UsageError(f"{root}: no earlier sweep named {cfg.name!r} to resume")
+            d = candidates[-1]
+        if not (d / "sweep.json").is_file():
+            raise UsageError(f"{d}: not a sweep folder (no sweep.json)")
+        return d, True
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:  # mkdir is atomic: two sweeps started in the same second get different folders
+        d = root / (f"{cfg.name}-{stamp}" if n == 1 else f"{cfg.name}-{stamp}-{n}")
+        try:
+            d.mkdir()
+            return d, False
+        except FileExistsError:
+            n += 1
+
+
+def collect_trials(trial_root: Path) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted(trial_root.glob("*/trial.json"))]
+
+
+def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]]) -> tuple[list[dict], dict]:
+    rows, best = [], {}
+    for enc in cfg.encoders:
+        ok = [r for r in records.get(enc, []) if r.get("status") != "failed" and r.get("best_val_loss") is not None
+              and math.isfinite(r["best_val_loss"])]
+        failed = len(records.get(enc, [])) - len(ok)
+        if not ok:
+            rows.append({"encoder": enc, "best_val_loss": None, "best_ood_loss": None, "n_params": None,
+                         "trials": len(records.get(enc, [])), "failed": failed, "paper_val_loss": None,
+                         "best_is_paper": False, "trial_id": None, "config": None})
+            continue
+        b = min(ok, key=lambda r: r["best_val_loss"])
+        paper = next((r for r in ok if r.get("paper_config")), None)
+        rows.append({"encoder": enc, "best_val_loss": b["best_val_loss"], "best_ood_loss": b.get("best_ood_loss"),
+                     "n_params": b.get("n_params"), "trials": len(records[enc]), "failed": failed,
+                     "paper_val_loss": paper["best_val_loss"] if paper else None,
+                     "best_is_paper": bool(b.get("paper_config")),
+                     "trial_id": b["trial_id"], "config": b.get("config")})
+        best[enc] = {"trial_id": b["trial_id"], "paper_config": bool(b.get("paper_config")), "trial_dir": str((sweep_dir / "trials" / enc / b["trial_id"]).resolve()),
+                     "checkpoint": b.get("checkpoint"), "best_val_loss": b["best_val_loss"],
+                     "best_ood_loss": b.get("best_ood_loss"), "n_params": b.get("n_params"), "config": b.get("config")}
+    return rows, best
+
+
+def write_summary(sweep_dir: Path, rows: list[dict], best: dict, cfg: SweepConfig) -> None:
+    buf = io.StringIO()
+    fields = ["encoder", "best_val_loss", "best_ood_loss", "n_params", "trials", "failed", "paper_val_loss",
+              "best_is_paper", "trial_id", "config"]
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "config": json.dumps(r["config"]) if r["config"] else ""})
+    atomic_write_text(sweep_dir / "summary.csv", buf.getvalue())
+    atomic_write_text(sweep_dir / "summary.md", markdown_table(rows, cfg))
+    atomic_write_json(sweep_dir / "best.json", best)
+
+
+def _fmt(x, spec=".4f"):
+    return "—" if x is None else format(x, spec)
+
+
+def markdown_table(rows: list[dict], cfg: SweepConfig) -> str:
+    lines = [
+        f"# Sweep `{cfg.name}`",
+        "",
+        f"Zoo: `{cfg.zoo_path}` · budget {cfg.budget:,} parameters ± {cfg.tolerance:.0%} · "
+        f"{cfg.tune.samples_per_encoder} trials per encoder",
+        "",
+        "Trial 0 of each encoder is its paper preset scaled to the budget (`paper_config: true` in its "
+        "`trial.json`); tuning gain = its validation loss minus the best trial's.",
+        "",
+        "| encoder | best val emulation loss | its OOD emulation loss | paper preset (trial 0) val loss | tuning gain | parameters | trials (failed) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        n = "—" if r["n_params"] is None else f"{r['n_params']:,}"
+        paper, best = r.get("paper_val_loss"), r["best_val_loss"]
+        gain = "—" if paper is None or best is None else ("0 (the best is trial 0)" if r.get("best_is_paper") else f"{paper - best:.4f}")
+        lines.append(f"| {r['encoder']} | {_fmt(best)} | {_fmt(r['best_ood_loss'])} | {_fmt(paper)} | {gain} | {n} | {r['trials']} ({r['failed']}) |")
+    return "\n".join(lines) + "\n"

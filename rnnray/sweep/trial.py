@@ -1,0 +1,89 @@
+"""One trial: the Tune function trainable that fits one configuration, and its record in the results store."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..atomic import atomic_write_json
+from ..config import TrainConfig
+from .settings import SweepConfig
+
+TRAIN_RESULT = "train_result.json"  # written by a trial that returns (see run_trial)
+
+
+def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
+    """One trial of Tune's ResultGrid as the results store keeps it."""
+    m = dict(result.metrics or {})
+    trial_id = m.get("trial_id") or Path(result.path).name.split("_", 1)[-1]
+    config = dict(result.config or {})
+    history = []
+    df = result.metrics_dataframe
+    if df is not None:
+        keep = [c for c in ("step", "train_loss", "val_loss", "ood_loss", "best_val_loss", "best_ood_loss", "training_iteration") if c in df]
+        history = json.loads(df[keep].to_json(orient="records"))
+    best_val = m.get("best_val_loss")
+    # Tune marks a trial's last result `done` also when ASHA stopped it: compare with the planned length
+    planned = int(cfg.train.get("steps", TrainConfig.model_fields["steps"].default))
+    status = "failed" if result.error is not None else ("finished" if m.get("step") == planned else "stopped early")
+    if best_val is not None and not math.isfinite(best_val):
+        status = "failed"
+    rec = {
+        "encoder": encoder,
+        "trial_id": trial_id,
+        "status": status,
+        "config": config,
+        "n_params": m.get("n_params"),
+        "budget": cfg.budget,
+        "tolerance": cfg.tolerance,
+        "best_val_loss": best_val,
+        "best_ood_loss": m.get("best_ood_loss"),
+        "best_step": m.get("best_step"),
+        "checkpoint": m.get("best_checkpoint_path") or m.get("checkpoint_path"),
+        "iterations": m.get("training_iteration"),
+        "history": history,
+    }
+    if result.error is not None:
+        lines = str(result.error).strip().splitlines()
+        rec["reason"] = lines[-1] if lines else result.error.__class__.__name__
+    if m.get("diverged"):
+        rec["status"], rec["reason"] = "failed", m["diverged"]
+    return rec
+
+
+def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
+    """Tune function trainable: fit one encoder configuration with a Ray Train TorchTrainer.
+
+    Metrics, parameter count and checkpoint path reach Tune through the reports, and the driver
+    writes the trial records from Tune's results (a trial stopped by ASHA is ended between two
+    reports and never returns here). A trial that returns also leaves ``train_result.json``: where
+    its workers ran and, if it diverged, why.
+    """
+    import ray.tune
+
+    from .. import train
+
+    cfg = SweepConfig.model_validate(sweep)
+    lr = config.get("lr")
+    hparams = {k: v for k, v in config.items() if k != "lr"}
+    trial_id = ray.tune.get_context().get_trial_id()
+    storage = str(Path(trial_root) / trial_id)
+    tcfg = cfg.train_config(encoder, hparams, lr, storage, f"{encoder}-{trial_id}")  # the run's name in the dashboard
+    result = train.fit(encoder, tcfg, tune_trial=True)
+    atomic_write_json(Path(storage) / TRAIN_RESULT, {"trial_id": trial_id, "train_config": tcfg.model_dump(mode="json"),
+                                                     **_jsonable(result)})
+
+
+def _jsonable(result) -> dict:
+    if hasattr(result, "to_dict"):
+        return result.to_dict()
+    if hasattr(result, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(result)
+    return dict(result)
+
+
+def _trial_name(encoder: str, trial) -> str:
+    return f"{encoder}_{trial.trial_id}"
