@@ -21,8 +21,8 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("train",)),
     ("results", ("results",)),
     ("sweep", ("sweep",)),
-    ("evaluate", ("downstream", "evaluate")),
-    ("report", ("report",)),
+    ("evaluate", ("downstream", "evaluate", "performance")),
+    ("report", ("figures", "report")),
     ("tools", ("job", "bench", "bench_zoo", "bench_train", "bench_profile", "bench_device", "reference", "")),  # entry points; "" is the package itself
 ]
 

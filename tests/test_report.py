@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnray import evaluate, report
+from rnnray import evaluate, performance, report
 from rnnray.downstream import PredictorConfig, metric_columns
 from rnnray.zoo.trainer import stored_digit_labels
 
@@ -208,7 +208,7 @@ def test_sampled_emulator_tokens_carry_the_emulator_log_probabilities(tiny_fl_zo
     torch.manual_seed(0)
     emu = Emulator("formal_languages", hidden=16).eval()
     reps = torch.randn(3, 16)
-    tokens, logp = report.sample_emulator(emu, reps, n_samples=5, length=12, generator=torch.Generator().manual_seed(1),
+    tokens, logp = performance.sample_emulator(emu, reps, n_samples=5, length=12, generator=torch.Generator().manual_seed(1),
                                           return_logprobs=True)
     assert tokens.shape == (3, 5, 12) and tokens.min() >= 0 and tokens.max() < 6
     flat = tokens.reshape(15, 12)
@@ -216,7 +216,7 @@ def test_sampled_emulator_tokens_carry_the_emulator_log_probabilities(tiny_fl_zo
     with torch.no_grad():
         ref = torch.log_softmax(emu(reps.repeat_interleave(5, 0), inputs), -1).gather(-1, flat.unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(ref, logp.reshape(15, 12), atol=1e-5)
-    other, _ = report.sample_emulator(emu, -reps, 5, length=12, generator=torch.Generator().manual_seed(1), return_logprobs=True)
+    other, _ = performance.sample_emulator(emu, -reps, 5, length=12, generator=torch.Generator().manual_seed(1), return_logprobs=True)
     assert not torch.equal(other, tokens)  # the representation conditions the samples
 
 
@@ -248,7 +248,7 @@ def test_mnist_performance_prediction_with_an_untrained_model(tiny_mnist_zoo):
     torch.manual_seed(0)
     model = build_model("stats", {"width": 16, "depth": 1}, layout, "mnist", 16).eval()
     table = load_table(tiny_mnist_zoo.path, columns=["run_id", "step", "params", "accuracy", "angle"])
-    pp = report.performance_prediction({"stats": model}, table, manifest, tiny_mnist_zoo.path, 0, max_snapshots=4)
+    pp = performance.performance_prediction({"stats": model}, table, manifest, tiny_mnist_zoo.path, 0, max_snapshots=4)
     assert pp["rows"] == 4 and pp["labels"] == "recovered and verified" and pp["quantity"] == "held-out accuracy"
     e = pp["encoders"]["stats"]
     assert len(e["emulated"]) == 4 and all(0.0 <= v <= 1.0 for v in e["emulated"])
