@@ -30,7 +30,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
 def _stage(module: str) -> int:
     for i, (_, members) in enumerate(STAGES):
         for m in members:
-            if module == m or (m in ("encoders", "rnn", "train", "sweep") and module.startswith(f"{m}.")):
+            if module == m or (m in ("encoders", "rnn", "train", "sweep", "downstream") and module.startswith(f"{m}.")):
                 return i
     raise AssertionError(f"rnnray.{module} is in no stage of STAGES: place it in the pipeline")
 
