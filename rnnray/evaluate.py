@@ -7,10 +7,11 @@ folder (each file under a temporary name, then renamed):
 
 * ``downstream.json`` — everything, per encoder and baseline: ``results[target][split][metric] =
   {mean, std, values}`` (splits ``val`` and ``ood_test``; one value per predictor seed);
-* ``summary.csv`` — the existing columns kept, plus ``ds_<ood|val>_<target>_<metric>`` (mean over
-  seeds) and ``..._std`` for every encoder row;
-* ``summary.md`` — the encoder table gains one ``ds ...`` column per headline OOD-test metric
-  (mean ± std), and a section below it compares the baselines.
+* ``summary.csv``, ``summary.md`` — written again, whole, by the sweep's summary writer
+  (:func:`rnnray.sweep.store.write_summary`) from the trial records and these results: the CSV
+  gains ``ds_<ood|val>_<target>_<metric>`` (mean over seeds) and ``..._std`` for every encoder
+  row, the markdown table one ``ds ...`` column per headline OOD-test metric (mean ± std), and a
+  section below it compares the baselines (:func:`summary_columns` renders them as data).
 
 Choices: the zoo and split seed are read from the checkpoints' metadata (they record what the
 encoder was trained on), falling back to ``sweep.json``; an encoder whose checkpoint is missing
@@ -21,9 +22,7 @@ or unreadable is skipped and named under ``skipped`` rather than sinking the oth
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
-import io
 import json
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from .cli import UsageError, friendly_errors
 from .downstream import DEFAULT_SEEDS, PredictorConfig, flat_metrics, jsonable, metric_columns, targets_for
-from .atomic import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json
 
 FORMAT = "rnnray-downstream/1"
 DOWNSTREAM_FILE = "downstream.json"
@@ -245,31 +244,37 @@ def _cell(v) -> str:
     return "" if v is None else repr(float(v)) if isinstance(v, float) else str(v)
 
 
-def update_summary(sweep_dir: Path, doc: Mapping) -> None:
-    """Add (or replace) the downstream columns of ``summary.csv`` and ``summary.md``."""
+def summary_columns(doc: Mapping) -> dict:
+    """The downstream part of ``summary.csv`` / ``summary.md`` as data, for the sweep's summary
+    writer (:func:`rnnray.sweep.store.write_summary`): CSV fields and values, markdown columns and
+    cells (the headline OOD-test metrics) and the section comparing encoders with the baselines."""
     kind, snaps = doc["zoo_kind"], doc.get("snapshot_steps")
     encoders = doc.get("encoders", {})
-    csv_path = sweep_dir / "summary.csv"
-    if csv_path.is_file():
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields = list(reader.fieldnames or [])
-            rows = list(reader)
-    else:  # a store without a summary yet: one row per evaluated encoder
-        fields, rows = ["encoder"], [{"encoder": n} for n in list(encoders) + list(doc.get("skipped", {}))]
-    keep = [f for f in fields if not f.startswith("ds_")]
-    ds_fields = [c + s for c, *_ in metric_columns(kind, snaps) for s in ("", "_std")]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keep + ds_fields, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        res = encoders.get(r.get("encoder"))
-        extra = flat_metrics(res, kind, snaps) if res else {}
-        w.writerow({**{k: r.get(k, "") for k in keep}, **{k: _cell(extra.get(k)) for k in ds_fields}})
-    atomic_write_text(csv_path, buf.getvalue())
-    md_path = sweep_dir / "summary.md"
-    md = md_path.read_text() if md_path.is_file() else f"# Sweep `{sweep_dir.name}`\n"
-    atomic_write_text(md_path, markdown_with_downstream(md, doc))
+    fields = [c + s for c, *_ in metric_columns(kind, snaps) for s in ("", "_std")]
+    pairs = headline(kind, snaps)
+    csv_rows = {}
+    for name, res in encoders.items():
+        flat = flat_metrics(res, kind, snaps)
+        csv_rows[name] = {f: _cell(flat.get(f)) for f in fields}
+    md_rows = {name: [fmt_cell(res.get("results", {}).get(t, {}).get("ood_test", {}).get(m)) for t, m in pairs]
+               for name, res in encoders.items()}
+    return {"csv_fields": fields, "csv": csv_rows, "md_columns": [f"{MD_PREFIX}{column_label(t, m)} (OOD)" for t, m in pairs],
+            "md": md_rows, "md_section": downstream_section(doc)}
+
+
+def update_summary(sweep_dir: Path, doc: Mapping) -> None:
+    """Write ``summary.csv``, ``summary.md`` and ``best.json`` again, whole, from the trial records
+    and ``doc``: the sweep's columns and the downstream ones (no editing of the files as text)."""
+    from .sweep import SweepConfig, collect_trials, summarise, write_summary
+
+    sweep = read_json(sweep_dir / "sweep.json", "not a sweep folder")
+    try:
+        cfg = SweepConfig.model_validate(sweep["config"])
+    except Exception as e:  # noqa: BLE001 - pydantic's ValidationError or a missing key: one line
+        raise UsageError(f"{sweep_dir / 'sweep.json'}: its sweep config does not validate ({e.__class__.__name__})") from None
+    records = {enc: collect_trials(sweep_dir / "trials" / enc) for enc in cfg.encoders}
+    rows, best = summarise(sweep_dir, cfg, records)
+    write_summary(sweep_dir, rows, best, cfg, downstream=summary_columns(doc))
 
 
 def headline(kind: str, snaps=None) -> list[tuple[str, str]]:
@@ -299,38 +304,14 @@ def downstream_table(doc: Mapping, names: Sequence[tuple[str, Mapping]], split: 
     return lines
 
 
-def _split_row(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
-def markdown_with_downstream(md: str, doc: Mapping) -> str:
-    """The sweep's summary.md with downstream columns on its encoder table (replacing earlier
-    ones) and the baseline comparison between markers (replaced on every run)."""
-    lines = md.rstrip("\n").split("\n")
-    if MD_BEGIN in lines:  # drop an earlier downstream section
-        a = lines.index(MD_BEGIN)
-        b = lines.index(MD_END) if MD_END in lines[a:] else len(lines) - 1
-        lines = lines[:a] + lines[b + 1:]
-        while lines and not lines[-1].strip():
-            lines.pop()
-    pairs = headline(doc["zoo_kind"], doc.get("snapshot_steps"))
+def downstream_section(doc: Mapping) -> list[str]:
+    """The summary's downstream section: encoders beside both baselines, OOD-test half and validation."""
     encoders = doc.get("encoders", {})
-    start = next((i for i, l in enumerate(lines) if l.startswith("|") and _split_row(l)[0] == "encoder"), None)
-    if start is not None and start + 1 < len(lines):
-        header = _split_row(lines[start])
-        keep = [i for i, h in enumerate(header) if not h.startswith(MD_PREFIX)]
-        new_hdr = [header[i] for i in keep] + [f"{MD_PREFIX}{column_label(t, m)} (OOD)" for t, m in pairs]
-        out = ["| " + " | ".join(new_hdr) + " |", "|" + " --- |" * len(new_hdr)]
-        i = start + 2
-        while i < len(lines) and lines[i].startswith("|"):
-            cells = _split_row(lines[i])
-            res = encoders.get(cells[0], {})
-            extra = [fmt_cell(res.get("results", {}).get(t, {}).get("ood_test", {}).get(m)) for t, m in pairs]
-            out.append("| " + " | ".join([cells[j] for j in keep if j < len(cells)] + extra) + " |")
-            i += 1
-        lines = lines[:start] + out + lines[i:]
     n_seeds = len(doc.get("seeds", []))
     sup = doc.get("baselines", {}).get("supervised", {})
+    names = [(n, r) for n, r in encoders.items()] + [
+        ("baseline: random", doc.get("baselines", {}).get("random", {})),
+        (f"baseline: supervised {sup.get('encoder', '')} (end to end)", sup)]
     section = [
         "",
         MD_BEGIN,
@@ -342,20 +323,16 @@ def markdown_with_downstream(md: str, doc: Mapping) -> str:
         "",
         "OOD-test half:",
         "",
-        *downstream_table(doc, [(n, r) for n, r in encoders.items()] + [
-            ("baseline: random", doc.get("baselines", {}).get("random", {})),
-            (f"baseline: supervised {sup.get('encoder', '')} (end to end)", sup)]),
+        *downstream_table(doc, names),
         "",
         "Validation split:",
         "",
-        *downstream_table(doc, [(n, r) for n, r in encoders.items()] + [
-            ("baseline: random", doc.get("baselines", {}).get("random", {})),
-            (f"baseline: supervised {sup.get('encoder', '')} (end to end)", sup)], split="val"),
+        *downstream_table(doc, names, split="val"),
     ]
     if doc.get("skipped"):
         section += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items())]
     section.append(MD_END)
-    return "\n".join(lines + section) + "\n"
+    return section
 
 
 # ------------------------------------------------------------------------------------------------

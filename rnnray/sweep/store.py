@@ -68,16 +68,25 @@ def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]])
     return rows, best
 
 
-def write_summary(sweep_dir: Path, rows: list[dict], best: dict, cfg: SweepConfig) -> None:
+def write_summary(sweep_dir: Path, rows: list[dict], best: dict, cfg: SweepConfig, downstream: dict | None = None) -> None:
+    """``summary.csv``, ``summary.md`` and ``best.json``, always whole, from the trial records' rows.
+
+    ``downstream``: the downstream evaluation's columns and section, as data (rendered by
+    :func:`rnnray.evaluate.summary_columns`): ``csv_fields`` and ``csv`` (encoder -> field -> value),
+    ``md_columns`` and ``md`` (encoder -> cells), ``md_section`` (lines). Without it the files hold
+    the sweep's own columns only (the evaluation writes them again, with its columns, when it runs)."""
+    ds = downstream or {}
     buf = io.StringIO()
     fields = ["encoder", "best_val_loss", "best_ood_loss", "n_params", "trials", "failed", "paper_val_loss",
               "best_is_paper", "trial_id", "config"]
-    w = csv.DictWriter(buf, fieldnames=fields)
+    w = csv.DictWriter(buf, fieldnames=fields + list(ds.get("csv_fields", [])))
     w.writeheader()
     for r in rows:
-        w.writerow({**r, "config": json.dumps(r["config"]) if r["config"] else ""})
+        extra = ds.get("csv", {}).get(r["encoder"], {})
+        w.writerow({**r, "config": json.dumps(r["config"]) if r["config"] else "",
+                    **{f: extra.get(f, "") for f in ds.get("csv_fields", [])}})
     atomic_write_text(sweep_dir / "summary.csv", buf.getvalue())
-    atomic_write_text(sweep_dir / "summary.md", markdown_table(rows, cfg))
+    atomic_write_text(sweep_dir / "summary.md", markdown_table(rows, cfg, ds))
     atomic_write_json(sweep_dir / "best.json", best)
 
 
@@ -85,7 +94,7 @@ def _fmt(x, spec=".4f"):
     return "—" if x is None else format(x, spec)
 
 
-def markdown_table(rows: list[dict], cfg: SweepConfig) -> str:
+def markdown_table(rows: list[dict], cfg: SweepConfig, downstream: dict | None = None) -> str:
     lines = [
         f"# Sweep `{cfg.name}`",
         "",
@@ -95,12 +104,18 @@ def markdown_table(rows: list[dict], cfg: SweepConfig) -> str:
         "Trial 0 of each encoder is its paper preset scaled to the budget (`paper_config: true` in its "
         "`trial.json`); tuning gain = its validation loss minus the best trial's.",
         "",
-        "| encoder | best val emulation loss | its OOD emulation loss | paper preset (trial 0) val loss | tuning gain | parameters | trials (failed) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    ds = downstream or {}
+    extra = list(ds.get("md_columns", []))
+    head = ["encoder", "best val emulation loss", "its OOD emulation loss", "paper preset (trial 0) val loss",
+            "tuning gain", "parameters", "trials (failed)", *extra]
+    lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         n = "—" if r["n_params"] is None else f"{r['n_params']:,}"
         paper, best = r.get("paper_val_loss"), r["best_val_loss"]
         gain = "—" if paper is None or best is None else ("0 (the best is trial 0)" if r.get("best_is_paper") else f"{paper - best:.4f}")
-        lines.append(f"| {r['encoder']} | {_fmt(best)} | {_fmt(r['best_ood_loss'])} | {_fmt(paper)} | {gain} | {n} | {r['trials']} ({r['failed']}) |")
+        cells = [r["encoder"], _fmt(best), _fmt(r["best_ood_loss"]), _fmt(paper), gain, n, f"{r['trials']} ({r['failed']})",
+                 *ds.get("md", {}).get(r["encoder"], ["—"] * len(extra))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += list(ds.get("md_section", []))
     return "\n".join(lines) + "\n"
