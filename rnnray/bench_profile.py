@@ -19,7 +19,7 @@ from .data import RowSampler, training_batch
 from .encoders import ENCODERS, needs_augmentation
 from .machine import device_name, sync
 from .train import build_model, train_step
-from .weights import FORMAL_LANGUAGES, MNIST
+from .kinds import zoo_kind
 
 REGIONS = ("input", "step")
 
@@ -27,7 +27,7 @@ REGIONS = ("input", "step")
 def profile_steps(encoder: str = "dws", kind: str = "formal_languages", steps: int = 50, batch: int = 64,
                   emulator_hidden: int = 256, device=None, top: int = 12) -> dict:
     device = torch.device(device or "cpu")
-    layout = FORMAL_LANGUAGES if kind == "formal_languages" else MNIST
+    layout = zoo_kind(kind).layout
     data = synthetic_snapshots(kind, layout, rows=max(4 * batch, 256), sequences=8)
     sampler = RowSampler(len(data), batch, seed=0)
     hp, n_params = encoder_config(encoder, layout, kind, None, 0.05)

@@ -34,9 +34,9 @@ import torch
 
 from .data import RowSampler, Snapshots, training_batch
 from .encoders import ENCODERS, fit_to_budget, needs_augmentation
-from .encoders.common import REPRESENTATION_DIM
 from .encoders.registry import resolve_hparams
 from .train import BASELINE, EMULATOR_LAYERS, build_model, train_step
+from .kinds import zoo_kind
 from .weights import Layout
 
 # SPEC.md 5b targets at the presets, zoo A, batch 64, emulator 256, on a CPU: step time / emulator alone
@@ -106,10 +106,12 @@ def step_flops(model: torch.nn.Module, flat: torch.Tensor, inputs: torch.Tensor,
 
 
 def encoder_config(name: str, layout: Layout, kind: str, budget: float | None, tolerance: float) -> tuple[dict, int]:
-    """The hyperparameters timed: the preset as it is (``budget=None``), or fitted to ``budget``."""
+    """The hyperparameters timed: the preset as it is (``budget=None``, and always for the fixed-size
+    baseline), or fitted to ``budget``."""
     from .encoders import build_encoder, count_params
+    from .encoders.registry import get_spec
 
-    if budget is None:
+    if budget is None or not get_spec(name).sized:
         hp = resolve_hparams(name, layout, kind)
         with torch.device("meta"):
             return hp, count_params(build_encoder(name, layout, kind, **hp))
@@ -126,17 +128,17 @@ def benchmark(
     from .machine import matmul_gflops
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    layout = Layout(6, 6) if kind == "formal_languages" else Layout(16, 10)
+    layout = zoo_kind(kind).layout
     names = list(encoders or ENCODERS) + [BASELINE]
     data = synthetic_snapshots(kind, layout, rows=max(4 * batch, 256), sequences=8)
     sampler = RowSampler(len(data), batch, seed=0)
     models, info = {}, {}
     for name in names:
-        hp, n = ({}, REPRESENTATION_DIM) if name == BASELINE else encoder_config(name, layout, kind, budget, tolerance)
+        hp, n = encoder_config(name, layout, kind, budget, tolerance)
         torch.manual_seed(0)
         model = build_model(name, hp, layout, kind, emulator_hidden).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        aug = layout if name in ENCODERS and needs_augmentation(name) else None
+        aug = layout if needs_augmentation(name) else None
         models[name] = (model, opt, [p for p in model.parameters() if p.requires_grad], aug)
         flat, inputs, targets = training_batch(data, sampler, 0, 0, aug, device)
         info[name] = {"n_params": n, "hparams": hp, "flops": step_flops(model, flat, inputs, targets)}

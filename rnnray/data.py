@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from .emulator import inputs_from_sequences, targets_from_logits, targets_from_logprobs
+from .kinds import KINDS, zoo_kind
 from .weights import Layout
 
 # per zoo kind: (column the emulator's inputs come from, column its targets come from)
-SEQUENCE_COLUMNS = {"formal_languages": ("sequences", "logprobs"), "mnist": ("inputs", "logits")}
+SEQUENCE_COLUMNS = {name: k.sequence_columns for name, k in KINDS.items()}
 KEY_COLUMNS = ("run_id", "step", "params")
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -162,7 +163,7 @@ class Snapshots:
         flat = to_device(torch.from_numpy(self.params[rows]), device)
         inp = to_device(torch.from_numpy(np.ascontiguousarray(self.inputs[rows, seqs])), device)
         tgt = to_device(torch.from_numpy(np.ascontiguousarray(self.targets[rows, seqs])), device)
-        if self.kind == "formal_languages":
+        if zoo_kind(self.kind).token_inputs:
             return flat, inputs_from_sequences(inp).long(), targets_from_logprobs(tgt)
         return flat, inp.float(), targets_from_logits(tgt)
 

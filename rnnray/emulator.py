@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .encoders.baseline import ConstantRepresentation  # noqa: F401  (re-exported: the baseline's old home)
 from .encoders.common import REPRESENTATION_DIM, ZOO_KINDS
+from .kinds import KINDS
 
-SIZES = {"formal_languages": (6, 6), "mnist": (16, 10)}  # (input, output)
+SIZES = {name: (k.input_size, k.output_size) for name, k in KINDS.items()}  # (input, output)
 FORMAL_INPUT_STEPS = 41  # a 42-token sequence predicts its last 41 tokens from its first 41
 
 
@@ -71,7 +73,7 @@ class Emulator(nn.Module):
 
     def embed_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) or tiles (B, T, 16) -> (B, T, hidden)."""
-        if self.zoo_kind == "formal_languages":
+        if KINDS[self.zoo_kind].token_inputs:
             inputs = F.one_hot(inputs.long(), self.input_proj.in_features)
         return self.input_proj(inputs.to(self.input_proj.weight.dtype))
 
@@ -81,18 +83,6 @@ class Emulator(nn.Module):
         x = torch.cat([x[:, :1] + cond, x[:, 1:]], dim=1)  # the representation enters at step 0 only
         out, _ = self.lstm(x)
         return self.head(out)
-
-
-class ConstantRepresentation(nn.Module):
-    """Baseline encoder: one learned 16-vector for every RNN, so the emulator can only learn the
-    zoo's average behaviour; the gap to it measures what a representation adds."""
-
-    def __init__(self, rep_dim: int = REPRESENTATION_DIM):
-        super().__init__()
-        self.rep = nn.Parameter(torch.randn(rep_dim))
-
-    def forward(self, flat: torch.Tensor) -> torch.Tensor:
-        return self.rep.expand(flat.shape[0], -1)
 
 
 class EmulationModel(nn.Module):

@@ -32,9 +32,12 @@ from pathlib import Path
 from .cli import UsageError, friendly_errors
 from .downstream import DEFAULT_SEEDS, PredictorConfig, flat_metrics, jsonable, metric_columns, targets_for
 from .atomic import atomic_write_json
+from .config import SUPERVISED_ENCODER
+from .kinds import zoo_kind
+from .store import TRIAL_RECORD, SweepFolder
 
 FORMAT = "rnnray-downstream/1"
-DOWNSTREAM_FILE = "downstream.json"
+DOWNSTREAM_FILE = SweepFolder(Path(".")).downstream_json.name  # the file name, for messages
 MD_PREFIX = "ds "
 MD_BEGIN, MD_END = "<!-- downstream:begin -->", "<!-- downstream:end -->"
 NOT_HEADLINE = {"head_acc"}  # kept in the JSON and CSV, left out of the markdown tables
@@ -82,7 +85,7 @@ def checkpoint_of(entry: Mapping) -> str | None:
     ``checkpoint`` / ``checkpoint_path`` (``TrainResult`` names it the latter)."""
     if entry.get("checkpoint"):
         return entry["checkpoint"]
-    trial = Path(entry["trial_dir"]) / "trial.json" if entry.get("trial_dir") else None
+    trial = Path(entry["trial_dir"]) / TRIAL_RECORD if entry.get("trial_dir") else None
     if trial is not None and trial.is_file():
         try:
             rec = json.loads(trial.read_text())
@@ -123,7 +126,7 @@ def zoo_and_seed(sweep: Mapping, metas: Mapping, sweep_dir: Path) -> tuple[str, 
     zoo = next(iter(zoos)) if zoos else zoo
     seed = next(iter(seeds)) if seeds else seed
     if not zoo:
-        raise UsageError(f"{sweep_dir / 'sweep.json'}: names no zoo")
+        raise UsageError(f"{SweepFolder(sweep_dir).sweep_json}: names no zoo")
     return zoo, seed
 
 
@@ -174,15 +177,16 @@ def evaluate_sweep(
 
     t_start = time.time()
     sweep_dir = Path(sweep_dir)
-    sweep = read_json(sweep_dir / "sweep.json", "not a sweep folder")
-    best = read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
+    folder = SweepFolder(sweep_dir)
+    sweep = read_json(folder.sweep_json, "not a sweep folder")
+    best = read_json(folder.best_json, "no best trials yet: has the sweep finished a trial?")
     device = device or default_device()
     settings = (sweep.get("config") or {}).get("downstream") or {}  # optional: steps, seeds, supervised_encoder
     cfg = config or PredictorConfig(**{k: v for k, v in settings.items() if k in PredictorConfig.__dataclass_fields__})
     if seeds is None:
         seeds = tuple(settings.get("seeds", DEFAULT_SEEDS))
     if supervised_encoder is None:
-        supervised_encoder = settings.get("supervised_encoder", "stats")
+        supervised_encoder = settings.get("supervised_encoder", SUPERVISED_ENCODER)
     models, metas, skipped = load_encoders(best, device)
     zoo, split_seed = zoo_and_seed(sweep, metas, sweep_dir)
     manifest = read_manifest(zoo)
@@ -192,8 +196,8 @@ def evaluate_sweep(
         if meta.get("zoo_kind") not in (None, kind):
             skipped[name] = f"trained on a {meta['zoo_kind']} zoo, not {kind}"
             del models[name], metas[name]
-    columns = ["run_id", "step", "params", "accuracy"] + (
-        ["task"] if kind == "formal_languages" else ["angle", "train_loss", "heldout_loss"])
+    columns = ["run_id", "step", "params", "accuracy", zoo_kind(kind).task_column] + (
+        [] if zoo_kind(kind).token_inputs else ["train_loss", "heldout_loss"])
     table = load_table(zoo, columns=columns, checksums=False)
     if progress:
         print(f"downstream evaluation: {len(models)} encoder(s) + 2 baselines on {zoo} ({kind}, {len(table)} snapshots), "
@@ -231,7 +235,7 @@ def evaluate_sweep(
         "seconds": round(time.time() - t_start, 1),
     }
     doc = jsonable(doc)
-    atomic_write_json(sweep_dir / DOWNSTREAM_FILE, doc)
+    atomic_write_json(folder.downstream_json, doc)
     update_summary(sweep_dir, doc)
     return doc
 
@@ -267,12 +271,13 @@ def update_summary(sweep_dir: Path, doc: Mapping) -> None:
     and ``doc``: the sweep's columns and the downstream ones (no editing of the files as text)."""
     from .sweep import SweepConfig, collect_trials, summarise, write_summary
 
-    sweep = read_json(sweep_dir / "sweep.json", "not a sweep folder")
+    folder = SweepFolder(Path(sweep_dir))
+    sweep = read_json(folder.sweep_json, "not a sweep folder")
     try:
         cfg = SweepConfig.model_validate(sweep["config"])
     except Exception as e:  # noqa: BLE001 - pydantic's ValidationError or a missing key: one line
-        raise UsageError(f"{sweep_dir / 'sweep.json'}: its sweep config does not validate ({e.__class__.__name__})") from None
-    records = {enc: collect_trials(sweep_dir / "trials" / enc) for enc in cfg.encoders}
+        raise UsageError(f"{folder.sweep_json}: its sweep config does not validate ({e.__class__.__name__})") from None
+    records = {enc: collect_trials(folder, enc) for enc in cfg.encoders}
     rows, best = summarise(sweep_dir, cfg, records)
     write_summary(sweep_dir, rows, best, cfg, downstream=summary_columns(doc))
 
@@ -364,12 +369,12 @@ def main(argv=None) -> None:
             raise UsageError(f"--supervised-encoder {args.supervised_encoder!r}: choose from {', '.join(ENCODERS)}")
         check_device(args.device)
         sweep_dir = resolve(args.results)
-        read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
+        read_json(SweepFolder(sweep_dir).best_json, "no best trials yet: has the sweep finished a trial?")
         print(f"sweep folder: {sweep_dir}", flush=True)
         doc = evaluate_sweep(sweep_dir, seeds=args.seeds, config=None if args.steps is None else PredictorConfig(steps=args.steps),
                              device=args.device, supervised_encoder=args.supervised_encoder)
     print_summary(doc)
-    print(f"\nwritten: {sweep_dir / DOWNSTREAM_FILE}, summary.csv, summary.md  ({doc['seconds']:.0f} s)")
+    print(f"\nwritten: {SweepFolder(sweep_dir).downstream_json}, summary.csv, summary.md  ({doc['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

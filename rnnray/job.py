@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .cli import UsageError, friendly_errors
+from .store import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, load_sweep, run_sweep
 
 
@@ -63,9 +64,7 @@ def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
         kind, rows, stored, seq_len = z.kind, z.runs * len(z.snapshots), z.stored_sequences, getattr(z, "seq_len", 42)
         params = layout_for(kind).num_params
         actor = 3 * min(z.resources.chunk, z.runs) * len(z.snapshots) * row_bytes(kind, params, stored, seq_len)
-    from .config import TrainConfig
-
-    eval_seqs = min(stored, int(cfg.train.get("eval_sequences", TrainConfig.model_fields["eval_sequences"].default)))
+    eval_seqs = min(stored, cfg.train.eval_sequences)
     worker = 2 * (rows * row_bytes(kind, params, stored, seq_len) // cfg.resources.workers
                   + rows * row_bytes(kind, params, eval_seqs, seq_len))
     return {"actor": actor, "worker": worker}
@@ -99,19 +98,22 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
 
 
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
-            dashboard: str | None = None) -> Path:
-    """Sweep, downstream evaluation, report; prints where everything landed. Returns the sweep folder."""
+            dashboard: str | None = None, checked: bool = False) -> Path:
+    """Sweep, downstream evaluation, report; prints where everything landed. Returns the sweep folder.
+    ``checked``: :func:`preflight` already ran (against this machine, before Ray started)."""
     t0 = time.time()
-    preflight(cfg, resume)
+    if not checked:
+        preflight(cfg, resume)
     sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard)
     after_sweep(sweep_dir, cfg)
-    print(f"\n{(sweep_dir / 'summary.md').read_text()}")
+    folder = SweepFolder(sweep_dir)
+    print(f"\n{folder.summary_md.read_text()}")
     print(f"results:     {sweep_dir}")
-    print(f"summary:     {sweep_dir / 'summary.md'}")
-    print(f"best trials: {sweep_dir / 'best.json'}")
-    for enc, b in json.loads((sweep_dir / "best.json").read_text()).items():
+    print(f"summary:     {folder.summary_md}")
+    print(f"best trials: {folder.best_json}")
+    for enc, b in json.loads(folder.best_json.read_text()).items():
         print(f"  {enc:<15} checkpoint {b['checkpoint']}")
-    report = sweep_dir / "report.md"
+    report = folder.report_md
     if report.exists():
         print(f"report:      {report}")
     print(f"finished in {time.time() - t0:.0f} s")
@@ -137,7 +139,8 @@ def main(argv=None) -> None:
     with friendly_errors(args.debug):
         path = args.config or default_sweep_file()
         cfg = load_sweep(path, args.set)
-        if not (args.address or os.environ.get("RAY_ADDRESS")):
+        checked = not (args.address or os.environ.get("RAY_ADDRESS"))
+        if checked:
             preflight(cfg, args.resume)  # this machine's memory; a cluster's is checked once connected
         import ray
 
@@ -147,12 +150,12 @@ def main(argv=None) -> None:
             dashboard = getattr(ctx, "dashboard_url", None)
         try:
             sweep_dir = run_job(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1,
-                                dashboard=dashboard)
+                                dashboard=dashboard, checked=checked)
         except SweepInterrupted as e:
             print(f"interrupted ({e}); continue with: python -m rnnray.sweep {path} --resume {e.sweep_dir}",
                   file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
-    if not json.loads((sweep_dir / "best.json").read_text()):
+    if not json.loads(SweepFolder(sweep_dir).best_json.read_text()):
         print(f"error: no trial of any encoder finished; the reasons are in {sweep_dir}/trials/*/*/trial.json",
               file=sys.stderr)
         sys.exit(1)

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
+from .store import SweepFolder, is_results_dir
+from .zoo.storage import MANIFEST, SHARDS
 
 KIND_NAMES = {"zoo": "a zoo", "sweep": "a sweep folder", "results": "a results folder", "file": "a file",
               "other": "a folder of other files", "empty": "an empty folder", "missing": "missing"}
@@ -21,14 +23,13 @@ def folder_kind(path: str | Path) -> str:
         return "missing"
     if not p.is_dir():
         return "file"
-    if (p / "manifest.json").is_file() or (p / "shards").is_dir():
+    if (p / MANIFEST).is_file() or (p / SHARDS).is_dir():
         return "zoo"
-    if (p / "sweep.json").is_file():
+    if SweepFolder.holds_sweep(p):
         return "sweep"
-    children = list(p.iterdir())
-    if not children:
+    if not any(p.iterdir()):
         return "empty"
-    if (p / "LATEST").is_file() or any((c / "sweep.json").is_file() for c in children if c.is_dir()):
+    if is_results_dir(p):
         return "results"
     return "other"
 

@@ -51,7 +51,7 @@ def reference() -> str:
     for title, model, note in [
         ("Zoo file, `kind: formal_languages`", FormalLanguagesZoo, "`python -m rnnray.zoo build FILE`; also the `zoo:` section of a sweep file."),
         ("Zoo file, `kind: mnist`", MnistZoo, "Fields as above, plus the MNIST ones."),
-        ("Training file", TrainConfig, "`python -m rnnray.train FILE --encoder NAME`; in a sweep file, the `train:` section takes these fields except the ones the sweep sets itself (zoo, budget, tolerance, encoder_hparams, workers, gpus_per_worker, cpus_per_worker, storage_path, name)."),
+        ("Training file", TrainConfig, "`python -m rnnray.train FILE --encoder NAME`. A sweep file's `train:` section takes the optimisation settings among these (the `train.` keys of the sweep file below); the rest the sweep sets itself, per trial."),
         ("Sweep file", SweepConfig, "`python -m rnnray.sweep FILE`."),
     ]:
         out += [f"#### {title}", "", note, "", "| key | default | meaning |", "| --- | --- | --- |"]

@@ -42,6 +42,8 @@ from .evaluate import (
     resolve,
 )
 from .atomic import atomic_write_text
+from .kinds import zoo_kind
+from .store import SweepFolder
 from .figures import (
     PCA_MAX_ROWS,
     _mean_std,
@@ -53,16 +55,16 @@ from .figures import (
 )
 from .performance import SNAPSHOT_SEED, _np, performance_prediction
 
-REPORT_FILE = "report.md"
+REPORT_FILE = SweepFolder(Path(".")).report_md.name
 
 
-FIGURES = "figures"
+FIGURES = SweepFolder(Path(".")).figures.name  # figures are linked relative to report.md
 
 
 def trial_records(sweep_dir: Path) -> dict[str, list[dict]]:
     """Finished trials per encoder (``trials/<encoder>/<trial>/trial.json``)."""
     out: dict[str, list[dict]] = {}
-    for f in sorted((sweep_dir / "trials").glob("*/*/trial.json")):
+    for f in SweepFolder(sweep_dir).trial_records():
         try:
             rec = json.loads(f.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -113,11 +115,12 @@ def write_report(
 
     t0 = time.time()
     sweep_dir = Path(sweep_dir)
-    sweep = read_json(sweep_dir / "sweep.json", "not a sweep folder")
-    best = read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
+    folder = SweepFolder(sweep_dir)
+    sweep = read_json(folder.sweep_json, "not a sweep folder")
+    best = read_json(folder.best_json, "no best trials yet: has the sweep finished a trial?")
     device = torch.device(device) if device is not None else default_device()
-    fig_dir = sweep_dir / FIGURES
-    ds_path = sweep_dir / DOWNSTREAM_FILE
+    fig_dir = folder.figures
+    ds_path = folder.downstream_json
     doc = json.loads(ds_path.read_text()) if ds_path.is_file() else None
     if doc is None and evaluate_missing:
         if progress:
@@ -130,7 +133,7 @@ def write_report(
     zoo, split_seed = zoo_and_seed(sweep, metas, sweep_dir)
     manifest = read_manifest(zoo)
     kind = manifest["kind"]
-    cols = ["run_id", "step", "params", "accuracy", "task" if kind == "formal_languages" else "angle"]
+    cols = ["run_id", "step", "params", "accuracy", zoo_kind(kind).task_column]
     table = load_table(zoo, columns=cols, checksums=False)
     figures: dict[str, Path | None] = {}
 
@@ -232,7 +235,7 @@ def write_report(
         lines.append("No loadable encoder checkpoints.")
     if skipped:
         lines += ["", "Skipped encoders: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())]
-    path = sweep_dir / REPORT_FILE
+    path = SweepFolder(sweep_dir).report_md
     atomic_write_text(path, "\n".join(lines) + "\n")
     if progress:
         made = [p.name for p in figures.values() if p]
@@ -254,7 +257,7 @@ def main(argv=None) -> None:
             raise UsageError("--max-snapshots and --samples must be at least 1")
         check_device(args.device)
         sweep_dir = resolve(args.results)
-        read_json(sweep_dir / "best.json", "no best trials yet: has the sweep finished a trial?")
+        read_json(SweepFolder(sweep_dir).best_json, "no best trials yet: has the sweep finished a trial?")
         path = write_report(sweep_dir, device=args.device, max_snapshots=args.max_snapshots, n_samples=args.samples,
                             evaluate_missing=not args.no_evaluate)
     print(f"report: {path}")

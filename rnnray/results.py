@@ -1,63 +1,17 @@
-"""The results store: atomic writes, the 'latest sweep' pointer, and ``load_best``.
+"""``load_best``: a trained encoder back from the results store, ready to embed RNN weights.
 
-A results directory holds one folder per sweep (``NAME-YYYYmmdd-HHMMSS``) and a ``LATEST`` file
-naming the most recent one. Every file is written under a temporary name and renamed, so two
-sweeps sharing a results directory, or a sweep killed mid-write, never leave a torn file.
+Where a sweep's files lie is :mod:`rnnray.store`'s business; its names are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from .errors import UserError
-from .atomic import atomic_write_text
+from .store import DEFAULT_RESULTS, ResultsError, SweepFolder, latest_pointer, resolve_sweep, write_latest
 
-DEFAULT_RESULTS = "results"
-
-
-def write_latest(results: Path, sweep_dir: Path) -> None:
-    atomic_write_text(results / "LATEST", sweep_dir.name + "\n")
-
-
-def latest_pointer(results: Path) -> Path | None:
-    f = results / "LATEST"
-    if f.is_file():
-        d = results / f.read_text().strip()
-        if d.is_dir():
-            return d
-    sweeps = sorted((p for p in results.glob("*") if (p / "sweep.json").is_file()), key=lambda p: p.stat().st_mtime)
-    return sweeps[-1] if sweeps else None
-
-
-class ResultsError(UserError, LookupError):
-    """Nothing to load: the message names what was looked for and what is available."""
-
-
-def resolve_sweep(results: str | Path | None = None) -> Path:
-    """A sweep folder from: None (the latest sweep under $RNNRAY_RESULTS or ./results), a results
-    directory (its latest sweep), a sweep folder, or a sweep name (its latest run under the default)."""
-    default_root = Path(os.environ.get("RNNRAY_RESULTS", DEFAULT_RESULTS)).expanduser()
-    if results is None:
-        root = default_root
-    else:
-        p = Path(results).expanduser()
-        if (p / "sweep.json").is_file():
-            return p
-        if p.is_dir():
-            root = p
-        elif os.sep in str(results) or not default_root.is_dir():
-            raise ResultsError(f"{results}: no such results directory or sweep folder")
-        else:
-            named = sorted(q for q in default_root.glob(f"{results}-*") if (q / "sweep.json").is_file())
-            if named:
-                return named[-1]
-            raise ResultsError(f"{results}: neither a results directory, a sweep folder nor a sweep name under {default_root}")
-    latest = latest_pointer(root)
-    if latest is None:
-        raise ResultsError(f"{root}: no sweeps here yet (run `python -m rnnray.sweep SWEEP.yaml`)")
-    return latest
+__all__ = ["DEFAULT_RESULTS", "LoadedEncoder", "ResultsError", "SweepFolder", "latest_pointer", "load_best", "resolve_sweep",
+           "write_latest"]
 
 
 class LoadedEncoder:
@@ -103,7 +57,7 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
     from .train import load_checkpoint
 
     sweep = resolve_sweep(results)
-    best_file = sweep / "best.json"
+    best_file = SweepFolder(sweep).best_json
     best = json.loads(best_file.read_text()) if best_file.is_file() else {}
     if name not in best:
         avail = ", ".join(sorted(best)) or "none"

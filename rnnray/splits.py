@@ -31,12 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .kinds import KIND_NAMES, zoo_kind
+
 OOD_FRACTION = 0.15
 VAL_FRACTION = 0.15
 TRAIN_FRACTION = 0.70
 SPLITS = ("train", "val", "ood")
 OOD_HALVES = ("ood_train", "ood_test")
-KINDS = ("formal_languages", "mnist")
+KINDS = KIND_NAMES
 
 
 def _round_half_up(x: float) -> int:
@@ -144,11 +146,11 @@ def zoo_splits(path: str | Path, seed: int = 0, checksums: bool = True) -> Split
     from .zoo import ZooError, load_table, read_manifest
 
     kind = read_manifest(path)["kind"]
-    column = "task" if kind == "formal_languages" else "angle"
+    column = zoo_kind(kind).task_column
     table = load_table(path, columns=["run_id", column], checksums=checksums)
     runs = table.column("run_id").to_numpy()
     col = table.column(column).combine_chunks()
-    values = col.to_numpy_ndarray() if kind == "formal_languages" else col.to_numpy()
+    values = col.to_numpy_ndarray() if hasattr(col, "to_numpy_ndarray") else col.to_numpy()
     run_tasks: dict[int, object] = {}
     for r, v in zip(runs.tolist(), values):
         key = task_key(kind, v)

@@ -62,7 +62,7 @@ def test_a_training_step_keeps_every_tensor_on_the_models_device(kind):
     flat, inputs, targets = training_batch(data, RowSampler(16, 8, 0), 0, 0, layout, META)
     assert {flat.device, inputs.device, targets.device} == {META}
     for name in [*ENCODERS, BASELINE]:
-        model = build_model(name, default_hparams(name) if name != BASELINE else {}, layout, kind, 16).to(META)
+        model = build_model(name, default_hparams(name), layout, kind, 16).to(META)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         loss = train_step(model, opt, list(model.parameters()), flat, inputs, targets, 0.1)
         assert loss.device == META, name

@@ -212,14 +212,14 @@ def test_zoo_read_needs_no_free_cpu(ray_session, tiny_fl_zoo, tmp_path):
     ordinary 1-CPU Ray Data task; that happens before a trial's workers take their CPUs.)"""
     import threading
 
-    from rnnray.train import split_datasets
+    from rnnray.train import plan_run, split_datasets
 
     @ray_session.remote(num_cpus=2)
     class Hog:
         def ready(self):
             return True
 
-    splits = split_datasets(tiny_cfg(tiny_fl_zoo.path, tmp_path), "formal_languages")
+    splits = split_datasets(plan_run("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path)))
     hog = Hog.remote()
     ray_session.get(hog.ready.remote(), timeout=PATIENCE)
     try:

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import PREDICTOR_SEEDS
 from .predictors import (RANDOM_SEED, Normalize, PredictorConfig, _Encoded, _predict, _seed, make_head, random_representations,
                          summarise_seeds, train_predictors)
 from .targets import EVAL_SPLITS, Target, _column, split_rows, target_values, targets_for
 
-DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_SEEDS = PREDICTOR_SEEDS
 
 
 def _evaluate(

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import PREDICTOR_HIDDEN, PREDICTOR_STEPS
 from ..encoders.common import REPRESENTATION_DIM
 from .metrics import accuracy, angle_error_deg, cos_sin_to_deg, exact_task_accuracy, mae, r2
 from .targets import TASK_OFFSETS, Target, _column
@@ -47,9 +48,9 @@ def random_representations(n: int, seed: int = RANDOM_SEED, dim: int = REPRESENT
 class PredictorConfig:
     """Settings of every downstream predictor (see the module docstring for why they are fixed)."""
 
-    hidden: int = 64
+    hidden: int = PREDICTOR_HIDDEN
     depth: int = 2
-    steps: int = 2000
+    steps: int = PREDICTOR_STEPS
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4

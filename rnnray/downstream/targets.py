@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kinds import KINDS
 from ..splits import make_splits, task_key
 
 EVAL_SPLITS = ("val", "ood_test")
@@ -77,7 +78,7 @@ def split_rows(table, zoo_kind: str, split_seed: int = 0) -> dict[str, np.ndarra
     on the table's runs, so pass the whole zoo's table to get the zoo's splits (the split of a task
     depends on which other tasks exist)."""
     runs = _column(table, "run_id").astype(np.int64)
-    tasks = _column(table, "task" if zoo_kind == "formal_languages" else "angle")
+    tasks = _column(table, KINDS[zoo_kind].task_column)
     run_tasks: dict[int, object] = {}
     for r, t in zip(runs.tolist(), tasks):
         key = task_key(zoo_kind, t)

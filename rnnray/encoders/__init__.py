@@ -2,7 +2,8 @@
 
 Six families (see each module's docstring for its modelling choices): ``flat`` and ``stats``
 (``mlp.py``), ``transformer`` (``transformer.py``), ``dws`` (``dws.py``), ``noninteractive`` and
-``interactive`` (``probing.py``). ``registry.py`` names them, ``budget.py`` sizes them to a
+``interactive`` (``probing.py``); and the ``constant`` baseline (``baseline.py``), which ignores
+the weights. ``registry.py`` names them, ``budget.py`` sizes them to a
 parameter budget and ``augment.py`` permutes hidden neurons for the non-invariant ones.
 """
 
@@ -10,6 +11,7 @@ from .augment import augment
 from .budget import InfeasibleBudget, count_params, fit_to_budget
 from .common import REPRESENTATION_DIM, ZOO_KINDS, resolve_zoo_kind
 from .registry import (
+    BASELINES,
     ENCODERS,
     UnknownEncoder,
     build_encoder,
@@ -19,6 +21,7 @@ from .registry import (
 )
 
 __all__ = [
+    "BASELINES",
     "ENCODERS",
     "REPRESENTATION_DIM",
     "ZOO_KINDS",

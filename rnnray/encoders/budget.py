@@ -68,6 +68,8 @@ def fit_to_budget(
     for ``build_encoder``) and the parameter count.
     """
     spec = get_spec(name)
+    if not spec.sized:
+        raise TypeError(f"{name!r} has a fixed size (a baseline): no budget applies to it")
     if "width" in hparams:
         raise TypeError("fit_to_budget chooses 'width'; do not pass it")
     user_head = hparams.pop("head_width", None)

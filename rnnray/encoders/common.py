@@ -21,17 +21,17 @@ import math
 
 from torch import nn
 
+from ..kinds import KIND_NAMES, kind_of_layout
 from ..weights import HIDDEN, Layout
 
 REPRESENTATION_DIM = 16
-ZOO_KINDS = ("formal_languages", "mnist")
-_KIND_BY_INPUT = {6: "formal_languages", 16: "mnist"}
+ZOO_KINDS = KIND_NAMES
 DEFAULT_INPUT_SCALE = math.sqrt(HIDDEN)
 
 
 def resolve_zoo_kind(layout: Layout, zoo_kind: str | None) -> str:
     """The zoo kind, given explicitly or read off the layout's input size (6 tokens / 16-pixel tiles)."""
-    inferred = _KIND_BY_INPUT.get(layout.input_size)
+    inferred = kind_of_layout(layout)
     if zoo_kind is None:
         if inferred is None:
             raise ValueError(

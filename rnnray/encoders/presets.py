@@ -11,11 +11,11 @@ import json
 
 import torch
 
-from ..weights import FORMAL_LANGUAGES, MNIST
+from ..kinds import KINDS
 from .budget import count_params
 from .registry import ENCODERS, PAPER_PARAMS, PRESETS, build_encoder, resolve_hparams
 
-LAYOUTS = {"formal_languages": FORMAL_LANGUAGES, "mnist": MNIST}
+LAYOUTS = {name: k.layout for name, k in KINDS.items()}
 
 
 def preset_counts() -> list[dict]:

@@ -20,9 +20,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..config import DEFAULT_PRESET, PRESET_NAMES
+from ..config import DEFAULT_PRESET, ENCODER_NAMES, PRESET_NAMES
 from ..errors import UserError
 from ..weights import Layout
+from .baseline import ConstantRepresentation
 from .common import DEFAULT_INPUT_SCALE, resolve_zoo_kind
 from .dws import DWSEncoder
 from .mlp import FlatEncoder, StatsEncoder
@@ -41,7 +42,7 @@ class UnknownPreset(UserError, ValueError):
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
-    kind: str  # "mechanistic" or "functionalist"
+    kind: str  # "mechanistic", "functionalist" or "baseline"
     invariant: bool  # exactly invariant to hidden-neuron permutations by construction
     constructor: Callable[..., nn.Module]
     defaults: dict[str, Any]  # the paper preset
@@ -53,6 +54,11 @@ class EncoderSpec:
     @property
     def needs_augmentation(self) -> bool:
         return not self.invariant
+
+    @property
+    def sized(self) -> bool:
+        """Whether the encoder has a body width a parameter budget can fit (a baseline has a fixed size)."""
+        return "width" in self.defaults
 
 
 def _probing_space() -> dict[str, Any]:
@@ -101,6 +107,7 @@ SPECS: dict[str, EncoderSpec] = {
             "interactive", "functionalist", True, InteractiveProbing,
             dict(_PROBING_PAPER), _probing_space(), takes_zoo_kind=True, head_ratio=0.5,
         ),
+        EncoderSpec("constant", "baseline", True, ConstantRepresentation, {}),
     )
 }
 # The paper's own parameter counts (SPEC.md 5b, zoo A, as the authors count them), for comparison
@@ -108,14 +115,16 @@ PAPER_PARAMS = {"stats": 1.2e6, "flat": 1.80e6, "transformer": 1.28e6, "dws": 1.
                 "interactive": 1.15e6}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": {name: dict(s.defaults) for name, s in SPECS.items()}}
 assert tuple(PRESETS) == PRESET_NAMES and DEFAULT_PRESET in PRESETS  # the names configs are checked against
-ENCODERS: tuple[str, ...] = tuple(SPECS)
+ENCODERS: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind != "baseline")  # the six compared
+BASELINES: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind == "baseline")
+assert ENCODERS == ENCODER_NAMES  # the names sweep files are checked against
 
 
 def get_spec(name: str) -> EncoderSpec:
     try:
         return SPECS[name]
     except KeyError:
-        raise UnknownEncoder(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS)}") from None
+        raise UnknownEncoder(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS + BASELINES)}") from None
 
 
 def preset_hparams(name: str, preset: str = DEFAULT_PRESET) -> dict[str, Any]:
@@ -157,7 +166,7 @@ def resolve_hparams(name: str, layout: Layout, zoo_kind: str | None = None, pres
     if unknown:
         raise TypeError(f"encoder {name!r} has no hyperparameter(s) {sorted(unknown)}; valid: {sorted(base)}")
     hp = {**base, **hparams}
-    if hp["head_width"] is None:
+    if hp.get("head_width", 0) is None:
         hp["head_width"] = max(1, round(spec.head_ratio * hp["width"]))
     if "probe_length" in hp and hp["probe_length"] is None:
         hp["probe_length"] = DEFAULT_PROBE_LENGTH[resolve_zoo_kind(layout, zoo_kind)]

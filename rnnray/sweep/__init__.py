@@ -21,9 +21,11 @@ experiment is restored with ``Tuner.restore`` (finished trials are kept, unfinis
 ones are run again from their last checkpoint, the Optuna searcher's state comes back). ASHA's
 rung statistics are *not* restored by Ray Tune, so early stopping after a resume starts afresh.
 
-The package, one job per module: :mod:`.settings` (the sweep file), :mod:`.space` (search spaces,
-trial 0, the budget check), :mod:`.trial` (one trial and its record), :mod:`.experiment` (one
-encoder's Tune experiment), :mod:`.store` (the sweep folder and its summaries); this module runs them.
+The package, one job per module: :mod:`.settings` (reading the sweep file; its models are
+in :mod:`rnnray.config.sweep`), :mod:`.space` (search spaces, trial 0, the budget check), :mod:`.trial`
+(one trial, its setup resolved once on the driver, and its record), :mod:`.experiment` (one
+encoder's Tune experiment), :mod:`.summary` (the sweep's summaries); the folder's layout is
+:mod:`rnnray.store`'s. This module runs them.
 """
 
 from __future__ import annotations
@@ -33,18 +35,19 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_json
-from ..results import write_latest
+from ..store import TRAIN_RESULT, SweepFolder, write_latest
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
-from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, load_sweep,
-                       startup_trials, tpe_sampler)
+from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
+                       load_sweep, startup_trials, tpe_sampler)
 from .space import check_budget, define_by_run, encoder_space, is_paper_config, paper_point
-from .store import collect_trials, markdown_table, summarise, sweep_dir_for, write_summary
-from .trial import TRAIN_RESULT, run_trial, trial_record
+from .summary import collect_trials, markdown_table, summarise, sweep_dir_for, write_summary
+from .trial import TrialSetup, run_trial, trial_record
 
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
 
 __all__ = ["EXIT_INTERRUPTED", "TRAIN_RESULT", "TUNE_METRIC", "DownstreamSettings", "Range", "SearchValue", "SweepConfig",
-           "SweepInterrupted", "TrialResources", "TuneSettings", "absolute_paths", "check_budget", "collect_trials",
+           "SweepInterrupted", "TrialResources", "TrialSetup", "TuneSettings", "absolute_paths", "check_budget", "check_search",
+           "collect_trials",
            "define_by_run", "encoder_space", "ensure_zoo", "is_paper_config", "load_sweep", "markdown_table",
            "paper_point", "run_encoder", "run_sweep", "run_trial", "startup_trials", "summarise", "sweep_dir_for",
            "tpe_sampler", "trial_record", "write_summary"]
@@ -90,16 +93,19 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     the downstream evaluation and the report."""
     import ray
 
+    from ..kinds import zoo_kind as kind_entry
     from ..resources import cluster_shape, fit_request
+    from ..train.plan import ZooPlan
     from ..weights import Layout
-    from ..zoo.builder import layout_for
 
+    check_search(cfg)
     cfg = absolute_paths(cfg)
+    manifest = None
     if isinstance(cfg.zoo, str):  # an existing zoo: verified in full (sizes and checksums) up front
         manifest = ensure_zoo(cfg, progress=progress)
         zoo_kind, layout = manifest["kind"], Layout.from_dict(manifest["layout"])
     else:
-        zoo_kind, layout = cfg.zoo.kind, layout_for(cfg.zoo.kind)
+        zoo_kind, layout = cfg.zoo.kind, kind_entry(cfg.zoo.kind).layout
     counts = check_budget(cfg, zoo_kind, layout)
     points = {enc: paper_point(cfg, enc, zoo_kind, layout) for enc in cfg.encoders}
     if not ray.is_initialized():
@@ -108,12 +114,13 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     cpus, gpus = fit_request(r.cpus_per_worker, r.gpus_per_worker, "resources: a training worker", cluster_shape())
     if (cpus, gpus) != (r.cpus_per_worker, r.gpus_per_worker):
         cfg = cfg.model_copy(update={"resources": r.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})})
-    if not isinstance(cfg.zoo, str):
+    if manifest is None:
         manifest = ensure_zoo(cfg, progress=progress)
+    zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest)  # once, for every trial
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:
-        atomic_write_json(sweep_dir / "sweep.json", {"config": cfg.model_dump(mode="json"), "zoo_kind": zoo_kind,
+        atomic_write_json(SweepFolder(sweep_dir).sweep_json, {"config": cfg.model_dump(mode="json"), "zoo_kind": zoo_kind,
                                                      "created": dt.datetime.now().isoformat(timespec="seconds"),
                                                      "default_param_counts": counts})
     write_latest(Path(cfg.results).expanduser(), sweep_dir)
@@ -125,7 +132,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     t0 = time.time()
     for enc in cfg.encoders:
         print(f"\n=== {enc}: {cfg.tune.samples_per_encoder} trials at {cfg.budget:,} ± {cfg.tolerance:.0%} parameters ===", flush=True)
-        records[enc] = run_encoder(cfg, enc, zoo_kind, sweep_dir, resumed, verbose, points[enc])
+        records[enc] = run_encoder(cfg, enc, zoo, sweep_dir, resumed, verbose, points[enc])
         rows, best = summarise(sweep_dir, cfg, records)
         write_summary(sweep_dir, rows, best, cfg)
     rows, best = summarise(sweep_dir, cfg, records)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from pathlib import Path
 
 from ..atomic import atomic_write_json, atomic_write_text
-from ..config import TrainConfig
+from ..store import SweepFolder
+from ..train.plan import ZooPlan
 from .settings import SweepConfig, tpe_sampler
 from .space import _plain, define_by_run, encoder_space, is_paper_config
-from .store import collect_trials
-from .trial import TRAIN_RESULT, _trial_name, run_trial, trial_record
+from .summary import collect_trials
+from .trial import TrialSetup, _trial_name, run_trial, trial_record
 
 TUNE_METRIC = "val_loss"
 
@@ -25,23 +25,22 @@ class SweepInterrupted(Exception):
         self.sweep_dir = sweep_dir
 
 
-def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, resumed: bool, verbose: int,
+def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, resumed: bool, verbose: int,
                 point: dict | None = None):
     """One Ray Tune experiment for one encoder (trial 0: ``point``, its paper preset); returns its trial records."""
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    exp_dir = sweep_dir / "tune"
+    folder = SweepFolder(sweep_dir)
+    exp_dir = folder.tune
     exp_name = encoder
-    trial_root = sweep_dir / "trials" / encoder
-    done_marker = sweep_dir / "trials" / encoder / "DONE"
+    done_marker = folder.done_marker(encoder)
     if done_marker.exists():
-        return collect_trials(trial_root)
-    space = encoder_space(cfg, encoder, zoo_kind)
-    trainable = ray.tune.with_parameters(
-        run_trial, encoder=encoder, sweep=cfg.model_dump(mode="json"), trial_root=str(trial_root.resolve())
-    )
+        return collect_trials(folder, encoder)
+    space = encoder_space(cfg, encoder, zoo.kind)
+    setup = TrialSetup(encoder=encoder, sweep=cfg, zoo=zoo, folder=str(sweep_dir.resolve()))
+    trainable = ray.tune.with_parameters(run_trial, setup=setup)
     # The trial itself only coordinates: it reserves no CPU (a little memory, since a bundle cannot be
     # empty), so its Ray Train workers and their Ray Data reads get every CPU; even 0.01 CPU here
     # deadlocks a full machine, where the workers plus one 1-CPU read task need all of them.
@@ -67,8 +66,7 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
         )
         scheduler = None
         if cfg.tune.scheduler == "asha":
-            evals = max(1, math.ceil(int(cfg.train.get("steps", TrainConfig.model_fields["steps"].default))
-                                     / int(cfg.train.get("eval_every", TrainConfig.model_fields["eval_every"].default))))
+            evals = cfg.train.evaluations
             # max_t one past the last evaluation: a trial that trains to the end returns by itself,
             # so its Ray Train run shuts down cleanly instead of being stopped by the scheduler
             scheduler = ASHAScheduler(
@@ -106,11 +104,11 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo_kind: str, sweep_dir: Path, 
     for result in grid:
         rec = trial_record(result, encoder, cfg)
         rec["paper_config"] = is_paper_config(rec["config"], point)
-        own = trial_root / rec["trial_id"] / TRAIN_RESULT
+        own = folder.train_result(encoder, rec["trial_id"])
         if own.is_file():  # where the workers ran; the checkpoint a restarted run continued from
             mine = json.loads(own.read_text())
             rec["placement"] = mine.get("placement", [])
             rec["resumed_from_step"] = mine.get("resumed_from_step")
-        atomic_write_json(trial_root / rec["trial_id"] / "trial.json", rec)
+        atomic_write_json(folder.trial_record(encoder, rec["trial_id"]), rec)
     atomic_write_text(done_marker, "finished\n")
-    return collect_trials(trial_root)
+    return collect_trials(folder, encoder)

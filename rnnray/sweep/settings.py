@@ -1,63 +1,18 @@
-"""The sweep file's models (pydantic) and how it is read; Optuna's sampler for its ``tune`` section."""
+"""Reading a sweep file: its models (in :mod:`rnnray.config.sweep`) plus the checks that need the
+encoders' search spaces, and Optuna's sampler for its ``tune`` section."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from ..config import (
-    ConfigError,
-    FormalLanguagesZoo,
-    MnistZoo,
-    Strict,
-    TrainConfig,
-    apply_overrides,
-    format_validation_error,
-    read_yaml,
-)
+from ..config import (ConfigError, DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings,
+                      apply_overrides, format_validation_error, read_yaml, startup_trials)
+from ..encoders import default_hparams, search_space
 
-
-class Range(Strict):
-    """A numeric search range: ``{low: 1e-4, high: 1e-2, log: true}`` (``int: true`` for integers)."""
-
-    low: float
-    high: float
-    log: bool = False
-    int: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError("low must be below high")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
-SearchValue = list | Range | float | int | str | bool
-
-
-class TuneSettings(Strict):
-    samples_per_encoder: int = Field(4, ge=1, description="trials per encoder")
-    max_concurrent_trials: int = Field(2, ge=1)
-    scheduler: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(2, ge=1, description="evaluations before ASHA may stop a trial")
-    reduction_factor: float = Field(2.0, gt=1)
-    seed: int = Field(0, ge=0, description="seed of Optuna's TPE sampler")
-    startup_trials: int | None = Field(
-        None, ge=1, description="TPE's random start-up trials (finished trials before TPE models the results); "
-                                "default max(1, min(10, samples_per_encoder // 4)), the paper-preset trial counting among them"
-    )
-    paper_trial: bool = Field(True, description="trial 0 of every encoder is its preset (the paper's) scaled to the budget")
-    max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
-
-
-def startup_trials(tune: TuneSettings) -> int:
-    """TPE's start-up count: Optuna's default of 10 random trials would make a sweep of a few
-    trials a random search, so a quarter of the trials (1 to 10) explore before TPE proposes."""
-    return tune.startup_trials or max(1, min(10, tune.samples_per_encoder // 4))
+__all__ = ["DownstreamSettings", "Range", "SearchValue", "SweepConfig", "TrialResources", "TuneSettings", "check_search",
+           "load_sweep", "startup_trials", "tpe_sampler"]
 
 
 def tpe_sampler(tune: TuneSettings):
@@ -66,146 +21,28 @@ def tpe_sampler(tune: TuneSettings):
     return optuna.samplers.TPESampler(seed=tune.seed, n_startup_trials=startup_trials(tune))
 
 
-class TrialResources(Strict):
-    workers: int = Field(1, ge=1, description="Ray Train workers per trial (DDP)")
-    gpus_per_worker: float = Field(0.0, ge=0, description="> 0: workers train on CUDA when Ray assigns a GPU they can see")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    process_group_backend: Literal["auto", "gloo", "nccl"] = Field(
-        "auto", description="torch.distributed backend; auto: nccl with GPUs, else gloo (gloo for logical GPUs)"
-    )
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
-        "PACK", description="placement of a trial's workers: PACK keeps them on one node, SPREAD over nodes"
-    )
-
-
-class DownstreamSettings(Strict):
-    """Downstream evaluation of each encoder's best trial and the report, run at the end of the sweep."""
-
-    enabled: bool = Field(True, description="run downstream evaluation and write the report at the end")
-    steps: int = Field(2000, ge=1, description="optimisation steps of each downstream predictor")
-    hidden: int = Field(64, ge=1, description="predictor MLP width")
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="predictor seeds (the spread is over these)")
-    supervised_encoder: str = Field("stats", description="encoder trained end to end on each target (the supervised baseline)")
-
-
-_TRAIN_OWNED = {"zoo", "budget", "tolerance", "encoder_hparams", "preset", "workers", "gpus_per_worker", "cpus_per_worker",
-                "process_group_backend", "placement_strategy", "storage_path", "name"}
-
-
-class SweepConfig(Strict):
-    """A sweep file. ``zoo`` is a path to a built zoo, or a zoo config (built if missing)."""
-
-    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
-    results: str = Field("results", description="results directory; one folder per sweep inside it")
-    zoo: str | FormalLanguagesZoo | MnistZoo
-    encoders: list[str] = Field(min_length=1)
-    budget: int = Field(gt=0, description="trainable encoder parameters, the same for every trial")
-    tolerance: float = Field(0.05, gt=0, lt=1)
-    search: dict[str, dict[str, SearchValue]] = Field(
-        default_factory=dict,
-        description="search-space overrides: per encoder name, or 'all'; a list is a choice, a range is numeric, a scalar fixes the value",
-    )
-    presets: dict[str, str] = Field(
-        default_factory=dict, description="preset per encoder name (default `paper` for every encoder): where its "
-                                          "hyperparameters start, and its trial 0"
-    )
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields for every trial")
-    tune: TuneSettings = TuneSettings()
-    resources: TrialResources = TrialResources()
-    downstream: DownstreamSettings = DownstreamSettings()
-
-    @field_validator("encoders")
-    @classmethod
-    def _known(cls, v):
-        from ..encoders import ENCODERS
-
-        unknown = [e for e in v if e not in ENCODERS]
-        if unknown:
-            raise ValueError(f"unknown encoder {unknown[0]!r}; choose from {', '.join(ENCODERS)}")
-        if len(set(v)) != len(v):
-            raise ValueError("an encoder is listed twice")
-        return v
-
-    @model_validator(mode="after")
-    def _presets(self):
-        from ..encoders.registry import PRESETS
-
-        for enc, preset in self.presets.items():
-            if enc not in self.encoders:
-                raise ValueError(f"presets.{enc}: not one of the sweep's encoders ({', '.join(self.encoders)})")
-            if preset not in PRESETS:
-                raise ValueError(f"presets.{enc}: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        return self
-
-    def preset(self, encoder: str) -> str:
-        from ..encoders.registry import DEFAULT_PRESET
-
-        return self.presets.get(encoder, DEFAULT_PRESET)
-
-    @field_validator("train")
-    @classmethod
-    def _train_fields(cls, v):
-        owned = sorted(set(v) & _TRAIN_OWNED)
-        if owned:
-            raise ValueError(f"{owned[0]!r} is set by the sweep itself (zoo, budget, tolerance, resources), not under train")
-        try:
-            TrainConfig.model_validate({**v, "zoo": "-"})
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key (typo?)" if err["type"] == "extra_forbidden" else err["msg"]
-            raise ValueError(f"{loc}: {msg}") from None
-        return v
-
-    @model_validator(mode="after")
-    def _search_keys(self):
-        from ..encoders import search_space
-
-        for key, space in self.search.items():
-            if key != "all" and key not in self.encoders:
-                raise ValueError(f"search.{key}: not one of the sweep's encoders ({', '.join(self.encoders)})")
-            names = {"lr"} | (set().union(*(search_space(e) for e in self.encoders)) if key == "all" else set(search_space(key)))
-            for knob in space:
-                if knob not in names and knob not in _extra_knobs(key, self.encoders):
-                    raise ValueError(f"search.{key}.{knob}: not a searchable hyperparameter ({', '.join(sorted(names))})")
-        return self
-
-    @property
-    def zoo_path(self) -> str:
-        return self.zoo if isinstance(self.zoo, str) else self.zoo.path
-
-    def train_config(self, encoder: str, encoder_hparams: dict, lr: float | None, storage_path: str, name: str) -> TrainConfig:
-        data = dict(self.train)
-        if lr is not None:
-            data["lr"] = lr
-        return TrainConfig(
-            **data,
-            preset=self.preset(encoder),
-            zoo=self.zoo_path,
-            budget=self.budget,
-            tolerance=self.tolerance,
-            encoder_hparams=encoder_hparams,
-            workers=self.resources.workers,
-            gpus_per_worker=self.resources.gpus_per_worker,
-            cpus_per_worker=self.resources.cpus_per_worker,
-            process_group_backend=self.resources.process_group_backend,
-            placement_strategy=self.resources.placement_strategy,
-            storage_path=storage_path,
-            name=name,
-        )
-
-
 def _extra_knobs(key: str, encoders: list[str]) -> set[str]:
     """Fixed hyperparameters that may be set (as scalars) though they are not searched by default."""
-    from ..encoders import default_hparams
-
     names = encoders if key == "all" else [key]
     return set().union(*(set(default_hparams(e)) - {"width"} for e in names))
+
+
+def check_search(cfg: SweepConfig, source: str = "sweep config") -> None:
+    """Every key of ``search:`` names one of the sweep's encoders (or ``all``) and one of its hyperparameters."""
+    for key, space in cfg.search.items():
+        if key != "all" and key not in cfg.encoders:
+            raise ConfigError(f"{source}: search.{key}: not one of the sweep's encoders ({', '.join(cfg.encoders)})")
+        names = {"lr"} | (set().union(*(search_space(e) for e in cfg.encoders)) if key == "all" else set(search_space(key)))
+        for knob in space:
+            if knob not in names and knob not in _extra_knobs(key, cfg.encoders):
+                raise ConfigError(f"{source}: search.{key}.{knob}: not a searchable hyperparameter ({', '.join(sorted(names))})")
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
     data = apply_overrides(read_yaml(path), overrides)
     try:
-        return SweepConfig.model_validate(data)
+        cfg = SweepConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(path))) from None
+    check_search(cfg, str(path))
+    return cfg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError
 from .settings import Range, SearchValue, SweepConfig, _extra_knobs
 
 
@@ -74,7 +74,7 @@ def paper_point(cfg: SweepConfig, encoder: str, zoo_kind: str, layout) -> dict[s
     from ..encoders.registry import resolve_hparams
 
     preset = resolve_hparams(encoder, layout, zoo_kind, cfg.preset(encoder))
-    preset["lr"] = float(cfg.train.get("lr", TrainConfig.model_fields["lr"].default))
+    preset["lr"] = cfg.train.lr
     point = {}
     for knob, value in encoder_space(cfg, encoder, zoo_kind).items():
         if not isinstance(value, (list, Range)):

@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 from ..atomic import atomic_write_json
-from ..config import TrainConfig
+from ..config import Strict
+from ..store import SweepFolder
+from ..train.plan import RunPlan, ZooPlan, plan_run
 from .settings import SweepConfig
-
-TRAIN_RESULT = "train_result.json"  # written by a trial that returns (see run_trial)
 
 
 def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
@@ -25,7 +25,7 @@ def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
         history = json.loads(df[keep].to_json(orient="records"))
     best_val = m.get("best_val_loss")
     # Tune marks a trial's last result `done` also when ASHA stopped it: compare with the planned length
-    planned = int(cfg.train.get("steps", TrainConfig.model_fields["steps"].default))
+    planned = cfg.train.steps
     status = "failed" if result.error is not None else ("finished" if m.get("step") == planned else "stopped early")
     if best_val is not None and not math.isfinite(best_val):
         status = "failed"
@@ -52,7 +52,26 @@ def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
     return rec
 
 
-def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
+class TrialSetup(Strict):
+    """What every trial of one encoder shares, resolved once on the sweep's driver: the typed sweep
+    config, the opened zoo (manifest, shards, split) and where its trials write."""
+
+    encoder: str
+    sweep: SweepConfig
+    zoo: ZooPlan
+    folder: str  # the sweep folder
+
+    def plan(self, config: dict, trial_id: str) -> RunPlan:
+        """The trial's run: Optuna's proposal (``lr`` and structural knobs) on top of the preset,
+        the width solved from the budget, once, here."""
+        lr = config.get("lr")
+        hparams = {k: v for k, v in config.items() if k != "lr"}
+        storage = str(SweepFolder(Path(self.folder)).trial_dir(self.encoder, trial_id))
+        tcfg = self.sweep.train_config(self.encoder, hparams, lr, storage, f"{self.encoder}-{trial_id}")  # its name in the dashboard
+        return plan_run(self.encoder, tcfg, zoo=self.zoo)
+
+
+def run_trial(config: dict, setup: TrialSetup) -> None:
     """Tune function trainable: fit one encoder configuration with a Ray Train TorchTrainer.
 
     Metrics, parameter count and checkpoint path reach Tune through the reports, and the driver
@@ -64,15 +83,11 @@ def run_trial(config: dict, encoder: str, sweep: dict, trial_root: str) -> None:
 
     from .. import train
 
-    cfg = SweepConfig.model_validate(sweep)
-    lr = config.get("lr")
-    hparams = {k: v for k, v in config.items() if k != "lr"}
     trial_id = ray.tune.get_context().get_trial_id()
-    storage = str(Path(trial_root) / trial_id)
-    tcfg = cfg.train_config(encoder, hparams, lr, storage, f"{encoder}-{trial_id}")  # the run's name in the dashboard
-    result = train.fit(encoder, tcfg, tune_trial=True)
-    atomic_write_json(Path(storage) / TRAIN_RESULT, {"trial_id": trial_id, "train_config": tcfg.model_dump(mode="json"),
-                                                     **_jsonable(result)})
+    plan = setup.plan(config, trial_id)
+    result = train.fit(plan, tune_trial=True)
+    atomic_write_json(SweepFolder(Path(setup.folder)).train_result(setup.encoder, trial_id),
+                      {"trial_id": trial_id, "train_config": plan.train.model_dump(mode="json"), **_jsonable(result)})
 
 
 def _jsonable(result) -> dict:

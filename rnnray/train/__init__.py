@@ -39,20 +39,25 @@ Choices made here (beyond SPEC.md):
   function of the step, the continued run sees the batches it would have seen (given the same
   shards). Re-running :func:`fit` with the same ``storage_path`` and ``name`` resumes too; the
   default name hashes the settings, so a changed config starts a fresh run.
-* ``encoder_name="constant"`` trains the emulator with :class:`~rnnray.emulator.ConstantRepresentation`,
-  the baseline a real representation must beat.
+* ``encoder_name="constant"`` trains the emulator with the ``constant`` baseline of the encoder
+  registry (:mod:`rnnray.encoders.baseline`): the loss a real representation must beat.
+* A run is resolved once, on the driver, into a :class:`RunPlan` (:func:`plan_run`: the manifest
+  read, the split computed, the budget solved, the config validated); the plan travels to the
+  workers as it is.
 
-The package, one job per module: :mod:`.model` (encoder + emulator, encoder checks),
+The package, one job per module: :mod:`.model` (encoder + emulator, encoder checks), :mod:`.plan`
+(what a run needs, resolved once),
 :mod:`.checkpoint` (the format), :mod:`.backends` (in-process or Ray Train worker), :mod:`.loop`
 (the loop), :mod:`.drivers` (:func:`fit`, :func:`train_local`), :mod:`.command` (the CLI).
 """
 
 from .checkpoint import FORMAT, checkpoint_dir_name, load_checkpoint, read_checkpoint, save_checkpoint
-from .drivers import TrainResult, default_run_name, fit, prepare, split_datasets, split_tables, train_local
+from .drivers import TrainResult, default_run_name, fit, split_datasets, split_tables, train_local
 from .loop import run_loop, train_loop_per_worker, train_step
-from .model import BASELINE, EMULATOR_LAYERS, SPLIT_NAMES, build_model, check_encoder_name, resolve_encoder, zoo_info
+from .model import BASELINE, EMULATOR_LAYERS, SPLIT_NAMES, build_model, check_encoder_name, resolve_encoder
+from .plan import RunPlan, ZooPlan, plan_run
 
-__all__ = ["BASELINE", "EMULATOR_LAYERS", "FORMAT", "SPLIT_NAMES", "TrainResult", "build_model", "check_encoder_name",
-           "checkpoint_dir_name", "default_run_name", "fit", "load_checkpoint", "prepare", "read_checkpoint",
-           "resolve_encoder", "run_loop", "save_checkpoint", "split_datasets", "split_tables", "train_local",
-           "train_loop_per_worker", "train_step", "zoo_info"]
+__all__ = ["BASELINE", "EMULATOR_LAYERS", "FORMAT", "SPLIT_NAMES", "RunPlan", "TrainResult", "ZooPlan", "build_model",
+           "check_encoder_name", "checkpoint_dir_name", "default_run_name", "fit", "load_checkpoint", "plan_run",
+           "read_checkpoint", "resolve_encoder", "run_loop", "save_checkpoint", "split_datasets", "split_tables",
+           "train_local", "train_loop_per_worker", "train_step"]

@@ -6,8 +6,9 @@ import argparse
 import json
 
 from ..encoders import ENCODERS
-from .drivers import fit, prepare
+from .drivers import fit
 from .model import BASELINE
+from .plan import plan_run
 
 
 def main(argv=None) -> None:
@@ -26,15 +27,15 @@ def main(argv=None) -> None:
         from ..paths import check_writable
 
         cfg = load_train_config(args.config, args.set)
-        spec = prepare(args.encoder, cfg)  # every user error surfaces here, before Ray starts
+        plan = plan_run(args.encoder, cfg)  # every user error surfaces here, before Ray starts
         check_writable(cfg.storage_path, "storage_path:")
     import ray
 
     if not ray.is_initialized():
         ray.init(address=args.address, namespace="rnnray")
-    print(f"training {args.encoder} ({spec['n_params']:,} parameters, {spec['zoo_kind']} zoo) for {cfg.steps} steps "
+    print(f"training {args.encoder} ({plan.n_params:,} parameters, {plan.zoo_kind} zoo) for {cfg.steps} steps "
           f"on {cfg.workers} worker(s)", flush=True)
-    res = fit(args.encoder, cfg)
+    res = fit(plan)
     if args.json:
         print(json.dumps(res.to_dict()))
     else:

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, TrainConfig
+from ..config import TrainConfig
 from ..data import columns
 from ..emulator import EmulationModel
-from ..weights import Layout
 from .backends import LocalBackend
 from .checkpoint import HISTORY_FILE, save_checkpoint
 from .loop import run_loop, train_loop_per_worker
-from .model import SPLIT_NAMES, build_model, check_encoder_name, resolve_encoder, zoo_info
+from .model import SPLIT_NAMES, build_model
+from .plan import RunPlan, plan_run
 
 
 @dataclass
@@ -65,18 +65,7 @@ def default_run_name(encoder: str, cfg: TrainConfig, hparams: Mapping[str, Any])
     return f"{encoder}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
-def prepare(encoder_name: str, cfg: TrainConfig) -> dict[str, Any]:
-    """Validate everything a run needs on the driver (encoder name, zoo, budget) and return the
-    loop's ``spec``; raises the errors the command turns into one line."""
-    check_encoder_name(encoder_name)
-    kind, layout, root = zoo_info(cfg.zoo)
-    cfg = cfg.model_copy(update={"zoo": root})
-    hparams, n_params = resolve_encoder(encoder_name, cfg, layout, kind)
-    return {"encoder": encoder_name, "hparams": hparams, "n_params": int(n_params), "zoo_kind": kind,
-            "layout": json.loads(layout.to_json()), "cfg": cfg.model_dump(mode="json")}
-
-
-def split_datasets(cfg: TrainConfig, kind: str) -> dict[str, Any]:
+def split_datasets(plan: RunPlan) -> dict[str, Any]:
     """The train/val/OOD Ray Datasets of the zoo (only the columns training reads), lazy.
 
     Not materialised here: inside a Ray Tune trial this function runs in the trial's small
@@ -89,30 +78,36 @@ def split_datasets(cfg: TrainConfig, kind: str) -> dict[str, Any]:
     """
     from ray.data.expressions import col
 
-    from ..splits import zoo_splits
-    from ..zoo import load
+    from ..zoo import read_shards
 
-    splits = zoo_splits(cfg.zoo, seed=cfg.split_seed)
-    base = load(cfg.zoo, checksums=False, num_cpus=0).select_columns(columns(kind), num_cpus=0)
+    base = read_shards(plan.zoo.shards, num_cpus=0).select_columns(columns(plan.zoo_kind), num_cpus=0)
     out = {}
     for s in SPLIT_NAMES:
-        runs = splits.runs(s)
-        if not runs:
-            raise ConfigError(f"{cfg.zoo}: the {s} split has no runs")
-        out[s] = base.filter(expr=col("run_id").is_in(runs), num_cpus=0)
+        out[s] = base.filter(expr=col("run_id").is_in(plan.zoo.runs[s]), num_cpus=0)
         out[s].context.enable_progress_bars = False  # a one-off read per run: its bars would bury Tune's table
     return out
 
 
+def _plan(encoder: str | RunPlan, cfg: TrainConfig | None) -> RunPlan:
+    if isinstance(encoder, RunPlan):
+        if cfg is not None:
+            raise TypeError("pass a RunPlan or an encoder name with its TrainConfig, not both")
+        return encoder
+    if cfg is None:
+        raise TypeError("an encoder name needs its TrainConfig")
+    return plan_run(encoder, cfg)
+
+
 def fit(
-    encoder_name: str,
-    cfg: TrainConfig,
+    encoder_name: str | RunPlan,
+    cfg: TrainConfig | None = None,
     *,
     tune_trial: bool = False,
     datasets: Mapping[str, Any] | None = None,
     run_config_overrides: Mapping[str, Any] | None = None,
 ):
-    """Train one encoder with Ray Train; returns a :class:`TrainResult`.
+    """Train one encoder with Ray Train; returns a :class:`TrainResult`. Give the encoder's name
+    and its config, or a :class:`RunPlan` resolved before (:func:`plan_run`).
 
     ``tune_trial=True`` when called from a Ray Tune function trainable: every report (metrics plus
     ``checkpoint_path``) is forwarded to Tune by ``ray.tune.integration.ray_train.TuneReportCallback``,
@@ -124,9 +119,9 @@ def fit(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    spec = prepare(encoder_name, cfg)
-    cfg = TrainConfig.model_validate(spec["cfg"])
-    name = cfg.name or default_run_name(encoder_name, cfg, spec["hparams"])
+    plan = _plan(encoder_name, cfg)
+    encoder_name, cfg = plan.encoder, plan.train
+    name = cfg.name or default_run_name(encoder_name, cfg, plan.hparams)
     callbacks = []
     if tune_trial:
         import ray.tune
@@ -147,7 +142,7 @@ def fit(
     callbacks += list(overrides.pop("callbacks", None) or [])
     run_kwargs.update(overrides)
     run_kwargs["callbacks"] = callbacks or None
-    spec["run_dir"] = f"{run_kwargs['storage_path'].rstrip('/')}/{run_kwargs['name']}"
+    run_dir = f"{run_kwargs['storage_path'].rstrip('/')}/{run_kwargs['name']}"
     import ray
 
     from ..resources import fit_request
@@ -157,17 +152,17 @@ def fit(
     cpus, gpus = fit_request(cfg.cpus_per_worker, cfg.gpus_per_worker, "a training worker")
     if (cpus, gpus) != (cfg.cpus_per_worker, cfg.gpus_per_worker):
         cfg = cfg.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})
-        spec["cfg"] = cfg.model_dump(mode="json")
+    plan = plan.model_copy(update={"train": cfg, "run_dir": run_dir})
     gpu = cfg.gpus_per_worker > 0
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=spec,
+        train_loop_config={"plan": plan},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpu, resources_per_worker=resources,
                                                placement_strategy=cfg.placement_strategy),
         run_config=ray.train.RunConfig(**run_kwargs),
         torch_config=TorchConfig(backend=None if cfg.process_group_backend == "auto" else cfg.process_group_backend),
-        datasets=dict(datasets) if datasets is not None else split_datasets(cfg, spec["zoo_kind"]),
+        datasets=dict(datasets) if datasets is not None else split_datasets(plan),
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
@@ -180,7 +175,7 @@ def fit(
     history = history or []
     best = min(history, key=lambda m: m["val_loss"]) if history else {}
     return TrainResult(
-        encoder=encoder_name, hparams=spec["hparams"], n_params=spec["n_params"], zoo_kind=spec["zoo_kind"],
+        encoder=encoder_name, hparams=plan.hparams, n_params=plan.n_params, zoo_kind=plan.zoo_kind,
         best_val_loss=best.get("val_loss", math.nan), best_ood_loss=best.get("ood_loss", math.nan),
         best_step=best.get("step", 0), checkpoint_path=best_ckpt.path if best_ckpt else None,
         path=result.path, history=history, diverged=returned.get("diverged"), placement=returned.get("placement") or [],
@@ -188,23 +183,21 @@ def fit(
     )
 
 
-def split_tables(cfg: TrainConfig, kind: str) -> dict[str, Any]:
+def split_tables(plan: RunPlan) -> dict[str, Any]:
     """The train/val/OOD splits of the zoo as Arrow tables (no Ray)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..splits import zoo_splits
-    from ..zoo import load_table
+    from ..zoo.storage import read_shard_table
 
-    splits = zoo_splits(cfg.zoo, seed=cfg.split_seed)
-    table = load_table(cfg.zoo, columns=columns(kind), checksums=False)
-    return {s: table.filter(pc.is_in(table["run_id"], value_set=pa.array(splits.runs(s), pa.int32())))
+    table = read_shard_table(plan.zoo.shards, columns(plan.zoo_kind))
+    return {s: table.filter(pc.is_in(table["run_id"], value_set=pa.array(plan.zoo.runs[s], pa.int32())))
             for s in SPLIT_NAMES}
 
 
 def train_local(
-    encoder_name: str,
-    cfg: TrainConfig,
+    encoder_name: str | RunPlan,
+    cfg: TrainConfig | None = None,
     *,
     tables: Mapping[str, Any] | None = None,
     device=None,
@@ -217,28 +210,27 @@ def train_local(
     ``storage_path/name/best``; ``resume_from`` continues from a checkpoint directory (what a Ray
     Train restart does with ``ray.train.get_checkpoint()``). The result carries the best model
     (``result.model``)."""
-    spec = prepare(encoder_name, cfg)
-    cfg = TrainConfig.model_validate(spec["cfg"])
+    plan = _plan(encoder_name, cfg)
+    encoder_name, cfg = plan.encoder, plan.train
     if cfg.workers != 1:
         cfg = cfg.model_copy(update={"workers": 1})
-        spec["cfg"] = cfg.model_dump(mode="json")
-    io = LocalBackend(tables if tables is not None else split_tables(cfg, spec["zoo_kind"]), spec["zoo_kind"],
+        plan = plan.model_copy(update={"train": cfg})
+    io = LocalBackend(tables if tables is not None else split_tables(plan), plan.zoo_kind,
                       device=device, progress=progress, resume_from=resume_from)
-    out = run_loop(spec, io)
+    out = run_loop(plan, io)
     model, ckpt_path, run_path = None, None, None
     if io.best_payload is not None:
-        layout = Layout.from_dict(spec["layout"])
-        model = build_model(encoder_name, spec["hparams"], layout, spec["zoo_kind"], cfg.emulator_hidden)
+        model = build_model(encoder_name, plan.hparams, plan.zoo.weights_layout, plan.zoo_kind, cfg.emulator_hidden)
         model.encoder.load_state_dict(io.best_payload["model"]["encoder"])
         model.emulator.load_state_dict(io.best_payload["model"]["emulator"])
         model.eval()
         if save:
-            run_path = os.path.join(_storage(cfg.storage_path), cfg.name or default_run_name(encoder_name, cfg, spec["hparams"]))
+            run_path = os.path.join(_storage(cfg.storage_path), cfg.name or default_run_name(encoder_name, cfg, plan.hparams))
             ckpt_path = os.path.join(run_path, "best")
             save_checkpoint(ckpt_path, {**io.best_payload, "history": out["history"]})
     best = out["best"]
     return TrainResult(
-        encoder=encoder_name, hparams=spec["hparams"], n_params=spec["n_params"], zoo_kind=spec["zoo_kind"],
+        encoder=encoder_name, hparams=plan.hparams, n_params=plan.n_params, zoo_kind=plan.zoo_kind,
         best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"], best_step=best["step"],
         checkpoint_path=ckpt_path, path=run_path, history=out["history"], model=model,
         diverged=out["diverged"], placement=out["placement"], resumed_from_step=out["resumed_from_step"],

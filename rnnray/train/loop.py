@@ -9,14 +9,13 @@ from typing import Any
 
 import torch
 
-from ..config import TrainConfig
 from ..data import RowSampler, Snapshots, eval_pairs, mix, training_batch
 from ..emulator import EmulationModel, total_variation
 from ..encoders.common import REPRESENTATION_DIM
-from ..weights import Layout
 from .backends import RayTrainBackend
 from .checkpoint import FORMAT, checkpoint_dir_name
 from .model import EMULATOR_LAYERS, _unwrap, _uses_augmentation, build_model
+from .plan import RunPlan
 
 
 @torch.no_grad()
@@ -41,23 +40,23 @@ def train_step(model, optimizer, params, flat, inputs, targets, grad_clip: float
     return loss.detach()
 
 
-def _check_resumable(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
-    for key in ("encoder", "hparams", "zoo_kind"):
-        if meta.get(key) != spec[key]:
+def _check_resumable(meta: Mapping[str, Any], plan: RunPlan) -> None:
+    for key, mine in (("encoder", plan.encoder), ("hparams", plan.hparams), ("zoo_kind", plan.zoo_kind)):
+        if meta.get(key) != mine:
             raise ValueError(
-                f"cannot resume: the checkpoint's {key} is {meta.get(key)!r}, this run's is {spec[key]!r} "
+                f"cannot resume: the checkpoint's {key} is {meta.get(key)!r}, this run's is {mine!r} "
                 "(use another `name` or `storage_path`)"
             )
-    if meta["emulator"]["hidden"] != spec["cfg"]["emulator_hidden"]:
+    if meta["emulator"]["hidden"] != plan.train.emulator_hidden:
         raise ValueError("cannot resume: the checkpoint's emulator_hidden differs from this run's")
 
 
-def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
-    """Train one encoder + emulator. ``spec``: encoder name, resolved hparams and parameter count,
-    zoo kind and layout, the TrainConfig as a dict. Returns ``{"history", "best", "final"}``."""
-    cfg = TrainConfig.model_validate(spec["cfg"])
-    name, hparams, kind = spec["encoder"], dict(spec["hparams"]), spec["zoo_kind"]
-    layout = Layout.from_dict(spec["layout"])
+def run_loop(plan: RunPlan, io) -> dict[str, Any]:
+    """Train one encoder + emulator as ``plan`` says, reading and reporting through ``io`` (a backend).
+    Returns ``{"history", "best", "final", "diverged", "placement", "resumed_from_step"}``."""
+    cfg = plan.train
+    name, hparams, kind = plan.encoder, dict(plan.hparams), plan.zoo_kind
+    layout = plan.zoo.weights_layout
     rank, world, device = io.rank, io.world_size, io.device
     local_batch = cfg.batch_size // world
 
@@ -73,8 +72,8 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
     model = build_model(name, hparams, layout, kind, cfg.emulator_hidden).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     meta = {
-        "format": FORMAT, "encoder": name, "hparams": hparams, "n_params": spec["n_params"], "zoo_kind": kind,
-        "layout": spec["layout"], "emulator": {"hidden": cfg.emulator_hidden, "rep_dim": REPRESENTATION_DIM,
+        "format": FORMAT, "encoder": name, "hparams": hparams, "n_params": plan.n_params, "zoo_kind": kind,
+        "layout": plan.zoo.layout, "emulator": {"hidden": cfg.emulator_hidden, "rep_dim": REPRESENTATION_DIM,
                                               "num_layers": EMULATOR_LAYERS},
         "zoo": cfg.zoo, "split_seed": cfg.split_seed, "config": cfg.model_dump(mode="json"),
     }
@@ -83,7 +82,7 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
     best = {"val_loss": math.inf, "ood_loss": math.inf, "step": 0}
     restored = io.restore()
     if restored is not None:
-        _check_resumable(restored["meta"], spec)
+        _check_resumable(restored["meta"], plan)
         model.encoder.load_state_dict(restored["model"]["encoder"])
         model.emulator.load_state_dict(restored["model"]["emulator"])
         optimizer.load_state_dict(restored["train_state"]["optimizer"])
@@ -123,7 +122,7 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
             "train_loss": float(sums[0]) / world,
             "val_loss": float(sums[1]) / (len(val) * min(cfg.eval_sequences, val.n_sequences)),
             "ood_loss": float(sums[2]) / (len(ood) * min(cfg.eval_sequences, ood.n_sequences)),
-            "n_params": int(spec["n_params"]),
+            "n_params": plan.n_params,
             "steps_per_s": (done - step_last) / max(now - t_last, 1e-9),
             "time_s": now - t0,
         }
@@ -141,8 +140,8 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
         if is_best:
             best = {"val_loss": metrics["val_loss"], "ood_loss": metrics["ood_loss"], "step": done}
         metrics.update(best_val_loss=best["val_loss"], best_ood_loss=best["ood_loss"], best_step=best["step"])
-        if spec.get("run_dir"):  # where Ray Train keeps the best checkpoint (see RayTrainBackend.report)
-            metrics["best_checkpoint_path"] = f"{spec['run_dir']}/{checkpoint_dir_name(best['step'])}"
+        if plan.run_dir:  # where Ray Train keeps the best checkpoint (see RayTrainBackend.report)
+            metrics["best_checkpoint_path"] = f"{plan.run_dir}/{checkpoint_dir_name(best['step'])}"
         history.append(dict(metrics))
         payload = None
         if rank == 0:
@@ -160,8 +159,8 @@ def run_loop(spec: Mapping[str, Any], io) -> dict[str, Any]:
 
 
 def train_loop_per_worker(config: dict) -> dict[str, Any]:
-    """The Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config=spec)``)."""
-    cfg = config["cfg"]
-    if cfg["gpus_per_worker"] == 0:
-        torch.set_num_threads(max(1, int(cfg["cpus_per_worker"])))
-    return run_loop(config, RayTrainBackend(config["zoo_kind"]))
+    """The Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config={"plan": plan})``)."""
+    plan: RunPlan = config["plan"]
+    if plan.train.gpus_per_worker == 0:
+        torch.set_num_threads(max(1, int(plan.train.cpus_per_worker)))
+    return run_loop(plan, RayTrainBackend(plan.zoo_kind))

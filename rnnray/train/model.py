@@ -3,48 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import ConfigError, TrainConfig
-from ..emulator import ConstantRepresentation, EmulationModel, Emulator
-from ..encoders import ENCODERS, UnknownEncoder, build_encoder, count_params, fit_to_budget, needs_augmentation
-from ..encoders.common import REPRESENTATION_DIM
+from ..emulator import EmulationModel, Emulator
+from ..encoders import BASELINES, build_encoder, count_params, fit_to_budget, needs_augmentation
+from ..encoders.registry import get_spec, resolve_hparams
 from ..weights import Layout
 
-BASELINE = "constant"
+BASELINE = BASELINES[0]  # "constant": the emulator with one learned representation for every RNN
 EMULATOR_LAYERS = 2
 SPLIT_NAMES = ("train", "val", "ood")
 
 
 def check_encoder_name(name: str) -> None:
-    if name != BASELINE and name not in ENCODERS:
-        raise UnknownEncoder(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS + (BASELINE,))}")
-
-
-def zoo_info(path: str) -> tuple[str, Layout, str]:
-    """(zoo kind, parameter layout, absolute path) of a zoo, from its manifest."""
-    from ..zoo import read_manifest
-
-    root = str(Path(path).expanduser().resolve())
-    manifest = read_manifest(root)
-    return manifest["kind"], Layout.from_dict(manifest["layout"]), root
+    get_spec(name)
 
 
 def resolve_encoder(name: str, cfg: TrainConfig, layout: Layout, kind: str) -> tuple[dict[str, Any], int]:
     """Complete encoder hyperparameters and trainable parameter count: ``cfg.preset`` overridden
-    by ``cfg.encoder_hparams``, its width fitted to ``cfg.budget`` when set."""
-    check_encoder_name(name)
-    if name == BASELINE:
-        if cfg.encoder_hparams:
-            raise ConfigError(f"encoder_hparams: the {BASELINE!r} baseline has no hyperparameters")
-        return {}, REPRESENTATION_DIM
-    from ..encoders.registry import resolve_hparams
-
+    by ``cfg.encoder_hparams``, its width fitted to ``cfg.budget`` when set (a baseline has a fixed size)."""
+    spec = get_spec(name)
     try:
-        if cfg.budget is not None:
+        if cfg.budget is not None and spec.sized:
             return fit_to_budget(name, layout, cfg.budget, cfg.tolerance, zoo_kind=kind, preset=cfg.preset,
                                  **cfg.encoder_hparams)
         hp = resolve_hparams(name, layout, kind, cfg.preset, **cfg.encoder_hparams)
@@ -56,7 +39,7 @@ def resolve_encoder(name: str, cfg: TrainConfig, layout: Layout, kind: str) -> t
 
 
 def build_model(name: str, hparams: Mapping[str, Any], layout: Layout, kind: str, emulator_hidden: int) -> EmulationModel:
-    encoder = ConstantRepresentation() if name == BASELINE else build_encoder(name, layout, kind, **hparams)
+    encoder = build_encoder(name, layout, kind, **hparams)
     return EmulationModel(encoder, Emulator(kind, hidden=emulator_hidden, num_layers=EMULATOR_LAYERS))
 
 
@@ -65,4 +48,4 @@ def _unwrap(model: torch.nn.Module) -> EmulationModel:
 
 
 def _uses_augmentation(name: str, cfg: TrainConfig) -> bool:
-    return cfg.augment and name in ENCODERS and needs_augmentation(name)
+    return cfg.augment and needs_augmentation(name)

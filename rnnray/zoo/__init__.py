@@ -10,11 +10,16 @@ from .storage import ZooError, load_table, read_manifest, verify
 def load(path, checksums: bool = True, **read_args):
     """The zoo as a Ray Dataset (shards verified against the manifest first); ``read_args`` go to
     ``ray.data.read_parquet`` (e.g. ``num_cpus=0``)."""
-    import ray
-
     from .storage import shard_paths
 
     _, files = shard_paths(path, checksums)
+    return read_shards(files, **read_args)
+
+
+def read_shards(files: list[str], **read_args):
+    """Shards (paths a manifest listed) as one Ray Dataset, without reading the manifest again."""
+    import ray
+
     if not read_args:
         return ray.data.read_parquet(files)
     # Ray 2.60's DataSourceV2 Parquet path adds a ListFiles step that always asks for 1 CPU and
@@ -34,4 +39,4 @@ def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
     return _build(cfg, progress=progress, in_process=in_process)
 
 
-__all__ = ["ZooError", "build", "load", "load_table", "read_manifest", "verify"]
+__all__ = ["ZooError", "build", "load", "load_table", "read_manifest", "read_shards", "verify"]

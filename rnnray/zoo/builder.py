@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import zoo_config_from_dict
-from ..weights import FORMAL_LANGUAGES, MNIST
+from ..kinds import zoo_kind
 from .. import rnn
 from . import storage
 
@@ -29,7 +29,7 @@ _NEUTRAL = ("path", "runs", "resources")
 
 
 def layout_for(kind: str):
-    return FORMAL_LANGUAGES if kind == "formal_languages" else MNIST
+    return zoo_kind(kind).layout
 
 
 def _layout_text(layout: dict | None) -> str:

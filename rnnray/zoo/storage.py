@@ -14,6 +14,7 @@ leaves something that looks complete and is not.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_write_bytes, replacing
 from ..errors import UserError
+from ..kinds import zoo_kind
 
 FORMAT = "rnnray-zoo/1"
 MANIFEST = "manifest.json"
@@ -69,11 +71,7 @@ def shard_name(run_ids) -> str:
 def row_bytes(kind: str, num_params: int, sequences: int, seq_len: int = 42) -> int:
     """Bytes of one zoo row in memory (float32 weights; stored sequences and outputs as stored):
     what training holds per snapshot, ``sequences`` of its stored sequences kept."""
-    if kind == "formal_languages":  # int16 tokens (N, seq_len), float16 log-probs (N, seq_len - 1, 6)
-        per_seq = 2 * seq_len + 2 * (seq_len - 1) * 6
-    else:  # float16 tiles (N, 50, 16) and logits (N, 50, 10)
-        per_seq = 2 * 50 * 16 + 2 * 50 * 10
-    return 4 * num_params + sequences * per_seq
+    return 4 * num_params + sequences * zoo_kind(kind).sequence_bytes(seq_len)
 
 
 def write_shard(table: pa.Table, directory: Path, run_ids) -> dict:
@@ -110,20 +108,31 @@ def write_manifest(root: Path, manifest: dict) -> None:
     atomic_write_bytes(root / MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
+# manifests this process has read, keyed by the file's identity: a rebuilt zoo writes a new file
+# (atomic rename), so its inode, size or mtime changes and the cache reads it afresh
+_MANIFESTS: dict[tuple, dict] = {}
+
+
 def read_manifest(path: str | Path) -> dict:
+    """The zoo's manifest, read once per process (a copy: callers may change theirs)."""
     root = Path(path).expanduser()
     mf = root / MANIFEST
     if not root.exists():
         raise ZooError(f"{root}: no zoo here (directory does not exist)")
     if not mf.is_file():
         raise ZooError(f"{mf}: missing; the zoo at {root} is incomplete or was never built (run `python -m rnnray.zoo build`)")
-    try:
-        manifest = json.loads(mf.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooError(f"{mf}: corrupt manifest ({e.__class__.__name__})") from None
-    if manifest.get("format") != FORMAT:
-        raise ZooError(f"{mf}: not an rnnray zoo manifest (format {manifest.get('format')!r}, expected {FORMAT!r})")
-    return manifest
+    st = mf.stat()
+    key = (str(mf.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _MANIFESTS:
+        try:
+            manifest = json.loads(mf.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ZooError(f"{mf}: corrupt manifest ({e.__class__.__name__})") from None
+        if manifest.get("format") != FORMAT:
+            raise ZooError(f"{mf}: not an rnnray zoo manifest (format {manifest.get('format')!r}, expected {FORMAT!r})")
+        _MANIFESTS.clear()  # one zoo per process is the rule; keep the cache from growing with many
+        _MANIFESTS[key] = manifest
+    return copy.deepcopy(_MANIFESTS[key])
 
 
 def verify(path: str | Path, checksums: bool = True) -> dict:
@@ -148,12 +157,19 @@ def shard_paths(path: str | Path, checksums: bool = True) -> tuple[dict, list[st
     return manifest, [str(root / s["file"]) for s in manifest["shards"]]
 
 
+def read_shard_table(files: list[str], columns: list[str] | None = None) -> pa.Table:
+    """Shards (paths the manifest listed) as one Arrow table."""
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f, columns=columns))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ZooError(f"{f}: unreadable shard ({str(e).splitlines()[0]})") from None
+    return pa.concat_tables(tables)
+
+
 def load_table(path: str | Path, columns: list[str] | None = None, checksums: bool = True) -> pa.Table:
     """The whole zoo as one Arrow table (verified against the manifest first)."""
     manifest, files = shard_paths(path, checksums)
-    try:
-        tables = [pq.read_table(f, columns=columns) for f in files]
-    except (pa.ArrowInvalid, OSError) as e:
-        raise ZooError(f"{path}: unreadable shard ({str(e).splitlines()[0]})") from None
-    table = pa.concat_tables(tables)
-    return table.replace_schema_metadata({**(tables[0].schema.metadata or {}), b"rnnray.manifest": json.dumps(manifest).encode()})
+    table = read_shard_table(files, columns)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), b"rnnray.manifest": json.dumps(manifest).encode()})

@@ -1,47 +1,25 @@
-"""The sweep's folder in the results store: its place, and the summaries written from its trial records."""
+"""The sweep's summaries (``summary.md``, ``summary.csv``, ``best.json``), written whole from its trial records."""
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import math
 from pathlib import Path
 
 from ..atomic import atomic_write_json, atomic_write_text
-from ..cli import UsageError
+from ..store import SweepFolder, sweep_folder_for
 from .settings import SweepConfig
 
 
 def sweep_dir_for(cfg: SweepConfig, resume: str | bool) -> tuple[Path, bool]:
-    root = Path(cfg.results).expanduser()
-    if resume:
-        if isinstance(resume, str) and resume not in ("latest", "last"):
-            d = Path(resume)
-            d = d if d.is_dir() else root / resume
-        else:
-            candidates = sorted(p for p in root.glob(f"{cfg.name}-*") if (p / "sweep.json").is_file())
-            if not candidates:
-                raise UsageError(f"{root}: no earlier sweep named {cfg.name!r} to resume")
-            d = candidates[-1]
-        if not (d / "sweep.json").is_file():
-            raise UsageError(f"{d}: not a sweep folder (no sweep.json)")
-        return d, True
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    root.mkdir(parents=True, exist_ok=True)
-    n = 1
-    while True:  # mkdir is atomic: two sweeps started in the same second get different folders
-        d = root / (f"{cfg.name}-{stamp}" if n == 1 else f"{cfg.name}-{stamp}-{n}")
-        try:
-            d.mkdir()
-            return d, False
-        except FileExistsError:
-            n += 1
+    """The sweep's folder in the results store (new, or the one to resume) and whether it is resumed."""
+    return sweep_folder_for(cfg.results, cfg.name, resume)
 
 
-def collect_trials(trial_root: Path) -> list[dict]:
-    return [json.loads(f.read_text()) for f in sorted(trial_root.glob("*/trial.json"))]
+def collect_trials(folder: SweepFolder, encoder: str) -> list[dict]:
+    return [json.loads(f.read_text()) for f in folder.trial_records(encoder)]
 
 
 def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]]) -> tuple[list[dict], dict]:
@@ -62,7 +40,7 @@ def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]])
                      "paper_val_loss": paper["best_val_loss"] if paper else None,
                      "best_is_paper": bool(b.get("paper_config")),
                      "trial_id": b["trial_id"], "config": b.get("config")})
-        best[enc] = {"trial_id": b["trial_id"], "paper_config": bool(b.get("paper_config")), "trial_dir": str((sweep_dir / "trials" / enc / b["trial_id"]).resolve()),
+        best[enc] = {"trial_id": b["trial_id"], "paper_config": bool(b.get("paper_config")), "trial_dir": str(SweepFolder(sweep_dir).trial_dir(enc, b["trial_id"]).resolve()),
                      "checkpoint": b.get("checkpoint"), "best_val_loss": b["best_val_loss"],
                      "best_ood_loss": b.get("best_ood_loss"), "n_params": b.get("n_params"), "config": b.get("config")}
     return rows, best
@@ -85,9 +63,10 @@ def write_summary(sweep_dir: Path, rows: list[dict], best: dict, cfg: SweepConfi
         extra = ds.get("csv", {}).get(r["encoder"], {})
         w.writerow({**r, "config": json.dumps(r["config"]) if r["config"] else "",
                     **{f: extra.get(f, "") for f in ds.get("csv_fields", [])}})
-    atomic_write_text(sweep_dir / "summary.csv", buf.getvalue())
-    atomic_write_text(sweep_dir / "summary.md", markdown_table(rows, cfg, ds))
-    atomic_write_json(sweep_dir / "best.json", best)
+    folder = SweepFolder(sweep_dir)
+    atomic_write_text(folder.summary_csv, buf.getvalue())
+    atomic_write_text(folder.summary_md, markdown_table(rows, cfg, ds))
+    atomic_write_json(folder.best_json, best)
 
 
 def _fmt(x, spec=".4f"):

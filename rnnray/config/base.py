@@ -1,0 +1,92 @@
+"""What every config file shares: strict models, the one-line error, reading YAML and ``--set`` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import UserError
+from ..kinds import KIND_NAMES
+
+# The encoders and presets by name, which configs are checked against (the encoders themselves, and
+# the presets' hyperparameters, live in rnnray.encoders.registry, which asserts it has these names)
+ENCODER_NAMES = ("flat", "stats", "transformer", "dws", "noninteractive", "interactive")
+PRESET_NAMES = ("paper",)
+DEFAULT_PRESET = "paper"
+
+
+class ConfigError(UserError, ValueError):
+    """A bad config: the message is one line naming the file and the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _fmt_loc(loc) -> str:
+    parts = [str(p) for p in loc if p not in KIND_NAMES]
+    return ".".join(parts) or "(top level)"
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: the file, the first offending field, and what is wrong with it."""
+    first = err.errors()[0]
+    loc = _fmt_loc(first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (typo?)"
+    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{extra}"
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a YAML config file")
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (not UTF-8), so not a YAML config") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot be read ({e.strerror})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{p}: not a text file (it holds NUL bytes), so not a YAML config")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} malformed YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str] | None, source: str = "--set") -> dict:
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML scalars/lists."""
+    data = dict(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"{source} {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"{source} {item!r}: value is not valid YAML") from None
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+

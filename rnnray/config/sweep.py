@@ -1,0 +1,174 @@
+"""The sweep file: which encoders, at what budget, searched how, on what resources (SPEC.md section 7).
+
+The encoders' own search spaces live with the encoders; :func:`rnnray.sweep.settings.check_search`
+checks a sweep's ``search:`` section against them when the file is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import DEFAULT_PRESET, ENCODER_NAMES, PRESET_NAMES, Strict
+from .train import TrainConfig, TrainSettings
+from .zoo import FormalLanguagesZoo, MnistZoo
+
+
+class Range(Strict):
+    """A numeric search range: ``{low: 1e-4, high: 1e-2, log: true}`` (``int: true`` for integers)."""
+
+    low: float
+    high: float
+    log: bool = False
+    int: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError("low must be below high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+SearchValue = list | Range | float | int | str | bool
+
+
+class TuneSettings(Strict):
+    samples_per_encoder: int = Field(4, ge=1, description="trials per encoder")
+    max_concurrent_trials: int = Field(2, ge=1)
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(2, ge=1, description="evaluations before ASHA may stop a trial")
+    reduction_factor: float = Field(2.0, gt=1)
+    seed: int = Field(0, ge=0, description="seed of Optuna's TPE sampler")
+    startup_trials: int | None = Field(
+        None, ge=1, description="TPE's random start-up trials (finished trials before TPE models the results); "
+                                "default max(1, min(10, samples_per_encoder // 4)), the paper-preset trial counting among them"
+    )
+    paper_trial: bool = Field(True, description="trial 0 of every encoder is its preset (the paper's) scaled to the budget")
+    max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
+
+
+def startup_trials(tune: TuneSettings) -> int:
+    """TPE's start-up count: Optuna's default of 10 random trials would make a sweep of a few
+    trials a random search, so a quarter of the trials (1 to 10) explore before TPE proposes."""
+    return tune.startup_trials or max(1, min(10, tune.samples_per_encoder // 4))
+
+
+class TrialResources(Strict):
+    workers: int = Field(1, ge=1, description="Ray Train workers per trial (DDP)")
+    gpus_per_worker: float = Field(0.0, ge=0, description="> 0: workers train on CUDA when Ray assigns a GPU they can see")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    process_group_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend; auto: nccl with GPUs, else gloo (gloo for logical GPUs)"
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="placement of a trial's workers: PACK keeps them on one node, SPREAD over nodes"
+    )
+
+
+# the downstream predictors' defaults (rnnray.downstream.PredictorConfig uses these too)
+PREDICTOR_STEPS = 2000
+PREDICTOR_HIDDEN = 64
+PREDICTOR_SEEDS = (0, 1, 2)
+SUPERVISED_ENCODER = "stats"
+
+
+class DownstreamSettings(Strict):
+    """Downstream evaluation of each encoder's best trial and the report, run at the end of the sweep."""
+
+    enabled: bool = Field(True, description="run downstream evaluation and write the report at the end")
+    steps: int = Field(PREDICTOR_STEPS, ge=1, description="optimisation steps of each downstream predictor")
+    hidden: int = Field(PREDICTOR_HIDDEN, ge=1, description="predictor MLP width")
+    seeds: list[int] = Field(list(PREDICTOR_SEEDS), min_length=1, description="predictor seeds (the spread is over these)")
+    supervised_encoder: str = Field(SUPERVISED_ENCODER, description="encoder trained end to end on each target (the supervised baseline)")
+
+    @field_validator("supervised_encoder")
+    @classmethod
+    def _encoder(cls, v):
+        if v not in ENCODER_NAMES:
+            raise ValueError(f"unknown encoder {v!r}; choose from {', '.join(ENCODER_NAMES)}")
+        return v
+
+
+# the training file's fields a sweep sets itself (from its own keys, per trial), not under `train:`
+RUN_OWNED = frozenset(TrainConfig.model_fields) - frozenset(TrainSettings.model_fields)
+
+
+class SweepConfig(Strict):
+    """A sweep file. ``zoo`` is a path to a built zoo, or a zoo config (built if missing)."""
+
+    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
+    results: str = Field("results", description="results directory; one folder per sweep inside it")
+    zoo: str | FormalLanguagesZoo | MnistZoo
+    encoders: list[str] = Field(min_length=1)
+    budget: int = Field(gt=0, description="trainable encoder parameters, the same for every trial")
+    tolerance: float = Field(0.05, gt=0, lt=1)
+    search: dict[str, dict[str, SearchValue]] = Field(
+        default_factory=dict,
+        description="search-space overrides: per encoder name, or 'all'; a list is a choice, a range is numeric, a scalar fixes the value",
+    )
+    presets: dict[str, str] = Field(
+        default_factory=dict, description="preset per encoder name (default `paper` for every encoder): where its "
+                                          "hyperparameters start, and its trial 0"
+    )
+    train: TrainSettings = Field(TrainSettings(), description="how every trial is optimised (the training file's settings)")
+    tune: TuneSettings = TuneSettings()
+    resources: TrialResources = TrialResources()
+    downstream: DownstreamSettings = DownstreamSettings()
+
+    @field_validator("encoders")
+    @classmethod
+    def _known(cls, v):
+        unknown = [e for e in v if e not in ENCODER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown encoder {unknown[0]!r}; choose from {', '.join(ENCODER_NAMES)}")
+        if len(set(v)) != len(v):
+            raise ValueError("an encoder is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _presets(self):
+        for enc, preset in self.presets.items():
+            if enc not in self.encoders:
+                raise ValueError(f"presets.{enc}: not one of the sweep's encoders ({', '.join(self.encoders)})")
+            if preset not in PRESET_NAMES:
+                raise ValueError(f"presets.{enc}: unknown preset {preset!r}; choose from {', '.join(PRESET_NAMES)}")
+        return self
+
+    def preset(self, encoder: str) -> str:
+        return self.presets.get(encoder, DEFAULT_PRESET)
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_fields(cls, v):
+        if isinstance(v, dict):
+            owned = sorted(set(v) & RUN_OWNED)
+            if owned:
+                raise ValueError(f"{owned[0]!r} is set by the sweep itself (zoo, budget, tolerance, resources), not under train")
+        return v
+
+    @property
+    def zoo_path(self) -> str:
+        return self.zoo if isinstance(self.zoo, str) else self.zoo.path
+
+    def train_config(self, encoder: str, encoder_hparams: dict, lr: float | None, storage_path: str, name: str) -> TrainConfig:
+        data = self.train.model_dump()
+        if lr is not None:
+            data["lr"] = lr
+        return TrainConfig(
+            **data,
+            preset=self.preset(encoder),
+            zoo=self.zoo_path,
+            budget=self.budget,
+            tolerance=self.tolerance,
+            encoder_hparams=encoder_hparams,
+            workers=self.resources.workers,
+            gpus_per_worker=self.resources.gpus_per_worker,
+            cpus_per_worker=self.resources.cpus_per_worker,
+            process_group_backend=self.resources.process_group_backend,
+            placement_strategy=self.resources.placement_strategy,
+            storage_path=storage_path,
+            name=name,
+        )
