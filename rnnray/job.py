@@ -121,9 +121,10 @@ def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True,
 
 
 def default_sweep_file() -> str:
-    """``sweeps/probe.yaml``: in the current directory, else in the checkout rnnray is installed from."""
-    here = Path("sweeps") / "probe.yaml"
-    return str(here if here.is_file() else Path(__file__).resolve().parent.parent / "sweeps" / "probe.yaml")
+    """``sweeps/probe.yaml``: in the current directory, else the one shipped inside the package."""
+    from .paths import shipped_file
+
+    return str(shipped_file(Path("sweeps") / "probe.yaml"))
 
 
 def main(argv=None) -> None:
@@ -137,7 +138,9 @@ def main(argv=None) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
-        path = args.config or default_sweep_file()
+        from .paths import shipped_file
+
+        path = str(shipped_file(args.config)) if args.config else default_sweep_file()
         cfg = load_sweep(path, args.set)
         checked = not (args.address or os.environ.get("RAY_ADDRESS"))
         if checked:

@@ -60,3 +60,22 @@ def check_writable(path: str | Path, field: str) -> None:
         raise UsageError(f"{field} {path}: cannot be written ({probe} is a file, not a folder)")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"{field} {path}: cannot be written (no write permission on {probe})")
+
+
+SHIPPED = Path(__file__).resolve().parent  # the installed package: its sweeps/ and configs/ folders
+
+
+def shipped_file(path: str | Path) -> Path:
+    """``path`` as given when it exists; else, for ``sweeps/NAME.yaml`` or ``configs/NAME.yaml`` (or a
+    bare ``NAME.yaml`` of either), the file shipped inside the package, so the documented commands
+    work after a wheel install, from any directory. Otherwise ``path`` unchanged (its reader reports it)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    parts = p.parts
+    folders = [parts[0]] if len(parts) == 2 and parts[0] in ("sweeps", "configs") else ["sweeps", "configs"] if len(parts) == 1 else []
+    for folder in folders:
+        candidate = SHIPPED / folder / parts[-1]
+        if candidate.is_file():
+            return candidate
+    return p

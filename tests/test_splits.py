@@ -99,3 +99,26 @@ def test_zoo_splits_from_disk(fixture, request):
         assert sp.task_split[sp.run_task[r]] == "ood"
         assert criterion(cfg.kind, value) >= max(criterion(cfg.kind, t) for t in sp.tasks("train") + sp.tasks("val"))
     assert zoo_splits(cfg.path).run_split == sp.run_split
+
+
+def test_one_zoo_kind_table_agrees_with_the_configs_and_the_stored_rows(tiny_fl_zoo, tiny_mnist_zoo):
+    """The kinds table is what the zoo configs accept, and its row size is what a stored row holds."""
+    import typing
+
+    from rnnray.config import FormalLanguagesZoo, MnistZoo
+    from rnnray.kinds import KIND_NAMES, KINDS, kind_of_layout
+    from rnnray.zoo import load_table, read_manifest
+    from rnnray.zoo.storage import row_bytes
+
+    assert KIND_NAMES == tuple(typing.get_args(m.model_fields["kind"].annotation)[0] for m in (FormalLanguagesZoo, MnistZoo))
+    for zoo in (tiny_fl_zoo, tiny_mnist_zoo):
+        m = read_manifest(zoo.path)
+        k = KINDS[m["kind"]]
+        assert kind_of_layout(k.layout) == k.name and m["layout"]["num_params"] == k.layout.num_params
+        cols = ["params", *k.sequence_columns]
+        table = load_table(zoo.path, columns=cols + [k.task_column])
+        stored = sum(table.column(c).combine_chunks().to_numpy_ndarray().nbytes for c in k.sequence_columns) // len(table)
+        params = table.column("params").combine_chunks().to_numpy_ndarray()
+        seqs = table.column(k.sequence_columns[0]).combine_chunks().to_numpy_ndarray()
+        seq_len = seqs.shape[2] if k.token_inputs else 42
+        assert row_bytes(k.name, params.shape[1], seqs.shape[1], seq_len) == 4 * params.shape[1] + stored

@@ -167,7 +167,7 @@ def test_a_search_that_leaves_out_the_paper_value_is_named(tiny_fl_zoo, tmp_path
     cfg = load_sweep(SWEEPS / "quick.yaml", ["encoders=[dws]", "search.dws.depth=[2, 3]", "tune.paper_trial=false"])
     assert paper_point(cfg, "dws", "formal_languages", FORMAL_LANGUAGES) is None
     cfg = load_sweep(SWEEPS / "probe.yaml")  # probe.yaml trains faster than the paper: trial 0 uses its lr
-    assert paper_point(cfg, "dws", "formal_languages", FORMAL_LANGUAGES) == {"lr": cfg.train["lr"], "depth": 4}
+    assert paper_point(cfg, "dws", "formal_languages", FORMAL_LANGUAGES) == {"lr": cfg.train.lr, "depth": 4}
 
 
 @pytest.mark.parametrize("samples,startup", [(1, 1), (3, 1), (8, 2), (16, 4), (100, 10)])

@@ -232,3 +232,46 @@ def test_zoo_read_needs_no_free_cpu(ray_session, tiny_fl_zoo, tmp_path):
         assert sum(rows.values()) == tiny_fl_zoo.runs * len(tiny_fl_zoo.snapshot_steps)
     finally:
         ray_session.kill(hog)
+
+
+# -- (g) one plan per run: resolved on the driver, it is all a run needs ----------------------------
+def test_a_run_plan_carries_everything_the_loop_needs(tiny_fl_zoo, tmp_path):
+    """The plan is resolved once (manifest, split, budget); a run from it reads only the shards: with
+    the manifest gone after planning, the run still trains, and a plan survives a JSON round trip."""
+    import shutil
+
+    from rnnray.train import RunPlan, plan_run
+    from rnnray.zoo.storage import MANIFEST
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_fl_zoo.path, zoo)
+    plan = plan_run("flat", tiny_cfg(zoo, tmp_path, steps=20, eval_every=10))
+    assert RunPlan.model_validate_json(plan.model_dump_json()) == plan
+    assert plan.train.zoo == str(zoo.resolve()) and plan.zoo.root == str(zoo.resolve())
+    assert sorted(plan.zoo.runs["train"] + plan.zoo.runs["val"] + plan.zoo.runs["ood"]) == list(range(tiny_fl_zoo.runs))
+    (zoo / MANIFEST).rename(tmp_path / "moved-manifest.json")
+    res = train_local(plan)
+    assert res.encoder == "flat" and res.n_params == plan.n_params and len(res.history) == 2
+    with pytest.raises(TypeError):
+        train_local(plan, tiny_cfg(zoo, tmp_path))  # a plan or a name with its config, not both
+
+
+def test_the_constant_baseline_is_a_registry_entry(tiny_fl_zoo, tmp_path):
+    """``constant`` resolves like an encoder (fixed size: a budget does not apply), builds through
+    the registry, and its representation does not depend on the weights."""
+    from rnnray.encoders import BASELINES, ENCODERS, build_encoder, count_params, fit_to_budget
+    from rnnray.train import plan_run
+    from rnnray.weights import FORMAL_LANGUAGES
+
+    assert BASELINES == ("constant",) and "constant" not in ENCODERS
+    enc = build_encoder("constant", FORMAL_LANGUAGES)
+    x = torch.randn(3, FORMAL_LANGUAGES.num_params)
+    assert count_params(enc) == 16 and torch.equal(enc(x), enc(torch.zeros_like(x)))
+    plan = plan_run("constant", tiny_cfg(tiny_fl_zoo.path, tmp_path, encoder_hparams={}, budget=10_000))
+    assert (plan.hparams, plan.n_params) == ({}, 16)
+    with pytest.raises(TypeError, match="fixed size"):
+        fit_to_budget("constant", FORMAL_LANGUAGES, 10_000)
+    from rnnray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="encoder_hparams"):
+        plan_run("constant", tiny_cfg(tiny_fl_zoo.path, tmp_path, encoder_hparams={"width": 4}))

@@ -360,3 +360,35 @@ def test_cli_build_refuses_files_and_paths_it_cannot_use(tmp_path):
         err = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(err) == 1 and needle in err[0] and "Traceback" not in r.stderr, r.stderr
         assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_manifest_read_once_per_process_and_again_when_rebuilt(tiny_fl_zoo, tmp_path, monkeypatch):
+    """Every stage may ask for the manifest; the file is read once per process, and a zoo rewritten
+    in place (a new manifest renamed over the old) is read afresh."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from rnnray.atomic import atomic_write_bytes
+    from rnnray.zoo import storage
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_fl_zoo.path, zoo)
+    reads = []
+    real = Path.read_text
+
+    def counting(self, *a, **k):
+        if self.name == storage.MANIFEST:
+            reads.append(self)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    first = storage.read_manifest(zoo)
+    storage.verify(zoo, checksums=False)
+    storage.load_table(zoo, columns=["run_id"], checksums=False)
+    first["rows"] = -1  # a caller's copy: changing it changes nothing for the next
+    assert storage.read_manifest(zoo)["rows"] == tiny_fl_zoo.runs * len(tiny_fl_zoo.snapshot_steps)
+    assert len(reads) == 1
+    changed = {**storage.read_manifest(zoo), "note": "rebuilt"}
+    atomic_write_bytes(zoo / storage.MANIFEST, json.dumps(changed).encode())
+    assert storage.read_manifest(zoo)["note"] == "rebuilt" and len(reads) == 2

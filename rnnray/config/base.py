@@ -25,6 +25,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def one_of(value: str, names: tuple[str, ...], what: str) -> str:
+    """``value`` if it is one of ``names``; else the ValueError a validator reports for the field."""
+    if value not in names:
+        raise ValueError(f"unknown {what} {value!r}; choose from {', '.join(names)}")
+    return value
+
+
 def _fmt_loc(loc) -> str:
     parts = [str(p) for p in loc if p not in KIND_NAMES]
     return ".".join(parts) or "(top level)"

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import DEFAULT_PRESET, ENCODER_NAMES, PRESET_NAMES, Strict
+from .base import DEFAULT_PRESET, ENCODER_NAMES, PRESET_NAMES, Strict, one_of
 from .train import TrainConfig, TrainSettings
 from .zoo import FormalLanguagesZoo, MnistZoo
 
@@ -87,9 +87,7 @@ class DownstreamSettings(Strict):
     @field_validator("supervised_encoder")
     @classmethod
     def _encoder(cls, v):
-        if v not in ENCODER_NAMES:
-            raise ValueError(f"unknown encoder {v!r}; choose from {', '.join(ENCODER_NAMES)}")
-        return v
+        return one_of(v, ENCODER_NAMES, "encoder")
 
 
 # the training file's fields a sweep sets itself (from its own keys, per trial), not under `train:`
@@ -121,9 +119,8 @@ class SweepConfig(Strict):
     @field_validator("encoders")
     @classmethod
     def _known(cls, v):
-        unknown = [e for e in v if e not in ENCODER_NAMES]
-        if unknown:
-            raise ValueError(f"unknown encoder {unknown[0]!r}; choose from {', '.join(ENCODER_NAMES)}")
+        for e in v:
+            one_of(e, ENCODER_NAMES, "encoder")
         if len(set(v)) != len(v):
             raise ValueError("an encoder is listed twice")
         return v

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .base import DEFAULT_PRESET, PRESET_NAMES, ConfigError, Strict, apply_overrides, format_validation_error, read_yaml
+from .base import (DEFAULT_PRESET, PRESET_NAMES, ConfigError, Strict, apply_overrides, format_validation_error, one_of,
+                   read_yaml)
 
 
 class TrainSettings(Strict):
@@ -78,9 +79,7 @@ class TrainConfig(TrainSettings):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v):
-        if v not in PRESET_NAMES:
-            raise ValueError(f"unknown preset {v!r}; choose from {', '.join(PRESET_NAMES)}")
-        return v
+        return one_of(v, PRESET_NAMES, "preset")
 
     @model_validator(mode="after")
     def _batch_divides(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..emulator import EmulationModel
 from ..weights import Layout
 from .model import build_model
@@ -19,13 +21,16 @@ META_FILE, MODEL_FILE, STATE_FILE, HISTORY_FILE = "meta.json", "model.pt", "trai
 
 def save_checkpoint(directory: str | Path, payload: Mapping[str, Any]) -> None:
     """Write a checkpoint: ``meta.json`` (how to rebuild the model), ``model.pt`` (encoder and
-    emulator state dicts), ``train_state.pt`` (optimiser, step, best so far), ``history.json``."""
+    emulator state dicts), ``train_state.pt`` (optimiser, step, best so far), ``history.json``.
+    Every file is written whole (atomically), ``meta.json`` last: a checkpoint with its meta is complete."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    (d / META_FILE).write_text(json.dumps(payload["meta"], indent=1))
-    torch.save(payload["model"], d / MODEL_FILE)
-    torch.save(payload["train_state"], d / STATE_FILE)
-    (d / HISTORY_FILE).write_text(json.dumps(payload["history"]))
+    for name, obj in ((MODEL_FILE, payload["model"]), (STATE_FILE, payload["train_state"])):
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        atomic_write_bytes(d / name, buf.getvalue())
+    atomic_write_text(d / HISTORY_FILE, json.dumps(payload["history"]))
+    atomic_write_text(d / META_FILE, json.dumps(payload["meta"], indent=1))
 
 
 def read_checkpoint(directory: str | Path, map_location="cpu") -> dict[str, Any]:

@@ -26,7 +26,9 @@ def main(argv=None) -> None:
     with friendly_errors(args.debug):
         from ..paths import check_writable
 
-        cfg = load_train_config(args.config, args.set)
+        from ..paths import shipped_file
+
+        cfg = load_train_config(shipped_file(args.config), args.set)
         plan = plan_run(args.encoder, cfg)  # every user error surfaces here, before Ray starts
         check_writable(cfg.storage_path, "storage_path:")
     import ray

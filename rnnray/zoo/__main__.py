@@ -12,9 +12,9 @@ from ..config import load_zoo_config
 
 
 def cmd_build(args) -> None:
-    from ..paths import check_writable, expect_kind
+    from ..paths import check_writable, expect_kind, shipped_file
 
-    cfg = load_zoo_config(args.config, args.set)
+    cfg = load_zoo_config(shipped_file(args.config), args.set)
     check_writable(cfg.path, "path:")  # before Ray starts: a path that cannot hold a zoo fails in one line
     expect_kind(cfg.path, "path:", ("missing", "empty", "zoo", "other"))
     import ray
