@@ -21,6 +21,7 @@ from rnnray.sweep import load_sweep
 home = Path(rnnray.__file__).resolve().parent
 assert Path(sys.prefix).resolve() in home.parents, home  # the wheel's copy, not the checkout
 assert Path(default_sweep_file()).resolve() == home / "sweeps" / "probe.yaml"
+assert shipped_file("probe.yaml").resolve() == home / "sweeps" / "probe.yaml"  # a bare name, too
 for name in ("probe", "quick", "paper"):
     load_sweep(shipped_file(f"sweeps/{name}.yaml"))
 load_train_config(shipped_file("configs/train-tiny.yaml"))
@@ -57,3 +58,6 @@ def test_a_wheel_install_in_a_fresh_venv_finds_its_files(tmp_path):
     version = subprocess.run([venv / "bin" / "rnnray", "--version"], cwd=elsewhere, env=env, capture_output=True,
                              text=True, timeout=900)
     assert version.returncode == 0 and version.stdout.startswith("rnnray "), version.stderr[-2000:]
+    helped = subprocess.run([venv / "bin" / "rnnray", "sweep", "--help"], cwd=elsewhere, env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert helped.returncode == 0 and "--resume" in helped.stdout, helped.stderr[-2000:]
