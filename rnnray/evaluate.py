@@ -130,6 +130,14 @@ def zoo_and_seed(sweep: Mapping, metas: Mapping, sweep_dir: Path) -> tuple[str, 
     return zoo, seed
 
 
+def split_scheme(sweep: Mapping, metas: Mapping, sweep_dir: Path) -> str:
+    """The split scheme the best checkpoints trained with (their meta), else the sweep file's ``train.split``."""
+    schemes = {m["split"] for m in metas.values() if m.get("split")}
+    if len(schemes) > 1:
+        raise UsageError(f"{sweep_dir}: the best checkpoints used different splits ({sorted(schemes)})")
+    return next(iter(schemes)) if schemes else str(((sweep.get("config") or {}).get("train") or {}).get("split", "ours"))
+
+
 def default_device():
     """The driver's own GPU if this process sees one, else the CPU: evaluation and the report run on
     the driver, after training, and never borrow a GPU Ray assigned to an actor or worker."""
@@ -189,6 +197,7 @@ def evaluate_sweep(
         supervised_encoder = settings.get("supervised_encoder", SUPERVISED_ENCODER)
     models, metas, skipped = load_encoders(best, device)
     zoo, split_seed = zoo_and_seed(sweep, metas, sweep_dir)
+    scheme = split_scheme(sweep, metas, sweep_dir)
     manifest = read_manifest(zoo)
     kind, snapshots = manifest["kind"], [int(s) for s in manifest["snapshots"]]
     layout = Layout.from_dict(manifest["layout"])
@@ -208,7 +217,7 @@ def evaluate_sweep(
     for name, model in models.items():
         reps[name] = representations(model.encoder, table, device=device)
     out = evaluate_all(reps, table, kind, layout, split_seed, seeds, snapshot_steps=snapshots, config=cfg,
-                       device=device, supervised_encoder=supervised_encoder, progress=progress)
+                       device=device, supervised_encoder=supervised_encoder, progress=progress, scheme=scheme)
     for name, res in out["encoders"].items():
         entry = best.get(name) or {}
         res.update({k: entry.get(k) for k in ("trial_id", "n_params", "best_val_loss", "best_ood_loss")})
@@ -220,6 +229,7 @@ def evaluate_sweep(
         "zoo": str(zoo),
         "zoo_kind": kind,
         "split_seed": split_seed,
+        "split": scheme,
         "snapshot_steps": snapshots,
         "seeds": [int(s) for s in seeds],
         "predictor": out["predictor"],

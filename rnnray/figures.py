@@ -100,6 +100,24 @@ def fig_emulation_curves(trials: Mapping[str, list[dict]], best: Mapping, path: 
     return save_figure(fig, path)
 
 
+def fig_search_history(studies: Mapping[str, Mapping | None], path: Path) -> Path | None:
+    """Each encoder's Optuna optimisation history: every finished trial's value and the best so far."""
+    shown = {enc: s["history"] for enc, s in studies.items() if s and s["history"]}
+    if not shown:
+        return None
+    fig = _figure(6.0, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    for enc, hist in shown.items():
+        n = [h["number"] for h in hist]
+        line = ax.plot(n, [h["best"] for h in hist], drawstyle="steps-post", label=enc)[0]
+        ax.scatter(n, [h["value"] for h in hist], s=12, color=line.get_color(), edgecolor="k", linewidth=0.4, zorder=3)
+    ax.set_xlabel("Optuna trial (0: the paper preset)")
+    ax.set_ylabel("validation emulation loss at the trial's end")
+    ax.set_title("Optimisation history (dots: trials; line: best so far)", fontsize=10)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def _downstream_entries(doc: Mapping) -> list[tuple[str, Mapping]]:
     ents = list(doc.get("encoders", {}).items())
     base = doc.get("baselines", {})

@@ -103,12 +103,12 @@ def emulated_last_step_predictions(model, params: np.ndarray, inputs: np.ndarray
     return torch.cat(out).view(k, n).numpy()
 
 
-def choose_rows(table, kind: str, split_seed: int, max_snapshots: int) -> tuple[np.ndarray, np.ndarray]:
+def choose_rows(table, kind: str, split_seed: int, max_snapshots: int, scheme: str = "ours") -> tuple[np.ndarray, np.ndarray]:
     """Validation and OOD rows (a fixed-seed sample of at most ``max_snapshots``), and each one's
     split label ("val" / "ood")."""
     from .downstream import split_rows
 
-    rows = split_rows(table, kind, split_seed)
+    rows = split_rows(table, kind, split_seed, scheme)
     cand = np.concatenate([rows["val"], rows["ood_train"], rows["ood_test"]])
     label = np.array(["val"] * len(rows["val"]) + ["ood"] * (len(cand) - len(rows["val"])))
     if len(cand) > max_snapshots:
@@ -143,12 +143,12 @@ def _np(table, name):
 
 
 def performance_prediction(models: Mapping, table, manifest: Mapping, zoo: str, split_seed: int, *,
-                           max_snapshots: int = 128, n_samples: int = 100, device=None) -> dict:
+                           max_snapshots: int = 128, n_samples: int = 100, device=None, scheme: str = "ours") -> dict:
     """Emulated against real performance for every encoder on the same snapshots (see the module
     docstring). Returns ``{"quantity", "real", "split", "encoders": {name: {"emulated": [...],
     "pearson", "mae"}}, ...}``."""
     kind = manifest["kind"]
-    rows, split = choose_rows(table, kind, split_seed, max_snapshots)
+    rows, split = choose_rows(table, kind, split_seed, max_snapshots, scheme)
     run_ids, steps = _np(table, "run_id")[rows], _np(table, "step")[rows]
     params = _np(table, "params")[rows]
     real = _np(table, "accuracy")[rows].astype(np.float64)

@@ -52,7 +52,9 @@ from .figures import (
     fig_emulation_loss,
     fig_pca,
     fig_performance,
+    fig_search_history,
 )
+from .sweep.studies import sweep_studies
 from .performance import SNAPSHOT_SEED, _np, performance_prediction
 
 REPORT_FILE = SweepFolder(Path(".")).report_md.name
@@ -75,6 +77,27 @@ def trial_records(sweep_dir: Path) -> dict[str, list[dict]]:
 
 def _f(x, spec=".4f") -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def search_section(studies: Mapping[str, Mapping | None], folder: SweepFolder) -> list[str]:
+    """Each encoder's Optuna study: finished trials and the hyperparameter importances (or why there are none)."""
+    lines = ["## Hyperparameter search", ""]
+    if not any(studies.values()):
+        return lines + ["No Optuna study in this sweep folder (a sweep from before studies were stored)."]
+    lines += [f"Optuna's studies are in `{folder.optuna_journal.name}` (`optuna-dashboard {folder.optuna_journal}`). "
+              "Importances: Optuna's PED-ANOVA evaluator over the finished trials.", "",
+              "| encoder | finished trials | best value | importances |", "| --- | --- | --- | --- |"]
+    for enc, s in studies.items():
+        if not s:
+            lines.append(f"| {enc} | — | — | no study |")
+            continue
+        best = s["history"][-1]["best"] if s["history"] else None
+        imp = (", ".join(f"{k} {v:.2f}" for k, v in s["importances"].items()) if s["importances"]
+               else s.get("importance_note", "—"))
+        lines.append(f"| {enc} | {s['finished']} of {s['trials']} | {_f(best, '.4f')} | {imp} |")
+    if any(s and s["history"] for s in studies.values()):
+        lines += ["", f"![search history]({FIGURES}/search_history.png)"]
+    return lines
 
 
 def emulation_table(trials: Mapping[str, list[dict]], best: Mapping, encoders: Sequence[str]) -> list[str]:
@@ -109,7 +132,7 @@ def write_report(
     """Write ``report.md`` and ``figures/*.png`` into the sweep folder; return the report's path.
     Runs the downstream evaluation first when ``downstream.json`` is missing (``evaluate_missing``)."""
     from .downstream import split_rows
-    from .evaluate import zoo_and_seed
+    from .evaluate import split_scheme, zoo_and_seed
     from .zoo import load_table, read_manifest
     from .zoo.languages import ALL_TASKS
 
@@ -131,6 +154,7 @@ def write_report(
     encoders += [e for e in best if e not in encoders]
     models, metas, skipped = load_encoders(best, device)
     zoo, split_seed = zoo_and_seed(sweep, metas, sweep_dir)
+    scheme = split_scheme(sweep, metas, sweep_dir)
     manifest = read_manifest(zoo)
     kind = manifest["kind"]
     cols = ["run_id", "step", "params", "accuracy", zoo_kind(kind).task_column]
@@ -141,10 +165,12 @@ def write_report(
         print(f"report: {len(models)} encoder(s), zoo {zoo} ({kind}, {len(table)} snapshots)", flush=True)
     figures["emulation_loss"] = fig_emulation_loss(trials, best, encoders, fig_dir / "emulation_loss.png")
     figures["emulation_curves"] = fig_emulation_curves(trials, best, fig_dir / "emulation_curves.png")
+    studies = sweep_studies(sweep_dir, encoders)
+    figures["search_history"] = fig_search_history(studies, fig_dir / "search_history.png")
     figures["downstream"] = fig_downstream(doc, fig_dir / "downstream.png") if doc else None
 
     pp = performance_prediction(models, table, manifest, zoo, split_seed, max_snapshots=max_snapshots,
-                                n_samples=n_samples, device=device)
+                                n_samples=n_samples, device=device, scheme=scheme)
     figures["performance_prediction"] = fig_performance(pp, fig_dir / "performance_prediction.png")
     if progress:
         print(f"  performance prediction on {pp['rows']} snapshots done ({time.time() - t0:.0f} s)", flush=True)
@@ -167,12 +193,13 @@ def write_report(
     for name, made in figures.items():  # a figure not drawn this time must not linger from an earlier report
         if made is None:
             (fig_dir / f"{name}.png").unlink(missing_ok=True)
-    rows = split_rows(table, kind, split_seed)
+    rows = split_rows(table, kind, split_seed, scheme)
     cfg = sweep.get("config") or {}
     lines = [
         f"# Report: sweep `{sweep_dir.name}`",
         "",
-        f"Zoo `{zoo}` ({kind}): {len(table)} snapshots; split seed {split_seed}: "
+        f"Zoo `{zoo}` ({kind}): {len(table)} snapshots; "
+        + (f"split seed {split_seed}: " if scheme == "ours" else "the authors' split: ")
         + ", ".join(f"{s} {len(rows[s])}" for s in ("train", "val", "ood_train", "ood_test")) + " snapshots. "
         + (f"Budget {cfg['budget']:,} parameters ± {cfg.get('tolerance', 0):.0%}." if cfg.get("budget") else ""),
         "",
@@ -188,6 +215,7 @@ def write_report(
     ]
     if figures["emulation_curves"]:
         lines += ["", f"![emulation curves]({FIGURES}/emulation_curves.png)"]
+    lines += ["", *search_section(studies, folder)]
     lines += ["", "## Downstream tasks", ""]
     if doc:
         sup = doc.get("baselines", {}).get("supervised", {})

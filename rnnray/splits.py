@@ -20,6 +20,18 @@ Procedure, with the choices the spec leaves open written down:
 Rounding: with ``n`` distinct tasks, ``n_ood = n_val = max(1, floor(0.15 n + 0.5))`` (round half
 up) and ``n_train = n - n_ood - n_val`` takes the remainder, so nothing is lost to rounding and a
 tiny zoo still has a validation and an OOD task. At least 3 distinct tasks are needed.
+
+``scheme="authors"`` reproduces the authors' split of their released zoos instead (SPEC.md section
+8), bit for bit: tasks in ``numpy.unique`` order, sorted by ``numpy.argsort`` of their criterion
+(NumPy's default, unstable sort, so tied tasks fall where it puts them; zoo A's entropy with
+``log(p + 1e-6)`` on the unsorted counts), ``n_train = int(0.7 n)`` and ``n_val = int(0.15 n)`` as
+Python computes them (so OOD takes the remainder), the in-distribution tasks permuted by NumPy's
+legacy generator seeded 1 (train first), the OOD tasks by the legacy generator seeded 2, of which
+the first ``n_ood // 2`` stay OOD test and the rest join the downstream training set. It differs
+from ours in the criterion's ties (ours break them by the task; theirs by the sort), the rounding
+(theirs truncates, so OOD can be one or two tasks larger), the generators (ours PCG64 seeded by
+``seed``; theirs fixed legacy seeds, so ``split_seed`` does not apply) and which OOD half comes
+first.
 """
 
 from __future__ import annotations
@@ -31,12 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import SPLIT_SCHEMES
 from .kinds import KIND_NAMES, zoo_kind
 
 OOD_FRACTION = 0.15
 VAL_FRACTION = 0.15
 TRAIN_FRACTION = 0.70
 SPLITS = ("train", "val", "ood")
+SCHEMES = SPLIT_SCHEMES
 OOD_HALVES = ("ood_train", "ood_test")
 KINDS = KIND_NAMES
 
@@ -96,6 +110,35 @@ def ood_halves(ood_tasks: Iterable, kind: str, seed: int = 0) -> dict[Hashable, 
     return {t: ("ood_train" if i < half else "ood_test") for i, t in enumerate(shuffled)}
 
 
+def authors_criterion(kind: str, task) -> float:
+    """The authors' sort key: zoo A's entropy exactly as they compute it (unsorted counts, log(p + 1e-6)), zoo B's angle."""
+    if kind == "mnist":
+        return float(np.asarray(task, dtype=np.float64).reshape(()))
+    t = np.asarray(task, dtype=np.int64).reshape(-1)
+    p = (1 + t - t.min()) / (1 + t - t.min()).sum()
+    return float(-(p * np.log(p + 1e-6)).sum())
+
+
+def authors_split_tasks(tasks: Iterable, kind: str) -> tuple[dict[Hashable, str], dict[Hashable, str]]:
+    """Distinct tasks -> train | val | ood, and OOD tasks -> ood_train | ood_test, as the authors split
+    their released zoos (see the module docstring)."""
+    keys = {task_key(kind, t) for t in tasks}
+    arr = np.unique(np.array(sorted(keys), dtype=np.int64 if kind == "formal_languages" else np.float64).reshape(len(keys), -1), axis=0)
+    n = len(arr)
+    if n < 3:
+        raise ValueError(f"need at least 3 distinct tasks to make train/val/OOD splits, got {n}")
+    order = np.argsort(np.array([authors_criterion(kind, t) for t in arr]))
+    ranked = [task_key(kind, arr[i]) for i in order]
+    n_train, n_val = int(n * (1 - 0.15 - 0.15)), int(n * 0.15)
+    in_dist, ood = ranked[: n_train + n_val], ranked[n_train + n_val:]
+    perm = np.random.RandomState(1).permutation(n_train + n_val)
+    split = {in_dist[i]: ("train" if j < n_train else "val") for j, i in enumerate(perm)}
+    split.update({t: "ood" for t in ood})
+    perm = np.random.RandomState(2).permutation(len(ood))
+    halves = {ood[i]: ("ood_test" if j < len(ood) // 2 else "ood_train") for j, i in enumerate(perm)}
+    return split, halves
+
+
 @dataclass(frozen=True)
 class Splits:
     """The split of every task and run of one zoo. ``run_split`` is what training uses."""
@@ -105,6 +148,7 @@ class Splits:
     task_split: dict[Hashable, str]  # task -> train | val | ood
     run_task: dict[int, Hashable] = field(repr=False)  # run id -> task
     task_half: dict[Hashable, str] = field(repr=False)  # OOD task -> ood_train | ood_test
+    scheme: str = "ours"
 
     @property
     def run_split(self) -> dict[int, str]:
@@ -133,15 +177,21 @@ class Splits:
         return {s: {"tasks": len(self.tasks(s)), "runs": len(self.runs(s))} for s in SPLITS + OOD_HALVES}
 
 
-def make_splits(run_tasks: Mapping[int, object], kind: str, seed: int = 0) -> Splits:
-    """Splits from ``{run_id: task}`` (task = offsets (4,) for zoo A, angle for zoo B)."""
+def make_splits(run_tasks: Mapping[int, object], kind: str, seed: int = 0, scheme: str = "ours") -> Splits:
+    """Splits from ``{run_id: task}`` (task = offsets (4,) for zoo A, angle for zoo B); ``scheme``
+    ``ours`` (seeded by ``seed``) or ``authors`` (their released split; ``seed`` does not apply)."""
     run_task = {int(r): task_key(kind, t) for r, t in run_tasks.items()}
-    task_split = split_tasks(run_task.values(), kind, seed)
-    halves = ood_halves([t for t, s in task_split.items() if s == "ood"], kind, seed)
-    return Splits(kind=kind, seed=seed, task_split=task_split, run_task=run_task, task_half=halves)
+    if scheme == "authors":
+        task_split, halves = authors_split_tasks(run_task.values(), kind)
+    elif scheme == "ours":
+        task_split = split_tasks(run_task.values(), kind, seed)
+        halves = ood_halves([t for t, s in task_split.items() if s == "ood"], kind, seed)
+    else:
+        raise ValueError(f"unknown split scheme {scheme!r}; expected one of {SCHEMES}")
+    return Splits(kind=kind, seed=seed, task_split=task_split, run_task=run_task, task_half=halves, scheme=scheme)
 
 
-def zoo_splits(path: str | Path, seed: int = 0, checksums: bool = True) -> Splits:
+def zoo_splits(path: str | Path, seed: int = 0, checksums: bool = True, scheme: str = "ours") -> Splits:
     """Splits of a zoo on disk (reads only the run id and task columns)."""
     from .zoo import ZooError, load_table, read_manifest
 
@@ -156,4 +206,4 @@ def zoo_splits(path: str | Path, seed: int = 0, checksums: bool = True) -> Split
         key = task_key(kind, v)
         if run_tasks.setdefault(r, key) != key:
             raise ZooError(f"{path}: run {r} has snapshots with different tasks ({run_tasks[r]} and {key})")
-    return make_splits(run_tasks, kind, seed)
+    return make_splits(run_tasks, kind, seed, scheme)

@@ -9,6 +9,7 @@ naming the most recent one. A sweep folder::
     downstream.json                 the downstream evaluation (rnnray.evaluate)
     report.md, figures/             the report (rnnray.report)
     tune/ENCODER/                   Ray Tune's experiment state (what --resume restores)
+    optuna.journal                  every encoder's Optuna study (optuna-dashboard reads it)
     trials/ENCODER/TRIAL_ID/        each trial's Ray Train run, trial.json and train_result.json
     trials/ENCODER/DONE             the encoder's experiment finished
 
@@ -76,6 +77,10 @@ class SweepFolder:
     @property
     def tune(self) -> Path:
         return self.path / "tune"
+
+    @property
+    def optuna_journal(self) -> Path:
+        return self.path / "optuna.journal"
 
     def trials(self, encoder: str) -> Path:
         return self.path / "trials" / encoder

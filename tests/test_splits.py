@@ -122,3 +122,52 @@ def test_one_zoo_kind_table_agrees_with_the_configs_and_the_stored_rows(tiny_fl_
         seqs = table.column(k.sequence_columns[0]).combine_chunks().to_numpy_ndarray()
         seq_len = seqs.shape[2] if k.token_inputs else 42
         assert row_bytes(k.name, params.shape[1], seqs.shape[1], seq_len) == 4 * params.shape[1] + stored
+
+
+def test_the_authors_split_on_a_hand_computed_case():
+    """Zoo B, angles 10, 20, ..., 100 (SPEC.md 8). Theirs: n_train = int(10 * 0.7) = 7, n_val =
+    int(1.5) = 1, OOD the last 2 (90, 100); the first 8 permuted by the legacy generator seeded 1,
+    [7 2 1 6 0 4 3 5]: train 80 30 20 70 10 50 40, validation 60; the OOD pair permuted seeded 2,
+    [1 0]: 100 stays OOD test, 90 joins the downstream training set. Ours differs: 2 validation
+    tasks (round half up), a PCG64 shuffle, and a seeded choice of the OOD halves."""
+    angles = {r: float(10 * (r + 1)) for r in range(10)}
+    theirs = make_splits(angles, "mnist", scheme="authors")
+    by = lambda s: sorted(angles[r] for r in theirs.runs(s))  # noqa: E731
+    assert by("train") == [10, 20, 30, 40, 50, 70, 80] and by("val") == [60] and by("ood") == [90, 100]
+    assert by("ood_test") == [100] and by("ood_train") == [90]
+    assert make_splits(angles, "mnist", seed=5, scheme="authors").task_split == theirs.task_split  # no seed
+    ours = make_splits(angles, "mnist")
+    assert ({s: len(ours.runs(s)) for s in ("train", "val", "ood")}) == {"train": 6, "val": 2, "ood": 2}
+    with pytest.raises(ValueError, match="scheme"):
+        make_splits(angles, "mnist", scheme="theirs")
+
+
+def test_the_authors_split_of_zoo_a_follows_their_procedure_step_by_step():
+    """All 216 tasks of zoo A, split by an independent transcription of SPEC.md 8 (numpy.unique,
+    argsort of their entropy, int() sizes, the legacy generators), against ours of the scheme."""
+    from rnnray.zoo.languages import ALL_TASKS
+
+    tasks = np.asarray(ALL_TASKS, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    run_tasks = {r: tasks[i] for r, i in enumerate(rng.permutation(np.repeat(np.arange(len(tasks)), 2)))}
+    uniq = np.unique(tasks, axis=0)
+    crit = []
+    for t in uniq:
+        p = (1 + t - t.min()) / (1 + t - t.min()).sum()
+        crit.append(-(p * np.log(p + 1e-6)).sum())
+    ranked = uniq[np.argsort(crit)]
+    n = len(uniq)
+    n_train, n_val = int(n * (1 - 0.15 - 0.15)), int(n * 0.15)
+    np.random.seed(1)
+    perm = np.random.permutation(n_train + n_val)
+    expect = {tuple(ranked[i]): "train" for i in perm[:n_train]}
+    expect.update({tuple(ranked[i]): "val" for i in perm[n_train:]})
+    ood = ranked[n_train + n_val:]
+    expect.update({tuple(t): "ood" for t in ood})
+    np.random.seed(2)
+    perm = np.random.permutation(len(ood))
+    halves = {tuple(ood[i]): ("ood_test" if j < len(ood) // 2 else "ood_train") for j, i in enumerate(perm)}
+    got = make_splits(run_tasks, "formal_languages", scheme="authors")
+    assert (n_train, n_val, n - n_train - n_val) == (151, 32, 33)
+    assert got.task_split == expect and got.task_half == halves
+    assert sum(1 for s in got.run_split.values() if s == "ood") == 2 * 33

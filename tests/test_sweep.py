@@ -157,6 +157,63 @@ def test_trial_0_is_the_paper_preset(quick_sweep):
         assert json.loads((sweep_dir / "best.json").read_text())[enc]["paper_config"] is True
 
 
+def test_each_encoders_optuna_study_is_kept_in_the_sweep_folder(quick_sweep):
+    """The Optuna journal in the sweep folder holds one study per encoder: its trial 0 is the paper
+    point of trial.json and its value the trial's last reported validation loss; the report shows it."""
+    from rnnray.store import SweepFolder
+    from rnnray.sweep.studies import load_study
+
+    cfg, results, sweep_dir = quick_sweep
+    folder = SweepFolder(sweep_dir)
+    assert folder.optuna_journal.is_file()
+    for enc in ENCODERS:
+        study = load_study(folder, enc)
+        assert study is not None and len(study.trials) == cfg.tune.samples_per_encoder, enc
+        (rec,) = [json.loads(p.read_text()) for p in folder.trial_records(enc)]
+        assert study.trials[0].params == rec["config"] and study.trials[0].state.is_finished()
+        assert study.trials[0].value == pytest.approx(rec["history"][-1]["val_loss"])
+    report = folder.report_md.read_text()
+    assert "## Hyperparameter search" in report and "not enough finished trials for importances (1 of 4)" in report
+    assert (folder.figures / "search_history.png").is_file()
+
+
+def test_study_summary_and_a_searcher_restored_from_its_checkpoint(tmp_path):
+    """Tune's Optuna searcher with the sweep's journal: trials told before a save and after a
+    restore land in the same study; with enough finished trials the importances are computed."""
+    import functools
+
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from rnnray.config import Range
+    from rnnray.store import SweepFolder
+    from rnnray.sweep.space import define_by_run
+    from rnnray.sweep.studies import journal_storage, load_study, study_summary
+
+    folder = SweepFolder(tmp_path)
+    space = functools.partial(define_by_run, space={"lr": Range(low=1e-4, high=1e-2, log=True), "depth": [1, 2, 3]})
+    first = OptunaSearch(space=space, metric="val_loss", mode="min", points_to_evaluate=[{"lr": 1e-3, "depth": 2}],
+                         sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=1), storage=journal_storage(folder),
+                         study_name="dws")
+    for i in range(3):
+        assert first.suggest(f"t{i}") is not None
+        first.on_trial_complete(f"t{i}", {"val_loss": 1.0 / (i + 1)})
+    short = study_summary(load_study(folder, "dws"))
+    assert short["importances"] is None and "3 of 4" in short["importance_note"]
+    first.save(str(tmp_path / "searcher.pkl"))
+    again = OptunaSearch(space=space, metric="val_loss", mode="min")
+    again.restore(str(tmp_path / "searcher.pkl"))
+    for i in range(3, 6):
+        assert again.suggest(f"t{i}") is not None
+        again.on_trial_complete(f"t{i}", {"val_loss": 1.0 / (i + 1)})
+    study = load_study(folder, "dws")
+    assert [t.params for t in study.trials][0] == {"lr": 1e-3, "depth": 2}
+    full = study_summary(study)
+    assert full["finished"] == 6 and [h["best"] for h in full["history"]][-1] == pytest.approx(1 / 6)
+    assert set(full["importances"]) == {"lr", "depth"} and sum(full["importances"].values()) == pytest.approx(1.0)
+    assert load_study(folder, "flat") is None and load_study(SweepFolder(tmp_path / "nothing"), "dws") is None
+
+
 def test_a_search_that_leaves_out_the_paper_value_is_named(tiny_fl_zoo, tmp_path):
     from rnnray.sweep import paper_point
     from rnnray.weights import FORMAL_LANGUAGES

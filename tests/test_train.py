@@ -275,3 +275,20 @@ def test_the_constant_baseline_is_a_registry_entry(tiny_fl_zoo, tmp_path):
 
     with pytest.raises(ConfigError, match="encoder_hparams"):
         plan_run("constant", tiny_cfg(tiny_fl_zoo.path, tmp_path, encoder_hparams={"width": 4}))
+
+
+def test_split_authors_reaches_the_run_plan_and_the_checkpoint(tiny_fl_zoo, tmp_path):
+    """``split: authors`` in a training (or sweep ``train:``) config selects the authors' split for the
+    run, and the checkpoint records it, so evaluation and the report use the same split."""
+    from rnnray.config import SweepConfig
+    from rnnray.splits import zoo_splits
+    from rnnray.train import plan_run
+
+    plan = plan_run("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path, split="authors", steps=10, eval_every=10))
+    theirs = zoo_splits(tiny_fl_zoo.path, scheme="authors")
+    assert plan.zoo.split == "authors" and plan.zoo.runs == {s: theirs.runs(s) for s in ("train", "val", "ood")}
+    res = train_local(plan, save=True)
+    assert read_checkpoint(res.checkpoint_path)["meta"]["split"] == "authors"
+    sweep = SweepConfig.model_validate({"zoo": tiny_fl_zoo.path, "encoders": ["dws"], "budget": 1000,
+                                        "train": {"split": "authors"}})
+    assert sweep.train_config("dws", {}, None, str(tmp_path), "x").split == "authors"

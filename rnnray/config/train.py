@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .base import (DEFAULT_PRESET, PRESET_NAMES, ConfigError, Strict, apply_overrides, format_validation_error, one_of,
+from .base import (DEFAULT_PRESET, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict, apply_overrides, format_validation_error, one_of,
                    read_yaml)
 
 
@@ -31,7 +31,10 @@ class TrainSettings(Strict):
     eval_batch_size: int = Field(256, ge=1, description="(snapshot, sequence) pairs per forward pass during evaluation")
     augment: bool = Field(True, description="permutation augmentation for encoders not invariant by construction")
     seed: int = Field(0, ge=0, description="initialisation, batch order, sequence choice and augmentation")
-    split_seed: int = Field(0, ge=0, description="seed of the task split (keep it fixed across encoders)")
+    split_seed: int = Field(0, ge=0, description="seed of the task split (keep it fixed across encoders); not used by split: authors")
+    split: Literal[SPLIT_SCHEMES] = Field(  # type: ignore[valid-type]
+        "ours", description="ours: rnnray's split by task (SPEC.md 4); authors: the authors' split of their released "
+                            "zoos, exactly (SPEC.md 8)")
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the latest checkpoint (-1: unlimited)")
 
     @property

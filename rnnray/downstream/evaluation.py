@@ -29,10 +29,11 @@ def _evaluate(
     cfg: PredictorConfig,
     device,
     targets: Sequence[str] | None,
+    scheme: str = "ours",
 ) -> dict:
     """Train one model per (target, seed) with ``make_model`` on the fit rows and score the test splits."""
     device = torch.device(device or "cpu")
-    rows = split_rows(table, zoo_kind, split_seed)
+    rows = split_rows(table, zoo_kind, split_seed, scheme)
     ys = target_values(table, zoo_kind, snapshot_steps)
     x_all = torch.from_numpy(np.array(inputs, dtype=np.float32))  # a copy: Arrow-backed arrays are read-only
     if len(x_all) != len(table):
@@ -77,6 +78,7 @@ def evaluate_representations(
     config: PredictorConfig | None = None,
     device=None,
     targets: Sequence[str] | None = None,
+    scheme: str = "ours",
 ) -> dict:
     """Every downstream target of the zoo kind, predicted from frozen representations ``reps``
     (N, 16), one row per table row. Returns ``{"results": {target: {split: {metric: {mean, std,
@@ -87,7 +89,7 @@ def evaluate_representations(
         raise ValueError(f"representations must be (N, d), got shape {reps.shape}")
     d = reps.shape[1]
     return _evaluate(lambda t, s: make_head(t.n_out, cfg, d), reps, table, zoo_kind, split_seed, seeds,
-                     snapshot_steps, cfg, device, targets)
+                     snapshot_steps, cfg, device, targets, scheme)
 
 
 def stats_features(encoder: nn.Module, params, batch_size: int = 512) -> np.ndarray | None:
@@ -118,6 +120,7 @@ def supervised_baseline(
     config: PredictorConfig | None = None,
     device=None,
     targets: Sequence[str] | None = None,
+    scheme: str = "ours",
 ) -> dict:
     """An encoder trained end to end on each downstream target (same head, loss, rows and steps as
     the frozen predictors). Same return format as :func:`evaluate_representations`, plus the
@@ -137,7 +140,7 @@ def supervised_baseline(
         return nn.Sequential(front, Normalize(), make_head(target.n_out, cfg))
 
     inputs = feats if feats is not None else params
-    out = _evaluate(make_model, inputs, table, zoo_kind, split_seed, seeds, snapshot_steps, cfg, device, targets)
+    out = _evaluate(make_model, inputs, table, zoo_kind, split_seed, seeds, snapshot_steps, cfg, device, targets, scheme)
     first = targets_for(zoo_kind, snapshot_steps)[0]
     with torch.device("meta"):
         n_params = count_params(make_model(first, 0))
@@ -158,11 +161,12 @@ def evaluate_all(
     device=None,
     supervised_encoder: str = "stats",
     progress: bool = False,
+    scheme: str = "ours",
 ) -> dict:
     """Frozen-representation results for every encoder plus both baselines, in one dict:
     ``{"encoders": {name: result}, "baselines": {"random": result, "supervised": result}}``."""
     cfg = config or PredictorConfig()
-    kw = dict(snapshot_steps=snapshot_steps, config=cfg, device=device)
+    kw = dict(snapshot_steps=snapshot_steps, config=cfg, device=device, scheme=scheme)
     out: dict = {"encoders": {}, "baselines": {}, "predictor": asdict(cfg)}
     for name, reps in encoder_reps.items():
         t0 = time.time()

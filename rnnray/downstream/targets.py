@@ -72,11 +72,11 @@ def target_values(table, zoo_kind: str, snapshot_steps: Sequence[int] | None = N
     return out
 
 
-def split_rows(table, zoo_kind: str, split_seed: int = 0) -> dict[str, np.ndarray]:
+def split_rows(table, zoo_kind: str, split_seed: int = 0, scheme: str = "ours") -> dict[str, np.ndarray]:
     """Row indices of the predictor's splits: ``fit`` (= train + ood_train), ``val``, ``ood_test``,
     and ``train`` / ``ood_train`` on their own. Splits come from :func:`rnnray.splits.make_splits`
     on the table's runs, so pass the whole zoo's table to get the zoo's splits (the split of a task
-    depends on which other tasks exist)."""
+    depends on which other tasks exist); ``scheme``: ours or the authors' (:mod:`rnnray.splits`)."""
     runs = _column(table, "run_id").astype(np.int64)
     tasks = _column(table, KINDS[zoo_kind].task_column)
     run_tasks: dict[int, object] = {}
@@ -84,7 +84,7 @@ def split_rows(table, zoo_kind: str, split_seed: int = 0) -> dict[str, np.ndarra
         key = task_key(zoo_kind, t)
         if run_tasks.setdefault(r, key) != key:
             raise ValueError(f"run {r} has snapshots with different tasks")
-    splits = make_splits(run_tasks, zoo_kind, split_seed)
+    splits = make_splits(run_tasks, zoo_kind, split_seed, scheme)
     out = {}
     for s in ("train", "ood_train", "val", "ood_test"):
         out[s] = np.flatnonzero(np.isin(runs, np.asarray(splits.runs(s), dtype=np.int64)))

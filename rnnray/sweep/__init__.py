@@ -116,7 +116,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
         cfg = cfg.model_copy(update={"resources": r.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})})
     if manifest is None:
         manifest = ensure_zoo(cfg, progress=progress)
-    zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest)  # once, for every trial
+    zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest, split=cfg.train.split)  # once, for every trial
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:

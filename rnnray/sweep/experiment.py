@@ -11,6 +11,7 @@ from ..store import SweepFolder
 from ..train.plan import ZooPlan
 from .settings import SweepConfig, tpe_sampler
 from .space import _plain, define_by_run, encoder_space, is_paper_config
+from .studies import journal_storage
 from .summary import collect_trials
 from .trial import TrialSetup, _trial_name, run_trial, trial_record
 
@@ -63,6 +64,8 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
             mode="min",
             sampler=tpe_sampler(cfg.tune),
             points_to_evaluate=[point] if point else None,
+            storage=journal_storage(folder),  # the study outlives the sweep (optuna-dashboard, importances)
+            study_name=encoder,
         )
         scheduler = None
         if cfg.tune.scheduler == "asha":

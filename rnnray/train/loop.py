@@ -75,7 +75,7 @@ def run_loop(plan: RunPlan, io) -> dict[str, Any]:
         "format": FORMAT, "encoder": name, "hparams": hparams, "n_params": plan.n_params, "zoo_kind": kind,
         "layout": plan.zoo.layout, "emulator": {"hidden": cfg.emulator_hidden, "rep_dim": REPRESENTATION_DIM,
                                               "num_layers": EMULATOR_LAYERS},
-        "zoo": cfg.zoo, "split_seed": cfg.split_seed, "config": cfg.model_dump(mode="json"),
+        "zoo": cfg.zoo, "split_seed": cfg.split_seed, "split": cfg.split, "config": cfg.model_dump(mode="json"),
     }
 
     start, history = 0, []

@@ -29,23 +29,24 @@ class ZooPlan(Strict):
     layout: dict[str, Any]
     shards: list[str]  # absolute paths of the Parquet shards the manifest lists
     split_seed: int
+    split: str = "ours"  # the split scheme (rnnray.splits)
     runs: dict[str, list[int]]  # train / val / ood run ids
 
     @classmethod
-    def open(cls, path: str | Path, split_seed: int = 0, manifest: dict | None = None) -> "ZooPlan":
+    def open(cls, path: str | Path, split_seed: int = 0, manifest: dict | None = None, split: str = "ours") -> "ZooPlan":
         """Read the manifest (or take the one given), check the shards are there, compute the split."""
         from ..splits import zoo_splits
         from ..zoo.storage import verify
 
         root = Path(path).expanduser().resolve()
         manifest = manifest if manifest is not None else verify(root, checksums=False)
-        splits = zoo_splits(root, seed=split_seed, checksums=False)
+        splits = zoo_splits(root, seed=split_seed, checksums=False, scheme=split)
         runs = {s: [int(r) for r in splits.runs(s)] for s in SPLIT_NAMES}
         for s, ids in runs.items():
             if not ids:
                 raise ConfigError(f"{root}: the {s} split has no runs")
         return cls(root=str(root), kind=manifest["kind"], layout=manifest["layout"],
-                   shards=[str(root / s["file"]) for s in manifest["shards"]], split_seed=split_seed, runs=runs)
+                   shards=[str(root / s["file"]) for s in manifest["shards"]], split_seed=split_seed, split=split, runs=runs)
 
     @cached_property
     def weights_layout(self) -> Layout:
@@ -59,7 +60,7 @@ class RunPlan(Strict):
     hparams: dict[str, Any]
     n_params: int
     zoo: ZooPlan
-    train: TrainConfig  # ``train.zoo`` is ``zoo.root`` and ``train.split_seed`` is ``zoo.split_seed``
+    train: TrainConfig  # ``train.zoo`` is ``zoo.root``; ``train.split_seed`` and ``.split`` are the zoo plan's
     run_dir: str | None = None  # where Ray Train keeps this run's checkpoints (set by ``fit``)
 
     @property
@@ -70,8 +71,9 @@ class RunPlan(Strict):
 def plan_run(encoder: str, cfg: TrainConfig, zoo: ZooPlan | None = None) -> RunPlan:
     """Resolve a run on the driver; raises the errors the commands turn into one line. ``zoo``: a
     zoo already opened for this config (a sweep opens it once for all its trials)."""
-    if zoo is None or Path(cfg.zoo).expanduser().resolve() != Path(zoo.root) or zoo.split_seed != cfg.split_seed:
-        zoo = ZooPlan.open(cfg.zoo, cfg.split_seed)
+    if (zoo is None or Path(cfg.zoo).expanduser().resolve() != Path(zoo.root) or zoo.split_seed != cfg.split_seed
+            or zoo.split != cfg.split):
+        zoo = ZooPlan.open(cfg.zoo, cfg.split_seed, split=cfg.split)
     cfg = cfg.model_copy(update={"zoo": zoo.root})
     hparams, n_params = resolve_encoder(encoder, cfg, zoo.weights_layout, zoo.kind)
     return RunPlan(encoder=encoder, hparams=hparams, n_params=int(n_params), zoo=zoo, train=cfg)
