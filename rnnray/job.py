@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .cli import UsageError, friendly_errors
 from .store import SweepFolder
-from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, load_sweep, run_sweep
+from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
 
 
 def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
@@ -142,6 +142,7 @@ def main(argv=None) -> None:
 
         path = str(shipped_file(args.config)) if args.config else default_sweep_file()
         cfg = load_sweep(path, args.set)
+        check_trackers(cfg)  # an optional tracker that is not installed: one line, before Ray starts
         checked = not (args.address or os.environ.get("RAY_ADDRESS"))
         if checked:
             preflight(cfg, args.resume)  # this machine's memory; a cluster's is checked once connected

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 
 from pydantic import BaseModel
 
@@ -38,6 +39,9 @@ def model_table(model: type[BaseModel], prefix: str = "") -> list[str]:
         desc = (field.description or "").replace("|", "/")
         rows.append(f"| `{key}` | {_default(field)} | {desc} |")
         ann = field.annotation
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(ann)) == 2:  # an optional section: `Model | None`
+            ann = args[0]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             rows.extend(model_table(ann, prefix=f"{key}."))
     return rows

@@ -334,3 +334,78 @@ def test_relative_paths_are_the_starting_directorys(ray_session, tiny_fl_zoo, tm
     assert sweep_dir.parent == (tmp_path / "results").resolve()
     (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
     assert rec["status"] == "finished", rec.get("reason")
+
+
+def _wandb_offline_records(run_file: Path) -> list:
+    """The records of a W&B offline run file (its LevelDB-style log of protobuf ``Record``s)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos, out, part = run_file.read_bytes(), 32768, 7, [], b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            out.append(chunk)
+        elif kind in (2, 3):
+            part = (b"" if kind == 2 else part) + chunk
+        elif kind == 4:
+            out.append(part + chunk)
+    records = []
+    for raw in out:
+        r = pb.Record()
+        r.ParseFromString(raw)
+        records.append(r)
+    return records
+
+
+def test_trackers_log_every_trial_to_mlflow_and_wandb(ray_session, tiny_fl_zoo, tmp_path):
+    """A tiny sweep with ``tracking:`` MLflow (a local file store) and W&B (offline): each trial is a
+    run with the encoder, its hyperparameters, parameter count and every evaluation; TensorBoard's
+    event files are where the README says."""
+    import mlflow
+
+    uri = (tmp_path / "mlruns").as_uri()
+    cfg = load_sweep(SWEEPS / "quick.yaml", [f"zoo={tiny_fl_zoo.path}", f"results={tmp_path / 'results'}", "encoders=[flat]",
+                                             "train.steps=20", "train.eval_every=10", "downstream.enabled=false",
+                                             f"tracking.mlflow.tracking_uri={uri}", "tracking.mlflow.experiment=rnnray-test",
+                                             "tracking.wandb.project=rnnray-test"])
+    sweep_dir = run_job(cfg, progress=False, verbose=0)
+    (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("rnnray-test")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["encoder"] == "flat" and run.data.tags["sweep"] == cfg.name
+    assert {k: float(v) for k, v in run.data.params.items() if k in rec["config"]} == {k: float(v) for k, v in rec["config"].items()}
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")] == pytest.approx(
+        [h["val_loss"] for h in rec["history"]])
+    assert run.data.metrics["n_params"] == rec["n_params"]
+    (wb,) = list((sweep_dir / "tune" / "flat").glob("*/wandb/offline-run-*/run-*.wandb"))
+    records = _wandb_offline_records(wb)
+    (start,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert start.group == cfg.name and "flat" in list(start.tags)
+    config = {i.key: json.loads(i.value_json) for i in start.config.update}
+    assert all(config[k] == pytest.approx(v) for k, v in rec["config"].items())
+    history = [{i.nested_key[0] if i.nested_key else i.key: json.loads(i.value_json) for i in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    assert [h["val_loss"] for h in history] == pytest.approx([h["val_loss"] for h in rec["history"]])
+    assert all(h["n_params"] == rec["n_params"] for h in history)
+    assert list((sweep_dir / "tune" / "flat").glob("*/events.out.tfevents.*"))  # tensorboard --logdir SWEEP/tune
+
+
+def test_a_tracker_that_is_not_installed_is_one_line(monkeypatch):
+    import importlib.util
+
+    from rnnray.sweep import check_trackers
+
+    cfg = load_sweep(SWEEPS / "quick.yaml", ["tracking.wandb.project=p"])
+    check_trackers(cfg)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r'tracking.wandb: needs the wandb package \(pip install "rnnray\[wandb\]"\)'):
+        check_trackers(cfg)

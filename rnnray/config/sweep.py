@@ -90,6 +90,31 @@ class DownstreamSettings(Strict):
         return one_of(v, ENCODER_NAMES, "encoder")
 
 
+class MlflowSettings(Strict):
+    """Ray Tune's MLflow logger: one MLflow run per trial (``pip install rnnray[mlflow]``)."""
+
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (a file:// folder, or a server); "
+                                                        "default: MLflow's own (MLFLOW_TRACKING_URI, else ./mlruns)")
+    experiment: str | None = Field(None, description="MLflow experiment; default: the sweep's name")
+
+
+class WandbSettings(Strict):
+    """Ray Tune's Weights & Biases logger: one W&B run per trial, grouped by sweep (``pip install rnnray[wandb]``)."""
+
+    project: str = Field(..., min_length=1, description="W&B project")
+    mode: Literal["offline", "online"] = Field("offline", description="offline: written under each trial's folder "
+                                                                      "(`wandb sync` uploads it later); online: needs a login")
+    entity: str | None = Field(None, description="W&B entity (team or user); default: yours")
+
+
+class TrackingSettings(Strict):
+    """Experiment trackers every trial logs to: its encoder, hyperparameters, parameter count and every
+    evaluation. TensorBoard needs nothing: Tune writes its event files under ``tune/`` in the sweep folder."""
+
+    mlflow: MlflowSettings | None = Field(None, description="log to MLflow (off when absent)")
+    wandb: WandbSettings | None = Field(None, description="log to Weights & Biases (off when absent)")
+
+
 # the training file's fields a sweep sets itself (from its own keys, per trial), not under `train:`
 RUN_OWNED = frozenset(TrainConfig.model_fields) - frozenset(TrainSettings.model_fields)
 
@@ -115,6 +140,7 @@ class SweepConfig(Strict):
     tune: TuneSettings = TuneSettings()
     resources: TrialResources = TrialResources()
     downstream: DownstreamSettings = DownstreamSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     @field_validator("encoders")
     @classmethod

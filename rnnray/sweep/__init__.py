@@ -41,12 +41,14 @@ from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, Tria
                        load_sweep, startup_trials, tpe_sampler)
 from .space import check_budget, define_by_run, encoder_space, is_paper_config, paper_point
 from .summary import collect_trials, markdown_table, summarise, sweep_dir_for, write_summary
+from .tracking import check_trackers, tracker_callbacks
 from .trial import TrialSetup, run_trial, trial_record
 
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
 
 __all__ = ["EXIT_INTERRUPTED", "TRAIN_RESULT", "TUNE_METRIC", "DownstreamSettings", "Range", "SearchValue", "SweepConfig",
            "SweepInterrupted", "TrialResources", "TrialSetup", "TuneSettings", "absolute_paths", "check_budget", "check_search",
+           "check_trackers", "tracker_callbacks",
            "collect_trials",
            "define_by_run", "encoder_space", "ensure_zoo", "is_paper_config", "load_sweep", "markdown_table",
            "paper_point", "run_encoder", "run_sweep", "run_trial", "startup_trials", "summarise", "sweep_dir_for",
@@ -99,6 +101,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     from ..weights import Layout
 
     check_search(cfg)
+    check_trackers(cfg)
     cfg = absolute_paths(cfg)
     manifest = None
     if isinstance(cfg.zoo, str):  # an existing zoo: verified in full (sizes and checksums) up front

@@ -12,6 +12,7 @@ from ..train.plan import ZooPlan
 from .settings import SweepConfig, tpe_sampler
 from .space import _plain, define_by_run, encoder_space, is_paper_config
 from .studies import journal_storage
+from .tracking import tracker_callbacks
 from .summary import collect_trials
 from .trial import TrialSetup, _trial_name, run_trial, trial_record
 
@@ -95,6 +96,7 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
                 storage_path=str(exp_dir.resolve()),
                 failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
                 verbose=verbose,
+                callbacks=tracker_callbacks(cfg, encoder) or None,
             ),
         )
     grid = tuner.fit()

@@ -1,0 +1,44 @@
+"""Experiment trackers: the sweep file's ``tracking:`` section as Ray Tune's own logger callbacks.
+
+Tune's MLflow and W&B callbacks log each trial as one run: its configuration (the encoder's
+hyperparameters and learning rate) as parameters, and every report (each evaluation: step,
+train / validation / OOD loss, best so far, parameter count) as metrics; rnnray adds the encoder
+and the sweep as tags (MLflow) or group and tags (W&B). Their packages are optional extras
+(``rnnray[mlflow]``, ``rnnray[wandb]``), checked before Ray starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from ..config import ConfigError, SweepConfig
+
+EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # section -> module it needs (and the extra that installs it)
+
+
+def check_trackers(cfg: SweepConfig) -> None:
+    """Every tracker the sweep asks for is installed: one line naming the section otherwise."""
+    for section, module in EXTRAS.items():
+        if getattr(cfg.tracking, section) is not None and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"tracking.{section}: needs the {module} package (pip install \"rnnray[{section}]\")")
+
+
+def tracker_callbacks(cfg: SweepConfig, encoder: str) -> list:
+    """The Tune logger callbacks of one encoder's experiment."""
+    out = []
+    t = cfg.tracking
+    if t.mlflow is not None:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        out.append(MLflowLoggerCallback(tracking_uri=t.mlflow.tracking_uri, experiment_name=t.mlflow.experiment or cfg.name,
+                                        tags={"encoder": encoder, "sweep": cfg.name, "budget": str(cfg.budget)}))
+    if t.wandb is not None:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        if t.wandb.mode == "offline":
+            os.environ["WANDB_MODE"] = "offline"  # Tune's callback asks for an API key unless this is set
+        out.append(WandbLoggerCallback(project=t.wandb.project, group=cfg.name, mode=t.wandb.mode,
+                                       tags=[encoder, f"budget-{cfg.budget}"],
+                                       **({"entity": t.wandb.entity} if t.wandb.entity else {})))
+    return out
