@@ -56,7 +56,8 @@ def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
 
     if isinstance(cfg.zoo, str):
         m = read_manifest(cfg.zoo)
-        kind, rows, zcfg = m["kind"], int(m["rows"]), m.get("config") or {}
+        # an imported zoo has no build config: its spec holds stored_sequences (and seq_len)
+        kind, rows, zcfg = m["kind"], int(m["rows"]), m.get("config") or m.get("spec") or {}
         params, stored, seq_len = int(m["layout"]["num_params"]), int(zcfg.get("stored_sequences", 100)), int(zcfg.get("seq_len", 42))
         actor = 0
     else:

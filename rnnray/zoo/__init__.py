@@ -1,7 +1,8 @@
 """Model zoos: many small LSTMs trained on formal languages or sequential MNIST, stored as Parquet.
 
 ``build(cfg)`` trains a zoo with Ray Data (or in this process, without Ray); ``load(path)`` gives it back as a Ray Dataset and
-``load_table(path)`` as an Arrow table; ``python -m rnnray.zoo build|info`` are the commands.
+``load_table(path)`` as an Arrow table; ``python -m rnnray.zoo build|info`` are the commands, and
+``import-npy`` / ``export-npy`` (:mod:`.authors`) convert the authors' NumPy release to a zoo and back.
 """
 
 from .storage import ZooError, load_table, read_manifest, verify

@@ -1,4 +1,5 @@
-"""``python -m rnnray.zoo build CONFIG.yaml [--set key=value ...]`` and ``python -m rnnray.zoo info PATH``."""
+"""``python -m rnnray.zoo build CONFIG.yaml [--set key=value ...]``, ``python -m rnnray.zoo info PATH``, and the
+authors' NumPy release both ways: ``import-npy SRC_DIR --kind KIND --out ZOO_DIR``, ``export-npy ZOO_DIR --out OUT_DIR``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,26 @@ def cmd_build(args) -> None:
           f"{len(manifest['shards'])} shards, {manifest['build_seconds']} s)")
 
 
+def cmd_import(args) -> None:
+    from .authors import import_npy
+
+    m = import_npy(args.src, args.kind, args.out, shard_runs=args.shard_runs)
+    imp = m["imported"]
+    print(f"zoo: {args.out}  ({m['kind']}, {m['runs']} runs, {m['rows']} rows, {len(m['shards'])} shards, "
+          f"{m['build_seconds']} s) from {imp['source']}")
+    print(f"steps: their {imp['step_mapping']['their_steps']} -> rnnray {m['snapshots']} (+{imp['step_mapping']['offset']}); "
+          f"runs {'renumbered 0..' + str(m['runs'] - 1) + ' (their index kept as source_run)' if imp['runs_renumbered'] else 'kept'}")
+    if imp["not_read"]:
+        print(f"not read (no rnnray column): {', '.join(imp['not_read'])}")
+
+
+def cmd_export(args) -> None:
+    from .authors import export_npy
+
+    export_npy(args.zoo, args.out)
+    print(f"exported {args.zoo} in the authors' layout to {args.out}")
+
+
 def summary(path: str) -> str:
     from .storage import load_table
 
@@ -48,7 +69,8 @@ def summary(path: str) -> str:
     size = sum(s["bytes"] for s in manifest["shards"])
     lines = [
         f"zoo: {path}",
-        f"kind: {kind}   source: {manifest.get('mnist_source') or '-'}",
+        f"kind: {kind}   source: {manifest.get('mnist_source') or '-'}"
+        + (f"   imported from: {manifest['imported']['source']}" if manifest.get("imported") else ""),
         f"rows: {table.num_rows}   runs: {len(runs)}   shards: {len(manifest['shards'])}   size: {size / 2**20:.1f} MiB",
         task_line,
         f"parameters per RNN: {manifest['layout']['num_params']}",
@@ -72,10 +94,22 @@ def main(argv=None) -> None:
     b.add_argument("--no-progress", action="store_true")
     i = sub.add_parser("info", help="summarise a built zoo")
     i.add_argument("path")
+    im = sub.add_parser("import-npy", help="import the authors' NumPy zoo folder (SPEC.md section 8) as an rnnray zoo")
+    im.add_argument("src", metavar="SRC_DIR")
+    im.add_argument("--kind", required=True, choices=("formal_languages", "mnist"))
+    im.add_argument("--out", required=True, metavar="ZOO_DIR", help="a new or empty folder")
+    im.add_argument("--shard-runs", type=int, default=64, help="runs per Parquet shard (default 64)")
+    ex = sub.add_parser("export-npy", help="write an rnnray zoo in the authors' NumPy layout")
+    ex.add_argument("zoo", metavar="ZOO_DIR")
+    ex.add_argument("--out", required=True, metavar="OUT_DIR", help="a new or empty folder")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
         if args.cmd == "build":
             cmd_build(args)
+        elif args.cmd == "import-npy":
+            cmd_import(args)
+        elif args.cmd == "export-npy":
+            cmd_export(args)
         else:
             print(summary(args.path))
 

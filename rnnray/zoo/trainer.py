@@ -318,6 +318,8 @@ def stored_digit_labels(manifest: dict, run_ids, steps, angles, inputs: np.ndarr
     """Zoo B: the labels of each snapshot's stored input digits, (K, N), or None when they cannot be
     recovered. The zoo trainer picks them with a generator keyed on (zoo seed, run, step) over the
     held-out digits; ``check`` snapshots are re-rendered and compared with ``inputs``."""
+    if manifest.get("imported"):  # the authors' stored digits are training digits, picked by no stream of ours
+        return None
     cfg = manifest.get("config") or {}
     try:
         images, labels, _ = mnist.load_digits(manifest.get("mnist_source") or cfg.get("source", "auto"),
