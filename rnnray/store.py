@@ -10,6 +10,7 @@ naming the most recent one. A sweep folder::
     report.md, figures/             the report (rnnray.report)
     tune/ENCODER/                   Ray Tune's experiment state (what --resume restores)
     optuna.journal                  every encoder's Optuna study (optuna-dashboard reads it)
+    wandb/offline-run-*/            W&B offline runs, one per trial (when tracking.wandb is on)
     trials/ENCODER/TRIAL_ID/        each trial's Ray Train run, trial.json and train_result.json
     trials/ENCODER/DONE             the encoder's experiment finished
 

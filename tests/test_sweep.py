@@ -385,15 +385,16 @@ def test_trackers_log_every_trial_to_mlflow_and_wandb(ray_session, tiny_fl_zoo, 
     assert [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")] == pytest.approx(
         [h["val_loss"] for h in rec["history"]])
     assert run.data.metrics["n_params"] == rec["n_params"]
-    (wb,) = list((sweep_dir / "tune" / "flat").glob("*/wandb/offline-run-*/run-*.wandb"))
+    (wb,) = list(sweep_dir.glob("wandb/offline-run-*/run-*.wandb"))
     records = _wandb_offline_records(wb)
     (start,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert start.group == cfg.name and "flat" in list(start.tags)
+    assert start.run_group == cfg.name and start.project == "rnnray-test" and "flat" in list(start.tags)
     config = {i.key: json.loads(i.value_json) for i in start.config.update}
     assert all(config[k] == pytest.approx(v) for k, v in rec["config"].items())
     history = [{i.nested_key[0] if i.nested_key else i.key: json.loads(i.value_json) for i in r.history.item}
                for r in records if r.WhichOneof("record_type") == "history"]
-    assert [h["val_loss"] for h in history] == pytest.approx([h["val_loss"] for h in rec["history"]])
+    assert [h["val_loss"] for h in history] == pytest.approx([h["val_loss"] for h in rec["history"]]), \
+        ([r.WhichOneof("record_type") for r in records], history, wb)
     assert all(h["n_params"] == rec["n_params"] for h in history)
     assert list((sweep_dir / "tune" / "flat").glob("*/events.out.tfevents.*"))  # tensorboard --logdir SWEEP/tune
 

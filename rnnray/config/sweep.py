@@ -102,7 +102,7 @@ class WandbSettings(Strict):
     """Ray Tune's Weights & Biases logger: one W&B run per trial, grouped by sweep (``pip install rnnray[wandb]``)."""
 
     project: str = Field(..., min_length=1, description="W&B project")
-    mode: Literal["offline", "online"] = Field("offline", description="offline: written under each trial's folder "
+    mode: Literal["offline", "online"] = Field("offline", description="offline: written into the sweep folder "
                                                                       "(`wandb sync` uploads it later); online: needs a login")
     entity: str | None = Field(None, description="W&B entity (team or user); default: yours")
 

@@ -96,7 +96,7 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
                 storage_path=str(exp_dir.resolve()),
                 failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
                 verbose=verbose,
-                callbacks=tracker_callbacks(cfg, encoder) or None,
+                callbacks=tracker_callbacks(cfg, encoder, folder) or None,
             ),
         )
     grid = tuner.fit()

@@ -13,6 +13,7 @@ import importlib.util
 import os
 
 from ..config import ConfigError, SweepConfig
+from ..store import SweepFolder
 
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # section -> module it needs (and the extra that installs it)
 
@@ -24,12 +25,18 @@ def check_trackers(cfg: SweepConfig) -> None:
             raise ConfigError(f"tracking.{section}: needs the {module} package (pip install \"rnnray[{section}]\")")
 
 
-def tracker_callbacks(cfg: SweepConfig, encoder: str) -> list:
-    """The Tune logger callbacks of one encoder's experiment."""
+def tracker_callbacks(cfg: SweepConfig, encoder: str, folder: SweepFolder) -> list:
+    """The Tune logger callbacks of one encoder's experiment. W&B writes into the sweep folder
+    (``wandb/``): its default, the trial's staging folder, is copied to the sweep folder before
+    W&B has finished writing."""
     out = []
     t = cfg.tracking
     if t.mlflow is not None:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        uri = t.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+        if "://" not in uri or uri.startswith("file:"):  # MLflow 3 refuses its file store unless asked for it
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
         out.append(MLflowLoggerCallback(tracking_uri=t.mlflow.tracking_uri, experiment_name=t.mlflow.experiment or cfg.name,
                                         tags={"encoder": encoder, "sweep": cfg.name, "budget": str(cfg.budget)}))
@@ -38,7 +45,8 @@ def tracker_callbacks(cfg: SweepConfig, encoder: str) -> list:
 
         if t.wandb.mode == "offline":
             os.environ["WANDB_MODE"] = "offline"  # Tune's callback asks for an API key unless this is set
+        folder.path.mkdir(parents=True, exist_ok=True)
         out.append(WandbLoggerCallback(project=t.wandb.project, group=cfg.name, mode=t.wandb.mode,
-                                       tags=[encoder, f"budget-{cfg.budget}"],
+                                       tags=[encoder, f"budget-{cfg.budget}"], dir=str(folder.path.resolve()),
                                        **({"entity": t.wandb.entity} if t.wandb.entity else {})))
     return out
