@@ -54,10 +54,18 @@ def _grid(n: int, ncols: int = 3) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
+def _once(used: set[str], label: str) -> str | None:
+    if label in used:
+        return None
+    used.add(label)
+    return label
+
+
 def fig_emulation_loss(trials: Mapping[str, list[dict]], best: Mapping, encoders: Sequence[str], path: Path) -> Path:
     fig = _figure(max(5.0, 1.2 * len(encoders) + 2), 3.8)
     ax = fig.add_subplot(1, 1, 1)
     rng = np.random.default_rng(0)
+    labelled: set[str] = set()  # each label once, on the first encoder that has the bar (the first may have failed)
     for j, (key, label, color) in enumerate((("best_val_loss", "validation", "tab:blue"), ("best_ood_loss", "OOD", "tab:orange"))):
         for i, enc in enumerate(encoders):
             vals = [r.get(key) for r in trials.get(enc, []) if r.get(key) is not None and math.isfinite(r[key])]
@@ -66,11 +74,11 @@ def fig_emulation_loss(trials: Mapping[str, list[dict]], best: Mapping, encoders
             x = i + (j - 0.5) * 0.38
             if vals:
                 m, s = _mean_std(vals)
-                ax.bar(x, m, 0.36, yerr=s, color=color, alpha=0.55, capsize=3, label=label if i == 0 else None)
+                ax.bar(x, m, 0.36, yerr=s, color=color, alpha=0.55, capsize=3, label=_once(labelled, label))
                 ax.scatter(x + rng.uniform(-0.08, 0.08, len(vals)), vals, s=12, color=color, edgecolor="k", linewidth=0.4, zorder=3)
             sel = (best.get(enc) or {}).get(key)
             if sel is not None:
-                ax.scatter([x], [sel], marker="x", color="k", s=40, zorder=4, label="selected trial" if i == 0 and j == 0 else None)
+                ax.scatter([x], [sel], marker="x", color="k", s=40, zorder=4, label=_once(labelled, "selected trial"))
     ax.set_xticks(range(len(encoders)), encoders, rotation=20)
     ax.set_ylabel("emulation loss (total variation)")
     ax.set_title("Emulation loss per encoder\n(bars: mean ± std over trials; dots: trials)", fontsize=10)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .cli import UsageError, friendly_errors
+from .console import quiet_console
 from .store import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
 
@@ -117,6 +118,8 @@ def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True,
     report = folder.report_md
     if report.exists():
         print(f"report:      {report}")
+    if folder.hidden_console.exists():
+        print(f"Ray's routine output (hidden; --verbose shows it): {folder.hidden_console}")
     print(f"finished in {time.time() - t0:.0f} s")
     return sweep_dir
 
@@ -136,9 +139,11 @@ def main(argv=None) -> None:
                    help="continue the latest sweep of this name (or the given sweep folder)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
     p.add_argument("--quiet", action="store_true", help="no Tune progress table")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's routine output (otherwise kept in the sweep folder's console-hidden.log)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
-    with friendly_errors(args.debug):
+    with friendly_errors(args.debug), quiet_console(not args.verbose):
         from .paths import shipped_file
 
         path = str(shipped_file(args.config)) if args.config else default_sweep_file()

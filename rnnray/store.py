@@ -76,6 +76,13 @@ class SweepFolder:
         return self.path / "figures"
 
     @property
+    def hidden_console(self) -> Path:
+        """Ray's routine console lines that the quiet console kept off the screen (:mod:`rnnray.console`)."""
+        from .console import HIDDEN_LOG
+
+        return self.path / HIDDEN_LOG
+
+    @property
     def tune(self) -> Path:
         return self.path / "tune"
 

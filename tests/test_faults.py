@@ -266,12 +266,36 @@ def test_ctrl_c_stops_the_sweep_resumable_not_finished(ray_session, tiny_fl_zoo,
 
 
 # -- 4. a diverging trial is marked failed; the rest of the sweep completes -------------------------
-def test_diverging_trial_is_marked_failed_with_its_reason(ray_session, tiny_fl_zoo, tmp_path):
+# Ray's routine lines that the quiet console keeps off the screen (each seen in a default run before)
+RAY_ROUTINE = ("core_worker.cc", "Setting up process group", "Reporting training result", "Checkpoint successfully created",
+               "Starting execution of Dataset", "Execution plan of Dataset", "Started training worker group",
+               "RayDeprecationWarning", "Parquet dataset sampling", "driver_artifacts")
+
+
+def test_diverging_trial_is_marked_failed_with_its_reason(ray_session, tiny_fl_zoo, tmp_path, address):
+    """Run as a user runs it (the CLI, default console): the failure's reason is on the console,
+    Tune's table and our step lines are there once each, Ray's routine chatter is not (it is in the
+    sweep folder's console-hidden.log)."""
+    import re
+
     results = tmp_path / "results"
-    cfg = load_sweep(_write_yaml(tmp_path / "s.yaml", _tiny_sweep(
+    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
         results, tiny_fl_zoo.path, encoders=["flat", "stats"], search={"flat": {"lr": 1e30}},
-    )))
-    sweep_dir = run_job(cfg, progress=False, verbose=0)
+    ))
+    cli = subprocess.run([sys.executable, "-m", "rnnray.sweep", str(config), "--address", address],
+                         capture_output=True, text=True, timeout=PATIENCE)
+    console = cli.stdout + cli.stderr
+    assert cli.returncode == 0, console[-3000:]
+    (sweep_dir,) = list(results.glob("tiny-*"))
+    failed = re.search(r"^flat: trial (\w+) failed: (.*)$", cli.stderr, re.M)
+    assert failed and "diverged: non-finite" in failed.group(2) and "step 20" in failed.group(2), console[-3000:]
+    assert "Trial status:" in cli.stdout and "stats_" in cli.stdout  # Tune's progress table
+    assert len(re.findall(r"step +40 +train \S+ +val", cli.stdout)) == 1, cli.stdout[-3000:]  # stats' last step, once
+    assert f"tensorboard --logdir {sweep_dir / 'tune'}" in cli.stdout
+    shown = [needle for needle in RAY_ROUTINE if needle in console]
+    assert not shown and not re.search(r"\tINFO \S+\.py:\d+ -- ", console), (shown, console[-3000:])
+    hidden = (sweep_dir / "console-hidden.log").read_text()
+    assert "Reporting training result" in hidden and "Setting up process group" in hidden  # kept, off screen
     (flat,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
     assert flat["status"] == "failed" and "diverged: non-finite" in flat["reason"] and "step 20" in flat["reason"]
     (stats,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "stats").glob("*/trial.json")]

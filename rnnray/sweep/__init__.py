@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_json
+from ..console import hide_into
 from ..store import TRAIN_RESULT, SweepFolder, write_latest
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
 from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
@@ -127,7 +128,10 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
                                                      "created": dt.datetime.now().isoformat(timespec="seconds"),
                                                      "default_param_counts": counts})
     write_latest(Path(cfg.results).expanduser(), sweep_dir)
+    folder = SweepFolder(sweep_dir)
+    hide_into(folder.hidden_console)  # with the quiet console on (the CLI's default)
     print(f"sweep folder: {sweep_dir}", flush=True)
+    print(f"TensorBoard:  tensorboard --logdir {folder.tune}", flush=True)
     url = _http(dashboard)
     if url:
         print(f"Ray dashboard: {url}", flush=True)

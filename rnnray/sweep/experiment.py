@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 
 from ..atomic import atomic_write_json, atomic_write_text
@@ -115,5 +116,7 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
             rec["placement"] = mine.get("placement", [])
             rec["resumed_from_step"] = mine.get("resumed_from_step")
         atomic_write_json(folder.trial_record(encoder, rec["trial_id"]), rec)
+        if rec["status"] == "failed":  # one line of our own, whatever Tune and Ray printed above it
+            print(f"{encoder}: trial {rec['trial_id']} failed: {rec.get('reason', 'no reason recorded')}", file=sys.stderr, flush=True)
     atomic_write_text(done_marker, "finished\n")
     return collect_trials(folder, encoder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -129,7 +130,10 @@ class RayTrainBackend:
                 checkpoint=ray.train.Checkpoint.from_directory(d),
                 checkpoint_dir_name=checkpoint_dir_name(metrics["step"]),
             )
-        print(_progress_line(metrics), flush=True)
+        # written, not print()ed: Ray Train patches print() on its workers into a logger that
+        # echoes to the console, so a print would show every line twice
+        sys.stdout.write(_progress_line(metrics) + "\n")
+        sys.stdout.flush()
 
 
 def _progress_line(m: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's routine output (otherwise kept in the Ray session's logs)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
@@ -33,11 +34,14 @@ def main(argv=None) -> None:
         check_writable(cfg.storage_path, "storage_path:")
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=args.address, namespace="rnnray")
-    print(f"training {args.encoder} ({plan.n_params:,} parameters, {plan.zoo_kind} zoo) for {cfg.steps} steps "
-          f"on {cfg.workers} worker(s)", flush=True)
-    res = fit(plan)
+    from ..console import quiet_console
+
+    with quiet_console(not args.verbose):
+        if not ray.is_initialized():
+            ray.init(address=args.address, namespace="rnnray")
+        print(f"training {args.encoder} ({plan.n_params:,} parameters, {plan.zoo_kind} zoo) for {cfg.steps} steps "
+              f"on {cfg.workers} worker(s)", flush=True)
+        res = fit(plan)
     if args.json:
         print(json.dumps(res.to_dict()))
     else:

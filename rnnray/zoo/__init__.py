@@ -21,16 +21,18 @@ def read_shards(files: list[str], **read_args):
     """Shards (paths a manifest listed) as one Ray Dataset, without reading the manifest again."""
     import ray
 
-    if not read_args:
-        return ray.data.read_parquet(files)
     # Ray 2.60's DataSourceV2 Parquet path adds a ListFiles step that always asks for 1 CPU and
-    # ignores the read's resource arguments; the V1 reader honours them (training reads with num_cpus=0)
+    # ignores the read's resource arguments; the V1 reader honours them (training reads with num_cpus=0).
+    # The reader samples a few files first, behind a progress bar of its own: a second's work
+    # whose bar would bury Tune's table, so bars are off while the read is set up
     ctx = ray.data.DataContext.get_current()
-    before, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    before = ctx.use_datasource_v2, ctx.enable_progress_bars
+    ctx.use_datasource_v2 = ctx.use_datasource_v2 and not read_args
+    ctx.enable_progress_bars = False
     try:
         return ray.data.read_parquet(files, **read_args)
     finally:
-        ctx.use_datasource_v2 = before
+        ctx.use_datasource_v2, ctx.enable_progress_bars = before
 
 
 def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:

@@ -20,11 +20,14 @@ def cmd_build(args) -> None:
     expect_kind(cfg.path, "path:", ("missing", "empty", "zoo", "other"))
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=args.address, namespace="rnnray", log_to_driver=True)
-    from . import build
+    from ..console import quiet_console
 
-    manifest = build(cfg, progress=not args.no_progress)
+    with quiet_console(not args.verbose):
+        if not ray.is_initialized():
+            ray.init(address=args.address, namespace="rnnray", log_to_driver=True)
+        from . import build
+
+        manifest = build(cfg, progress=not args.no_progress)
     print(f"zoo: {cfg.path}  ({manifest['kind']}, {manifest['runs']} runs, {manifest['rows']} rows, "
           f"{len(manifest['shards'])} shards, {manifest['build_seconds']} s)")
 
@@ -92,6 +95,7 @@ def main(argv=None) -> None:
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     b.add_argument("--address", default=None, help="Ray cluster address (default: start or join a local one)")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--verbose", action="store_true", help="also show Ray's routine output (otherwise kept in the Ray session's logs)")
     i = sub.add_parser("info", help="summarise a built zoo")
     i.add_argument("path")
     im = sub.add_parser("import-npy", help="import the authors' NumPy zoo folder (SPEC.md section 8) as an rnnray zoo")

@@ -181,8 +181,10 @@ def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
 
         shape = cluster_shape()
         cpus, gpus = fit_request(res.cpus_per_actor, res.gpus_per_actor, "zoo.resources: a zoo actor", shape)
+        from ..console import active as quiet
+
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = progress
+        ctx.enable_progress_bars = progress and not quiet()  # quiet: our own line per chunk instead
         ds = ray.data.from_items([{"run_id": r} for r in todo], override_num_blocks=max(1, -(-len(todo) // res.chunk)))
         ds.set_name(f"zoo {root.name}: {cfg.kind}, {len(todo)} RNNs to train")  # how the dashboard lists it
         actors = max(1, min(res.actors, -(-len(todo) // res.chunk)))
@@ -197,8 +199,11 @@ def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
             num_cpus=cpus,
             num_gpus=gpus or None,
         )  # Ray Data restarts dead pool actors and retries their batches by itself
-        for row in out.iter_rows():
+        chunks = -(-len(todo) // res.chunk)
+        for written, row in enumerate(out.iter_rows(), 1):
             shards.append(json.loads(row["entry"]))
+            if progress and quiet():
+                print(f"zoo {root.name}: chunk {written}/{chunks} written", flush=True)
     for s in shards:
         if s["rows"] is None:
             s["rows"] = pq.read_metadata(root / s["file"]).num_rows
