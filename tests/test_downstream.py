@@ -252,3 +252,37 @@ def test_pipeline_on_a_tiny_zoo_with_an_untrained_encoder(zoo, request):
     flat = ds.flat_metrics(out["encoders"]["flat"], kind, snaps)
     assert set(flat) == {c + s for c, *_ in ds.metric_columns(kind, snaps) for s in ("", "_std")}
     json.dumps(ds.jsonable(out), allow_nan=False)  # strict JSON
+
+
+def _drawn_fl_table(runs: int, seed: int, steps=(0, 100)):
+    """A zoo-A table whose runs draw their tasks as the zoo builder does (uniform offsets)."""
+    from rnnray.zoo.languages import draw_task
+
+    rng = np.random.default_rng(seed)
+    tasks = np.repeat(np.stack([draw_task(rng) for _ in range(runs)]), len(steps), axis=0)
+    run_id = np.repeat(np.arange(runs), len(steps))
+    step = np.tile(np.asarray(steps), runs)
+    acc = np.random.default_rng(1).uniform(0, 1, len(run_id)).astype(np.float32)
+    return pa.table({"run_id": run_id.astype(np.int32), "step": step.astype(np.int32),
+                     "task": pa.FixedShapeTensorArray.from_numpy_ndarray(tasks), "accuracy": acc})
+
+
+def test_an_uninformative_representation_scores_below_chance_per_offset_on_task_splits():
+    """Issue 14's anomaly (head_acc under 1/6 for collapsed representations), reproduced and
+    explained: with one representation for every RNN the predictor can only learn each offset's most
+    frequent value *in its training rows*; the test splits hold other tasks, drawn without
+    replacement from the same 216 (validation) or from the most balanced ones (OOD), so that value is
+    rarer there than 1/6. The score is exactly its frequency in the test rows, which a label or split
+    mix-up would not give (that case is the trivial-representation test above)."""
+    table = _drawn_fl_table(324, seed=3)
+    constant = np.tile(np.eye(16, dtype=np.float32)[:1], (len(table), 1))
+    out = ds.evaluate_representations(constant, table, "formal_languages", config=ds.PredictorConfig(steps=300),
+                                      targets=["task"])
+    rows = ds.split_rows(table, "formal_languages", 0)
+    t = ds.target_values(table, "formal_languages")["task"]
+    majority = [np.bincount(t[rows["fit"], j], minlength=6).argmax() for j in range(3)]
+    for split in ("val", "ood_test"):
+        expected = np.mean([np.mean(t[rows[split], j] == majority[j]) for j in range(3)])
+        got = out["results"]["task"][split]["head_acc"]
+        assert got["values"] == pytest.approx([expected] * 3, abs=1e-9), split
+        assert expected < 1 / 6, (split, expected)  # below chance, with nothing wrong
