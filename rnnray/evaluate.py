@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -179,7 +180,7 @@ def evaluate_sweep(
     block of the sweep's config (``steps``, other :class:`PredictorConfig` fields, ``seeds``,
     ``supervised_encoder``: a quick sweep can ask for fewer steps), else the defaults (predictor
     seeds 0, 1, 2; ``stats``)."""
-    from .downstream import evaluate_all, representations
+    from .downstream import evaluate_all, participation_ratio, random_representations, representations
     from .weights import Layout
     from .zoo import load_table, read_manifest
 
@@ -222,6 +223,8 @@ def evaluate_sweep(
         entry = best.get(name) or {}
         res.update({k: entry.get(k) for k in ("trial_id", "n_params", "best_val_loss", "best_ood_loss")})
         res["checkpoint"] = checkpoint_of(entry)
+        res["effective_dim"] = participation_ratio(reps[name])  # over every snapshot of the zoo
+    out["baselines"]["random"]["effective_dim"] = participation_ratio(random_representations(len(table)))
     doc = {
         "format": FORMAT,
         "sweep": sweep_dir.name,
@@ -270,9 +273,13 @@ def summary_columns(doc: Mapping) -> dict:
     for name, res in encoders.items():
         flat = flat_metrics(res, kind, snaps)
         csv_rows[name] = {f: _cell(flat.get(f)) for f in fields}
+    fields.append("effective_dim")
+    for name, res in encoders.items():
+        csv_rows[name]["effective_dim"] = _cell(res.get("effective_dim"))
     md_rows = {name: [fmt_cell(res.get("results", {}).get(t, {}).get("ood_test", {}).get(m)) for t, m in pairs]
-               for name, res in encoders.items()}
-    return {"csv_fields": fields, "csv": csv_rows, "md_columns": [f"{MD_PREFIX}{column_label(t, m)} (OOD)" for t, m in pairs],
+               + [fmt_dim(res.get("effective_dim"))] for name, res in encoders.items()}
+    return {"csv_fields": fields, "csv": csv_rows,
+            "md_columns": [f"{MD_PREFIX}{column_label(t, m)} (OOD)" for t, m in pairs] + ["effective dim"],
             "md": md_rows, "md_section": downstream_section(doc)}
 
 
@@ -302,6 +309,32 @@ def fmt_cell(cell: Mapping | None, digits: int = 3) -> str:
         return "—"
     std = cell.get("std")
     return f"{cell['mean']:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def fmt_dim(value) -> str:
+    """An effective dimension for a table cell, flagged when the representation has collapsed."""
+    from .downstream import COLLAPSED_BELOW
+
+    if value is None or not math.isfinite(float(value)):
+        return "—"
+    return f"{float(value):.2f}" + (" (collapsed)" if float(value) < COLLAPSED_BELOW else "")
+
+
+def effective_dim_lines(doc: Mapping) -> list[str]:
+    """One paragraph: every representation's effective dimension, and what it means."""
+    from .downstream import COLLAPSED_BELOW
+
+    dims = [(n, r.get("effective_dim")) for n, r in doc.get("encoders", {}).items()]
+    rnd = doc.get("baselines", {}).get("random", {}).get("effective_dim")
+    if not any(d is not None for _, d in dims):
+        return []
+    text = "; ".join(f"{n} {fmt_dim(d)}" for n, d in dims) + (f"; random baseline {fmt_dim(rnd)}" if rnd is not None else "")
+    collapsed = [n for n, d in dims if d is not None and math.isfinite(float(d)) and float(d) < COLLAPSED_BELOW]
+    return ["", f"Effective dimension of the representations (participation ratio of their covariance over all "
+                f"{sum(doc.get('rows', {}).get(s, 0) for s in ('fit', 'val', 'ood_test'))} snapshots: 1 = one direction, "
+                f"16 = spread evenly): {text}."
+            + (f" Collapsed (below {COLLAPSED_BELOW:g}): {', '.join(collapsed)}; their downstream scores and any "
+               "comparison built on them measure little more than how far training has gone." if collapsed else "")]
 
 
 def column_label(target: str, metric: str) -> str:
@@ -343,6 +376,7 @@ def downstream_section(doc: Mapping) -> list[str]:
         "Validation split:",
         "",
         *downstream_table(doc, names, split="val"),
+        *effective_dim_lines(doc),
     ]
     if doc.get("skipped"):
         section += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items())]

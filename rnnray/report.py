@@ -36,6 +36,7 @@ from .evaluate import (
     check_device,
     default_device,
     downstream_table,
+    effective_dim_lines,
     evaluate_sweep,
     load_encoders,
     read_json,
@@ -235,6 +236,7 @@ def write_report(
             "Validation:",
             "",
             *downstream_table(doc, ents, split="val"),
+            *effective_dim_lines(doc),
             "",
             f"![downstream]({FIGURES}/downstream.png)",
         ]

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rnnray"
 
 # The pipeline, bottom to top: a module may import its own stage or an earlier one.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "cli", "console", "paths", "store", "atomic", "weights", "kinds", "machine", "resources", "rnn", "zoo.languages", "zoo.mnist", "zoo.storage")),
+    ("base", ("errors", "cli", "console", "intervals", "paths", "store", "atomic", "weights", "kinds", "machine", "resources", "rnn", "zoo.languages", "zoo.mnist", "zoo.storage")),
     ("config", ("config",)),
     ("zoo", ("zoo", "zoo.builder", "zoo.trainer", "zoo.check", "zoo.authors", "splits")),
     ("encoders", ("encoders",)),  # and every encoders.* module (as rnn.*, train.*, sweep.* sit with theirs)
@@ -22,7 +22,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("results", ("results",)),
     ("sweep", ("sweep",)),
     ("evaluate", ("downstream", "evaluate", "performance")),
-    ("report", ("figures", "report")),
+    ("report", ("figures", "report", "verdict")),
     ("tools", ("job", "bench", "bench_zoo", "bench_train", "bench_profile", "bench_device", "reference", "")),  # entry points; "" is the package itself
 ]
 

@@ -286,3 +286,19 @@ def test_an_uninformative_representation_scores_below_chance_per_offset_on_task_
         got = out["results"]["task"][split]["head_acc"]
         assert got["values"] == pytest.approx([expected] * 3, abs=1e-9), split
         assert expected < 1 / 6, (split, expected)  # below chance, with nothing wrong
+
+
+def test_participation_ratio_on_known_spectra():
+    rng = np.random.default_rng(0)
+    k3 = np.zeros((3000, 16))
+    k3[:, :3] = rng.standard_normal((3000, 3))
+    assert ds.participation_ratio(k3 @ np.linalg.qr(rng.standard_normal((16, 16)))[0]) == pytest.approx(3.0, rel=0.03)
+    assert ds.participation_ratio(rng.standard_normal((20000, 16))) == pytest.approx(16.0, rel=0.03)
+    two_points = np.repeat(np.eye(16)[:2], 50, axis=0)  # initialisation vs trained: one direction
+    assert ds.participation_ratio(two_points) == pytest.approx(1.0)
+    line = np.outer(rng.standard_normal(100), rng.standard_normal(16))
+    assert ds.participation_ratio(line) == pytest.approx(1.0)
+    spectrum = np.diag(np.sqrt([4.0, 1.0]))  # variances 4 and 1: (4 + 1)^2 / (16 + 1)
+    assert ds.participation_ratio(rng.standard_normal((40000, 2)) @ spectrum) == pytest.approx(25 / 17, rel=0.03)
+    assert math.isnan(ds.participation_ratio(np.ones((10, 16))))
+    assert ds.COLLAPSED_BELOW == 2.0

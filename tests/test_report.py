@@ -101,16 +101,21 @@ def test_evaluate_sweep_writes_downstream_json_and_summary_columns(store, evalua
     for col in ("best_val_loss", "best_ood_loss", "n_params", "trials", "failed", "trial_id", "config"):
         assert col in fields  # the sweep's columns are kept
     ds_cols = [c + s for c, *_ in metric_columns("formal_languages") for s in ("", "_std")]
-    assert fields[-len(ds_cols):] == ds_cols
+    assert fields[-len(ds_cols) - 1:-1] == ds_cols and fields[-1] == "effective_dim"
+    for name, res in doc["encoders"].items():
+        assert 1.0 <= res["effective_dim"] <= 16.0
+    assert doc["baselines"]["random"]["effective_dim"] > 12  # unit vectors spread over the sphere
     for r in rows:
         assert float(r["ds_ood_task_exact_acc"]) == doc["encoders"][r["encoder"]]["results"]["task"]["ood_test"]["exact_acc"]["mean"]
         assert math.isfinite(float(r["ds_val_accuracy_mae"]))
         assert float(r["best_val_loss"]) == pytest.approx(best[r["encoder"]]["best_val_loss"])
+        assert float(r["effective_dim"]) == doc["encoders"][r["encoder"]]["effective_dim"]
 
     md = (store / "summary.md").read_text()
     table = _md_table(md, "encoder")
     assert [r[0] for r in table[1:]] == ["stats", "flat"]
     assert sum(h.startswith("ds ") for h in table[0]) == 3  # task exact acc, accuracy R², accuracy MAE
+    assert table[0][-1] == "effective dim" and "Effective dimension of the representations" in md
     baselines = _md_table(md, "representation")
     assert [r[0] for r in baselines[1:]] == ["stats", "flat", "baseline: random", "baseline: supervised stats (end to end)"]
 
@@ -150,6 +155,7 @@ def test_report_writes_markdown_and_decodable_figures(store, evaluated):
     ds_rows = [r[0] for r in _md_table(text, "representation")[1:]]
     assert ds_rows == ["stats", "flat", "baseline: random", "baseline: supervised stats (end to end)"]
     assert text.count("| baseline: random |") == 2  # OOD-test and validation tables
+    assert "Effective dimension of the representations" in text
     pp = _md_table(text, "encoder | Pearson r")
     assert [r[0] for r in pp[1:]] == ["stats", "flat"] and all(r[2] != "—" for r in pp[1:])  # MAE always defined
     assert not list(store.glob("**/.*tmp*"))  # nothing half-written left

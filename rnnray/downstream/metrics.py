@@ -6,6 +6,25 @@ import math
 
 import numpy as np
 
+# Below this effective dimension a representation is, for practical purposes, one direction (a
+# "how trained" arc, or two points: initialisation and trained); verdicts built on it say so.
+COLLAPSED_BELOW = 2.0
+
+
+def participation_ratio(x) -> float:
+    """Effective dimension of representations ``x`` (N, d): ``(sum l)^2 / sum l^2`` over the
+    eigenvalues ``l`` of their covariance. 1 when every row lies on one line (or two points), d when
+    the variance is spread evenly over all d directions; NaN for fewer than 2 rows or no variance."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected an (N, d) array, got shape {x.shape}")
+    if len(x) < 2:
+        return math.nan
+    lam = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])), 0.0, None)
+    total = float(lam.sum())
+    if total <= 1e-12 * max(1.0, float(np.abs(x).max()) ** 2):
+        return math.nan
+    return total ** 2 / float((lam ** 2).sum())
 
 
 def exact_task_accuracy(pred, true) -> float:

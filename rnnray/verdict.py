@@ -1,0 +1,206 @@
+"""The verdict: the paper's claims tested on a study's per-seed results (SPEC.md sections 6 and 7).
+
+Each claim is a comparison of encoders on one metric, and each comparison is made pair by pair
+with Welch's t-test over seeds (:mod:`rnnray.intervals`) at ``ALPHA`` = 0.05, two-sided:
+
+* a claim that group F beats group M *holds* when every pair (f, m) differs significantly in F's
+  favour (an intersection-union test: valid at level 0.05 without a multiplicity correction, and
+  conservative); it *does not hold* when some pair differs significantly against F (no
+  correction either, so with many pairs this verdict comes more easily than 0.05 would suggest);
+  otherwise it is *inconclusive at this power* (including any pair with fewer than 2 seeds).
+* "dws is the most consistent mechanistic encoder on the simpler targets" (zoo A: the RNN's
+  accuracy; zoo B: angle, held-out accuracy, generalisation gap, training step): each mechanistic
+  encoder's rank by mean on each simpler target, averaged; *holds* when ``dws`` has the best
+  average rank and no mechanistic encoder is significantly better than it on any simpler target;
+  *does not hold* when one with a better average rank is significantly better on at least one;
+  otherwise inconclusive.
+* "Does tuning change the ranking?": the encoders ranked by mean validation loss of their tuned
+  configuration and of their paper preset; *no* when the orders agree, *yes* when some pair swaps
+  and the tuned order of that pair is significant, otherwise inconclusive.
+
+A claim involving a representation whose effective dimension is below
+:data:`rnnray.downstream.COLLAPSED_BELOW` says so in its row. Encoders a sweep did not train are
+left out of a claim and the row names the ones compared; a claim about a zoo the results do not
+cover is *not measured*. Everything is computed from the stored per-seed values it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .intervals import mean_interval, welch
+
+ALPHA = 0.05
+FUNCTIONALIST = ("noninteractive", "interactive")
+MECHANISTIC = ("flat", "stats", "transformer", "dws")
+HOLDS, FAILS, UNSURE, UNMEASURED = "holds", "does not hold", "inconclusive at this power", "not measured"
+TEST = "Welch's t-test over seeds, two-sided, p < 0.05 for every pair"
+ZOO_NAMES = {"formal_languages": "A (formal languages)", "mnist": "B (sequential MNIST)"}
+
+# downstream metric keys "target.metric" (OOD test half) and whether higher is better
+EXACT_TASK = ("task.exact_acc", True)
+SIMPLER = {
+    "formal_languages": (("accuracy.r2", True),),
+    "mnist": (("angle.err_deg", False), ("accuracy.r2", True), ("gap.r2", True), ("step.acc", True)),
+}
+
+
+@dataclass
+class EncoderSeeds:
+    """One encoder's final seeds on one zoo: best validation emulation loss of its tuned
+    configuration and of its paper preset (one value per seed), the OOD-test downstream metrics
+    per seed (keys ``target.metric``), and its representations' effective dimension."""
+
+    val_loss: Sequence[float] = ()
+    preset_val_loss: Sequence[float] = ()
+    downstream: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    effective_dim: float | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    claim: str
+    zoo: str
+    numbers: str
+    test: str
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return {"claim": self.claim, "zoo": self.zoo, "numbers": self.numbers, "test": self.test, "verdict": self.verdict}
+
+
+def _numbers(values: Mapping[str, Sequence[float]], digits: int) -> str:
+    return "; ".join(f"{name} {mean_interval(v).text(digits)}" for name, v in values.items())
+
+
+def _collapsed(study: Mapping[str, EncoderSeeds], names: Sequence[str]) -> str:
+    from .downstream import COLLAPSED_BELOW
+
+    low = [f"{n} {study[n].effective_dim:.2f}" for n in names
+           if study[n].effective_dim is not None and math.isfinite(study[n].effective_dim) and study[n].effective_dim < COLLAPSED_BELOW]
+    return f" Built on collapsed representations (effective dimension {', '.join(low)})." if low else ""
+
+
+def group_beats(better: Mapping[str, Sequence[float]], worse: Mapping[str, Sequence[float]],
+                higher_is_better: bool) -> str:
+    """The verdict on "every encoder of ``better`` beats every one of ``worse``" (module docstring)."""
+    if not better or not worse:
+        return UNMEASURED
+    against, unsure = False, False
+    for a in better.values():
+        for b in worse.values():
+            w = welch(a, b)
+            if w is None or w.p >= ALPHA:
+                unsure = True
+                continue
+            favourable = (w.diff > 0) == higher_is_better
+            against = against or not favourable
+    if against:
+        return FAILS
+    return UNSURE if unsure else HOLDS
+
+
+def _values(study: Mapping[str, EncoderSeeds], names: Sequence[str], metric: str | None) -> dict[str, Sequence[float]]:
+    out = {}
+    for n in names:
+        if n not in study:
+            continue
+        v = study[n].val_loss if metric is None else study[n].downstream.get(metric, ())
+        if len(v):
+            out[n] = v
+    return out
+
+
+def _group_row(claim: str, study, kind: str, better_names, worse_names, metric: str | None, higher: bool, digits: int) -> Row:
+    better, worse = _values(study, better_names, metric), _values(study, worse_names, metric)
+    verdict = group_beats(better, worse, higher)
+    numbers = _numbers({**better, **worse}, digits) if better or worse else "—"
+    note = _collapsed(study, [*better, *worse]) if verdict != UNMEASURED else ""
+    return Row(claim, ZOO_NAMES.get(kind, kind), numbers + note, TEST, verdict)
+
+
+def dws_most_consistent(study: Mapping[str, EncoderSeeds], kind: str) -> tuple[str, str]:
+    """(verdict, numbers) of claim (e): see the module docstring."""
+    mech = [n for n in MECHANISTIC if n in study]
+    targets = [(m, hi) for m, hi in SIMPLER[kind] if all(len(study[n].downstream.get(m, ())) for n in mech)]
+    if "dws" not in mech or len(mech) < 2 or not targets:
+        return UNMEASURED, "—"
+    ranks = {n: [] for n in mech}
+    for metric, hi in targets:
+        means = {n: float(np.mean([v for v in study[n].downstream[metric] if math.isfinite(v)] or [np.nan])) for n in mech}
+        order = sorted(mech, key=lambda n: -means[n] if hi else means[n])
+        for r, n in enumerate(order, 1):
+            ranks[n].append(r)
+    avg = {n: float(np.mean(r)) for n, r in ranks.items()}
+    beaten_by = set()
+    for metric, hi in targets:
+        for n in mech:
+            if n == "dws":
+                continue
+            w = welch(study[n].downstream[metric], study["dws"].downstream[metric])
+            if w is not None and w.p < ALPHA and (w.diff > 0) == hi:
+                beaten_by.add(n)
+    best = min(avg.values())
+    numbers = "mean rank over " + ", ".join(m for m, _ in targets) + ": " + ", ".join(f"{n} {avg[n]:.2f}" for n in mech)
+    if avg["dws"] == best and not beaten_by:
+        return HOLDS, numbers
+    if any(avg[n] < avg["dws"] for n in beaten_by):
+        return FAILS, numbers
+    return UNSURE, numbers
+
+
+def tuning_changes_ranking(study: Mapping[str, EncoderSeeds]) -> tuple[str, str]:
+    """("yes" | "no" | inconclusive | not measured, numbers): does tuning reorder the encoders?"""
+    names = [n for n, s in study.items() if len(s.val_loss) and len(s.preset_val_loss)]
+    if len(names) < 2:
+        return UNMEASURED, "—"
+    tuned = sorted(names, key=lambda n: float(np.mean(study[n].val_loss)))
+    preset = sorted(names, key=lambda n: float(np.mean(study[n].preset_val_loss)))
+    numbers = f"tuned: {' < '.join(tuned)}; paper presets: {' < '.join(preset)}"
+    if tuned == preset:
+        return "no", numbers
+    pos = {n: i for i, n in enumerate(preset)}
+    for i, a in enumerate(tuned):
+        for b in tuned[i + 1:]:
+            if pos[a] > pos[b]:  # a pair whose order tuning swapped
+                w = welch(study[a].val_loss, study[b].val_loss)
+                if w is not None and w.p < ALPHA:
+                    return "yes", numbers
+    return UNSURE, numbers
+
+
+def verdict_rows(results: Mapping[str, Mapping[str, EncoderSeeds]]) -> list[Row]:
+    """Every claim's row, for the zoos in ``results`` (zoo kind -> encoder -> seeds)."""
+    a, b = results.get("formal_languages", {}), results.get("mnist", {})
+    rows = [
+        _group_row("(a) functionalist encoders reach a lower validation emulation loss than every mechanistic one",
+                   a, "formal_languages", FUNCTIONALIST, MECHANISTIC, None, False, 4),
+        _group_row("(b) the same on zoo B", b, "mnist", FUNCTIONALIST, MECHANISTIC, None, False, 4),
+        _group_row("(c) interactive probing is the best encoder (validation emulation loss)",
+                   a, "formal_languages", ("interactive",), [n for n in (*MECHANISTIC, "noninteractive")], None, False, 4),
+        _group_row("(d) functionalist encoders predict the exact task of OOD RNNs better than mechanistic ones",
+                   a, "formal_languages", FUNCTIONALIST, MECHANISTIC, EXACT_TASK[0], True, 3),
+    ]
+    for kind, study in (("formal_languages", a), ("mnist", b)):
+        verdict, numbers = dws_most_consistent(study, kind) if study else (UNMEASURED, "—")
+        mech = [n for n in MECHANISTIC if n in study]
+        note = _collapsed(study, mech) if verdict != UNMEASURED else ""
+        rows.append(Row("(e) dws is the most consistent mechanistic encoder on the simpler targets", ZOO_NAMES[kind],
+                        numbers + note, "mean rank; Welch's t-test over seeds for each rival, p < 0.05", verdict))
+    for kind, study in (("formal_languages", a), ("mnist", b)):
+        verdict, numbers = tuning_changes_ranking(study) if study else (UNMEASURED, "—")
+        rows.append(Row("Does tuning change the ranking relative to the paper presets?", ZOO_NAMES[kind], numbers,
+                        "order of the means; Welch's t-test (tuned) for a swapped pair, p < 0.05", verdict))
+    return rows
+
+
+def verdict_table(rows: Sequence[Row]) -> list[str]:
+    """The rows as a markdown table (the opening of ``report.md``)."""
+    lines = ["| claim | zoo | our numbers: mean (95 % interval over seeds) | test | verdict |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.claim} | {r.zoo} | {r.numbers} | {r.test} | **{r.verdict}** |" for r in rows]
+    return lines

@@ -1,0 +1,66 @@
+"""The verdict logic on constructed results: a clear win, a clear loss, an overlap, and the rows
+that follow from them."""
+
+from __future__ import annotations
+
+from rnnray.verdict import FAILS, HOLDS, UNMEASURED, UNSURE, EncoderSeeds, group_beats, verdict_rows, verdict_table
+
+LOW = [0.020, 0.021, 0.019]  # well apart from HIGH at 3 seeds
+HIGH = [0.045, 0.046, 0.044]
+MIDDLE_WIDE = [0.015, 0.050, 0.030]  # overlaps both
+
+
+def test_group_beats_clear_win_clear_loss_overlap_and_missing():
+    assert group_beats({"interactive": LOW}, {"dws": HIGH, "flat": HIGH}, higher_is_better=False) == HOLDS
+    assert group_beats({"interactive": HIGH}, {"dws": LOW}, higher_is_better=False) == FAILS
+    assert group_beats({"interactive": LOW}, {"dws": MIDDLE_WIDE}, higher_is_better=False) == UNSURE
+    # one clear win and one overlap: not every pair is significant
+    assert group_beats({"interactive": LOW}, {"dws": HIGH, "flat": MIDDLE_WIDE}, higher_is_better=False) == UNSURE
+    # a single clear loss decides against the claim even beside wins
+    assert group_beats({"interactive": LOW, "noninteractive": HIGH}, {"dws": LOW}, higher_is_better=False) == FAILS
+    assert group_beats({"interactive": [0.01]}, {"dws": HIGH}, higher_is_better=False) == UNSURE  # one seed
+    assert group_beats({}, {"dws": HIGH}, higher_is_better=False) == UNMEASURED
+    # higher is better (accuracies): the same numbers read the other way
+    assert group_beats({"interactive": HIGH}, {"dws": LOW}, higher_is_better=True) == HOLDS
+
+
+def _study(**val):
+    return {n: EncoderSeeds(val_loss=v, preset_val_loss=v) for n, v in val.items()}
+
+
+def test_rows_for_a_study_where_the_paper_holds_on_zoo_a():
+    a = _study(interactive=LOW, noninteractive=[0.030, 0.031, 0.029], dws=HIGH, flat=[0.050, 0.051, 0.049])
+    for n, acc in (("interactive", [0.30, 0.31, 0.29]), ("noninteractive", [0.25, 0.26, 0.24]),
+                   ("dws", [0.05, 0.06, 0.04]), ("flat", [0.02, 0.03, 0.01])):
+        a[n].downstream = {"task.exact_acc": acc, "accuracy.r2": {"dws": [0.8, 0.81, 0.79]}.get(n, [0.5, 0.52, 0.48])}
+    rows = {r.claim[:3]: r for r in verdict_rows({"formal_languages": a}) if r.zoo.startswith("A")}
+    assert rows["(a)"].verdict == HOLDS and "interactive 0.0200 (0.0175, 0.0225)" in rows["(a)"].numbers
+    assert rows["(c)"].verdict == HOLDS
+    assert rows["(d)"].verdict == HOLDS
+    assert rows["(e)"].verdict == HOLDS and "dws 1.00" in rows["(e)"].numbers
+    (tuning,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
+    assert tuning.verdict == "no"  # presets and tuned configurations identical here
+    (b,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("(b)")]
+    assert b.verdict == UNMEASURED  # zoo B not in these results
+
+
+def test_rows_for_a_study_where_it_does_not_hold_and_tuning_reorders():
+    a = _study(interactive=HIGH, noninteractive=MIDDLE_WIDE, dws=LOW)
+    a["dws"].preset_val_loss = [0.060, 0.061, 0.059]  # dws's preset was worst; tuned, it is best (significantly)
+    rows = verdict_rows({"formal_languages": a})
+    by = {r.claim[:3]: r for r in rows}
+    assert by["(a)"].verdict == FAILS and by["(c)"].verdict == FAILS
+    assert by["(d)"].verdict == UNMEASURED  # no downstream values given
+    (tuning,) = [r for r in rows if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
+    assert tuning.verdict == "yes" and tuning.numbers.startswith("tuned: dws < ")
+
+
+def test_a_collapsed_representation_is_named_in_its_row_and_the_table_renders():
+    a = _study(interactive=LOW, dws=HIGH)
+    a["dws"].effective_dim = 1.0
+    rows = verdict_rows({"formal_languages": a})
+    (first,) = [r for r in rows if r.claim.startswith("(a)")]
+    assert "collapsed representations (effective dimension dws 1.00)" in first.numbers
+    table = verdict_table(rows)
+    assert table[0].startswith("| claim | zoo |") and len(table) == 2 + len(rows)
+    assert f"**{first.verdict}**" in table[2]
