@@ -56,6 +56,7 @@ from .figures import (
     fig_search_history,
 )
 from .sweep.studies import sweep_studies
+from .verdict import verdict_section
 from .performance import SNAPSHOT_SEED, _np, performance_prediction
 
 REPORT_FILE = SweepFolder(Path(".")).report_md.name
@@ -199,6 +200,7 @@ def write_report(
     lines = [
         f"# Report: sweep `{sweep_dir.name}`",
         "",
+        *verdict_section(folder),
         f"Zoo `{zoo}` ({kind}): {len(table)} snapshots; "
         + (f"split seed {split_seed}: " if scheme == "ours" else "the authors' split: ")
         + ", ".join(f"{s} {len(rows[s])}" for s in ("train", "val", "ood_train", "ood_test")) + " snapshots. "

@@ -51,7 +51,11 @@ class LoadedEncoder:
 
 
 def load_best(name: str, results: str | Path | None = None, device=None) -> LoadedEncoder:
-    """The best trained encoder of that name from the latest sweep (or the given results / sweep)."""
+    """The best trained encoder of that name from the latest sweep (or the given results / sweep).
+
+    With final runs (``final.seeds``), the best configuration's seed with the lowest validation loss:
+    the one checkpoint that is best on the split the search already selects on (the seeds' spread is
+    in ``final.json``); without them, the search's best trial."""
     import torch
 
     from .train import load_checkpoint
@@ -69,6 +73,6 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
 
     stored = meta.get("layout")
     layout = Layout.from_json(stored) if isinstance(stored, str) else Layout.from_dict(stored) if isinstance(stored, dict) else stored
-    metrics = {k: entry.get(k) for k in ("best_val_loss", "best_ood_loss", "n_params", "trial_id")}
+    metrics = {k: entry.get(k) for k in ("best_val_loss", "best_ood_loss", "n_params", "trial_id", "seed")}
     return LoadedEncoder(name, model.encoder.eval(), entry.get("config") or {}, metrics, layout, meta.get("zoo_kind"),
                          entry["checkpoint"], dev)

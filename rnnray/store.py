@@ -105,6 +105,24 @@ class SweepFolder:
     def train_result(self, encoder: str, trial_id: str) -> Path:
         return self.trial_dir(encoder, trial_id) / TRAIN_RESULT
 
+    @property
+    def final_json(self) -> Path:
+        """The final seeds' results: per encoder and configuration, the seeds' losses and their interval."""
+        return self.path / "final.json"
+
+    def final(self, encoder: str) -> Path:
+        """The final runs of one encoder (its best configuration and paper preset, new seeds)."""
+        return self.path / "final" / encoder
+
+    def final_done_marker(self, encoder: str) -> Path:
+        return self.final(encoder) / "DONE"
+
+    def final_record(self, encoder: str, trial_id: str) -> Path:
+        return self.final(encoder) / trial_id / TRIAL_RECORD
+
+    def final_records(self, encoder: str) -> list[Path]:
+        return sorted(self.final(encoder).glob(f"*/{TRIAL_RECORD}"))
+
     def trial_records(self, encoder: str | None = None) -> list[Path]:
         """Every ``trial.json`` of one encoder (or of all), in name order."""
         pattern = f"{encoder}/*/{TRIAL_RECORD}" if encoder else f"*/*/{TRIAL_RECORD}"

@@ -204,3 +204,38 @@ def verdict_table(rows: Sequence[Row]) -> list[str]:
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r.claim} | {r.zoo} | {r.numbers} | {r.test} | **{r.verdict}** |" for r in rows]
     return lines
+
+
+def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
+    """A sweep folder's stored results as the verdict's input: zoo kind -> encoder -> its final
+    seeds (``final.json``) and its representations' effective dimension (``downstream.json``)."""
+    import json
+
+    if not folder.final_json.is_file():
+        return {}
+    kind = json.loads(folder.sweep_json.read_text()).get("zoo_kind")
+    finals = json.loads(folder.final_json.read_text()).get("encoders", {})
+    dims = {}
+    if folder.downstream_json.is_file():
+        dims = {n: r.get("effective_dim") for n, r in json.loads(folder.downstream_json.read_text()).get("encoders", {}).items()}
+    study = {}
+    for enc, roles in finals.items():
+        def values(role: str) -> list[float]:
+            return [math.nan if v is None else float(v) for v in (roles.get(role) or {}).get("val_loss", [])]
+
+        study[enc] = EncoderSeeds(val_loss=values("best"), preset_val_loss=values("paper"), effective_dim=dims.get(enc))
+    return {kind: study}
+
+
+def verdict_section(folder) -> list[str]:
+    """The opening of ``report.md``: the claims' table, or why there is none."""
+    study = study_from_sweep(folder)
+    lines = ["## Verdict: the paper's claims", ""]
+    if not study:
+        return lines + ["No final seeds in this sweep (`final.seeds: 0`), so no claim can be tested: each encoder "
+                        "was trained once per configuration. Set `final.seeds` (3 or more) in the sweep file.", ""]
+    lines += ["Computed from this sweep's stored results (`final.json`: each encoder's best configuration and paper "
+              "preset retrained with new seeds; `downstream.json`). " + TEST.capitalize() + " unless the row says "
+              "otherwise; *not measured*: the sweep has no results for that zoo or metric. The downstream claims "
+              "need downstream metrics per final seed, which this sweep does not compute yet.", ""]
+    return lines + verdict_table(verdict_rows(study)) + [""]

@@ -42,6 +42,7 @@ def test_sweep_files_parse_and_validate(name):
         assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
     if name == "paper":
         assert cfg.zoo.runs == 1000 and cfg.budget == 1_200_000 and set(cfg.encoders) == set(ENCODERS)
+        assert cfg.final.seeds >= 3 and cfg.final.paper_preset
         assert cfg.resources.gpus_per_worker > 0
 
 
@@ -410,3 +411,109 @@ def test_a_tracker_that_is_not_installed_is_one_line(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ConfigError, match=r'tracking.wandb: needs the wandb package \(pip install "rnnray\[wandb\]"\)'):
         check_trackers(cfg)
+
+
+def _final_sweep_cfg(results: Path, zoo: str, **extra):
+    from rnnray.sweep import SweepConfig
+
+    data = {"name": "finals", "results": str(results), "zoo": zoo, "encoders": ["flat", "stats"], "budget": 20000,
+            "search": {"all": {"lr": {"low": 3e-4, "high": 3e-3, "log": True}}},
+            "train": {"steps": 40, "eval_every": 20, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2, "lr": 1e-3},
+            "tune": {"samples_per_encoder": 2, "max_concurrent_trials": 2, "scheduler": "none"},
+            "final": {"seeds": 2}, "downstream": {"enabled": False}, **extra}
+    return SweepConfig.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def final_sweep(ray_session, tiny_fl_zoo, tmp_path_factory):
+    results = tmp_path_factory.mktemp("finals")
+    cfg = _final_sweep_cfg(results, tiny_fl_zoo.path)
+    return cfg, run_job(cfg, progress=False, verbose=0)
+
+
+def test_final_seeds_retrain_the_best_and_the_paper_configuration(final_sweep):
+    """After the search, the best configuration and the paper preset are retrained with new seeds
+    to the full length; the seeds really differ; the interval is the t interval of their values;
+    load_best returns the best seed of the best configuration."""
+    from rnnray.intervals import mean_interval
+    from rnnray.store import SweepFolder
+
+    cfg, sweep_dir = final_sweep
+    folder = SweepFolder(sweep_dir)
+    doc = json.loads(folder.final_json.read_text())["encoders"]
+    for enc in ("flat", "stats"):
+        search = [json.loads(p.read_text()) for p in folder.trial_records(enc)]
+        best_search = min(search, key=lambda r: r["best_val_loss"])
+        finals = [json.loads(p.read_text()) for p in folder.final_records(enc)]
+        roles = {r["role"] for r in finals}
+        assert roles == ({"best+paper"} if best_search["paper_config"] else {"best", "paper"}), roles
+        assert len(finals) == 2 * len(roles) and len({r["trial_id"] for r in finals}) == len(finals)
+        for r in finals:
+            assert r["status"] == "finished" and r["history"][-1]["step"] == cfg.train.steps  # full length, no ASHA
+            source = next(t for t in search if t["trial_id"] == r["source_trial"])
+            assert r["config"] == source["config"]
+            assert ("paper" in r["role"]) == bool(source["paper_config"]) and ("best" in r["role"]) == (source is best_search)
+            tc = json.loads((folder.final(enc) / r["trial_id"] / "train_result.json").read_text())["train_config"]
+            assert tc["seed"] == r["seed"] and tc["split_seed"] == cfg.train.split_seed  # a new seed, the same split
+        best_runs = sorted((r for r in finals if "best" in r["role"]), key=lambda r: r["seed"])
+        assert [r["seed"] for r in best_runs] == [1, 2]
+        assert best_runs[0]["best_val_loss"] != best_runs[1]["best_val_loss"]  # the seeds really differ
+        assert best_runs[0]["history"] != best_runs[1]["history"]
+        entry = doc[enc]["best"]
+        assert entry["val_loss"] == [r["best_val_loss"] for r in best_runs]
+        iv = mean_interval(entry["val_loss"])
+        assert entry["val_interval"]["mean"] == pytest.approx(iv.mean) and entry["val_interval"]["low"] == pytest.approx(iv.low)
+        assert set(doc[enc]) == {"best", "paper"}  # a best+paper run counts for both
+        top = min(best_runs, key=lambda r: r["best_val_loss"])
+        best = json.loads(folder.best_json.read_text())[enc]
+        assert best["final"] is True and best["seed"] == top["seed"] and best["checkpoint"] == top["checkpoint"]
+        assert best["search_trial_id"] == best_search["trial_id"]
+        assert rnnray.load_best(enc, results=sweep_dir).metrics["best_val_loss"] == pytest.approx(top["best_val_loss"])
+    md = folder.summary_md.read_text()
+    assert "final val loss, best config" in md and "2 seeds" in md
+
+
+def test_final_runs_resume_from_their_tune_experiment(final_sweep, tmp_path):
+    """A sweep resumed after its final runs ended but before they were recorded restores their Tune
+    experiment (nothing is trained again) and records the same runs."""
+    import shutil
+
+    from rnnray.store import SweepFolder
+
+    cfg, sweep_dir = final_sweep
+    copy = tmp_path / "results" / sweep_dir.name
+    shutil.copytree(sweep_dir, copy, symlinks=True)
+    folder = SweepFolder(copy)
+    before = {p.parent.name: json.loads(p.read_text()) for p in folder.final_records("stats")}
+    results_before = {p: p.stat().st_mtime_ns for p in folder.final("stats").glob("*/train_result.json")}
+    folder.final_done_marker("stats").unlink()
+    for p in folder.final_records("stats"):
+        p.unlink()
+    folder.final_json.unlink()
+    cfg2 = cfg.model_copy(update={"results": str(tmp_path / "results")})
+    run_job(cfg2, resume=str(copy), progress=False, verbose=0)
+    after = {p.parent.name: json.loads(p.read_text()) for p in folder.final_records("stats")}
+    assert set(after) == set(before) and folder.final_done_marker("stats").exists()
+    assert all(after[k]["seed"] == before[k]["seed"] and after[k]["best_val_loss"] == before[k]["best_val_loss"] for k in after)
+    assert {p: p.stat().st_mtime_ns for p in folder.final("stats").glob("*/train_result.json")} == results_before  # not retrained
+    assert json.loads(folder.final_json.read_text())["encoders"]["stats"]["best"]["seeds"] == [1, 2]
+
+
+def test_the_report_opens_with_the_verdict_computed_from_the_final_seeds(final_sweep):
+    from rnnray.report import write_report
+    from rnnray.store import SweepFolder
+    from rnnray.verdict import study_from_sweep, verdict_rows
+
+    cfg, sweep_dir = final_sweep
+    text = write_report(sweep_dir, n_samples=4, max_snapshots=4, device="cpu", progress=False, evaluate_missing=False).read_text()
+    assert text.index("## Verdict: the paper's claims") < text.index("## Emulation loss")
+    study = study_from_sweep(SweepFolder(sweep_dir))
+    assert set(study) == {"formal_languages"} and set(study["formal_languages"]) == {"flat", "stats"}
+    rows = verdict_rows(study)
+    for r in rows:
+        assert f"| {r.claim} | {r.zoo} | {r.numbers} | {r.test} | **{r.verdict}** |" in text
+    by = {(r.claim[:3], r.zoo[0]): r.verdict for r in rows}
+    assert by[("(a)", "A")] == "not measured"  # no functionalist encoder in this sweep
+    assert by[("(b)", "B")] == "not measured"  # no zoo-B results
+    (tuning,) = [r for r in rows if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
+    assert tuning.verdict in ("yes", "no", "inconclusive at this power") and tuning.numbers.startswith("tuned: ")

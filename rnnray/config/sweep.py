@@ -68,6 +68,18 @@ class TrialResources(Strict):
     )
 
 
+class FinalSettings(Strict):
+    """After an encoder's search: its best configuration and its paper preset, retrained from scratch
+    with new seeds to the full planned length (ordinary Ray Train runs under Tune)."""
+
+    seeds: int = Field(3, ge=0, description="seeds per configuration (0: no final runs); a seed sets the "
+                                            "initialisation and the batch order, never the split")
+    first_seed: int = Field(1, ge=0, description="the seeds are first_seed, first_seed + 1, ... (the search "
+                                                 "trains with train.seed, 0 by default)")
+    paper_preset: bool = Field(True, description="retrain the paper-preset trial's configuration too "
+                                                 "(needs tune.paper_trial), so tuning's gain has an interval")
+
+
 # the downstream predictors' defaults (rnnray.downstream.PredictorConfig uses these too)
 PREDICTOR_STEPS = 2000
 PREDICTOR_HIDDEN = 64
@@ -138,6 +150,7 @@ class SweepConfig(Strict):
     )
     train: TrainSettings = Field(TrainSettings(), description="how every trial is optimised (the training file's settings)")
     tune: TuneSettings = TuneSettings()
+    final: FinalSettings = Field(FinalSettings(), description="seeds after the search")
     resources: TrialResources = TrialResources()
     downstream: DownstreamSettings = DownstreamSettings()
     tracking: TrackingSettings = TrackingSettings()

@@ -12,7 +12,11 @@ What happens:
    body's width is solved from the budget inside the trial, so every trial of every encoder has the
    same parameter count within the tolerance; ASHA stops weak trials; each trial launches a Ray
    Train ``TorchTrainer`` (``rnnray.train.fit``);
-5. the results store is written: per trial ``trial.json`` (config, parameter count, metrics history,
+5. after each encoder's search, its best configuration and its paper preset are retrained from
+   scratch with ``final.seeds`` new seeds to the full length (:mod:`.final`; ``final/`` and
+   ``final.json``: the seeds' losses, mean and 95 % Student-t interval), and ``best.json`` then
+   names the best seed of the best configuration;
+6. the results store is written: per trial ``trial.json`` (config, parameter count, metrics history,
    best checkpoint, ``paper_config``), and ``summary.csv``, ``summary.md`` (with trial 0's loss and
    the tuning gain), ``best.json`` for the sweep. Ctrl-C stops the sweep resumable (exit 130).
 
@@ -24,7 +28,7 @@ rung statistics are *not* restored by Ray Tune, so early stopping after a resume
 The package, one job per module: :mod:`.settings` (reading the sweep file; its models are
 in :mod:`rnnray.config.sweep`), :mod:`.space` (search spaces, trial 0, the budget check), :mod:`.trial`
 (one trial, its setup resolved once on the driver, and its record), :mod:`.experiment` (one
-encoder's Tune experiment), :mod:`.summary` (the sweep's summaries); the folder's layout is
+encoder's Tune experiment), :mod:`.final` (the seeds after the search), :mod:`.summary` (the sweep's summaries); the folder's layout is
 :mod:`rnnray.store`'s. This module runs them.
 """
 
@@ -38,6 +42,7 @@ from ..atomic import atomic_write_json
 from ..console import hide_into
 from ..store import TRAIN_RESULT, SweepFolder, write_latest
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
+from .final import final_runs, run_final, summarise_final, write_final
 from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
                        load_sweep, startup_trials, tpe_sampler)
 from .space import check_budget, define_by_run, encoder_space, is_paper_config, paper_point
@@ -51,7 +56,7 @@ __all__ = ["EXIT_INTERRUPTED", "TRAIN_RESULT", "TUNE_METRIC", "DownstreamSetting
            "SweepInterrupted", "TrialResources", "TrialSetup", "TuneSettings", "absolute_paths", "check_budget", "check_search",
            "check_trackers", "tracker_callbacks",
            "collect_trials",
-           "define_by_run", "encoder_space", "ensure_zoo", "is_paper_config", "load_sweep", "markdown_table",
+           "define_by_run", "encoder_space", "final_runs", "run_final", "summarise_final", "write_final", "ensure_zoo", "is_paper_config", "load_sweep", "markdown_table",
            "paper_point", "run_encoder", "run_sweep", "run_trial", "startup_trials", "summarise", "sweep_dir_for",
            "tpe_sampler", "trial_record", "write_summary"]
 
@@ -140,6 +145,9 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     for enc in cfg.encoders:
         print(f"\n=== {enc}: {cfg.tune.samples_per_encoder} trials at {cfg.budget:,} ± {cfg.tolerance:.0%} parameters ===", flush=True)
         records[enc] = run_encoder(cfg, enc, zoo, sweep_dir, resumed, verbose, points[enc])
+        if cfg.final.seeds:
+            run_final(cfg, enc, zoo, sweep_dir, resumed, verbose, records[enc])
+            write_final(folder, cfg.encoders)
         rows, best = summarise(sweep_dir, cfg, records)
         write_summary(sweep_dir, rows, best, cfg)
     rows, best = summarise(sweep_dir, cfg, records)

@@ -61,13 +61,17 @@ class TrialSetup(Strict):
     zoo: ZooPlan
     folder: str  # the sweep folder
 
-    def plan(self, config: dict, trial_id: str) -> RunPlan:
+    def plan(self, config: dict, trial_id: str, seed: int | None = None) -> RunPlan:
         """The trial's run: Optuna's proposal (``lr`` and structural knobs) on top of the preset,
-        the width solved from the budget, once, here."""
+        the width solved from the budget, once, here. ``seed``: a final run's seed (it then writes
+        under ``final/``), in place of ``train.seed``."""
         lr = config.get("lr")
         hparams = {k: v for k, v in config.items() if k != "lr"}
-        storage = str(SweepFolder(Path(self.folder)).trial_dir(self.encoder, trial_id))
-        tcfg = self.sweep.train_config(self.encoder, hparams, lr, storage, f"{self.encoder}-{trial_id}")  # its name in the dashboard
+        folder = SweepFolder(Path(self.folder))
+        where = folder.trial_dir(self.encoder, trial_id) if seed is None else folder.final(self.encoder) / trial_id
+        tcfg = self.sweep.train_config(self.encoder, hparams, lr, str(where), f"{self.encoder}-{trial_id}")  # its name in the dashboard
+        if seed is not None:
+            tcfg = tcfg.model_copy(update={"seed": seed})
         return plan_run(self.encoder, tcfg, zoo=self.zoo)
 
 
