@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "sweeps"
 
 
-@pytest.mark.parametrize("name", ["quick", "probe", "paper"])
+@pytest.mark.parametrize("name", ["quick", "probe", "paper", "paper-mnist"])
 def test_sweep_files_parse_and_validate(name):
     cfg = load_sweep(SWEEPS / f"{name}.yaml")
     assert cfg.encoders and cfg.budget > 0
@@ -40,8 +40,10 @@ def test_sweep_files_parse_and_validate(name):
         assert set(cfg.encoders) == set(ENCODERS)
     if name == "probe":
         assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
-    if name == "paper":
+    if name in ("paper", "paper-mnist"):
+        assert cfg.zoo.kind == ("mnist" if name == "paper-mnist" else "formal_languages")
         assert cfg.zoo.runs == 1000 and cfg.budget == 1_200_000 and set(cfg.encoders) == set(ENCODERS)
+        assert cfg.train.steps == 100_000 and cfg.zoo.steps == 20_000
         assert cfg.final.seeds >= 3 and cfg.final.paper_preset
         assert cfg.resources.gpus_per_worker > 0
 
