@@ -180,7 +180,7 @@ def evaluate_sweep(
     block of the sweep's config (``steps``, other :class:`PredictorConfig` fields, ``seeds``,
     ``supervised_encoder``: a quick sweep can ask for fewer steps), else the defaults (predictor
     seeds 0, 1, 2; ``stats``)."""
-    from .downstream import evaluate_all, participation_ratio, random_representations, representations
+    from .downstream import chance_levels, evaluate_all, participation_ratio, random_representations, representations
     from .weights import Layout
     from .zoo import load_table, read_manifest
 
@@ -225,6 +225,7 @@ def evaluate_sweep(
         res["checkpoint"] = checkpoint_of(entry)
         res["effective_dim"] = participation_ratio(reps[name])  # over every snapshot of the zoo
     out["baselines"]["random"]["effective_dim"] = participation_ratio(random_representations(len(table)))
+    final = evaluate_final_seeds(folder, table, kind, split_seed, seeds, cfg, device, scheme, snapshots, progress)
     doc = {
         "format": FORMAT,
         "sweep": sweep_dir.name,
@@ -245,12 +246,56 @@ def evaluate_sweep(
         "encoders": out["encoders"],
         "baselines": out["baselines"],
         "skipped": skipped,
+        "chance": chance_levels(kind, len(snapshots)),
+        "final": final,
         "seconds": round(time.time() - t_start, 1),
     }
     doc = jsonable(doc)
     atomic_write_json(folder.downstream_json, doc)
     update_summary(sweep_dir, doc)
     return doc
+
+
+def evaluate_final_seeds(folder: SweepFolder, table, kind: str, split_seed: int, seeds: Sequence[int], cfg,
+                         device, scheme: str, snapshots: Sequence[int], progress: bool = False) -> dict:
+    """Downstream metrics for every final seed of every encoder's best configuration (``final.json``).
+
+    Nested: for each encoder seed the predictors train with every predictor seed and the seed's
+    figure is their mean; the spread that matters, over encoder seeds, is then a mean with its 95 %
+    Student-t interval. Returns ``{encoder: {"seeds", "values": {target.metric: {split: [per
+    encoder seed]}}, "intervals": {target.metric: {split: interval}}, "effective_dim": [...]}}``."""
+    from .downstream import evaluate_representations, participation_ratio, representations
+    from .intervals import mean_interval
+    from .sweep.summary import read_final
+    from .train import load_checkpoint
+
+    out = {}
+    for enc, roles in read_final(folder).items():
+        best = roles.get("best") or {}
+        done, values, dims = [], {}, []
+        t0 = time.time()
+        for seed, trial_id, status in zip(best.get("seeds", []), best.get("trial_ids", []), best.get("status", [])):
+            rec_path = folder.final_record(enc, trial_id)
+            ckpt = json.loads(rec_path.read_text()).get("checkpoint") if rec_path.is_file() else None
+            if status == "failed" or not ckpt or not Path(ckpt).is_dir():
+                continue
+            model, _ = load_checkpoint(ckpt, device=device)
+            reps = representations(model.encoder, table, device=device)
+            res = evaluate_representations(reps, table, kind, split_seed, seeds, snapshot_steps=snapshots, config=cfg,
+                                           device=device, scheme=scheme)
+            done.append(seed)
+            dims.append(participation_ratio(reps))
+            for target, per_split in res["results"].items():
+                for split, metrics in per_split.items():
+                    for metric, cell in metrics.items():
+                        values.setdefault(f"{target}.{metric}", {}).setdefault(split, []).append(cell["mean"])
+        if not done:
+            continue
+        out[enc] = {"seeds": done, "values": values, "effective_dim": dims,
+                    "intervals": {k: {s: mean_interval(v).to_dict() for s, v in per.items()} for k, per in values.items()}}
+        if progress:
+            print(f"  downstream {enc:<15} {len(done)} final seed(s) {time.time() - t0:6.1f} s", flush=True)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,6 +382,44 @@ def effective_dim_lines(doc: Mapping) -> list[str]:
                "comparison built on them measure little more than how far training has gone." if collapsed else "")]
 
 
+def chance_text(doc: Mapping) -> str:
+    """The chance levels beside the metrics, in words."""
+    chance = doc.get("chance") or {}
+    parts = [f"{column_label(*k.split('.'))} {v:.3g}" for k, v in chance.items()]
+    return ("Chance: " + ", ".join(parts) + "; for the errors (MAE, angle) the random baseline is the chance level."
+            if parts else "")
+
+
+def final_seeds_lines(doc: Mapping) -> list[str]:
+    """The headline metrics over each encoder's final seeds: mean (95 % interval over encoder seeds)."""
+    final = doc.get("final") or {}
+    if not final:
+        return []
+    pairs = headline(doc["zoo_kind"], doc.get("snapshot_steps"))
+    lines = ["", "Over the final seeds of each encoder's best configuration (OOD-test half): mean (95 % Student-t "
+                 "interval over encoder seeds; each seed's figure is the mean over the predictor seeds).", "",
+             "| representation | encoder seeds | " + " | ".join(column_label(t, m) for t, m in pairs) + " |",
+             "| --- | --- |" + " --- |" * len(pairs)]
+    for enc, res in final.items():
+        cells = []
+        for t, m in pairs:
+            iv = (res.get("intervals", {}).get(f"{t}.{m}") or {}).get("ood_test") or {}
+            cells.append(_interval_cell(iv))
+        lines.append(f"| {enc} | {len(res.get('seeds', []))} | " + " | ".join(cells) + " |")
+    chance = doc.get("chance") or {}
+    lines.append("| chance | — | " + " | ".join(f"{chance[f'{t}.{m}']:.3g}" if f"{t}.{m}" in chance else "random baseline"
+                                              for t, m in pairs) + " |")
+    return lines
+
+
+def _interval_cell(iv: Mapping) -> str:
+    if not iv or iv.get("mean") is None:
+        return "—"
+    if iv.get("low") is None:
+        return f"{iv['mean']:.3f} (1 seed)"
+    return f"{iv['mean']:.3f} ({iv['low']:.3f}, {iv['high']:.3f})"
+
+
 def column_label(target: str, metric: str) -> str:
     return f"{target} {METRIC_LABELS.get(metric, metric)}"
 
@@ -369,6 +452,7 @@ def downstream_section(doc: Mapping) -> list[str]:
         f"{n_seeds} predictor seeds. `ds` columns above and the tables below: the held-out OOD half; "
         f"details in `{DOWNSTREAM_FILE}`.",
         "",
+        *([chance_text(doc), ""] if doc.get("chance") else []),
         "OOD-test half:",
         "",
         *downstream_table(doc, names),
@@ -377,6 +461,7 @@ def downstream_section(doc: Mapping) -> list[str]:
         "",
         *downstream_table(doc, names, split="val"),
         *effective_dim_lines(doc),
+        *final_seeds_lines(doc),
     ]
     if doc.get("skipped"):
         section += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items())]

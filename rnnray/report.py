@@ -36,7 +36,9 @@ from .evaluate import (
     check_device,
     default_device,
     downstream_table,
+    chance_text,
     effective_dim_lines,
+    final_seeds_lines,
     evaluate_sweep,
     load_encoders,
     read_json,
@@ -231,6 +233,7 @@ def write_report(
             f"and on validation ({doc['rows'].get('val')}); mean ± std over predictor seeds {doc.get('seeds')}. "
             "Baselines: random unit vectors (chance), and an encoder trained end to end on each target.",
             "",
+            *([chance_text(doc), ""] if doc.get("chance") else []),
             "OOD-test half:",
             "",
             *downstream_table(doc, ents),
@@ -239,6 +242,7 @@ def write_report(
             "",
             *downstream_table(doc, ents, split="val"),
             *effective_dim_lines(doc),
+            *final_seeds_lines(doc),
             "",
             f"![downstream]({FIGURES}/downstream.png)",
         ]

@@ -215,15 +215,23 @@ def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
         return {}
     kind = json.loads(folder.sweep_json.read_text()).get("zoo_kind")
     finals = json.loads(folder.final_json.read_text()).get("encoders", {})
-    dims = {}
+    dims, downstream = {}, {}
     if folder.downstream_json.is_file():
-        dims = {n: r.get("effective_dim") for n, r in json.loads(folder.downstream_json.read_text()).get("encoders", {}).items()}
+        doc = json.loads(folder.downstream_json.read_text())
+        dims = {n: r.get("effective_dim") for n, r in doc.get("encoders", {}).items()}
+        for n, r in (doc.get("final") or {}).items():  # per final seed: the OOD-test half
+            downstream[n] = {k: [math.nan if v is None else float(v) for v in per.get("ood_test", [])]
+                             for k, per in r.get("values", {}).items()}
+            seed_dims = [d for d in r.get("effective_dim", []) if d is not None]
+            if seed_dims:
+                dims[n] = float(np.mean(seed_dims))
     study = {}
     for enc, roles in finals.items():
         def values(role: str) -> list[float]:
             return [math.nan if v is None else float(v) for v in (roles.get(role) or {}).get("val_loss", [])]
 
-        study[enc] = EncoderSeeds(val_loss=values("best"), preset_val_loss=values("paper"), effective_dim=dims.get(enc))
+        study[enc] = EncoderSeeds(val_loss=values("best"), preset_val_loss=values("paper"),
+                                  downstream=downstream.get(enc, {}), effective_dim=dims.get(enc))
     return {kind: study}
 
 
@@ -236,6 +244,6 @@ def verdict_section(folder) -> list[str]:
                         "was trained once per configuration. Set `final.seeds` (3 or more) in the sweep file.", ""]
     lines += ["Computed from this sweep's stored results (`final.json`: each encoder's best configuration and paper "
               "preset retrained with new seeds; `downstream.json`). " + TEST.capitalize() + " unless the row says "
-              "otherwise; *not measured*: the sweep has no results for that zoo or metric. The downstream claims "
-              "need downstream metrics per final seed, which this sweep does not compute yet.", ""]
+              "otherwise; *not measured*: the sweep has no results for that zoo, encoder group or metric "
+              "(downstream claims need the downstream evaluation of the final seeds).", ""]
     return lines + verdict_table(verdict_rows(study)) + [""]

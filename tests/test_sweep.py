@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "sweeps"
 
 
-@pytest.mark.parametrize("name", ["quick", "probe", "paper"])
+@pytest.mark.parametrize("name", ["quick", "probe", "paper", "paper-mnist"])
 def test_sweep_files_parse_and_validate(name):
     cfg = load_sweep(SWEEPS / f"{name}.yaml")
     assert cfg.encoders and cfg.budget > 0
@@ -40,8 +40,10 @@ def test_sweep_files_parse_and_validate(name):
         assert set(cfg.encoders) == set(ENCODERS)
     if name == "probe":
         assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
-    if name == "paper":
+    if name in ("paper", "paper-mnist"):
+        assert cfg.zoo.kind == ("mnist" if name == "paper-mnist" else "formal_languages")
         assert cfg.zoo.runs == 1000 and cfg.budget == 1_200_000 and set(cfg.encoders) == set(ENCODERS)
+        assert cfg.train.steps == 100_000 and cfg.zoo.steps == 20_000
         assert cfg.final.seeds >= 3 and cfg.final.paper_preset
         assert cfg.resources.gpus_per_worker > 0
 
@@ -517,3 +519,41 @@ def test_the_report_opens_with_the_verdict_computed_from_the_final_seeds(final_s
     assert by[("(b)", "B")] == "not measured"  # no zoo-B results
     (tuning,) = [r for r in rows if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
     assert tuning.verdict in ("yes", "no", "inconclusive at this power") and tuning.numbers.startswith("tuned: ")
+
+
+def test_downstream_over_the_final_seeds_nests_the_predictor_seeds(final_sweep):
+    """Every final seed's encoder is evaluated; a seed's figure is the mean over predictor seeds
+    (checked against an independent evaluation of that seed's checkpoint), and the interval is
+    over encoder seeds; chance levels and the table land in the summary and the report."""
+    from rnnray import downstream as ds
+    from rnnray.evaluate import evaluate_sweep
+    from rnnray.intervals import mean_interval
+    from rnnray.report import write_report
+    from rnnray.store import SweepFolder
+    from rnnray.train import load_checkpoint
+    from rnnray.zoo import load_table
+
+    cfg, sweep_dir = final_sweep
+    folder = SweepFolder(sweep_dir)
+    pcfg = ds.PredictorConfig(steps=60)
+    doc = evaluate_sweep(sweep_dir, seeds=(0, 1), config=pcfg, progress=False)
+    assert doc["chance"]["task.exact_acc"] == pytest.approx(1 / 216) and doc["chance"]["task.head_acc"] == pytest.approx(1 / 6)
+    assert set(doc["final"]) == {"flat", "stats"}
+    table = load_table(cfg.zoo_path, checksums=False)
+    for enc, res in doc["final"].items():
+        assert res["seeds"] == [1, 2]
+        cells = res["values"]["task.exact_acc"]["ood_test"]
+        assert len(cells) == 2 and len(res["effective_dim"]) == 2
+        iv = mean_interval(cells)
+        assert res["intervals"]["task.exact_acc"]["ood_test"]["mean"] == pytest.approx(iv.mean)
+        # seed 2's figure, recomputed from its checkpoint: the mean over the two predictor seeds
+        final = json.loads(folder.final_json.read_text())["encoders"][enc]["best"]
+        rec = json.loads(folder.final_record(enc, final["trial_ids"][1]).read_text())
+        model, _ = load_checkpoint(rec["checkpoint"], device="cpu")
+        again = ds.evaluate_representations(ds.representations(model.encoder, table), table, "formal_languages",
+                                            cfg.train.split_seed, (0, 1), config=pcfg, targets=["accuracy"])
+        assert res["values"]["accuracy.r2"]["val"][1] == pytest.approx(again["results"]["accuracy"]["val"]["r2"]["mean"], abs=1e-6)
+    md = folder.summary_md.read_text()
+    assert "Over the final seeds" in md and "| chance | — |" in md and "Chance: task exact acc 0.00463" in md
+    text = write_report(sweep_dir, n_samples=4, max_snapshots=4, device="cpu", progress=False, evaluate_missing=False).read_text()
+    assert "Over the final seeds" in text and "| chance | — |" in text

@@ -392,3 +392,26 @@ def test_manifest_read_once_per_process_and_again_when_rebuilt(tiny_fl_zoo, tmp_
     changed = {**storage.read_manifest(zoo), "note": "rebuilt"}
     atomic_write_bytes(zoo / storage.MANIFEST, json.dumps(changed).encode())
     assert storage.read_manifest(zoo)["note"] == "rebuilt" and len(reads) == 2
+
+
+def test_balanced_task_assignment_covers_every_task_equally():
+    """`task_assignment: balanced` goes through the 216 tasks in shuffled rounds; `uniform` (the
+    paper's, the default) is each run's own draw, as before, and keeps old zoos' content spec."""
+    from collections import Counter
+
+    from rnnray.config import FormalLanguagesZoo
+    from rnnray.zoo.builder import content_spec
+    from rnnray.zoo.languages import ALL_TASKS, draw_task
+    from rnnray.zoo.trainer import _TASK, assigned_task, run_rng
+
+    balanced = FormalLanguagesZoo(kind="formal_languages", runs=324, seed=3, task_assignment="balanced")
+    counts = Counter(tuple(assigned_task(balanced, r)) for r in range(324))
+    assert set(counts) == {tuple(t) for t in ALL_TASKS} and sorted(set(counts.values())) == [1, 2]
+    assert Counter(tuple(assigned_task(balanced, r)) for r in range(432)).most_common()[-1][1] == 2  # two full rounds
+    first, second = [tuple(assigned_task(balanced, r)) for r in range(216)], [tuple(assigned_task(balanced, r)) for r in range(216, 432)]
+    assert first != second  # each round shuffled afresh
+    uniform = FormalLanguagesZoo(kind="formal_languages", runs=324, seed=3)
+    assert all((assigned_task(uniform, r) == draw_task(run_rng(3, r, _TASK))).all() for r in range(50))
+    drawn = {tuple(assigned_task(uniform, r)) for r in range(324)}
+    assert 140 < len(drawn) < 195  # uniform draws leave many tasks out (about 166 expected)
+    assert "task_assignment" not in content_spec(uniform) and content_spec(balanced)["task_assignment"] == "balanced"

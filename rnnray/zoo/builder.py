@@ -40,7 +40,10 @@ def _layout_text(layout: dict | None) -> str:
 
 def content_spec(cfg) -> dict:
     """The part of a zoo config that determines its rows."""
-    return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NEUTRAL}
+    spec = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NEUTRAL}
+    if spec.get("task_assignment") == "uniform":  # the default, absent from zoos built before the option
+        del spec["task_assignment"]
+    return spec
 
 
 class ZooTrainer:

@@ -37,6 +37,17 @@ def run_rng(seed: int, run_id: int, purpose: int, *extra: int) -> np.random.Gene
     return np.random.default_rng(np.random.SeedSequence([seed, run_id, purpose, *extra]))
 
 
+def assigned_task(cfg, run_id: int) -> np.ndarray:
+    """Run ``run_id``'s task t = (0, t1, t2, t3). ``uniform``: its own draw; ``balanced``: round
+    ``run_id // 216`` is a shuffled order of all 216 tasks (from the zoo seed and the round), so a
+    zoo of R runs holds every task floor(R / 216) or that plus one times, whatever the chunking."""
+    if getattr(cfg, "task_assignment", "uniform") == "balanced":
+        n = len(languages.ALL_TASKS)
+        order = np.random.default_rng(np.random.SeedSequence([cfg.seed, run_id // n, _TASK, n])).permutation(n)
+        return languages.ALL_TASKS[order[run_id % n]].copy()
+    return languages.draw_task(run_rng(cfg.seed, run_id, _TASK))
+
+
 def run_torch_gen(seed: int, run_id: int, purpose: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, run_id, purpose]).generate_state(2, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0] & np.uint64(2**63 - 1)))
@@ -99,7 +110,7 @@ class FormalLanguagesRecipe(Recipe):
 
     def __init__(self, cfg: FormalLanguagesZoo, run_ids, device):
         super().__init__(cfg, run_ids, device)
-        self.tasks_np = np.stack([languages.draw_task(run_rng(cfg.seed, r, _TASK)) for r in run_ids])
+        self.tasks_np = np.stack([assigned_task(cfg, r) for r in run_ids])
         self.tasks = torch.as_tensor(self.tasks_np, dtype=torch.int64, device=device)
         self.nmin = languages.n_min(self.tasks_np)
 
