@@ -96,7 +96,7 @@ def test_sweep_training_workers_on_both_nodes(cluster, zoo_on_two_nodes, tmp_pat
     spec = {"name": "two-nodes", "results": str(tmp_path / "results"), "zoo": cfg.path, "encoders": ["dws"],
             "budget": 20000,
             "train": {"steps": 40, "eval_every": 20, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2},
-            "tune": {"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"},
+            "tune": {"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"}, "final": {"seeds": 0},
             # the GPU path of a training worker: each asks for a (logical) GPU; gloo, there being no NCCL
             "resources": {"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 1, "process_group_backend": "gloo",
                           "placement_strategy": "SPREAD"},
@@ -118,7 +118,7 @@ def test_sweep_submitted_through_the_jobs_api(cluster, zoo_on_two_nodes, tmp_pat
     spec = {"name": "job", "results": str(tmp_path / "results"), "zoo": cfg.path, "encoders": ["flat"],
             "budget": 20000,
             "train": {"steps": 20, "eval_every": 10, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2},
-            "tune": {"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"},
+            "tune": {"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"}, "final": {"seeds": 0},
             "downstream": {"enabled": False}}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
     sub = _http(f"{url}/api/jobs/", {

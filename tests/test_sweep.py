@@ -284,7 +284,7 @@ def test_paper_file_runs_on_a_cpu_only_machine(ray_session, tmp_path, capfd):
         f"results={tmp_path / 'results'}", f"zoo.path={tmp_path / 'zoo'}", "zoo.runs=8", "zoo.steps=20",
         "zoo.snapshot_steps=[0,10,20]", "zoo.stored_sequences=4", "zoo.resources.chunk=4", "encoders=[flat]",
         "budget=20000", "train.steps=10", "train.eval_every=10", "train.batch_size=8", "train.emulator_hidden=16",
-        "train.eval_sequences=2", "tune.samples_per_encoder=1", "downstream.enabled=false",
+        "train.eval_sequences=2", "tune.samples_per_encoder=1", "downstream.enabled=false", "final.seeds=0",
     ])
     assert cfg.zoo.resources.gpus_per_actor > 0 and cfg.resources.gpus_per_worker > 0  # the file asks for GPUs
     sweep_dir = run_job(cfg, progress=False, verbose=0)
@@ -332,7 +332,7 @@ def test_relative_paths_are_the_starting_directorys(ray_session, tiny_fl_zoo, tm
     (tmp_path / "s.yaml").write_text(
         "name: rel\nresults: results\nzoo: zoos/tiny\nencoders: [flat]\nbudget: 20000\n"
         "train: {steps: 10, eval_every: 10, batch_size: 8, emulator_hidden: 16, eval_sequences: 2}\n"
-        "tune: {samples_per_encoder: 1, scheduler: none}\ndownstream: {enabled: false}\n")
+        "tune: {samples_per_encoder: 1, scheduler: none}\nfinal: {seeds: 0}\ndownstream: {enabled: false}\n")
     sweep_dir = run_job(load_sweep("s.yaml"), progress=False, verbose=0)
     assert sweep_dir.parent == (tmp_path / "results").resolve()
     (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]

@@ -29,6 +29,7 @@ from ..intervals import mean_interval
 from ..store import SweepFolder
 from ..train.plan import ZooPlan
 from .settings import SweepConfig
+from .tracking import tracker_callbacks
 from .trial import TrialSetup, _jsonable, _trial_name, trial_record
 
 ROLES = ("best", "paper", "best+paper")
@@ -98,7 +99,8 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
                 trial_dirname_creator=functools.partial(_trial_name, encoder)),
             run_config=ray.tune.RunConfig(name=name, storage_path=str(folder.tune.resolve()),
                                           failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
-                                          verbose=verbose),
+                                          verbose=verbose,
+                                          callbacks=tracker_callbacks(cfg, encoder, folder) or None),  # as the search's
         )
     print(f"--- {encoder}: final runs, {len(runs)} ({', '.join(sorted({r['role'] for r in runs}))} x seeds "
           f"{sorted({r['seed'] for r in runs})}) ---", flush=True)
