@@ -111,6 +111,8 @@ def emulation_table(trials: Mapping[str, list[dict]], best: Mapping, encoders: S
     for enc in encoders:
         recs = trials.get(enc, [])
         b = best.get(enc) or {}
+        if b.get("final"):  # best.json names the best final seed: compare the search's own selection here
+            b = next((r for r in recs if r.get("trial_id") == b.get("search_trial_id")), {})
         cells = []
         for key in ("best_val_loss", "best_ood_loss"):
             m, s = _mean_std([r.get(key) for r in recs])
@@ -122,6 +124,29 @@ def emulation_table(trials: Mapping[str, list[dict]], best: Mapping, encoders: S
         lines.append(f"| {enc} | {len(recs)} | {_f(bv)} | {_f(b.get('best_ood_loss'))} | {_f(pv)} | {gain} | {cells[0]} | {cells[1]} "
                      f"| {'—' if n is None else f'{int(n):,}'} |")
     return lines
+
+
+def final_table(folder: SweepFolder, encoders: Sequence[str]) -> list[str]:
+    """The final seeds' validation and OOD losses per configuration: mean (95 % interval), seeds."""
+    from .sweep.summary import read_final
+
+    final = read_final(folder)
+    if not final:
+        return []
+    lines = ["", "Final runs (`final.json`): the best configuration and the paper preset retrained from scratch with "
+                 "new seeds; mean (95 % Student-t interval over seeds).", "",
+             "| encoder | configuration | seeds | val loss | OOD loss |", "| --- | --- | --- | --- | --- |"]
+    for enc in encoders:
+        for role, entry in (final.get(enc) or {}).items():
+            lines.append(f"| {enc} | {'best (search trial ' + str(entry.get('source_trial')) + ')' if role == 'best' else 'paper preset'} "
+                         f"| {len(entry.get('seeds', []))} | {_iv(entry.get('val_interval'))} | {_iv(entry.get('ood_interval'))} |")
+    return lines
+
+
+def _iv(iv) -> str:
+    if not iv or iv.get("mean") is None:
+        return "—"
+    return f"{iv['mean']:.4f}" + (" (1 seed)" if iv.get("low") is None else f" ({iv['low']:.4f}, {iv['high']:.4f})")
 
 
 def write_report(
@@ -215,6 +240,7 @@ def write_report(
         "over the encoder's finished trials.",
         "",
         *emulation_table(trials, best, encoders),
+        *final_table(folder, encoders),
         "",
         f"![emulation loss]({FIGURES}/emulation_loss.png)",
     ]
