@@ -22,7 +22,7 @@ home = Path(rnnray.__file__).resolve().parent
 assert Path(sys.prefix).resolve() in home.parents, home  # the wheel's copy, not the checkout
 assert Path(default_sweep_file()).resolve() == home / "sweeps" / "probe.yaml"
 assert shipped_file("probe.yaml").resolve() == home / "sweeps" / "probe.yaml"  # a bare name, too
-for name in ("probe", "quick", "paper"):
+for name in ("probe", "quick", "paper", "paper-mnist"):
     load_sweep(shipped_file(f"sweeps/{name}.yaml"))
 load_train_config(shipped_file("configs/train-tiny.yaml"))
 load_zoo_config(shipped_file("configs/zoo-tiny.yaml"))
