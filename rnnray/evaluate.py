@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .cli import UsageError, friendly_errors
+from .intervals import interval_text
 from .downstream import DEFAULT_SEEDS, PredictorConfig, flat_metrics, jsonable, metric_columns, targets_for
 from .atomic import atomic_write_json
 from .config import SUPERVISED_ENCODER
@@ -404,20 +405,12 @@ def final_seeds_lines(doc: Mapping) -> list[str]:
         cells = []
         for t, m in pairs:
             iv = (res.get("intervals", {}).get(f"{t}.{m}") or {}).get("ood_test") or {}
-            cells.append(_interval_cell(iv))
+            cells.append(interval_text(iv, 3))
         lines.append(f"| {enc} | {len(res.get('seeds', []))} | " + " | ".join(cells) + " |")
     chance = doc.get("chance") or {}
     lines.append("| chance | — | " + " | ".join(f"{chance[f'{t}.{m}']:.3g}" if f"{t}.{m}" in chance else "random baseline"
                                               for t, m in pairs) + " |")
     return lines
-
-
-def _interval_cell(iv: Mapping) -> str:
-    if not iv or iv.get("mean") is None:
-        return "—"
-    if iv.get("low") is None:
-        return f"{iv['mean']:.3f} (1 seed)"
-    return f"{iv['mean']:.3f} ({iv['low']:.3f}, {iv['high']:.3f})"
 
 
 def column_label(target: str, metric: str) -> str:

@@ -15,7 +15,7 @@ against published table values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -88,14 +88,25 @@ class Interval:
         return not (self.high < other.low or other.high < self.low)
 
     def text(self, digits: int = 4) -> str:
-        if self.n == 0:
-            return "—"
-        if self.n < 2 or math.isnan(self.low):
-            return f"{self.mean:.{digits}f} (1 seed)"
-        return f"{self.mean:.{digits}f} ({self.low:.{digits}f}, {self.high:.{digits}f})"
+        return interval_text(self.to_dict(), digits)
 
     def to_dict(self) -> dict:
         return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n, "std": self.std, "level": self.level}
+
+
+def interval_text(iv: Mapping | None, digits: int = 4, with_n: bool = False) -> str:
+    """``mean (low, high)`` of an interval as stored (:meth:`Interval.to_dict`, NaN or None where
+    undefined): ``mean (1 seed)`` without an interval, "—" without a value; ``with_n`` adds the seeds."""
+    def number(v) -> float | None:
+        return None if v is None or not math.isfinite(float(v)) else float(v)
+
+    mean = number((iv or {}).get("mean"))
+    if mean is None:
+        return "—"
+    low, high = number(iv.get("low")), number(iv.get("high"))
+    if low is None or high is None:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ({low:.{digits}f}, {high:.{digits}f})" + (f", {iv.get('n')} seeds" if with_n else "")
 
 
 def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval:

@@ -58,6 +58,7 @@ from .figures import (
     fig_search_history,
 )
 from .sweep.studies import sweep_studies
+from .intervals import interval_text
 from .verdict import verdict_section
 from .performance import SNAPSHOT_SEED, _np, performance_prediction
 
@@ -139,14 +140,8 @@ def final_table(folder: SweepFolder, encoders: Sequence[str]) -> list[str]:
     for enc in encoders:
         for role, entry in (final.get(enc) or {}).items():
             lines.append(f"| {enc} | {'best (search trial ' + str(entry.get('source_trial')) + ')' if role == 'best' else 'paper preset'} "
-                         f"| {len(entry.get('seeds', []))} | {_iv(entry.get('val_interval'))} | {_iv(entry.get('ood_interval'))} |")
+                         f"| {len(entry.get('seeds', []))} | {interval_text(entry.get('val_interval'))} | {interval_text(entry.get('ood_interval'))} |")
     return lines
-
-
-def _iv(iv) -> str:
-    if not iv or iv.get("mean") is None:
-        return "—"
-    return f"{iv['mean']:.4f}" + (" (1 seed)" if iv.get("low") is None else f" ({iv['low']:.4f}, {iv['high']:.4f})")
 
 
 def write_report(

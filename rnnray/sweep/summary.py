@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from ..atomic import atomic_write_json, atomic_write_text
+from ..intervals import interval_text
 from ..store import SweepFolder, sweep_folder_for
 from .settings import SweepConfig
 
@@ -97,11 +98,7 @@ def _csv(x) -> str:
 
 
 def _interval(iv: dict | None) -> str:
-    if not iv or iv.get("mean") is None:
-        return "—"
-    if iv.get("low") is None:
-        return f"{iv['mean']:.4f} (1 seed)"
-    return f"{iv['mean']:.4f} ({iv['low']:.4f}, {iv['high']:.4f}), {iv['n']} seeds"
+    return interval_text(iv, 4, with_n=True)
 
 
 def _fmt(x, spec=".4f"):
