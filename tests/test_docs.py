@@ -19,7 +19,7 @@ def test_readme_set_up_commands_match_ci():
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'pip install -e ".[test]" && python -m pytest' in readme
     assert 'pip install -e ".[test]"' in ci and "python -m pytest" in ci
-    for f in ("sweeps/probe.yaml", "sweeps/quick.yaml", "sweeps/paper.yaml", "cluster/dgx.yaml", "cluster/README.md"):
+    for f in ("sweeps/probe.yaml", "sweeps/probe-mnist.yaml", "sweeps/study.yaml", "sweeps/quick.yaml", "sweeps/paper.yaml", "cluster/dgx.yaml", "cluster/README.md"):
         assert (ROOT / f).is_file(), f
 
 

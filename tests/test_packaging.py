@@ -22,7 +22,9 @@ home = Path(rnnray.__file__).resolve().parent
 assert Path(sys.prefix).resolve() in home.parents, home  # the wheel's copy, not the checkout
 assert Path(default_sweep_file()).resolve() == home / "sweeps" / "probe.yaml"
 assert shipped_file("probe.yaml").resolve() == home / "sweeps" / "probe.yaml"  # a bare name, too
-for name in ("probe", "quick", "paper", "paper-mnist"):
+shipped = sorted(p.stem for p in (home / "sweeps").glob("*.yaml"))
+assert shipped == sorted(["probe", "probe-mnist", "study", "quick", "paper", "paper-mnist"]), shipped
+for name in shipped:
     load_sweep(shipped_file(f"sweeps/{name}.yaml"))
 load_train_config(shipped_file("configs/train-tiny.yaml"))
 load_zoo_config(shipped_file("configs/zoo-tiny.yaml"))

@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "sweeps"
 
 
-@pytest.mark.parametrize("name", ["quick", "probe", "paper", "paper-mnist"])
+SHIPPED = ["quick", "probe", "probe-mnist", "study", "paper", "paper-mnist"]
+
+
+def test_every_shipped_sweep_is_validated_here():
+    assert sorted(p.stem for p in SWEEPS.glob("*.yaml")) == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_sweep_files_parse_and_validate(name):
     cfg = load_sweep(SWEEPS / f"{name}.yaml")
     assert cfg.encoders and cfg.budget > 0
@@ -38,8 +45,14 @@ def test_sweep_files_parse_and_validate(name):
         assert "lr" in space
     if name == "quick":
         assert set(cfg.encoders) == set(ENCODERS)
-    if name == "probe":
-        assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
+    if name in ("probe", "probe-mnist", "study"):  # the studies with power: both schools, seeds after the search
+        assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders)
+        assert cfg.zoo.kind == ("mnist" if name == "probe-mnist" else "formal_languages")
+        assert cfg.final.seeds >= 3 and cfg.final.paper_preset and cfg.tune.samples_per_encoder >= 3
+    if name in ("probe", "study"):  # most of the 216 tasks in the zoo, each equally often
+        assert cfg.zoo.runs >= 216 and cfg.zoo.task_assignment == "balanced"
+    if name == "probe-mnist":  # the bundled digits: no download on a fresh clone
+        assert cfg.zoo.source == "bundled"
     if name in ("paper", "paper-mnist"):
         assert cfg.zoo.kind == ("mnist" if name == "paper-mnist" else "formal_languages")
         assert cfg.zoo.runs == 1000 and cfg.budget == 1_200_000 and set(cfg.encoders) == set(ENCODERS)

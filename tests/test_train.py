@@ -203,35 +203,21 @@ def test_cli_storage_path_that_cannot_be_written_is_one_line(config_file, tmp_pa
     assert r.returncode == 2 and len(lines) == 1 and "storage_path" in lines[0] and "cannot be written" in lines[0], lines
 
 
-# -- (f) the zoo read asks for no CPU: concurrent trials holding every CPU must not starve it ------
-def test_zoo_read_needs_no_free_cpu(ray_session, tiny_fl_zoo, tmp_path):
-    """Concurrent trials' workers can hold every CPU of the cluster while a trial's workers read
-    the zoo. If the read tasks (or Ray 2.60's ListFiles step) asked for a CPU, they would wait
-    forever: the first run of probe.yaml deadlocked this way. Here an actor holds both CPUs of the
-    instance while the splits are read. (Building the datasets samples a shard's metadata with an
-    ordinary 1-CPU Ray Data task; that happens before a trial's workers take their CPUs.)"""
-    import threading
+# -- (f) workers read the zoo themselves: disjoint train shares that cover the split -----------------
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_worker_shares_of_the_train_split_are_disjoint_and_cover_it(tiny_fl_zoo, tmp_path, world):
+    """Without ``datasets`` every Ray Train worker reads the shards with pyarrow and keeps its share of
+    the train split (val and OOD whole: evaluation divides the pairs by rank itself). The shares of
+    all ranks together are the split, row for row, none twice, sizes within one row of each other."""
+    from rnnray.train import plan_run, split_tables, worker_share
 
-    from rnnray.train import plan_run, split_datasets
-
-    @ray_session.remote(num_cpus=2)
-    class Hog:
-        def ready(self):
-            return True
-
-    splits = split_datasets(plan_run("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path)))
-    hog = Hog.remote()
-    ray_session.get(hog.ready.remote(), timeout=PATIENCE)
-    try:
-        rows = {}
-        reader = threading.Thread(target=lambda: rows.update({s: ds.count() for s, ds in splits.items()}), daemon=True)
-        reader.start()
-        reader.join(timeout=PATIENCE)  # a deadlocked read never ends; a working one takes about a second:
-        # the timeout only bounds how long a deadlock takes to report, it decides nothing on time
-        assert not reader.is_alive(), "the zoo read waited for a CPU held by another trial"
-        assert sum(rows.values()) == tiny_fl_zoo.runs * len(tiny_fl_zoo.snapshot_steps)
-    finally:
-        ray_session.kill(hog)
+    plan = plan_run("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path))
+    tables = split_tables(plan)
+    assert sorted(set(tables["train"]["run_id"].to_pylist())) == sorted(plan.zoo.runs["train"])
+    key = lambda t: list(zip(t["run_id"].to_pylist(), t["step"].to_pylist()))  # noqa: E731
+    shares = [key(worker_share(tables["train"], r, world)) for r in range(world)]
+    assert sorted(sum(shares, [])) == sorted(key(tables["train"]))
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
 # -- (g) one plan per run: resolved on the driver, it is all a run needs ----------------------------

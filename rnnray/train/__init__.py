@@ -52,12 +52,12 @@ The package, one job per module: :mod:`.model` (encoder + emulator, encoder chec
 """
 
 from .checkpoint import FORMAT, checkpoint_dir_name, load_checkpoint, read_checkpoint, save_checkpoint
-from .drivers import TrainResult, default_run_name, fit, split_datasets, split_tables, train_local
+from .drivers import TrainResult, default_run_name, fit, split_tables, train_local, worker_share
 from .loop import run_loop, train_loop_per_worker, train_step
 from .model import BASELINE, EMULATOR_LAYERS, SPLIT_NAMES, build_model, check_encoder_name, resolve_encoder
 from .plan import RunPlan, ZooPlan, plan_run
 
 __all__ = ["BASELINE", "EMULATOR_LAYERS", "FORMAT", "SPLIT_NAMES", "RunPlan", "TrainResult", "ZooPlan", "build_model",
            "check_encoder_name", "checkpoint_dir_name", "default_run_name", "fit", "load_checkpoint", "plan_run",
-           "read_checkpoint", "resolve_encoder", "run_loop", "save_checkpoint", "split_datasets", "split_tables",
-           "train_local", "train_loop_per_worker", "train_step"]
+           "read_checkpoint", "resolve_encoder", "run_loop", "save_checkpoint", "split_tables",
+           "train_local", "train_loop_per_worker", "train_step", "worker_share"]

@@ -55,15 +55,17 @@ class LocalBackend:
 
 
 class RayTrainBackend:
-    """A Ray Train worker: dataset shards, DDP, all_reduce, ray.train.report / get_checkpoint."""
+    """A Ray Train worker: the zoo's rows (read from Parquet, or Ray Dataset shards), DDP, all_reduce,
+    ray.train.report / get_checkpoint."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plan=None):
         import ray.train
 
         from ..machine import ray_assigned_device
 
         ctx = ray.train.get_context()
         self.rank, self.world_size, self.kind = ctx.get_world_rank(), ctx.get_world_size(), kind
+        self.plan, self._tables = plan, None  # plan: read the zoo's shards here (else: Ray Dataset shards)
         self.gpu_ids, self.device = ray_assigned_device()  # what Ray gave this worker, not what the YAML asked
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -71,6 +73,15 @@ class RayTrainBackend:
     def load(self, split: str, max_sequences: int | None) -> Snapshots:
         import ray.train
 
+        if self.plan is not None:
+            from .drivers import split_tables, worker_share
+
+            if self._tables is None:
+                self._tables = split_tables(self.plan)  # one read for the three splits
+            table = self._tables[split]
+            if split == "train":
+                table = worker_share(table, self.rank, self.world_size)
+            return Snapshots.from_table(self.kind, table, max_sequences)
         shard = ray.train.get_dataset_shard(split)
         return Snapshots.from_batches(self.kind, shard.iter_batches(batch_size=256, batch_format="numpy"), max_sequences)
 

@@ -65,29 +65,6 @@ def default_run_name(encoder: str, cfg: TrainConfig, hparams: Mapping[str, Any])
     return f"{encoder}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
-def split_datasets(plan: RunPlan) -> dict[str, Any]:
-    """The train/val/OOD Ray Datasets of the zoo (only the columns training reads), lazy.
-
-    Not materialised here: inside a Ray Tune trial this function runs in the trial's small
-    placement group, which Ray Data would be confined to (Tune captures child tasks), so a read
-    would wait forever. Ray Train executes the datasets itself, and each worker loads its share once.
-
-    The read and filter tasks ask for no CPU: the zoo is read once, at the start of a run, while the
-    workers wait for it. Asking for one would deadlock a full cluster, where concurrent trials'
-    workers hold every CPU and each trial's read waits for a CPU another trial holds.
-    """
-    from ray.data.expressions import col
-
-    from ..zoo import read_shards
-
-    base = read_shards(plan.zoo.shards, num_cpus=0).select_columns(columns(plan.zoo_kind), num_cpus=0)
-    out = {}
-    for s in SPLIT_NAMES:
-        out[s] = base.filter(expr=col("run_id").is_in(plan.zoo.runs[s]), num_cpus=0)
-        out[s].context.enable_progress_bars = False  # a one-off read per run: its bars would bury Tune's table
-    return out
-
-
 def _plan(encoder: str | RunPlan, cfg: TrainConfig | None) -> RunPlan:
     if isinstance(encoder, RunPlan):
         if cfg is not None:
@@ -113,7 +90,13 @@ def fit(
     ``checkpoint_path``) is forwarded to Tune by ``ray.tune.integration.ray_train.TuneReportCallback``,
     so schedulers such as ASHA see ``val_loss`` at each ``step`` and can stop the trial; the run is
     named after the trial id, so a restarted trial resumes its own Train run.
-    ``datasets`` replaces the zoo's split datasets (keys train/val/ood; tests, custom subsets).
+    Without ``datasets``, every worker reads the zoo's Parquet shards itself (:func:`split_tables`,
+    then :func:`worker_share` of the train split): one pyarrow read per worker, no Ray Data
+    pipeline. Streaming a zoo this small (it fits in memory; it is read once, before the first
+    step) through three Ray Data executions per run started a burst of read-task processes and cost
+    more than the training itself in a short trial (``docs/BENCHMARKS.md``, "Starting a run").
+    ``datasets`` (Ray Datasets, keys train/val/ood: tests, custom subsets) are ingested by Ray Train
+    instead, the train split divided among the workers.
     ``run_config_overrides`` are ``ray.train.RunConfig`` fields (``callbacks`` are appended).
     """
     import ray.train
@@ -157,13 +140,13 @@ def fit(
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"plan": plan},
+        train_loop_config={"plan": plan, "read_zoo": datasets is None},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=gpu, resources_per_worker=resources,
                                                placement_strategy=cfg.placement_strategy),
         run_config=ray.train.RunConfig(**run_kwargs),
         torch_config=TorchConfig(backend=None if cfg.process_group_backend == "auto" else cfg.process_group_backend),
-        datasets=dict(datasets) if datasets is not None else split_datasets(plan),
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        **(dict(datasets=dict(datasets), dataset_config=ray.train.DataConfig(datasets_to_split=["train"]))
+           if datasets is not None else {}),
     )
     result = trainer.fit()
     returned = result.return_value or {}
@@ -184,7 +167,7 @@ def fit(
 
 
 def split_tables(plan: RunPlan) -> dict[str, Any]:
-    """The train/val/OOD splits of the zoo as Arrow tables (no Ray)."""
+    """The train/val/OOD splits of the zoo as Arrow tables (no Ray), rows in the shards' order."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -235,3 +218,11 @@ def train_local(
         checkpoint_path=ckpt_path, path=run_path, history=out["history"], model=model,
         diverged=out["diverged"], placement=out["placement"], resumed_from_step=out["resumed_from_step"],
     )
+
+
+def worker_share(table, rank: int, world: int):
+    """Worker ``rank``'s rows of the train split among ``world`` workers: every ``world``-th row from
+    ``rank`` on, so the shares are disjoint, cover the split and differ in size by at most one row."""
+    if world == 1:
+        return table
+    return table.take(list(range(rank, table.num_rows, world)))

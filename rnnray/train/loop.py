@@ -159,8 +159,9 @@ def run_loop(plan: RunPlan, io) -> dict[str, Any]:
 
 
 def train_loop_per_worker(config: dict) -> dict[str, Any]:
-    """The Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config={"plan": plan})``)."""
+    """The Ray Train entry point (``TorchTrainer(train_loop_per_worker, train_loop_config={"plan": plan,
+    "read_zoo": True})``; ``read_zoo`` False: the splits come as Ray Dataset shards)."""
     plan: RunPlan = config["plan"]
     if plan.train.gpus_per_worker == 0:
         torch.set_num_threads(max(1, int(plan.train.cpus_per_worker)))
-    return run_loop(plan, RayTrainBackend(plan.zoo_kind))
+    return run_loop(plan, RayTrainBackend(plan.zoo_kind, plan if config.get("read_zoo", True) else None))
