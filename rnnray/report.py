@@ -60,6 +60,7 @@ from .figures import (
 from .sweep.studies import sweep_studies
 from .intervals import interval_text
 from .verdict import verdict_section
+from .departures import departures_section
 from .performance import SNAPSHOT_SEED, _np, performance_prediction
 
 REPORT_FILE = SweepFolder(Path(".")).report_md.name
@@ -228,6 +229,7 @@ def write_report(
         + ", ".join(f"{s} {len(rows[s])}" for s in ("train", "val", "ood_train", "ood_test")) + " snapshots. "
         + (f"Budget {cfg['budget']:,} parameters ± {cfg.get('tolerance', 0):.0%}." if cfg.get("budget") else ""),
         "",
+        *departures_section(cfg),
         "## Emulation loss",
         "",
         "Total variation between the RNN's and the emulator's next-step distributions (lower is better). "

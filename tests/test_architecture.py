@@ -22,7 +22,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("results", ("results",)),
     ("sweep", ("sweep",)),
     ("evaluate", ("downstream", "evaluate", "performance")),
-    ("report", ("figures", "report", "verdict")),
+    ("report", ("figures", "report", "verdict", "departures")),
     ("tools", ("job", "bench", "bench_zoo", "bench_train", "bench_profile", "bench_device", "reference", "")),  # entry points; "" is the package itself
 ]
 

@@ -52,7 +52,8 @@ The package, one job per module: :mod:`.model` (encoder + emulator, encoder chec
 """
 
 from .checkpoint import FORMAT, checkpoint_dir_name, load_checkpoint, read_checkpoint, save_checkpoint
-from .drivers import TrainResult, default_run_name, fit, split_tables, train_local, worker_share
+from .drivers import TrainResult, default_run_name, fit, train_local
+from .backends import split_tables, worker_share
 from .loop import run_loop, train_loop_per_worker, train_step
 from .model import BASELINE, EMULATOR_LAYERS, SPLIT_NAMES, build_model, check_encoder_name, resolve_encoder
 from .plan import RunPlan, ZooPlan, plan_run

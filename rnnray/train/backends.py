@@ -13,8 +13,29 @@ from typing import Any
 
 import torch
 
-from ..data import Snapshots
+from ..data import Snapshots, columns
+from .model import SPLIT_NAMES
 from .checkpoint import checkpoint_dir_name, read_checkpoint, save_checkpoint
+
+
+def split_tables(plan) -> dict[str, Any]:
+    """The train/val/OOD splits of the zoo as Arrow tables (no Ray), rows in the shards' order."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..zoo.storage import read_shard_table
+
+    table = read_shard_table(plan.zoo.shards, columns(plan.zoo_kind))
+    return {s: table.filter(pc.is_in(table["run_id"], value_set=pa.array(plan.zoo.runs[s], pa.int32())))
+            for s in SPLIT_NAMES}
+
+
+def worker_share(table, rank: int, world: int):
+    """Worker ``rank``'s rows of the train split among ``world`` workers: every ``world``-th row from
+    ``rank`` on, so the shares are disjoint, cover the split and differ in size by at most one row."""
+    if world == 1:
+        return table
+    return table.take(list(range(rank, table.num_rows, world)))
 
 
 class LocalBackend:
@@ -74,8 +95,6 @@ class RayTrainBackend:
         import ray.train
 
         if self.plan is not None:
-            from .drivers import split_tables, worker_share
-
             if self._tables is None:
                 self._tables = split_tables(self.plan)  # one read for the three splits
             table = self._tables[split]

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
-from ..data import columns
 from ..emulator import EmulationModel
-from .backends import LocalBackend
+from .backends import LocalBackend, split_tables
 from .checkpoint import HISTORY_FILE, save_checkpoint
 from .loop import run_loop, train_loop_per_worker
-from .model import SPLIT_NAMES, build_model
+from .model import build_model
 from .plan import RunPlan, plan_run
 
 
@@ -166,18 +165,6 @@ def fit(
     )
 
 
-def split_tables(plan: RunPlan) -> dict[str, Any]:
-    """The train/val/OOD splits of the zoo as Arrow tables (no Ray), rows in the shards' order."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from ..zoo.storage import read_shard_table
-
-    table = read_shard_table(plan.zoo.shards, columns(plan.zoo_kind))
-    return {s: table.filter(pc.is_in(table["run_id"], value_set=pa.array(plan.zoo.runs[s], pa.int32())))
-            for s in SPLIT_NAMES}
-
-
 def train_local(
     encoder_name: str | RunPlan,
     cfg: TrainConfig | None = None,
@@ -219,10 +206,3 @@ def train_local(
         diverged=out["diverged"], placement=out["placement"], resumed_from_step=out["resumed_from_step"],
     )
 
-
-def worker_share(table, rank: int, world: int):
-    """Worker ``rank``'s rows of the train split among ``world`` workers: every ``world``-th row from
-    ``rank`` on, so the shares are disjoint, cover the split and differ in size by at most one row."""
-    if world == 1:
-        return table
-    return table.take(list(range(rank, table.num_rows, world)))

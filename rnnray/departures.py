@@ -1,0 +1,74 @@
+"""What a sweep changes relative to the paper's settings, for the report to state beside its numbers.
+
+A CPU-sized sweep trains fewer steps, a smaller emulator, a smaller zoo; its numbers are only
+comparable with the paper's once the reader knows which levers moved. The paper's settings are the
+defaults of the config models (``TrainSettings``, the zoo models: SPEC.md sections 2, 3 and 6) and
+the paper's budget, so the list is computed from the stored ``sweep.json``, never written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+PAPER_BUDGET = 1_200_000  # SPEC.md section 5b: every encoder at about 1.2 M parameters
+
+# fields that do not change the science (bookkeeping, resources, evaluation cadence, seeds)
+_TRAIN_IGNORED = {"eval_every", "eval_batch_size", "seed", "split_seed", "max_failures"}
+_ZOO_IGNORED = {"path", "seed", "resources", "kind", "data_root", "download"}
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_text(x) for x in v) + "]"
+    return str(v)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def departures(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """``(setting, this sweep, the paper)`` for every science-relevant setting of a sweep's config
+    (``sweep.json``'s ``config``) that differs from the paper's."""
+    from .config import TrainSettings
+    from .config.zoo import FormalLanguagesZoo, MnistZoo
+
+    out: list[tuple[str, str, str]] = []
+    if cfg.get("budget") is not None and cfg["budget"] != PAPER_BUDGET:
+        out.append(("budget", f"{cfg['budget']:,}", f"{PAPER_BUDGET:,}"))
+    train = cfg.get("train") or {}
+    for name, field in TrainSettings.model_fields.items():
+        if name in _TRAIN_IGNORED or name not in train:
+            continue
+        if not _same(train[name], field.default):
+            out.append((f"train.{name}", _text(train[name]), _text(field.default)))
+    zoo = cfg.get("zoo")
+    if isinstance(zoo, Mapping):  # a zoo built by this sweep (a path: an existing zoo, its own recipe)
+        model = MnistZoo if zoo.get("kind") == "mnist" else FormalLanguagesZoo
+        for name, field in model.model_fields.items():
+            if name in _ZOO_IGNORED or name not in zoo:
+                continue
+            paper = field.default
+            if name == "source":  # the paper trains on torchvision's 60,000 digits; auto takes them when it can
+                if zoo[name] in ("auto", "torchvision"):
+                    continue
+                paper = "torchvision (60,000 training digits)"
+            if not _same(zoo[name], paper):
+                out.append((f"zoo.{name}", _text(zoo[name]), _text(paper)))
+    return out
+
+
+def departures_section(cfg: Mapping[str, Any]) -> list[str]:
+    """The report's paragraph and table of :func:`departures` (one line when there are none)."""
+    rows = departures(cfg)
+    if not rows:
+        return ["Settings: the paper's (SPEC.md), none changed.", ""]
+    lines = ["Settings that differ from the paper's (SPEC.md sections 2, 3, 5b and 6); read every number below "
+             "with them in mind:", "", "| setting | this sweep | the paper |", "| --- | --- | --- |"]
+    lines += [f"| `{k}` | {ours} | {paper} |" for k, ours, paper in rows]
+    return lines + [""]
