@@ -158,8 +158,9 @@ def test_report_writes_markdown_and_decodable_figures(store, evaluated):
     ds_rows = [r[0] for r in _md_table(text, "representation")[1:]]
     assert ds_rows == ["stats", "flat", "baseline: random", "baseline: supervised stats (end to end)"]
     assert text.count("| baseline: random |") == 2  # OOD-test and validation tables
-    steps = json.loads((store / "sweep.json").read_text())["config"]["train"]["steps"]
-    assert f"| `train.steps` | {steps} | 100000 |" in text  # what differs from the paper, from sweep.json
+    budget = json.loads((store / "sweep.json").read_text())["config"]["budget"]
+    assert f"| `budget` | {budget:,} | 1,200,000 |" in text  # what differs from the paper, from sweep.json
+    assert "`train.steps`" not in text  # the store's sweep keeps the paper's training settings
     assert "Effective dimension of the representations" in text
     pp = _md_table(text, "encoder | Pearson r")
     assert [r[0] for r in pp[1:]] == ["stats", "flat"] and all(r[2] != "—" for r in pp[1:])  # MAE always defined
