@@ -97,7 +97,7 @@ class RayTrainBackend:
         if self.plan is not None:
             if self._tables is None:
                 self._tables = split_tables(self.plan)  # one read for the three splits
-            table = self._tables[split]
+            table = self._tables.pop(split)  # each split is loaded once; its Arrow copy need not outlive it
             if split == "train":
                 table = worker_share(table, self.rank, self.world_size)
             return Snapshots.from_table(self.kind, table, max_sequences)
