@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -54,6 +55,9 @@ def test_benchmark_reports_every_figure(one_torch_thread):
     extra_ms = (r["flops_per_step"]["dws"] - r["flops_per_step"]["emulator_only"]) / 10.0 / 1e6
     assert r["ratio_bound_at_matmul_rate"]["dws"] == pytest.approx(1 + extra_ms / r["ms_per_step"]["emulator_only"])
     assert r["ratio_bound_at_matmul_rate"]["dws"] > 1
+    extra_product_ms = r["product_ms_per_step"]["dws"] - r["product_ms_per_step"]["emulator_only"]
+    assert extra_product_ms > 0  # dws adds products of its own to the emulator's
+    assert r["ratio_bound_at_product_shapes"]["dws"] == pytest.approx(1 + extra_product_ms / r["ms_per_step"]["emulator_only"])
     assert targets_met(r) == {}  # the targets apply at the presets, batch 64, emulator 256 only
     json.dumps(r)
     assert "GFLOP/s" in format_benchmark(r) and "dws" in format_benchmark(r)
@@ -72,3 +76,40 @@ def test_profile_splits_the_step_into_input_and_compute(one_torch_thread):
     assert r["top_ops"][0]["self_ms_per_step"] >= r["top_ops"][-1]["self_ms_per_step"]
     json.dumps(r)
     assert "input" in format_profile(r) and r["top_ops"][0]["op"][:20] in format_profile(r)
+
+
+def test_recorded_products_are_the_steps_products_with_their_shapes(one_torch_thread):
+    """A linear layer's forward and backward are three products of known shapes (x @ W.T forward;
+    grad @ W and grad.T @ x backward); an LSTM is its two oneDNN layer ops; element-wise ops are not
+    recorded. Replaying them gives a positive time and skips nothing."""
+    from rnnray.bench_products import record_products, replay_seconds
+
+    x = torch.randn(32, 24, requires_grad=True)
+    lin = torch.nn.Linear(24, 40, bias=False)
+    calls = record_products(lambda: lin(x).relu().sum().backward())
+    shapes = sorted(tuple(a[0] for a in spec[0][:2]) for _, spec, _ in calls)
+    assert sorted(str(f.overloadpacket) for f, _, _ in calls) == ["aten.mm"] * 3
+    assert shapes == sorted([((32, 24), (24, 40)), ((32, 40), (40, 24)), ((40, 32), (32, 24))])
+    lstm = torch.nn.LSTM(6, 16, num_layers=2)
+    calls = record_products(lambda: lstm(torch.randn(5, 3, 6))[0].sum().backward())
+    counts = Counter()
+    for f, _, n in calls:
+        counts[str(f.overloadpacket)] += n
+    assert counts == {"aten.mkldnn_rnn_layer": 2, "aten.mkldnn_rnn_layer_backward": 2}  # one per layer each way
+    r = replay_seconds(calls, reps=1)
+    assert r["seconds"] > 0 and r["skipped"] == {}
+    assert set(r["per_op_seconds"]) == set(counts)
+
+
+def test_repeated_products_are_counted_once_and_replayed_as_often(one_torch_thread):
+    from rnnray.bench_products import record_products, replay_seconds
+
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    once = record_products(lambda: a @ b)
+    five = record_products(lambda: [a @ b for _ in range(5)])
+    assert len(five) == 1 and five[0][2] == 5 and once[0][2] == 1
+    # a broadcast (stride-0) operand is recreated as a broadcast, not as a full copy
+    c = torch.randn(64, 1).expand(64, 64)
+    (_, spec, _), = record_products(lambda: c @ b)
+    assert spec[0][0][1] == (1, 0)
+    assert replay_seconds([(torch.ops.aten.mm.default, spec, 1)], reps=1)["seconds"] > 0
