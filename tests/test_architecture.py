@@ -23,7 +23,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("sweep", ("sweep",)),
     ("evaluate", ("downstream", "evaluate", "performance")),
     ("report", ("figures", "report", "verdict", "departures")),
-    ("tools", ("job", "bench", "bench_zoo", "bench_train", "bench_profile", "bench_device", "reference", "")),  # entry points; "" is the package itself
+    ("tools", ("job", "bench", "bench_zoo", "bench_train", "bench_products", "bench_profile", "bench_device", "reference", "")),  # entry points; "" is the package itself
 ]
 
 
