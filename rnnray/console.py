@@ -46,6 +46,8 @@ NOISE: tuple[tuple[str, str], ...] = (
     (r"^Started training worker group of size", "Ray Train controller"),
     (r"^- \(ip=\S+, pid=\d+\) world_rank=\d+", "Ray Train controller (the worker list)"),
     (r"^Setting up process group for: ", "Ray Train worker"),
+    (r"^Detected that the Ray Train controller actor \(\w+\) is dead\. Cleaning up placement group = ",
+     "Ray Train's placement-group cleaner, once per finished run (the run's own outcome is reported elsewhere)"),
     (r"^Checkpoint successfully created at: ", "Ray Train worker"),
     (r"^Reporting training result \d+: ", "Ray Train worker"),
     (r"^Starting execution of Dataset ", "Ray Data executor"),

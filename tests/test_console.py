@@ -23,6 +23,8 @@ ROUTINE = [
     "\x1b[36m(TrainController pid=12293)\x1b[0m Started training worker group of size 1: ",
     "\x1b[36m(TrainController pid=12293, ip=10.0.0.7)\x1b[0m - (ip=192.0.2.2, pid=12373) world_rank=0, local_rank=0, node_rank=0",
     "\x1b[36m(RayTrainWorker pid=12373)\x1b[0m Setting up process group for: env:// [rank=0, world_size=1]",
+    "\x1b[36m(PlacementGroupCleaner pid=12578)\x1b[0m Detected that the Ray Train controller actor (b591f5998a8d0cd0e957eaa501000000) "
+    "is dead. Cleaning up placement group = [PlacementGroupID(7f24771b97614f366376d4f3e29d01000000)] created by this run.",
     "\x1b[36m(RayTrainWorker pid=12969)\x1b[0m Checkpoint successfully created at: Checkpoint(filesystem=local, path=/x)",
     "\x1b[36m(RayTrainWorker pid=12969)\x1b[0m Reporting training result 2: TrainingReport(checkpoint=None, metrics={})",
     "\x1b[36m(DatasetManager pid=12445)\x1b[0m /v/lib/python3.11/site-packages/ray/data/_internal/execution/interfaces/"
