@@ -21,7 +21,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("train",)),
     ("results", ("results",)),
     ("sweep", ("sweep",)),
-    ("evaluate", ("downstream", "evaluate", "performance")),
+    ("evaluate", ("downstream", "evaluate", "performance", "label_oracle")),
     ("report", ("figures", "report", "verdict", "departures")),
     ("tools", ("job", "bench", "bench_zoo", "bench_train", "bench_products", "bench_profile", "bench_device", "reference", "")),  # entry points; "" is the package itself
 ]

@@ -1,0 +1,267 @@
+"""Label oracles: the emulation loss a representation *could* reach, for a sweep's zoo and settings.
+
+``python -m rnnray.label_oracle SWEEP.yaml [--seeds N] [--steps N] [--json] [--out FILE]``
+
+An encoder's validation loss alone does not say what its representation carries. The oracles
+replace the encoder with learned embeddings of what is known about every snapshot, and train the
+sweep's emulator on them exactly as a sweep trains an encoder (same batches, sequences, loss,
+optimiser, clipping, evaluation pairs and best-validation selection):
+
+* ``constant``: one learned vector for all (the ``constant`` baseline; identical to it, seed for seed);
+* ``step``: an embedding of the snapshot's training step only: the one-dimensional "how trained" arc;
+* ``task``: the task only;
+* ``task+step``: both, what a perfect encoder of the two could give.
+
+Task embeddings generalise to the validation split's unseen tasks: on zoo A, one 6-way embedding
+per offset t1, t2, t3, summed (each offset value occurs in training); on zoo B, a linear map of
+(cos, sin) of the angle. An encoder whose loss sits at the ``step`` oracle's, while ``task+step``
+lies clearly below, has learnt training progress but not the task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .encoders.common import REPRESENTATION_DIM
+
+MODES = ("constant", "step", "task", "task+step")
+OFFSET_VALUES = 6  # zoo A offsets t1..t3 take 6 values, -3..2
+
+
+class LabelRepresentation(nn.Module):
+    """A representation computed from labels, not weights: ``(task features, step index) -> (B, 16)``.
+
+    ``constant`` is built first and drawn exactly as :class:`~rnnray.encoders.baseline.ConstantRepresentation`
+    draws its vector, so under one seed the ``constant`` oracle and the baseline start identically."""
+
+    def __init__(self, mode: str, zoo_kind: str, n_steps: int, rep_dim: int = REPRESENTATION_DIM):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown oracle mode {mode!r}; expected one of {', '.join(MODES)}")
+        self.mode, self.zoo_kind = mode, zoo_kind
+        self.rep = nn.Parameter(torch.randn(rep_dim))
+        self.step = nn.Embedding(n_steps, rep_dim) if "step" in mode else None
+        if "task" not in mode:
+            self.task = None
+        elif zoo_kind == "formal_languages":
+            self.task = nn.ModuleList(nn.Embedding(OFFSET_VALUES, rep_dim) for _ in range(3))
+        else:
+            self.task = nn.Linear(2, rep_dim)
+
+    def forward(self, task: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """``task``: (B, 3) offset indices 0..5 (zoo A) or (B, 2) (cos, sin) of the angle (zoo B);
+        ``step``: (B,) index of the snapshot step among the zoo's snapshot steps."""
+        z = self.rep.expand(step.shape[0], -1)
+        if self.step is not None:
+            z = z + self.step(step)
+        if isinstance(self.task, nn.ModuleList):
+            z = z + sum(emb(task[:, i]) for i, emb in enumerate(self.task))
+        elif self.task is not None:
+            z = z + self.task(task)
+        return z
+
+
+@dataclass
+class Labels:
+    """Per-row oracle inputs of one split, aligned with its :class:`~rnnray.data.Snapshots` rows."""
+
+    task: torch.Tensor  # (n, 3) long offset indices, or (n, 2) float (cos, sin)
+    step: torch.Tensor  # (n,) long index into the zoo's snapshot steps
+
+    def take(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        return self.task[idx], self.step[idx]
+
+
+def task_features(kind: str, tasks: Sequence) -> torch.Tensor:
+    """Task keys (offset tuples with t0 = 0, or angles in degrees) -> the oracle's task input."""
+    if kind == "formal_languages":
+        t = np.asarray([list(k) for k in tasks], dtype=np.int64).reshape(len(tasks), 4)
+        return torch.from_numpy(t[:, 1:] + 3)
+    rad = np.deg2rad(np.asarray(tasks, dtype=np.float64))
+    return torch.from_numpy(np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32))
+
+
+def row_labels(kind: str, run_id: np.ndarray, step: np.ndarray, run_task: Mapping[int, Any],
+               snapshot_steps: Sequence[int]) -> Labels:
+    """Labels of rows given by their run ids and steps (``run_task``: run id -> task key)."""
+    index = {int(s): i for i, s in enumerate(snapshot_steps)}
+    return Labels(task=task_features(kind, [run_task[int(r)] for r in run_id]),
+                  step=torch.tensor([index[int(s)] for s in step], dtype=torch.long))
+
+
+@dataclass
+class OracleRun:
+    mode: str
+    seed: int
+    best_val_loss: float
+    best_ood_loss: float
+    best_step: int
+    history: list[dict[str, float]]
+
+
+def _eval_loss(model, emulator, data, labels: Labels, pairs, batch_size: int) -> float:
+    from .emulator import total_variation
+
+    rows, seqs = pairs
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            r, s = rows[i:i + batch_size], seqs[i:i + batch_size]
+            _, inputs, targets = data.batch(r, s)
+            total += float(total_variation(targets, emulator(model(*labels.take(r)), inputs)).double()) * len(r)
+    return total / len(rows)
+
+
+def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labels], kind: str, n_steps: int,
+                 train_cfg) -> OracleRun:
+    """Train the emulator on one oracle's representations with ``train_cfg`` (a TrainSettings)
+    as :func:`rnnray.train.loop.run_loop` trains an encoder with one worker."""
+    from .data import RowSampler, eval_pairs, training_batch
+    from .emulator import Emulator, total_variation
+    from .train.model import EMULATOR_LAYERS
+
+    cfg = train_cfg
+    train, val, ood = splits["train"], splits["val"], splits["ood"]
+    sampler = RowSampler(len(train), cfg.batch_size, cfg.seed, 0)
+    val_pairs = eval_pairs(len(val), val.n_sequences, cfg.eval_sequences)
+    ood_pairs = eval_pairs(len(ood), ood.n_sequences, cfg.eval_sequences)
+    torch.manual_seed(cfg.seed)
+    model = LabelRepresentation(mode, kind, n_steps)
+    emulator = Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS)
+    params = [*model.parameters(), *emulator.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best = {"val_loss": math.inf, "ood_loss": math.inf, "step": 0}
+    history = []
+    for step in range(cfg.steps):
+        model.train(), emulator.train()
+        _, inputs, targets = training_batch(train, sampler, step, cfg.seed, None)
+        task, snap = labels["train"].take(sampler.rows(step))
+        loss = total_variation(targets, emulator(model(task, snap), inputs))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        done = step + 1
+        if done % cfg.eval_every and done != cfg.steps:
+            continue
+        model.eval(), emulator.eval()
+        m = {"step": done,
+             "val_loss": _eval_loss(model, emulator, val, labels["val"], val_pairs, cfg.eval_batch_size),
+             "ood_loss": _eval_loss(model, emulator, ood, labels["ood"], ood_pairs, cfg.eval_batch_size)}
+        history.append(m)
+        if m["val_loss"] < best["val_loss"]:
+            best = {"val_loss": m["val_loss"], "ood_loss": m["ood_loss"], "step": done}
+    return OracleRun(mode, cfg.seed, best["val_loss"], best["ood_loss"], best["step"], history)
+
+
+def load_zoo(plan) -> tuple[dict[str, Any], dict[str, Labels], int]:
+    """The plan's train/val/OOD rows (as the loop loads them) and their oracle labels; the number
+    of snapshot steps."""
+    from .data import Snapshots
+    from .splits import zoo_splits
+    from .train.backends import split_tables
+
+    cfg = plan.train
+    tables = split_tables(plan)
+    splits = {"train": Snapshots.from_table(plan.zoo_kind, tables["train"]),
+              "val": Snapshots.from_table(plan.zoo_kind, tables["val"], cfg.eval_sequences),
+              "ood": Snapshots.from_table(plan.zoo_kind, tables["ood"], cfg.eval_sequences)}
+    run_task = zoo_splits(plan.zoo.root, seed=plan.zoo.split_seed, checksums=False, scheme=plan.zoo.split).run_task
+    snapshot_steps = sorted({int(s) for d in splits.values() for s in np.unique(d.step)})
+    labels = {s: row_labels(plan.zoo_kind, d.run_id, d.step, run_task, snapshot_steps) for s, d in splits.items()}
+    return splits, labels, len(snapshot_steps)
+
+
+def run_oracles(plan, seeds: Sequence[int], modes: Sequence[str] = MODES, progress=None) -> dict[str, Any]:
+    """Every oracle mode under every seed; per mode the runs and the 95 % Student-t interval of
+    their best validation (and OOD) losses."""
+    from .intervals import mean_interval
+
+    splits, labels, n_steps = load_zoo(plan)
+    out: dict[str, Any] = {"zoo": plan.zoo.root, "zoo_kind": plan.zoo_kind, "train": plan.train.model_dump(mode="json"),
+                           "seeds": list(seeds), "modes": {}}
+    for mode in modes:
+        runs = []
+        for seed in seeds:
+            cfg = plan.train.model_copy(update={"seed": int(seed)})
+            runs.append(train_oracle(mode, splits, labels, plan.zoo_kind, n_steps, cfg))
+            if progress:
+                progress(f"oracle {mode:<10} seed {seed}: best val {runs[-1].best_val_loss:.4f} at step {runs[-1].best_step}")
+        out["modes"][mode] = {
+            "runs": [asdict(r) for r in runs],
+            "val_loss": mean_interval([r.best_val_loss for r in runs]).to_dict(),
+            "ood_loss": mean_interval([r.best_ood_loss for r in runs]).to_dict(),
+        }
+    return out
+
+
+def render(result: Mapping[str, Any]) -> str:
+    from .intervals import interval_text
+
+    t = result["train"]
+    lines = [f"Label oracles on {result['zoo']} ({result['zoo_kind']}): {t['steps']} steps, lr {t['lr']:g}, "
+             f"emulator {t['emulator_hidden']}; mean (95 % Student-t interval over {len(result['seeds'])} seeds) "
+             "of the best validation loss and the OOD loss there.", "",
+             "| representation | val emulation loss | OOD emulation loss |", "| --- | --- | --- |"]
+    for mode, r in result["modes"].items():
+        lines.append(f"| {mode} | {interval_text(r['val_loss'])} | {interval_text(r['ood_loss'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import UsageError, friendly_errors
+
+    p = argparse.ArgumentParser(prog="python -m rnnray.label_oracle", description=__doc__.split("\n\n")[0])
+    p.add_argument("sweep", help="sweep YAML: its zoo (built) and its train settings are used")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per oracle, from final.first_seed on (default: the sweep's final.seeds)")
+    p.add_argument("--steps", type=int, default=None, help="emulation steps (default: the sweep's train.steps)")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    with friendly_errors(args.debug):
+        from .atomic import atomic_write_text
+        from .sweep.settings import load_sweep
+        from .train.plan import plan_run
+
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        bad = [m for m in modes if m not in MODES]
+        if bad or not modes:
+            raise UsageError(f"--modes: {bad[0] if bad else args.modes!r} is not one of {', '.join(MODES)}")
+        for name in ("seeds", "steps", "threads"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name}: must be at least 1 (got {value})")
+        cfg = load_sweep(args.sweep)
+        seeds = args.seeds or max(cfg.final.seeds, 1)
+        train_cfg = cfg.train_config("constant", {}, None, storage_path="unused", name="label-oracle")
+        if args.steps is not None:
+            train_cfg = train_cfg.model_copy(update={"steps": args.steps})
+        plan = plan_run("constant", train_cfg)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        first = cfg.final.first_seed  # the final runs' seeds, so oracle and encoder seeds pair up
+        result = run_oracles(plan, [first + i for i in range(seeds)], modes,
+                             progress=None if args.json else lambda line: print(line, flush=True))
+        text = json.dumps(result)
+        if args.out:
+            atomic_write_text(args.out, text + "\n")
+        print(text if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Label oracles: each sees only its labels, the labels name each row's task and step, the constant
+oracle is the constant baseline run for run, and the command gives one line and exit 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from rnnray.config import TrainConfig
+from rnnray.label_oracle import LabelRepresentation, load_zoo, main, task_features, train_oracle
+from rnnray.splits import zoo_splits
+from rnnray.train.drivers import train_local
+from rnnray.train.model import BASELINE
+from rnnray.train.plan import plan_run
+from rnnray.zoo import load_table
+
+
+def _cfg(zoo, tmp_path, **over) -> TrainConfig:
+    base = dict(zoo=str(zoo), emulator_hidden=32, lr=3e-3, batch_size=16, steps=40, eval_every=20, eval_sequences=4,
+                storage_path=str(tmp_path / "results"), max_failures=0)
+    return TrainConfig(**{**base, **over})
+
+
+def test_each_oracle_sees_only_its_labels():
+    torch.manual_seed(0)
+    task = torch.tensor([[0, 1, 2], [0, 1, 2], [5, 4, 3], [5, 4, 3]])
+    step = torch.tensor([0, 2, 0, 2])
+    z = {m: LabelRepresentation(m, "formal_languages", n_steps=3)(task, step) for m in
+         ("constant", "step", "task", "task+step")}
+    same = lambda a, b: torch.equal(a, b)  # noqa: E731
+    assert all(same(z["constant"][0], z["constant"][i]) for i in range(4))
+    assert same(z["step"][0], z["step"][2]) and not same(z["step"][0], z["step"][1])  # same step, other task
+    assert same(z["task"][0], z["task"][1]) and not same(z["task"][0], z["task"][2])  # same task, other step
+    assert len({tuple(r.tolist()) for r in z["task+step"]}) == 4
+    # zoo B: the angle enters as (cos, sin), so 0 and 360 degrees are one task
+    feats = task_features("mnist", [0.0, 360.0, 90.0])
+    assert torch.allclose(feats[0], feats[1], atol=1e-6) and torch.allclose(feats[2], torch.tensor([0.0, 1.0]), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown oracle mode"):
+        LabelRepresentation("weights", "formal_languages", 3)
+
+
+def test_labels_name_each_rows_task_and_step(tiny_fl_zoo, tmp_path):
+    plan = plan_run(BASELINE, _cfg(tiny_fl_zoo.path, tmp_path))
+    splits, labels, n_steps = load_zoo(plan)
+    assert n_steps == len(tiny_fl_zoo.snapshot_steps)
+    table = load_table(tiny_fl_zoo.path, columns=["run_id", "step", "task"])  # read apart from the oracle's path
+    truth = {(int(r), int(s)): np.asarray(t) for r, s, t in
+             zip(table["run_id"].to_pylist(), table["step"].to_pylist(), table["task"].to_pylist())}
+    seen = 0
+    for name, data in splits.items():
+        for i, (r, s) in enumerate(zip(data.run_id, data.step)):
+            task = truth[(int(r), int(s))]
+            assert labels[name].task[i].tolist() == (task[1:] + 3).tolist()
+            assert tiny_fl_zoo.snapshot_steps[int(labels[name].step[i])] == int(s)
+            seen += 1
+    assert seen == table.num_rows
+    # the splits stay by task: no validation task is a training task
+    sp = zoo_splits(tiny_fl_zoo.path)
+    assert not {sp.run_task[int(r)] for r in splits["val"].run_id} & {sp.run_task[int(r)] for r in splits["train"].run_id}
+
+
+def test_the_constant_oracle_is_the_constant_baseline(tiny_fl_zoo, tmp_path, one_torch_thread):
+    """Same seed, batches, sequences, loss, optimiser and evaluation as the training loop: the
+    ``constant`` oracle must retrace the ``constant`` baseline's run evaluation by evaluation."""
+    cfg = _cfg(tiny_fl_zoo.path, tmp_path, seed=4)
+    baseline = train_local(BASELINE, cfg)
+    plan = plan_run(BASELINE, cfg)
+    splits, labels, n_steps = load_zoo(plan)
+    oracle = train_oracle("constant", splits, labels, plan.zoo_kind, n_steps, plan.train)
+    assert [h["step"] for h in oracle.history] == [h["step"] for h in baseline.history] == [20, 40]
+    for mine, theirs in zip(oracle.history, baseline.history):
+        assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5, abs=1e-7)
+        assert mine["ood_loss"] == pytest.approx(theirs["ood_loss"], rel=1e-5, abs=1e-7)
+    assert oracle.best_val_loss == pytest.approx(baseline.best_val_loss, rel=1e-5)
+    # and a different oracle is a different run
+    step_only = train_oracle("step", splits, labels, plan.zoo_kind, n_steps, plan.train)
+    assert step_only.history[-1]["val_loss"] != pytest.approx(baseline.history[-1]["val_loss"], rel=1e-5)
+
+
+def _sweep_yaml(tmp_path, zoo) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "oracle", "results": str(tmp_path / "results"), "zoo": str(zoo), "encoders": ["flat"],
+        "budget": 20000, "train": {"steps": 20, "eval_every": 10, "batch_size": 16, "emulator_hidden": 16,
+                                   "eval_sequences": 4, "lr": 3e-3},
+        "final": {"seeds": 2, "first_seed": 5}, "resources": {"workers": 1}}))
+    return str(path)
+
+
+def test_the_command_runs_every_mode_under_the_final_seeds(tiny_fl_zoo, tmp_path, capsys, one_torch_thread):
+    sweep = _sweep_yaml(tmp_path, tiny_fl_zoo.path)
+    out = tmp_path / "oracle.json"
+    assert main([sweep, "--modes", "constant,task+step", "--json", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert list(printed["modes"]) == ["constant", "task+step"] and printed["seeds"] == [5, 6]
+    for mode in printed["modes"].values():
+        assert [r["seed"] for r in mode["runs"]] == [5, 6]
+        assert mode["runs"][0]["best_val_loss"] != mode["runs"][1]["best_val_loss"]  # the seeds really differ
+        losses = [r["best_val_loss"] for r in mode["runs"]]
+        assert mode["val_loss"]["mean"] == pytest.approx(np.mean(losses)) and mode["val_loss"]["n"] == 2
+        assert mode["val_loss"]["low"] < mode["val_loss"]["mean"] < mode["val_loss"]["high"]
+    assert printed["train"]["steps"] == 20
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--modes", "constant,weights"], "--modes"),
+    (["--seeds", "0"], "--seeds"),
+    ([], "missing.yaml"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, field, tiny_fl_zoo, tmp_path, capsys):
+    sweep = str(tmp_path / "missing.yaml") if field == "missing.yaml" else _sweep_yaml(tmp_path, tiny_fl_zoo.path)
+    out = tmp_path / "oracle.json"
+    with pytest.raises(SystemExit) as e:
+        main([sweep, "--out", str(out), *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0]
+    assert not out.exists()
