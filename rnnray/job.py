@@ -18,11 +18,19 @@ from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_tracke
 
 
 def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
-    """Downstream evaluation of every encoder's best trial, then the report.
+    """The label oracles (:mod:`rnnray.label_oracle`), the downstream evaluation of every encoder's
+    best trial, then the report.
 
     A failure here is reported and leaves the finished sweep intact: both can be re-run with
     ``python -m rnnray.evaluate`` / ``python -m rnnray.report`` on the sweep folder.
     """
+    from .label_oracle import sweep_oracles
+
+    try:
+        sweep_oracles(sweep_dir, cfg)
+    except Exception as e:  # the report then has no oracle table; the sweep stays intact
+        print(f"warning: the label oracles failed ({e.__class__.__name__}: {e}); run them with "
+              f"`python -m rnnray.label_oracle` on the sweep file", file=sys.stderr)
     if not cfg.downstream.enabled:
         return
     from .downstream import PredictorConfig

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import ORACLE_MODES as MODES
 from .encoders.common import REPRESENTATION_DIM
 
-MODES = ("constant", "step", "task", "task+step")
+ALPHA = 0.05  # the verdict's level (rnnray.verdict)
 OFFSET_VALUES = 6  # zoo A offsets t1..t3 take 6 values, -3..2
 
 
@@ -78,9 +79,9 @@ class Labels:
     task: torch.Tensor  # (n, 3) long offset indices, or (n, 2) float (cos, sin)
     step: torch.Tensor  # (n,) long index into the zoo's snapshot steps
 
-    def take(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, rows: np.ndarray, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-        return self.task[idx], self.step[idx]
+        return self.task[idx].to(device), self.step[idx].to(device)
 
 
 def task_features(kind: str, tasks: Sequence) -> torch.Tensor:
@@ -110,7 +111,7 @@ class OracleRun:
     history: list[dict[str, float]]
 
 
-def _eval_loss(model, emulator, data, labels: Labels, pairs, batch_size: int) -> float:
+def _eval_loss(model, emulator, data, labels: Labels, pairs, batch_size: int, device) -> float:
     from .emulator import total_variation
 
     rows, seqs = pairs
@@ -118,13 +119,13 @@ def _eval_loss(model, emulator, data, labels: Labels, pairs, batch_size: int) ->
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
             r, s = rows[i:i + batch_size], seqs[i:i + batch_size]
-            _, inputs, targets = data.batch(r, s)
-            total += float(total_variation(targets, emulator(model(*labels.take(r)), inputs)).double()) * len(r)
+            _, inputs, targets = data.batch(r, s, device)
+            total += float(total_variation(targets, emulator(model(*labels.take(r, device)), inputs)).double()) * len(r)
     return total / len(rows)
 
 
 def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labels], kind: str, n_steps: int,
-                 train_cfg) -> OracleRun:
+                 train_cfg, device=None) -> OracleRun:
     """Train the emulator on one oracle's representations with ``train_cfg`` (a TrainSettings)
     as :func:`rnnray.train.loop.run_loop` trains an encoder with one worker."""
     from .data import RowSampler, eval_pairs, training_batch
@@ -137,16 +138,18 @@ def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labe
     val_pairs = eval_pairs(len(val), val.n_sequences, cfg.eval_sequences)
     ood_pairs = eval_pairs(len(ood), ood.n_sequences, cfg.eval_sequences)
     torch.manual_seed(cfg.seed)
+    device = torch.device(device or "cpu")
     model = LabelRepresentation(mode, kind, n_steps)
     emulator = Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS)
+    model, emulator = model.to(device), emulator.to(device)
     params = [*model.parameters(), *emulator.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best = {"val_loss": math.inf, "ood_loss": math.inf, "step": 0}
     history = []
     for step in range(cfg.steps):
         model.train(), emulator.train()
-        _, inputs, targets = training_batch(train, sampler, step, cfg.seed, None)
-        task, snap = labels["train"].take(sampler.rows(step))
+        _, inputs, targets = training_batch(train, sampler, step, cfg.seed, None, device)
+        task, snap = labels["train"].take(sampler.rows(step), device)
         loss = total_variation(targets, emulator(model(task, snap), inputs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,8 +160,8 @@ def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labe
             continue
         model.eval(), emulator.eval()
         m = {"step": done,
-             "val_loss": _eval_loss(model, emulator, val, labels["val"], val_pairs, cfg.eval_batch_size),
-             "ood_loss": _eval_loss(model, emulator, ood, labels["ood"], ood_pairs, cfg.eval_batch_size)}
+             "val_loss": _eval_loss(model, emulator, val, labels["val"], val_pairs, cfg.eval_batch_size, device),
+             "ood_loss": _eval_loss(model, emulator, ood, labels["ood"], ood_pairs, cfg.eval_batch_size, device)}
         history.append(m)
         if m["val_loss"] < best["val_loss"]:
             best = {"val_loss": m["val_loss"], "ood_loss": m["ood_loss"], "step": done}
@@ -184,26 +187,144 @@ def load_zoo(plan) -> tuple[dict[str, Any], dict[str, Labels], int]:
 
 
 def run_oracles(plan, seeds: Sequence[int], modes: Sequence[str] = MODES, progress=None) -> dict[str, Any]:
-    """Every oracle mode under every seed; per mode the runs and the 95 % Student-t interval of
-    their best validation (and OOD) losses."""
-    from .intervals import mean_interval
-
+    """Every oracle mode under every seed, in this process (:func:`summarise` gives the result)."""
     splits, labels, n_steps = load_zoo(plan)
-    out: dict[str, Any] = {"zoo": plan.zoo.root, "zoo_kind": plan.zoo_kind, "train": plan.train.model_dump(mode="json"),
-                           "seeds": list(seeds), "modes": {}}
+    runs: dict[str, list[dict]] = {}
     for mode in modes:
-        runs = []
         for seed in seeds:
             cfg = plan.train.model_copy(update={"seed": int(seed)})
-            runs.append(train_oracle(mode, splits, labels, plan.zoo_kind, n_steps, cfg))
+            run = train_oracle(mode, splits, labels, plan.zoo_kind, n_steps, cfg)
+            runs.setdefault(mode, []).append(asdict(run))
             if progress:
-                progress(f"oracle {mode:<10} seed {seed}: best val {runs[-1].best_val_loss:.4f} at step {runs[-1].best_step}")
-        out["modes"][mode] = {
-            "runs": [asdict(r) for r in runs],
-            "val_loss": mean_interval([r.best_val_loss for r in runs]).to_dict(),
-            "ood_loss": mean_interval([r.best_ood_loss for r in runs]).to_dict(),
-        }
-    return out
+                progress(f"oracle {mode:<10} seed {seed}: best val {run.best_val_loss:.4f} at step {run.best_step}")
+    return summarise(plan, seeds, runs)
+
+
+def summarise(plan, seeds: Sequence[int], runs: Mapping[str, Sequence[Mapping]]) -> dict[str, Any]:
+    """The stored form (``oracles.json``): the settings, and per mode its runs and the intervals of
+    their best validation losses and the OOD losses there."""
+    from .intervals import mean_interval
+
+    return {"zoo": plan.zoo.root, "zoo_kind": plan.zoo_kind, "train": plan.train.model_dump(mode="json"),
+            "seeds": [int(s) for s in seeds],
+            "modes": {mode: {"runs": list(rs),
+                             "val_loss": mean_interval([r["best_val_loss"] for r in rs]).to_dict(),
+                             "ood_loss": mean_interval([r["best_ood_loss"] for r in rs]).to_dict()}
+                      for mode, rs in runs.items()}}
+
+
+def sweep_plan(cfg):
+    """The run plan the oracles of a sweep train under: the sweep's zoo, split and train settings."""
+    from .train.plan import plan_run
+
+    return plan_run("constant", cfg.train_config("constant", {}, None, storage_path="unused", name="label-oracle"))
+
+
+def _oracle_task(plan, mode: str, seed: int) -> dict:
+    """One oracle run as a Ray task: on the GPU Ray assigned it, if any."""
+    import ray
+
+    device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+    splits, labels, n_steps = load_zoo(plan)
+    cfg = plan.train.model_copy(update={"seed": int(seed)})
+    return asdict(train_oracle(mode, splits, labels, plan.zoo_kind, n_steps, cfg, device))
+
+
+def sweep_oracles(sweep_dir, cfg, progress: bool = True):
+    """The sweep's ``oracles.modes`` under its final seeds, as Ray tasks with one trial worker's
+    resources (at most ``tune.max_concurrent_trials`` at once), into ``oracles.json``. Kept when
+    that file already holds these settings (a resumed sweep); returns its path, or None when the
+    sweep asks for no oracles or has no final seeds."""
+    import ray
+
+    from .atomic import atomic_write_json
+    from .store import SweepFolder
+
+    modes, n_seeds = list(cfg.oracles.modes), cfg.final.seeds
+    if not modes or n_seeds < 1:
+        return None
+    path = SweepFolder(sweep_dir).oracles_json
+    plan = sweep_plan(cfg)
+    seeds = [cfg.final.first_seed + i for i in range(n_seeds)]
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if (old.get("train") == plan.train.model_dump(mode="json") and old.get("seeds") == seeds
+                and set(modes) <= set(old.get("modes", {}))):
+            return path
+    res = cfg.resources
+    task = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_retries=1)(_oracle_task)
+    jobs = [(m, s) for m in modes for s in seeds]
+    limit = cfg.tune.max_concurrent_trials or len(jobs)
+    pending, done = {}, {}
+    plan_ref = ray.put(plan)
+    while jobs or pending:
+        while jobs and len(pending) < limit:
+            m, s = jobs.pop(0)
+            pending[task.remote(plan_ref, m, s)] = (m, s)
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        m, s = pending.pop(ready[0])
+        done[(m, s)] = run = ray.get(ready[0])
+        if progress:
+            print(f"oracle {m:<10} seed {s}: best val {run['best_val_loss']:.4f} at step {run['best_step']}", flush=True)
+    doc = summarise(plan, seeds, {m: [done[(m, s)] for s in seeds] for m in modes})
+    atomic_write_json(path, doc)
+    return path
+
+
+def _against(values: Sequence[float], oracle: Sequence[float]) -> tuple[str, bool, bool]:
+    """``values`` (an encoder's seeds) against an oracle's seeds: the cell, and whether they are
+    significantly lower / higher (Welch, two-sided, ``ALPHA``)."""
+    from .intervals import welch
+
+    w = welch(values, oracle)
+    if w is None:
+        return "— (fewer than 2 seeds)", False, False
+    side = "lower" if w.diff < 0 else "higher"
+    sig = w.p < ALPHA
+    return f"{side} by {abs(w.diff):.4f}, p = {w.p:.2g}" + ("" if sig else " (n.s.)"), sig and w.diff < 0, sig and w.diff > 0
+
+
+def oracle_section(folder) -> list[str]:
+    """The report's lines on the oracles: their losses, and each encoder's final seeds against them."""
+    from .intervals import interval_text, mean_interval
+    from .sweep.summary import read_final
+
+    if not folder.oracles_json.is_file():
+        return []
+    doc = json.loads(folder.oracles_json.read_text())
+    modes = doc.get("modes", {})
+    lines = ["", "Label oracles (`oracles.json`, `python -m rnnray.label_oracle`): the same emulator, settings and "
+             "seeds as the final runs, given learned embeddings of each snapshot's known labels instead of an "
+             "encoder's representation: `constant` one vector for all, `step` only how far training went, `task` "
+             "only the task, `task+step` both; mean (95 % Student-t interval over seeds).", "",
+             "| representation | seeds | val loss | OOD loss |", "| --- | --- | --- | --- |"]
+    for mode, r in modes.items():
+        lines.append(f"| oracle: {mode} | {len(r.get('runs', []))} | {interval_text(r.get('val_loss'))} | "
+                     f"{interval_text(r.get('ood_loss'))} |")
+    refs = [m for m in ("step", "task+step") if m in modes]
+    final = read_final(folder)
+    if not refs or not final:
+        return lines
+    oracle = {m: [r["best_val_loss"] for r in modes[m]["runs"]] for m in refs}
+    lines += ["", "Each encoder's best configuration (its final seeds' validation losses) against the oracles, "
+                  f"Welch's t-test, two-sided, p < {ALPHA}. Not significantly below `step`: no sign that the "
+                  "representation carries more than how far training went.", "",
+              "| encoder | val loss | " + " | ".join(f"vs `{m}`" for m in refs) + " | reading |",
+              "| --- | --- |" + " --- |" * len(refs) + " --- |"]
+    for enc, roles in final.items():
+        values = [v for v in (roles.get("best") or {}).get("val_loss", []) if v is not None]
+        cells, reading = [], ""
+        for m in refs:
+            cell, lower, higher = _against(values, oracle[m])
+            cells.append(cell)
+            if m == "step":
+                reading = "more than training progress" if lower else "no sign of more than training progress"
+            elif lower:
+                reading += "; below the task+step oracle"
+            elif not higher:
+                reading += "; not distinguishable from the task+step oracle"
+        lines.append(f"| {enc} | {mean_interval(values).text()} | " + " | ".join(cells) + f" | {reading.lstrip('; ')} |")
+    return lines
 
 
 def render(result: Mapping[str, Any]) -> str:
@@ -235,7 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     with friendly_errors(args.debug):
         from .atomic import atomic_write_text
         from .sweep.settings import load_sweep
-        from .train.plan import plan_run
 
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         bad = [m for m in modes if m not in MODES]
@@ -247,10 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--{name}: must be at least 1 (got {value})")
         cfg = load_sweep(args.sweep)
         seeds = args.seeds or max(cfg.final.seeds, 1)
-        train_cfg = cfg.train_config("constant", {}, None, storage_path="unused", name="label-oracle")
         if args.steps is not None:
-            train_cfg = train_cfg.model_copy(update={"steps": args.steps})
-        plan = plan_run("constant", train_cfg)
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
+        plan = sweep_plan(cfg)
         if args.threads:
             torch.set_num_threads(args.threads)
         first = cfg.final.first_seed  # the final runs' seeds, so oracle and encoder seeds pair up

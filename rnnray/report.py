@@ -61,6 +61,7 @@ from .sweep.studies import sweep_studies
 from .intervals import interval_text
 from .verdict import verdict_section
 from .departures import departures_section
+from .label_oracle import oracle_section
 from .performance import SNAPSHOT_SEED, _np, performance_prediction
 
 REPORT_FILE = SweepFolder(Path(".")).report_md.name
@@ -238,6 +239,7 @@ def write_report(
         "",
         *emulation_table(trials, best, encoders),
         *final_table(folder, encoders),
+        *oracle_section(folder),
         "",
         f"![emulation loss]({FIGURES}/emulation_loss.png)",
     ]

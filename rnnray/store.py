@@ -7,6 +7,7 @@ naming the most recent one. A sweep folder::
     summary.md, summary.csv         one row per encoder (written by rnnray.sweep.summary)
     best.json                       each encoder's best trial: config, metrics, checkpoint
     downstream.json                 the downstream evaluation (rnnray.evaluate)
+    oracles.json                    the label oracles after the final runs (rnnray.label_oracle)
     report.md, figures/             the report (rnnray.report)
     tune/ENCODER/                   Ray Tune's experiment state (what --resume restores)
     optuna.journal                  every encoder's Optuna study (optuna-dashboard reads it)
@@ -104,6 +105,11 @@ class SweepFolder:
 
     def train_result(self, encoder: str, trial_id: str) -> Path:
         return self.trial_dir(encoder, trial_id) / TRAIN_RESULT
+
+    @property
+    def oracles_json(self) -> Path:
+        """The label oracles' runs and intervals (rnnray.label_oracle)."""
+        return self.path / "oracles.json"
 
     @property
     def final_json(self) -> Path:

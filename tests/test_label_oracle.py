@@ -121,3 +121,31 @@ def test_bad_input_is_one_line_and_exit_2(args, field, tiny_fl_zoo, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and field in err[0]
     assert not out.exists()
+
+
+def test_the_report_reads_each_encoder_against_the_oracles(tmp_path):
+    """Constructed seeds: one encoder clearly below the step oracle and level with task+step, one
+    at the step oracle, one below both, one with a single seed."""
+    from rnnray.label_oracle import oracle_section
+    from rnnray.store import SweepFolder
+
+    def runs(values):
+        return {"runs": [{"seed": i, "best_val_loss": v, "best_ood_loss": v} for i, v in enumerate(values)],
+                "val_loss": {"mean": float(np.mean(values)), "low": None, "high": None, "n": len(values)}}
+
+    (tmp_path / "oracles.json").write_text(json.dumps({"modes": {
+        "step": runs([0.065, 0.066, 0.064]), "task+step": runs([0.050, 0.0505, 0.0495])}}))
+    (tmp_path / "final.json").write_text(json.dumps({"encoders": {
+        "wins": {"best": {"val_loss": [0.050, 0.051, 0.049]}},
+        "arc": {"best": {"val_loss": [0.0650, 0.0655, 0.0645]}},
+        "beyond": {"best": {"val_loss": [0.040, 0.041, 0.039]}},
+        "single": {"best": {"val_loss": [0.050]}}}}))
+    lines = oracle_section(SweepFolder(tmp_path))
+    row = {ln.split(" | ")[0][2:]: ln for ln in lines if ln.startswith("| ") and " | vs " not in ln}
+    assert row["wins"].endswith("| more than training progress; not distinguishable from the task+step oracle |")
+    assert "lower by 0.0150, p = " in row["wins"] and "(n.s.)" in row["wins"]
+    assert row["arc"].endswith("| no sign of more than training progress |")
+    assert row["beyond"].endswith("| more than training progress; below the task+step oracle |")
+    assert "fewer than 2 seeds" in row["single"] and "no sign of more than training progress" in row["single"]
+    assert "| oracle: step | 3 |" in row["oracle: step"]
+    assert oracle_section(SweepFolder(tmp_path / "nothing")) == []

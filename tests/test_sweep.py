@@ -488,6 +488,26 @@ def test_final_seeds_retrain_the_best_and_the_paper_configuration(final_sweep):
     assert "final val loss, best config" in md and "2 seeds" in md
 
 
+def test_the_label_oracles_run_as_ray_tasks_under_the_final_seeds(final_sweep, one_torch_thread):
+    """After the final runs, each oracle is trained under each final seed with the sweep's train
+    settings: its ``constant`` runs retrace the ``constant`` baseline trained locally with them."""
+    from rnnray.label_oracle import sweep_plan
+    from rnnray.store import SweepFolder
+    from rnnray.train import train_local
+
+    cfg, sweep_dir = final_sweep
+    doc = json.loads(SweepFolder(sweep_dir).oracles_json.read_text())
+    assert doc["seeds"] == [1, 2] and list(doc["modes"]) == list(cfg.oracles.modes) == ["constant", "step", "task+step"]
+    plan = sweep_plan(cfg)
+    assert doc["train"] == plan.train.model_dump(mode="json") and doc["train"]["steps"] == cfg.train.steps
+    for mode, r in doc["modes"].items():
+        assert [run["seed"] for run in r["runs"]] == [1, 2] and r["val_loss"]["n"] == 2
+        assert [h["step"] for h in r["runs"][0]["history"]] == [20, 40]
+    for run in doc["modes"]["constant"]["runs"]:
+        local = train_local("constant", plan.train.model_copy(update={"seed": run["seed"]}))
+        assert run["best_val_loss"] == pytest.approx(local.best_val_loss, rel=1e-5)
+
+
 def test_final_runs_resume_from_their_tune_experiment(final_sweep, tmp_path):
     """A sweep resumed after its final runs ended but before they were recorded restores their Tune
     experiment (nothing is trained again) and records the same runs."""
@@ -505,8 +525,10 @@ def test_final_runs_resume_from_their_tune_experiment(final_sweep, tmp_path):
     for p in folder.final_records("stats"):
         p.unlink()
     folder.final_json.unlink()
+    oracles_before = folder.oracles_json.stat().st_mtime_ns
     cfg2 = cfg.model_copy(update={"results": str(tmp_path / "results")})
     run_job(cfg2, resume=str(copy), progress=False, verbose=0)
+    assert folder.oracles_json.stat().st_mtime_ns == oracles_before  # the same settings: not trained again
     after = {p.parent.name: json.loads(p.read_text()) for p in folder.final_records("stats")}
     assert set(after) == set(before) and folder.final_done_marker("stats").exists()
     assert all(after[k]["seed"] == before[k]["seed"] and after[k]["best_val_loss"] == before[k]["best_val_loss"] for k in after)
@@ -536,6 +558,17 @@ def test_the_report_opens_with_the_verdict_computed_from_the_final_seeds(final_s
     assert by[("(b)", "B")] == "not measured"  # no zoo-B results
     (tuning,) = [r for r in rows if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
     assert tuning.verdict in ("yes", "no", "inconclusive at this power") and tuning.numbers.startswith("tuned: ")
+    # the label oracles' table, and each encoder's final seeds against them, Welch's test recomputed here
+    from rnnray.intervals import welch
+
+    oracles = json.loads(SweepFolder(sweep_dir).oracles_json.read_text())["modes"]
+    assert "| oracle: task+step | 2 |" in text
+    finals = json.loads(SweepFolder(sweep_dir).final_json.read_text())["encoders"]
+    for enc in ("flat", "stats"):
+        (row,) = [ln for ln in text.splitlines() if ln.startswith(f"| {enc} | ") and "p = " in ln]
+        w = welch(finals[enc]["best"]["val_loss"], [r["best_val_loss"] for r in oracles["step"]["runs"]])
+        assert f"{'lower' if w.diff < 0 else 'higher'} by {abs(w.diff):.4f}, p = {w.p:.2g}" in row
+        assert ("no sign of more than training progress" in row) == (not (w.p < 0.05 and w.diff < 0))
 
 
 def test_downstream_over_the_final_seeds_nests_the_predictor_seeds(final_sweep):

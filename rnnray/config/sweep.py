@@ -80,6 +80,20 @@ class FinalSettings(Strict):
                                                  "(needs tune.paper_trial), so tuning's gain has an interval")
 
 
+ORACLE_MODES = ("constant", "step", "task", "task+step")  # rnnray.label_oracle's representations
+
+
+class OracleSettings(Strict):
+    """Label oracles after the final runs (``rnnray.label_oracle``): the sweep's emulator trained on
+    learned embeddings of each snapshot's known labels instead of an encoder, under the final runs'
+    seeds, so the report can say whether an encoder carries more than how far training went."""
+
+    modes: list[Literal[ORACLE_MODES]] = Field(  # type: ignore[valid-type]
+        ["constant", "step", "task+step"],
+        description="which oracles: constant, step (training progress only), task, task+step ([]: none; "
+                    "they also need final.seeds)")
+
+
 # the downstream predictors' defaults (rnnray.downstream.PredictorConfig uses these too)
 PREDICTOR_STEPS = 2000
 PREDICTOR_HIDDEN = 64
@@ -151,6 +165,7 @@ class SweepConfig(Strict):
     train: TrainSettings = Field(TrainSettings(), description="how every trial is optimised (the training file's settings)")
     tune: TuneSettings = TuneSettings()
     final: FinalSettings = Field(FinalSettings(), description="seeds after the search")
+    oracles: OracleSettings = Field(OracleSettings(), description="label oracles after the final runs")
     resources: TrialResources = TrialResources()
     downstream: DownstreamSettings = DownstreamSettings()
     tracking: TrackingSettings = TrackingSettings()
