@@ -149,3 +149,15 @@ def test_the_report_reads_each_encoder_against_the_oracles(tmp_path):
     assert "fewer than 2 seeds" in row["single"] and "no sign of more than training progress" in row["single"]
     assert "| oracle: step | 3 |" in row["oracle: step"]
     assert oracle_section(SweepFolder(tmp_path / "nothing")) == []
+
+
+def test_zoo_b_oracles_read_the_angle(tiny_mnist_zoo, tmp_path, one_torch_thread):
+    """On sequential MNIST the task is the angle: the labels are its (cos, sin), and an oracle trains."""
+    plan = plan_run(BASELINE, _cfg(tiny_mnist_zoo.path, tmp_path, steps=10, eval_every=10, batch_size=8))
+    splits, labels, n_steps = load_zoo(plan)
+    sp = zoo_splits(tiny_mnist_zoo.path)
+    for name, data in splits.items():
+        angles = np.deg2rad([sp.run_task[int(r)] for r in data.run_id])
+        assert np.allclose(labels[name].task.numpy(), np.stack([np.cos(angles), np.sin(angles)], 1), atol=1e-6)
+    run = train_oracle("task+step", splits, labels, plan.zoo_kind, n_steps, plan.train)
+    assert run.best_step == 10 and np.isfinite(run.best_val_loss) and 0 < run.best_val_loss < 1
