@@ -232,7 +232,8 @@ def _oracle_task(plan, mode: str, seed: int) -> dict:
 
 def sweep_oracles(sweep_dir, cfg, progress: bool = True):
     """The sweep's ``oracles.modes`` under its final seeds, as Ray tasks with one trial worker's
-    resources (at most ``tune.max_concurrent_trials`` at once), into ``oracles.json``. Kept when
+    resources (at most ``tune.max_concurrent_trials`` at once; each task trains the sweep's global
+    batch in one process, however many workers a trial has), into ``oracles.json``. Kept when
     that file already holds these settings (a resumed sweep); returns its path, or None when the
     sweep asks for no oracles or has no final seeds."""
     import ray
