@@ -59,9 +59,11 @@ class LabelRepresentation(nn.Module):
         else:
             self.task = nn.Linear(2, rep_dim)
 
-    def forward(self, task: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """``task``: (B, 3) offset indices 0..5 (zoo A) or (B, 2) (cos, sin) of the angle (zoo B);
-        ``step``: (B,) index of the snapshot step among the zoo's snapshot steps."""
+    def forward(self, labels: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``labels`` in the place of an encoder's flat weights (so :class:`~rnnray.emulator.EmulationModel`
+        takes it as an encoder): ``task`` (B, 3) offset indices 0..5 (zoo A) or (B, 2) (cos, sin) of
+        the angle (zoo B), and ``step`` (B,) the index of the snapshot step among the zoo's steps."""
+        task, step = labels
         z = self.rep.expand(step.shape[0], -1)
         if self.step is not None:
             z = z + self.step(step)
@@ -111,7 +113,7 @@ class OracleRun:
     history: list[dict[str, float]]
 
 
-def _eval_loss(model, emulator, data, labels: Labels, pairs, batch_size: int, device) -> float:
+def _eval_loss(model, data, labels: Labels, pairs, batch_size: int, device) -> float:
     from .emulator import total_variation
 
     rows, seqs = pairs
@@ -120,16 +122,17 @@ def _eval_loss(model, emulator, data, labels: Labels, pairs, batch_size: int, de
         for i in range(0, len(rows), batch_size):
             r, s = rows[i:i + batch_size], seqs[i:i + batch_size]
             _, inputs, targets = data.batch(r, s, device)
-            total += float(total_variation(targets, emulator(model(*labels.take(r, device)), inputs)).double()) * len(r)
+            total += float(total_variation(targets, model(labels.take(r, device), inputs)).double()) * len(r)
     return total / len(rows)
 
 
 def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labels], kind: str, n_steps: int,
                  train_cfg, device=None) -> OracleRun:
     """Train the emulator on one oracle's representations with ``train_cfg`` (a TrainSettings)
-    as :func:`rnnray.train.loop.run_loop` trains an encoder with one worker."""
+    as :func:`rnnray.train.loop.run_loop` trains an encoder with one worker (its ``train_step``)."""
     from .data import RowSampler, eval_pairs, training_batch
-    from .emulator import Emulator, total_variation
+    from .emulator import EmulationModel, Emulator
+    from .train.loop import train_step
     from .train.model import EMULATOR_LAYERS
 
     cfg = train_cfg
@@ -139,29 +142,24 @@ def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labe
     ood_pairs = eval_pairs(len(ood), ood.n_sequences, cfg.eval_sequences)
     torch.manual_seed(cfg.seed)
     device = torch.device(device or "cpu")
-    model = LabelRepresentation(mode, kind, n_steps)
-    emulator = Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS)
-    model, emulator = model.to(device), emulator.to(device)
-    params = [*model.parameters(), *emulator.parameters()]
+    model = EmulationModel(LabelRepresentation(mode, kind, n_steps),
+                           Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS)).to(device)
+    params = list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best = {"val_loss": math.inf, "ood_loss": math.inf, "step": 0}
     history = []
     for step in range(cfg.steps):
-        model.train(), emulator.train()
+        model.train()
         _, inputs, targets = training_batch(train, sampler, step, cfg.seed, None, device)
-        task, snap = labels["train"].take(sampler.rows(step), device)
-        loss = total_variation(targets, emulator(model(task, snap), inputs))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        train_step(model, optimizer, params, labels["train"].take(sampler.rows(step), device), inputs, targets,
+                   cfg.grad_clip)
         done = step + 1
         if done % cfg.eval_every and done != cfg.steps:
             continue
-        model.eval(), emulator.eval()
+        model.eval()
         m = {"step": done,
-             "val_loss": _eval_loss(model, emulator, val, labels["val"], val_pairs, cfg.eval_batch_size, device),
-             "ood_loss": _eval_loss(model, emulator, ood, labels["ood"], ood_pairs, cfg.eval_batch_size, device)}
+             "val_loss": _eval_loss(model, val, labels["val"], val_pairs, cfg.eval_batch_size, device),
+             "ood_loss": _eval_loss(model, ood, labels["ood"], ood_pairs, cfg.eval_batch_size, device)}
         history.append(m)
         if m["val_loss"] < best["val_loss"]:
             best = {"val_loss": m["val_loss"], "ood_loss": m["ood_loss"], "step": done}

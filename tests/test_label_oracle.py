@@ -29,7 +29,7 @@ def test_each_oracle_sees_only_its_labels():
     torch.manual_seed(0)
     task = torch.tensor([[0, 1, 2], [0, 1, 2], [5, 4, 3], [5, 4, 3]])
     step = torch.tensor([0, 2, 0, 2])
-    z = {m: LabelRepresentation(m, "formal_languages", n_steps=3)(task, step) for m in
+    z = {m: LabelRepresentation(m, "formal_languages", n_steps=3)((task, step)) for m in
          ("constant", "step", "task", "task+step")}
     same = lambda a, b: torch.equal(a, b)  # noqa: E731
     assert all(same(z["constant"][0], z["constant"][i]) for i in range(4))
