@@ -114,16 +114,11 @@ class OracleRun:
 
 
 def _eval_loss(model, data, labels: Labels, pairs, batch_size: int, device) -> float:
-    from .emulator import total_variation
+    """The loop's own evaluation sum, the labels in the place of the weights; its mean."""
+    from .train.loop import eval_loss_sum
 
-    rows, seqs = pairs
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            r, s = rows[i:i + batch_size], seqs[i:i + batch_size]
-            _, inputs, targets = data.batch(r, s, device)
-            total += float(total_variation(targets, model(labels.take(r, device), inputs)).double()) * len(r)
-    return total / len(rows)
+    total = eval_loss_sum(model, data, pairs, batch_size, device, encoder_input=lambda r, _flat: labels.take(r, device))
+    return float(total) / len(pairs[0])
 
 
 def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labels], kind: str, n_steps: int,

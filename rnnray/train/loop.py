@@ -19,13 +19,16 @@ from .plan import RunPlan
 
 
 @torch.no_grad()
-def _loss_sum(model: EmulationModel, data: Snapshots, pairs, batch_size: int, device) -> torch.Tensor:
+def eval_loss_sum(model: EmulationModel, data: Snapshots, pairs, batch_size: int, device, encoder_input=None) -> torch.Tensor:
+    """Summed total variation over the (row, sequence) ``pairs``. ``encoder_input(rows, flat)``: what
+    the model's encoder reads instead of the flat weights (the label oracles' labels)."""
     rows, seqs = pairs
     total = torch.zeros((), dtype=torch.float64, device=device)
     for i in range(0, len(rows), batch_size):
         r, s = rows[i:i + batch_size], seqs[i:i + batch_size]
         flat, inputs, targets = data.batch(r, s, device)
-        total += total_variation(targets, model(flat, inputs)).double() * len(r)
+        x = flat if encoder_input is None else encoder_input(r, flat)
+        total += total_variation(targets, model(x, inputs)).double() * len(r)
     return total
 
 
@@ -112,8 +115,8 @@ def run_loop(plan: RunPlan, io) -> dict[str, Any]:
         module.eval()  # evaluation bypasses DDP: no collectives, so unequal shares cannot deadlock
         sums = torch.stack([
             loss_sum.double() / loss_n,
-            _loss_sum(module, val, val_pairs, cfg.eval_batch_size, device),
-            _loss_sum(module, ood, ood_pairs, cfg.eval_batch_size, device),
+            eval_loss_sum(module, val, val_pairs, cfg.eval_batch_size, device),
+            eval_loss_sum(module, ood, ood_pairs, cfg.eval_batch_size, device),
         ]).cpu()
         sums = io.all_reduce(sums)
         now = time.perf_counter()
