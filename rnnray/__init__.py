@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 def load_best(name: str, results=None, device=None):
     """The best trained encoder ``name`` of the latest sweep (or of ``results``: a results directory,
-    a sweep folder or a sweep name), with ``.embed(flat_params) -> (B, 16)``. See rnnray.results."""
-    from .results import load_best as _load_best
+    a sweep folder or a sweep name), with ``.embed(flat_params) -> (B, 16)``. See rnnray.results.loading."""
+    from .results.loading import load_best as _load_best
 
     return _load_best(name, results=results, device=device)
 

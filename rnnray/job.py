@@ -12,19 +12,19 @@ import time
 from pathlib import Path
 
 from .cli import UsageError, friendly_errors
-from .console import quiet_console
-from .store import SweepFolder
+from .runtime.console import quiet_console
+from .results.folder import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
 
 
 def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
-    """The label oracles (:mod:`rnnray.label_oracle`), the downstream evaluation of every encoder's
+    """The label oracles (:mod:`rnnray.analysis.oracles`), the downstream evaluation of every encoder's
     best trial, then the report.
 
     A failure here is reported and leaves the finished sweep intact: both can be re-run with
     ``python -m rnnray.evaluate`` / ``python -m rnnray.report`` on the sweep folder.
     """
-    from .label_oracle import sweep_oracles
+    from .analysis.oracles import sweep_oracles
 
     try:
         sweep_oracles(sweep_dir, cfg)
@@ -33,8 +33,8 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
               f"`python -m rnnray.label_oracle` on the sweep file", file=sys.stderr)
     if not cfg.downstream.enabled:
         return
-    from .downstream import PredictorConfig
-    from .evaluate import evaluate_sweep
+    from .analysis.downstream import PredictorConfig
+    from .analysis.evaluate import evaluate_sweep
     from .report import write_report
 
     try:

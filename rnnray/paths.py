@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
-from .store import SweepFolder, is_results_dir
+from .results.folder import SweepFolder, is_results_dir
 from .zoo.storage import MANIFEST, SHARDS
 
 KIND_NAMES = {"zoo": "a zoo", "sweep": "a sweep folder", "results": "a results folder", "file": "a file",

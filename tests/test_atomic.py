@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rnnray.atomic import TMP_MARK, atomic_write_json, replacing
+from rnnray.results.atomic import TMP_MARK, atomic_write_json, replacing
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

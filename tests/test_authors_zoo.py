@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from rnnray.splits import zoo_splits
+from rnnray.emulation.splits import zoo_splits
 from rnnray.weights import FORMAL_LANGUAGES, MNIST
 from rnnray.zoo import ZooError, load_table, read_manifest
 from rnnray.zoo.authors import export_npy, import_npy

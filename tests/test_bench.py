@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 import torch
 
-from rnnray.bench_train import benchmark, format_benchmark, step_flops, synthetic_snapshots, targets_met
-from rnnray.data import RowSampler, training_batch
+from rnnray.bench.train import benchmark, format_benchmark, step_flops, synthetic_snapshots, targets_met
+from rnnray.emulation.batches import RowSampler, training_batch
 from rnnray.train import build_model
 from rnnray.weights import Layout
 
@@ -67,7 +67,7 @@ def test_benchmark_reports_every_figure(one_torch_thread):
 
 
 def test_profile_splits_the_step_into_input_and_compute(one_torch_thread):
-    from rnnray.bench_profile import format_profile, profile_steps
+    from rnnray.bench.profile import format_profile, profile_steps
 
     r = profile_steps("flat", steps=3, batch=8, emulator_hidden=16, top=5)
     assert set(r["region_ms_per_step"]) == {"input", "step"}  # both regions were recorded on every step
@@ -82,7 +82,7 @@ def test_recorded_products_are_the_steps_products_with_their_shapes(one_torch_th
     """A linear layer's forward and backward are three products of known shapes (x @ W.T forward;
     grad @ W and grad.T @ x backward); an LSTM is its two oneDNN layer ops; element-wise ops are not
     recorded. Replaying them gives a positive time and skips nothing."""
-    from rnnray.bench_products import record_products, replay_seconds
+    from rnnray.bench.products import record_products, replay_seconds
 
     x = torch.randn(32, 24, requires_grad=True)
     lin = torch.nn.Linear(24, 40, bias=False)
@@ -102,7 +102,7 @@ def test_recorded_products_are_the_steps_products_with_their_shapes(one_torch_th
 
 
 def test_repeated_products_are_counted_once_and_replayed_as_often(one_torch_thread):
-    from rnnray.bench_products import record_products, replay_seconds
+    from rnnray.bench.products import record_products, replay_seconds
 
     a, b = torch.randn(64, 64), torch.randn(64, 64)
     once = record_products(lambda: a @ b)

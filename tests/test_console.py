@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rnnray.console import FilteredStream, _HiddenLog, active, hide_into, is_noise, quiet_console
+from rnnray.runtime.console import FilteredStream, _HiddenLog, active, hide_into, is_noise, quiet_console
 
 ROUTINE = [
     "2026-12-01 23:48:31,082\tINFO streaming_executor.py:215 -- Starting execution of Dataset zoo zoo: formal_languages",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnnray.departures import PAPER_BUDGET, departures, departures_section
+from rnnray.analysis.departures import PAPER_BUDGET, departures, departures_section
 from rnnray.sweep import load_sweep
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

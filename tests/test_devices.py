@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from rnnray.bench_train import synthetic_snapshots
+from rnnray.bench.train import synthetic_snapshots
 from rnnray.config import parse_zoo
-from rnnray.data import RowSampler, keyed_permutations, mix, to_device, training_batch
+from rnnray.emulation.batches import RowSampler, keyed_permutations, mix, to_device, training_batch
 from rnnray.encoders import ENCODERS, default_hparams
-from rnnray.machine import assigned_device
+from rnnray.runtime.machine import assigned_device
 from rnnray.train import BASELINE, build_model, train_step
 from rnnray.weights import FORMAL_LANGUAGES, MNIST
 from rnnray.zoo.trainer import ChunkTrainer

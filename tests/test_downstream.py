@@ -107,7 +107,7 @@ def test_target_values_use_the_zoo_snapshot_list():
 
 
 def test_split_rows_are_rnnray_splits_by_task(tiny_fl_zoo):
-    from rnnray.splits import zoo_splits
+    from rnnray.emulation.splits import zoo_splits
     from rnnray.zoo import load_table
 
     table = load_table(tiny_fl_zoo.path, columns=["run_id", "step", "task"])

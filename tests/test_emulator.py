@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnray.emulator import (
+from rnnray.emulation.emulator import (
     ConstantRepresentation,
     EmulationModel,
     Emulator,

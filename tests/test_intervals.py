@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from rnnray.intervals import mean_interval, t_cdf, t_quantile, welch
+from rnnray.analysis.statistics import mean_interval, t_cdf, t_quantile, welch
 
 
 @pytest.mark.parametrize("nu,q975", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622), (29, 2.0452),

@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from rnnray.config import TrainConfig
-from rnnray.label_oracle import LabelRepresentation, load_zoo, main, task_features, train_oracle
-from rnnray.splits import zoo_splits
+from rnnray.analysis.oracles import LabelRepresentation, load_zoo, main, task_features, train_oracle
+from rnnray.emulation.splits import zoo_splits
 from rnnray.train.drivers import train_local
 from rnnray.train.model import BASELINE
 from rnnray.train.plan import plan_run
@@ -126,8 +126,8 @@ def test_bad_input_is_one_line_and_exit_2(args, field, tiny_fl_zoo, tmp_path, ca
 def test_the_report_reads_each_encoder_against_the_oracles(tmp_path):
     """Constructed seeds: one encoder clearly below the step oracle and level with task+step, one
     at the step oracle, one below both, one with a single seed."""
-    from rnnray.label_oracle import oracle_section
-    from rnnray.store import SweepFolder
+    from rnnray.analysis.oracles import oracle_section
+    from rnnray.results.folder import SweepFolder
 
     def runs(values):
         return {"runs": [{"seed": i, "best_val_loss": v, "best_ood_loss": v} for i, v in enumerate(values)],

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rnnray import evaluate, performance, report
-from rnnray.downstream import PredictorConfig, metric_columns
+from rnnray.analysis.downstream import PredictorConfig, metric_columns
 from rnnray.zoo.trainer import stored_digit_labels
 
 ENCODERS = (("stats", {"width": 16, "depth": 1}), ("flat", {"width": 4, "depth": 1}))
@@ -28,8 +28,8 @@ def make_store(zoo: str, root: Path, encoders=ENCODERS, seeds=(0, 1)) -> Path:
     a real best checkpoint each, and summary.csv / summary.md / best.json from rnnray.sweep."""
     from rnnray import sweep as sw
     from rnnray.config import TrainConfig
-    from rnnray.atomic import atomic_write_json
-    from rnnray.results import write_latest
+    from rnnray.results.atomic import atomic_write_json
+    from rnnray.results.loading import write_latest
     from rnnray.train import train_local
 
     sweep_dir = root / "tiny-20260101-000000"
@@ -105,7 +105,7 @@ def test_evaluate_sweep_writes_downstream_json_and_summary_columns(store, evalua
     for name, res in doc["encoders"].items():
         assert 1.0 <= res["effective_dim"] <= 16.0
     n_rows = sum(doc["rows"][s] for s in ("fit", "val", "ood_test"))
-    from rnnray.downstream import participation_ratio, random_representations
+    from rnnray.analysis.downstream import participation_ratio, random_representations
     # recomputed here; with few rows even random unit vectors fill only part of the 16 directions
     assert doc["baselines"]["random"]["effective_dim"] == pytest.approx(participation_ratio(random_representations(n_rows)))
     for r in rows:
@@ -214,7 +214,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(module, tmp_path, capsys):
 def test_sampled_emulator_tokens_carry_the_emulator_log_probabilities(tiny_fl_zoo):
     """Step-by-step sampling (state carried) must give the same distributions as the emulator's
     teacher-forced forward on the sampled strings, representation entering at BOS."""
-    from rnnray.emulator import Emulator
+    from rnnray.emulation.emulator import Emulator
     from rnnray.zoo.languages import BOS
 
     torch.manual_seed(0)

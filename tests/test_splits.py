@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rnnray.splits import criterion, make_splits, ood_halves, split_sizes, split_tasks, zoo_splits
+from rnnray.emulation.splits import criterion, make_splits, ood_halves, split_sizes, split_tasks, zoo_splits
 
 ALL_TASKS = [(0, a, b, c) for a, b, c in itertools.product(range(-3, 3), repeat=3)]  # the 216 of zoo A
 

@@ -18,7 +18,7 @@ from conftest import PATIENCE
 import rnnray
 from rnnray.config import ConfigError
 from rnnray.encoders import ENCODERS
-from rnnray.results import ResultsError
+from rnnray.results.loading import ResultsError
 from rnnray.job import run_job
 from rnnray.sweep import encoder_space, load_sweep
 
@@ -176,7 +176,7 @@ def test_trial_0_is_the_paper_preset(quick_sweep):
 def test_each_encoders_optuna_study_is_kept_in_the_sweep_folder(quick_sweep):
     """The Optuna journal in the sweep folder holds one study per encoder: its trial 0 is the paper
     point of trial.json and its value the trial's last reported validation loss; the report shows it."""
-    from rnnray.store import SweepFolder
+    from rnnray.results.folder import SweepFolder
     from rnnray.sweep.studies import load_study
 
     cfg, results, sweep_dir = quick_sweep
@@ -202,7 +202,7 @@ def test_study_summary_and_a_searcher_restored_from_its_checkpoint(tmp_path):
     from ray.tune.search.optuna import OptunaSearch
 
     from rnnray.config import Range
-    from rnnray.store import SweepFolder
+    from rnnray.results.folder import SweepFolder
     from rnnray.sweep.space import define_by_run
     from rnnray.sweep.studies import journal_storage, load_study, study_summary
 
@@ -312,7 +312,7 @@ def test_paper_file_runs_on_a_cpu_only_machine(ray_session, tmp_path, capfd):
 
 
 def test_resource_requests_fit_the_cluster():
-    from rnnray.resources import fit_request
+    from rnnray.runtime.resources import fit_request
 
     dgx = {"max_node_cpus": 128.0, "gpus": 16.0, "nodes": 2}
     laptop = {"max_node_cpus": 2.0, "gpus": 0.0, "nodes": 1}
@@ -450,8 +450,8 @@ def test_final_seeds_retrain_the_best_and_the_paper_configuration(final_sweep):
     """After the search, the best configuration and the paper preset are retrained with new seeds
     to the full length; the seeds really differ; the interval is the t interval of their values;
     load_best returns the best seed of the best configuration."""
-    from rnnray.intervals import mean_interval
-    from rnnray.store import SweepFolder
+    from rnnray.analysis.statistics import mean_interval
+    from rnnray.results.folder import SweepFolder
 
     cfg, sweep_dir = final_sweep
     folder = SweepFolder(sweep_dir)
@@ -491,8 +491,8 @@ def test_final_seeds_retrain_the_best_and_the_paper_configuration(final_sweep):
 def test_the_label_oracles_run_as_ray_tasks_under_the_final_seeds(final_sweep, one_torch_thread):
     """After the final runs, each oracle is trained under each final seed with the sweep's train
     settings: its ``constant`` runs retrace the ``constant`` baseline trained locally with them."""
-    from rnnray.label_oracle import sweep_plan
-    from rnnray.store import SweepFolder
+    from rnnray.analysis.oracles import sweep_plan
+    from rnnray.results.folder import SweepFolder
     from rnnray.train import train_local
 
     cfg, sweep_dir = final_sweep
@@ -513,7 +513,7 @@ def test_final_runs_resume_from_their_tune_experiment(final_sweep, tmp_path):
     experiment (nothing is trained again) and records the same runs."""
     import shutil
 
-    from rnnray.store import SweepFolder
+    from rnnray.results.folder import SweepFolder
 
     cfg, sweep_dir = final_sweep
     copy = tmp_path / "results" / sweep_dir.name
@@ -538,8 +538,8 @@ def test_final_runs_resume_from_their_tune_experiment(final_sweep, tmp_path):
 
 def test_the_report_opens_with_the_verdict_computed_from_the_final_seeds(final_sweep):
     from rnnray.report import write_report
-    from rnnray.store import SweepFolder
-    from rnnray.verdict import study_from_sweep, verdict_rows
+    from rnnray.results.folder import SweepFolder
+    from rnnray.analysis.verdict import study_from_sweep, verdict_rows
 
     cfg, sweep_dir = final_sweep
     text = write_report(sweep_dir, n_samples=4, max_snapshots=4, device="cpu", progress=False, evaluate_missing=False).read_text()
@@ -559,7 +559,7 @@ def test_the_report_opens_with_the_verdict_computed_from_the_final_seeds(final_s
     (tuning,) = [r for r in rows if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
     assert tuning.verdict in ("yes", "no", "inconclusive at this power") and tuning.numbers.startswith("tuned: ")
     # the label oracles' table, and each encoder's final seeds against them, Welch's test recomputed here
-    from rnnray.intervals import welch
+    from rnnray.analysis.statistics import welch
 
     oracles = json.loads(SweepFolder(sweep_dir).oracles_json.read_text())["modes"]
     assert "| oracle: task+step | 2 |" in text
@@ -576,10 +576,10 @@ def test_downstream_over_the_final_seeds_nests_the_predictor_seeds(final_sweep):
     (checked against an independent evaluation of that seed's checkpoint), and the interval is
     over encoder seeds; chance levels and the table land in the summary and the report."""
     from rnnray import downstream as ds
-    from rnnray.evaluate import evaluate_sweep
-    from rnnray.intervals import mean_interval
+    from rnnray.analysis.evaluate import evaluate_sweep
+    from rnnray.analysis.statistics import mean_interval
     from rnnray.report import write_report
-    from rnnray.store import SweepFolder
+    from rnnray.results.folder import SweepFolder
     from rnnray.train import load_checkpoint
     from rnnray.zoo import load_table
 

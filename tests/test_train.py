@@ -14,7 +14,7 @@ import torch
 from conftest import PATIENCE
 
 from rnnray.config import TrainConfig
-from rnnray.data import columns
+from rnnray.emulation.batches import columns
 from rnnray.encoders import ENCODERS
 from rnnray.train import BASELINE, build_model, fit, load_checkpoint, read_checkpoint, train_local
 
@@ -102,7 +102,7 @@ def _one_worker(zoo, tmp_path):
 
 
 def test_data_parallel_step_equals_single_worker_step(tiny_fl_zoo, tmp_path):
-    """Augmentation stays on: sequence choice and permutations are keyed on the row (rnnray.data)."""
+    """Augmentation stays on: sequence choice and permutations are keyed on the row (rnnray.emulation.batches)."""
     two, h2 = _two_workers(tiny_fl_zoo.path, tmp_path)
     one, h1 = _one_worker(tiny_fl_zoo.path, tmp_path)
     assert h1["train_loss"] == pytest.approx(h2["train_loss"], abs=1e-6)  # same 8 rows, same sequences
@@ -267,7 +267,7 @@ def test_split_authors_reaches_the_run_plan_and_the_checkpoint(tiny_fl_zoo, tmp_
     """``split: authors`` in a training (or sweep ``train:``) config selects the authors' split for the
     run, and the checkpoint records it, so evaluation and the report use the same split."""
     from rnnray.config import SweepConfig
-    from rnnray.splits import zoo_splits
+    from rnnray.emulation.splits import zoo_splits
     from rnnray.train import plan_run
 
     plan = plan_run("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path, split="authors", steps=10, eval_every=10))

@@ -3,7 +3,7 @@ that follow from them."""
 
 from __future__ import annotations
 
-from rnnray.verdict import FAILS, HOLDS, UNMEASURED, UNSURE, EncoderSeeds, group_beats, verdict_rows, verdict_table
+from rnnray.analysis.verdict import FAILS, HOLDS, UNMEASURED, UNSURE, EncoderSeeds, group_beats, verdict_rows, verdict_table
 
 LOW = [0.020, 0.021, 0.019]  # well apart from HIGH at 3 seeds
 HIGH = [0.045, 0.046, 0.044]

@@ -35,9 +35,9 @@ torch.set_num_threads(1)  # as a zoo actor trains (threads_per_actor), so the ro
 import rnnray
 from rnnray import bench, rnn
 from rnnray.config import TrainConfig, parse_zoo
-from rnnray.downstream import PredictorConfig, evaluate_all, representations
+from rnnray.analysis.downstream import PredictorConfig, evaluate_all, representations
 from rnnray.encoders import ENCODERS, build_encoder
-from rnnray.emulator import Emulator
+from rnnray.emulation.emulator import Emulator
 from rnnray.train import train_local
 from rnnray.weights import FORMAL_LANGUAGES, MNIST
 from rnnray.zoo import build, load_table

@@ -369,7 +369,7 @@ def test_manifest_read_once_per_process_and_again_when_rebuilt(tiny_fl_zoo, tmp_
     import shutil
     from pathlib import Path
 
-    from rnnray.atomic import atomic_write_bytes
+    from rnnray.results.atomic import atomic_write_bytes
     from rnnray.zoo import storage
 
     zoo = tmp_path / "zoo"

@@ -14,7 +14,7 @@ from ..kinds import KIND_NAMES
 # the presets' hyperparameters, live in rnnray.encoders.registry, which asserts it has these names)
 ENCODER_NAMES = ("flat", "stats", "transformer", "dws", "noninteractive", "interactive")
 PRESET_NAMES = ("paper",)
-SPLIT_SCHEMES = ("ours", "authors")  # rnnray.splits: our split by task, or the authors' (SPEC.md 8)
+SPLIT_SCHEMES = ("ours", "authors")  # rnnray.emulation.splits: our split by task, or the authors' (SPEC.md 8)
 DEFAULT_PRESET = "paper"
 
 

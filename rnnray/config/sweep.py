@@ -80,11 +80,11 @@ class FinalSettings(Strict):
                                                  "(needs tune.paper_trial), so tuning's gain has an interval")
 
 
-ORACLE_MODES = ("constant", "step", "task", "task+step")  # rnnray.label_oracle's representations
+ORACLE_MODES = ("constant", "step", "task", "task+step")  # rnnray.analysis.oracles's representations
 
 
 class OracleSettings(Strict):
-    """Label oracles after the final runs (``rnnray.label_oracle``): the sweep's emulator trained on
+    """Label oracles after the final runs (``rnnray.analysis.oracles``): the sweep's emulator trained on
     learned embeddings of each snapshot's known labels instead of an encoder, under the final runs'
     seeds, so the report can say whether an encoder carries more than how far training went."""
 
@@ -94,7 +94,7 @@ class OracleSettings(Strict):
                     "they also need final.seeds)")
 
 
-# the downstream predictors' defaults (rnnray.downstream.PredictorConfig uses these too)
+# the downstream predictors' defaults (rnnray.analysis.downstream.PredictorConfig uses these too)
 PREDICTOR_STEPS = 2000
 PREDICTOR_HIDDEN = 64
 PREDICTOR_SEEDS = (0, 1, 2)

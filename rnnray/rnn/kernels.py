@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import replacing
+from ..results.atomic import replacing
 from .workspace import _buffer
 
 MAX_LAYERS = 8  # MAX_LAYERS in the C source

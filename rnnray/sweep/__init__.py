@@ -29,7 +29,7 @@ The package, one job per module: :mod:`.settings` (reading the sweep file; its m
 in :mod:`rnnray.config.sweep`), :mod:`.space` (search spaces, trial 0, the budget check), :mod:`.trial`
 (one trial, its setup resolved once on the driver, and its record), :mod:`.experiment` (one
 encoder's Tune experiment), :mod:`.final` (the seeds after the search), :mod:`.summary` (the sweep's summaries); the folder's layout is
-:mod:`rnnray.store`'s. This module runs them.
+:mod:`rnnray.results.folder`'s. This module runs them.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from ..atomic import atomic_write_json
-from ..console import hide_into
-from ..store import TRAIN_RESULT, SweepFolder, write_latest
+from ..results.atomic import atomic_write_json
+from ..runtime.console import hide_into
+from ..results.folder import TRAIN_RESULT, SweepFolder, write_latest
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
 from .final import final_runs, run_final, summarise_final, write_final
 from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
@@ -102,7 +102,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     import ray
 
     from ..kinds import zoo_kind as kind_entry
-    from ..resources import cluster_shape, fit_request
+    from ..runtime.resources import cluster_shape, fit_request
     from ..train.plan import ZooPlan
     from ..weights import Layout
 

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..atomic import atomic_write_json, atomic_write_text
-from ..store import SweepFolder
+from ..results.atomic import atomic_write_json, atomic_write_text
+from ..results.folder import SweepFolder
 from ..train.plan import ZooPlan
 from .settings import SweepConfig, tpe_sampler
 from .space import _plain, define_by_run, encoder_space, is_paper_config

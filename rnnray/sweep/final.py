@@ -13,7 +13,7 @@ preset, it is trained once per seed and counts as both.
 Each run's record is ``final/ENCODER/TRIAL/trial.json`` (``role``: ``best``, ``paper`` or
 ``best+paper``; ``seed``; ``source_trial``, the search trial it repeats), and ``final.json`` holds,
 per encoder and role, the seeds' best validation and OOD losses with their mean and 95 % Student-t
-interval over seeds (:mod:`rnnray.intervals`).
+interval over seeds (:mod:`rnnray.analysis.statistics`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import math
 import sys
 from pathlib import Path
 
-from ..atomic import atomic_write_json, atomic_write_text
-from ..intervals import mean_interval
-from ..store import SweepFolder
+from ..results.atomic import atomic_write_json, atomic_write_text
+from ..analysis.statistics import mean_interval
+from ..results.folder import SweepFolder
 from ..train.plan import ZooPlan
 from .settings import SweepConfig
 from .tracking import tracker_callbacks

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..store import SweepFolder
+from ..results.folder import SweepFolder
 
 MIN_TRIALS_FOR_IMPORTANCE = 4  # finished trials with a value before importances mean anything
 

@@ -8,9 +8,9 @@ import json
 import math
 from pathlib import Path
 
-from ..atomic import atomic_write_json, atomic_write_text
-from ..intervals import interval_text
-from ..store import SweepFolder, sweep_folder_for
+from ..results.atomic import atomic_write_json, atomic_write_text
+from ..analysis.statistics import interval_text
+from ..results.folder import SweepFolder, sweep_folder_for
 from .settings import SweepConfig
 
 
@@ -67,7 +67,7 @@ def write_summary(sweep_dir: Path, rows: list[dict], best: dict, cfg: SweepConfi
     """``summary.csv``, ``summary.md`` and ``best.json``, always whole, from the trial records' rows.
 
     ``downstream``: the downstream evaluation's columns and section, as data (rendered by
-    :func:`rnnray.evaluate.summary_columns`): ``csv_fields`` and ``csv`` (encoder -> field -> value),
+    :func:`rnnray.analysis.evaluate.summary_columns`): ``csv_fields`` and ``csv`` (encoder -> field -> value),
     ``md_columns`` and ``md`` (encoder -> cells), ``md_section`` (lines). Without it the files hold
     the sweep's own columns only (the evaluation writes them again, with its columns, when it runs)."""
     ds = downstream or {}

@@ -13,7 +13,7 @@ import importlib.util
 import os
 
 from ..config import ConfigError, SweepConfig
-from ..store import SweepFolder
+from ..results.folder import SweepFolder
 
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}  # section -> module it needs (and the extra that installs it)
 

@@ -6,9 +6,9 @@ import json
 import math
 from pathlib import Path
 
-from ..atomic import atomic_write_json
+from ..results.atomic import atomic_write_json
 from ..config import Strict
-from ..store import SweepFolder
+from ..results.folder import SweepFolder
 from ..train.plan import RunPlan, ZooPlan, plan_run
 from .settings import SweepConfig
 

@@ -16,7 +16,7 @@ Choices made here (beyond SPEC.md):
 
 * One loop (:func:`run_loop`) serves both entry points through a small backend object (rank,
   world size, device, data, collectives, reporting), so the unit-tested loop *is* the distributed one.
-* The three splits are lazy Ray Datasets filtered to their runs (:mod:`rnnray.splits`; the
+* The three splits are lazy Ray Datasets filtered to their runs (:mod:`rnnray.emulation.splits`; the
   filter is pushed into the Parquet read). Each worker reads its share once into memory at start
   (a zoo is about 1 GB at paper scale) and samples batches from there, so there are no per-epoch
   ``streaming_split`` barriers that could deadlock against DDP's collectives. The read tasks need
@@ -25,7 +25,7 @@ Choices made here (beyond SPEC.md):
   group. Ray Data splits only ``train`` across workers (``streaming_split(equal=True)``, which drops at
   most ``workers - 1`` rows so every worker holds the same number); every worker receives the
   whole validation and OOD sets and evaluates a fixed round-robin share of them.
-* Batches, sequence choice and augmentation: see :mod:`rnnray.data` (randomness keyed on the row,
+* Batches, sequence choice and augmentation: see :mod:`rnnray.emulation.batches` (randomness keyed on the row,
   so results do not depend on which worker holds which row). The global batch is divided evenly
   among workers; DDP averages the gradients, so the step equals a one-worker step on the whole batch.
 * Evaluation every ``eval_every`` steps and at the last step (none at step 0): mean total variation

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..data import Snapshots, columns
+from ..emulation.batches import Snapshots, columns
 from .model import SPLIT_NAMES
 from .checkpoint import checkpoint_dir_name, read_checkpoint, save_checkpoint
 
@@ -82,7 +82,7 @@ class RayTrainBackend:
     def __init__(self, kind: str, plan=None):
         import ray.train
 
-        from ..machine import ray_assigned_device
+        from ..runtime.machine import ray_assigned_device
 
         ctx = ray.train.get_context()
         self.rank, self.world_size, self.kind = ctx.get_world_rank(), ctx.get_world_size(), kind

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write_bytes, atomic_write_text
-from ..emulator import EmulationModel
+from ..results.atomic import atomic_write_bytes, atomic_write_text
+from ..emulation.emulator import EmulationModel
 from ..weights import Layout
 from .model import build_model
 

@@ -34,7 +34,7 @@ def main(argv=None) -> None:
         check_writable(cfg.storage_path, "storage_path:")
     import ray
 
-    from ..console import quiet_console
+    from ..runtime.console import quiet_console
 
     with quiet_console(not args.verbose):
         if not ray.is_initialized():

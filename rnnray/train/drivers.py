@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
-from ..emulator import EmulationModel
+from ..emulation.emulator import EmulationModel
 from .backends import LocalBackend, split_tables
 from .checkpoint import HISTORY_FILE, save_checkpoint
 from .loop import run_loop, train_loop_per_worker
@@ -127,7 +127,7 @@ def fit(
     run_dir = f"{run_kwargs['storage_path'].rstrip('/')}/{run_kwargs['name']}"
     import ray
 
-    from ..resources import fit_request
+    from ..runtime.resources import fit_request
 
     if not ray.is_initialized():
         ray.init()

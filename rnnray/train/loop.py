@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..data import RowSampler, Snapshots, eval_pairs, mix, training_batch
-from ..emulator import EmulationModel, total_variation
+from ..emulation.batches import RowSampler, Snapshots, eval_pairs, mix, training_batch
+from ..emulation.emulator import EmulationModel, total_variation
 from ..encoders.common import REPRESENTATION_DIM
 from .backends import RayTrainBackend
 from .checkpoint import FORMAT, checkpoint_dir_name

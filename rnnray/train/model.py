@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, TrainConfig
-from ..emulator import EmulationModel, Emulator
+from ..emulation.emulator import EmulationModel, Emulator
 from ..encoders import BASELINES, build_encoder, count_params, fit_to_budget, needs_augmentation
 from ..encoders.registry import get_spec, resolve_hparams
 from ..weights import Layout

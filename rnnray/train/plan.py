@@ -29,13 +29,13 @@ class ZooPlan(Strict):
     layout: dict[str, Any]
     shards: list[str]  # absolute paths of the Parquet shards the manifest lists
     split_seed: int
-    split: str = "ours"  # the split scheme (rnnray.splits)
+    split: str = "ours"  # the split scheme (rnnray.emulation.splits)
     runs: dict[str, list[int]]  # train / val / ood run ids
 
     @classmethod
     def open(cls, path: str | Path, split_seed: int = 0, manifest: dict | None = None, split: str = "ours") -> "ZooPlan":
         """Read the manifest (or take the one given), check the shards are there, compute the split."""
-        from ..splits import zoo_splits
+        from ..emulation.splits import zoo_splits
         from ..zoo.storage import verify
 
         root = Path(path).expanduser().resolve()

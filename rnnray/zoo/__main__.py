@@ -20,7 +20,7 @@ def cmd_build(args) -> None:
     expect_kind(cfg.path, "path:", ("missing", "empty", "zoo", "other"))
     import ray
 
-    from ..console import quiet_console
+    from ..runtime.console import quiet_console
 
     with quiet_console(not args.verbose):
         if not ray.is_initialized():

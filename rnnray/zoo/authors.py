@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import replacing
+from ..results.atomic import replacing
 from ..kinds import zoo_kind
 from . import storage
 from .storage import ZooError

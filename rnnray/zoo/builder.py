@@ -52,7 +52,7 @@ class ZooTrainer:
     def __init__(self, cfg: dict, out_dir: str, source: str | None):
         import torch
 
-        from ..machine import ray_assigned_device
+        from ..runtime.machine import ray_assigned_device
 
         self.cfg = zoo_config_from_dict(cfg)
         torch.set_num_threads(self.cfg.resources.threads_per_actor)
@@ -180,11 +180,11 @@ def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
 
         if not ray.is_initialized():
             ray.init()
-        from ..resources import cluster_shape, fit_request
+        from ..runtime.resources import cluster_shape, fit_request
 
         shape = cluster_shape()
         cpus, gpus = fit_request(res.cpus_per_actor, res.gpus_per_actor, "zoo.resources: a zoo actor", shape)
-        from ..console import active as quiet
+        from ..runtime.console import active as quiet
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress and not quiet()  # quiet: our own line per chunk instead

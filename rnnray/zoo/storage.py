@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..atomic import atomic_write_bytes, replacing
+from ..results.atomic import atomic_write_bytes, replacing
 from ..errors import UserError
 from ..kinds import zoo_kind
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import replacing
-from .evaluate import column_label, headline
+from ..results.atomic import replacing
+from ..analysis.evaluate import column_label, headline
 
 PCA_MAX_ROWS = 4000
 

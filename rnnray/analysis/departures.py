@@ -35,8 +35,8 @@ def _same(a: Any, b: Any) -> bool:
 def departures(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """``(setting, this sweep, the paper)`` for every science-relevant setting of a sweep's config
     (``sweep.json``'s ``config``) that differs from the paper's."""
-    from .config import TrainSettings
-    from .config.zoo import FormalLanguagesZoo, MnistZoo
+    from ..config import TrainSettings
+    from ..config.zoo import FormalLanguagesZoo, MnistZoo
 
     out: list[tuple[str, str, str]] = []
     if cfg.get("budget") is not None and cfg["budget"] != PAPER_BUDGET:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kinds import KINDS
-from ..splits import make_splits, task_key
+from ...kinds import KINDS
+from ...emulation.splits import make_splits, task_key
 
 EVAL_SPLITS = ("val", "ood_test")
 TRAIN_SPLITS = ("train", "ood_train")
@@ -74,9 +74,9 @@ def target_values(table, zoo_kind: str, snapshot_steps: Sequence[int] | None = N
 
 def split_rows(table, zoo_kind: str, split_seed: int = 0, scheme: str = "ours") -> dict[str, np.ndarray]:
     """Row indices of the predictor's splits: ``fit`` (= train + ood_train), ``val``, ``ood_test``,
-    and ``train`` / ``ood_train`` on their own. Splits come from :func:`rnnray.splits.make_splits`
+    and ``train`` / ``ood_train`` on their own. Splits come from :func:`rnnray.emulation.splits.make_splits`
     on the table's runs, so pass the whole zoo's table to get the zoo's splits (the split of a task
-    depends on which other tasks exist); ``scheme``: ours or the authors' (:mod:`rnnray.splits`)."""
+    depends on which other tasks exist); ``scheme``: ours or the authors' (:mod:`rnnray.emulation.splits`)."""
     runs = _column(table, "run_id").astype(np.int64)
     tasks = _column(table, KINDS[zoo_kind].task_column)
     run_tasks: dict[int, object] = {}

@@ -5,7 +5,7 @@ snapshots and tested on RNNs whose tasks it never saw:
 
 * **data**: the encoders' train split plus one half of the OOD tasks (``ood_train``) train the
   predictor; it is tested on the other half (``ood_test``) and on the validation split. The splits
-  are :mod:`rnnray.splits`' (by distinct task, so no task crosses from training to testing);
+  are :mod:`rnnray.emulation.splits`' (by distinct task, so no task crosses from training to testing);
 * **targets** (per snapshot)
 
   ====== =============== ======================= ===============================

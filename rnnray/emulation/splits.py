@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SPLIT_SCHEMES
-from .kinds import KIND_NAMES, zoo_kind
+from ..config import SPLIT_SCHEMES
+from ..kinds import KIND_NAMES, zoo_kind
 
 OOD_FRACTION = 0.15
 VAL_FRACTION = 0.15
@@ -193,7 +193,7 @@ def make_splits(run_tasks: Mapping[int, object], kind: str, seed: int = 0, schem
 
 def zoo_splits(path: str | Path, seed: int = 0, checksums: bool = True, scheme: str = "ours") -> Splits:
     """Splits of a zoo on disk (reads only the run id and task columns)."""
-    from .zoo import ZooError, load_table, read_manifest
+    from ..zoo import ZooError, load_table, read_manifest
 
     kind = read_manifest(path)["kind"]
     column = zoo_kind(kind).task_column

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from .machine import device_name
+from ..runtime.machine import device_name
 
 WHAT_TO_BRING = """\
 what the machine needs: Python 3.11 or 3.12 with torch (CUDA build), numpy, pyarrow and pyyaml
@@ -65,7 +65,7 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
-    from .errors import UsageError
+    from ..errors import UsageError
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -124,8 +124,8 @@ def run_check(device: torch.device, out: Path, quick: bool = False, log: Callabl
 
 
 def rnn_vs_float64(device: torch.device, quick: bool, log) -> dict:
-    from . import rnn
-    from .weights import FORMAL_LANGUAGES
+    from .. import rnn
+    from ..weights import FORMAL_LANGUAGES
 
     layout, batch, steps = FORMAL_LANGUAGES, 16, 41
     rows = []
@@ -156,7 +156,7 @@ def rnn_vs_float64(device: torch.device, quick: bool, log) -> dict:
 
 
 def zoo_trainer_vs_torch(device: torch.device, quick: bool, log) -> dict:
-    from .zoo.check import RECIPES, TOLERANCES, max_weight_difference
+    from ..zoo.check import RECIPES, TOLERANCES, max_weight_difference
 
     rows = []
     cases = [(k, torch.float32) for k in RECIPES] + [("formal_languages", torch.float64)]
@@ -175,7 +175,7 @@ def zoo_trainer_vs_torch(device: torch.device, quick: bool, log) -> dict:
 
 
 def bench_zoo(device: torch.device, quick: bool, log) -> dict:
-    from .bench_zoo import bench_zoo as run
+    from .zoo import bench_zoo as run
 
     ks = [4] if quick else [64, 1024]
     r = run(device, torch.get_num_threads(), ks, steps=2 if quick else None, reps=1 if quick else 3,
@@ -187,8 +187,8 @@ def bench_zoo(device: torch.device, quick: bool, log) -> dict:
 
 
 def bench_train(device: torch.device, quick: bool, log) -> dict:
-    from .bench_train import benchmark
-    from .machine import matmul_gflops
+    from .train import benchmark
+    from ..runtime.machine import matmul_gflops
 
     rate = matmul_gflops(device)
     runs = []
@@ -206,9 +206,9 @@ def bench_train(device: torch.device, quick: bool, log) -> dict:
 
 
 def train_local_run(device: torch.device, quick: bool, log) -> dict:
-    from .config import TrainConfig, parse_zoo
-    from .train import train_local
-    from .zoo import build
+    from ..config import TrainConfig, parse_zoo
+    from ..train import train_local
+    from ..zoo import build
 
     with tempfile.TemporaryDirectory(prefix="rnnray-device-") as d:
         zoo = parse_zoo({"kind": "formal_languages", "path": f"{d}/zoo", "runs": 12, "steps": 40 if quick else 200,
@@ -235,7 +235,7 @@ def train_local_run(device: torch.device, quick: bool, log) -> dict:
 
 
 def _write(report: dict, out: Path) -> None:
-    from .atomic import atomic_write_json, atomic_write_text
+    from ..results.atomic import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "device-check.json", report)
     atomic_write_text(out / "device-check.md", format_markdown(report))

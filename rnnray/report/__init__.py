@@ -13,8 +13,8 @@ Written into the sweep folder: ``report.md`` and ``figures/``:
   RNN's real performance, on validation and OOD snapshots (never seen in encoder training);
 * ``pca.png`` — 2-D PCA of each encoder's representations, coloured by task and by accuracy.
 
-The figures are drawn by :mod:`rnnray.figures`; performance prediction, the science the report
-shows, is :mod:`rnnray.performance` (its docstring gives the choices).
+The figures are drawn by :mod:`rnnray.report.figures`; performance prediction, the science the report
+shows, is :mod:`rnnray.analysis.performance` (its docstring gives the choices).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import UsageError, friendly_errors
-from .evaluate import (
+from ..cli import UsageError, friendly_errors
+from ..analysis.evaluate import (
     DOWNSTREAM_FILE,
     check_device,
     default_device,
@@ -44,9 +44,9 @@ from .evaluate import (
     read_json,
     resolve,
 )
-from .atomic import atomic_write_text
-from .kinds import zoo_kind
-from .store import SweepFolder
+from ..results.atomic import atomic_write_text
+from ..kinds import zoo_kind
+from ..results.folder import SweepFolder
 from .figures import (
     PCA_MAX_ROWS,
     _mean_std,
@@ -57,12 +57,12 @@ from .figures import (
     fig_performance,
     fig_search_history,
 )
-from .sweep.studies import sweep_studies
-from .intervals import interval_text
-from .verdict import verdict_section
-from .departures import departures_section
-from .label_oracle import oracle_section
-from .performance import SNAPSHOT_SEED, _np, performance_prediction
+from ..sweep.studies import sweep_studies
+from ..analysis.statistics import interval_text
+from ..analysis.verdict import verdict_section
+from ..analysis.departures import departures_section
+from ..analysis.oracles import oracle_section
+from ..analysis.performance import SNAPSHOT_SEED, _np, performance_prediction
 
 REPORT_FILE = SweepFolder(Path(".")).report_md.name
 
@@ -131,7 +131,7 @@ def emulation_table(trials: Mapping[str, list[dict]], best: Mapping, encoders: S
 
 def final_table(folder: SweepFolder, encoders: Sequence[str]) -> list[str]:
     """The final seeds' validation and OOD losses per configuration: mean (95 % interval), seeds."""
-    from .sweep.summary import read_final
+    from ..sweep.summary import read_final
 
     final = read_final(folder)
     if not final:
@@ -157,10 +157,10 @@ def write_report(
 ) -> Path:
     """Write ``report.md`` and ``figures/*.png`` into the sweep folder; return the report's path.
     Runs the downstream evaluation first when ``downstream.json`` is missing (``evaluate_missing``)."""
-    from .downstream import split_rows
-    from .evaluate import split_scheme, zoo_and_seed
-    from .zoo import load_table, read_manifest
-    from .zoo.languages import ALL_TASKS
+    from ..analysis.downstream import split_rows
+    from ..analysis.evaluate import split_scheme, zoo_and_seed
+    from ..zoo import load_table, read_manifest
+    from ..zoo.languages import ALL_TASKS
 
     t0 = time.time()
     sweep_dir = Path(sweep_dir)
@@ -201,7 +201,7 @@ def write_report(
     if progress:
         print(f"  performance prediction on {pp['rows']} snapshots done ({time.time() - t0:.0f} s)", flush=True)
 
-    from .downstream import representations
+    from ..analysis.downstream import representations
 
     n = len(table)
     pick = np.arange(n) if n <= PCA_MAX_ROWS else np.sort(np.random.default_rng(SNAPSHOT_SEED).choice(n, PCA_MAX_ROWS, replace=False))
@@ -323,6 +323,3 @@ def main(argv=None) -> None:
                             evaluate_missing=not args.no_evaluate)
     print(f"report: {path}")
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -14,13 +14,13 @@ oneDNN layers, which the counter does not know, are counted from their shapes). 
 kernels of ``rnnray.rnn`` are invisible to the counter, so the count is taken on the PyTorch-ops
 path of the same algorithm (the same products); the timing uses whatever the run would use.
 Achieved GFLOP/s is that count over the median step time, and its share of the machine's
-measured float32 matmul rate (``rnnray.machine.matmul_gflops``) says how close to the hardware a
+measured float32 matmul rate (``rnnray.runtime.machine.matmul_gflops``) says how close to the hardware a
 step runs; ``ratio_bound_at_matmul_rate`` is the ratio to the emulator-alone step that the
 encoder's extra FLOPs would give at that full rate, the least any implementation of the same
 arithmetic could reach on the machine. That rate is a large square product's; thin products (48
 DWS channels, a 256-unit cell at batch 64) run slower, so ``ratio_bound_at_product_shapes`` is the
 tighter bound: the step's products recorded and replayed alone at their own shapes
-(``rnnray.bench_products``), everything else taken as free. On a machine shared with other work no
+(``rnnray.bench.products``), everything else taken as free. On a machine shared with other work no
 figure is trustworthy: measure on an idle one.
 """
 
@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import RowSampler, Snapshots, training_batch
-from .encoders import ENCODERS, fit_to_budget, needs_augmentation
-from .encoders.registry import resolve_hparams
-from .train import BASELINE, EMULATOR_LAYERS, build_model, train_step
-from .kinds import zoo_kind
-from .weights import Layout
+from ..emulation.batches import RowSampler, Snapshots, training_batch
+from ..encoders import ENCODERS, fit_to_budget, needs_augmentation
+from ..encoders.registry import resolve_hparams
+from ..train import BASELINE, EMULATOR_LAYERS, build_model, train_step
+from ..kinds import zoo_kind
+from ..weights import Layout
 
 # SPEC.md 5b targets at the presets, zoo A, batch 64, emulator 256, on a CPU: step time / emulator alone
 TARGETS = {"flat": 1.3, "stats": 1.3, "noninteractive": 1.3, "interactive": 1.5, "dws": 2.5, "transformer": 2.5}
@@ -101,7 +101,7 @@ def step_flops(model: torch.nn.Module, flat: torch.Tensor, inputs: torch.Tensor,
     """FLOPs of one forward + backward of the emulation loss (no optimiser step)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .emulator import total_variation
+    from ..emulation.emulator import total_variation
 
     with _pytorch_ops_lstm(), FlopCounterMode(display=False, custom_mapping=_lstm_counters()) as counter:
         total_variation(targets, model(flat, inputs)).backward()
@@ -110,9 +110,9 @@ def step_flops(model: torch.nn.Module, flat: torch.Tensor, inputs: torch.Tensor,
 
 
 def step_products(model: torch.nn.Module, flat: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
-    """The products of one forward + backward replayed alone at their own shapes (``rnnray.bench_products``)."""
-    from .bench_products import record_products, replay_seconds
-    from .emulator import total_variation
+    """The products of one forward + backward replayed alone at their own shapes (``rnnray.bench.products``)."""
+    from .products import record_products, replay_seconds
+    from ..emulation.emulator import total_variation
 
     with _pytorch_ops_lstm():
         calls = record_products(lambda: total_variation(targets, model(flat, inputs)).backward())
@@ -123,8 +123,8 @@ def step_products(model: torch.nn.Module, flat: torch.Tensor, inputs: torch.Tens
 def encoder_config(name: str, layout: Layout, kind: str, budget: float | None, tolerance: float) -> tuple[dict, int]:
     """The hyperparameters timed: the preset as it is (``budget=None``, and always for the fixed-size
     baseline), or fitted to ``budget``."""
-    from .encoders import build_encoder, count_params
-    from .encoders.registry import get_spec
+    from ..encoders import build_encoder, count_params
+    from ..encoders.registry import get_spec
 
     if budget is None or not get_spec(name).sized:
         hp = resolve_hparams(name, layout, kind)
@@ -140,7 +140,7 @@ def benchmark(
 ) -> dict[str, Any]:
     """Step time, FLOPs and achieved rate of every encoder (at its preset or fitted to ``budget``)
     and of the emulator alone, measured side by side in this process."""
-    from .machine import matmul_gflops
+    from ..runtime.machine import matmul_gflops
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     layout = zoo_kind(kind).layout
@@ -278,7 +278,7 @@ def add_parser(sub) -> None:
 
 
 def _train_runs(args) -> list[tuple[str, float | None]]:
-    from .cli import UsageError
+    from ..cli import UsageError
 
     if args.zoo_kind is None and args.budget is None:
         return list(DEFAULT_TRAIN_RUNS)
@@ -293,9 +293,9 @@ def _run_train(args) -> int:
     import json
     import sys
 
-    from .cli import friendly_errors
-    from .machine import matmul_gflops
-    from .train import check_encoder_name
+    from ..cli import friendly_errors
+    from ..runtime.machine import matmul_gflops
+    from ..train import check_encoder_name
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:

@@ -20,10 +20,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import parse_zoo
-from .machine import device_name, matmul_gflops
-from .machine import sync as _sync
-from .weights import FORMAL_LANGUAGES, Layout
+from ..config import parse_zoo
+from ..runtime.machine import device_name, matmul_gflops
+from ..runtime.machine import sync as _sync
+from ..weights import FORMAL_LANGUAGES, Layout
 
 RNN_STEPS_PER_REP = 1500  # default work per timed repetition: about K * steps RNN-steps
 
@@ -49,7 +49,7 @@ class BatchedRunner:
     """K RNNs in lockstep: one ``ChunkTrainer.step`` = K RNN-training steps."""
 
     def __init__(self, cfg_dict: dict, k: int, device: torch.device):
-        from .zoo.trainer import ChunkTrainer
+        from ..zoo.trainer import ChunkTrainer
 
         self.k = k
         self.trainer = ChunkTrainer(parse_zoo({**cfg_dict, "runs": k}), list(range(k)), device)
@@ -70,7 +70,7 @@ class LoopRunner:
     """
 
     def __init__(self, cfg_dict: dict, device: torch.device):
-        from .zoo.trainer import BETAS, EPS, init_params, make_recipe
+        from ..zoo.trainer import BETAS, EPS, init_params, make_recipe
 
         self.cfg = parse_zoo({**cfg_dict, "runs": 1})
         self.recipe = make_recipe(self.cfg, [0], device)
@@ -195,7 +195,7 @@ def bench_zoo(
 def _kernels_state(device: torch.device) -> bool:
     if device.type != "cpu":
         return False
-    from . import rnn
+    from .. import rnn
 
     available = getattr(rnn, "kernels_available", None)
     return bool(available and available())

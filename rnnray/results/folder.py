@@ -6,8 +6,8 @@ naming the most recent one. A sweep folder::
     sweep.json                      the sweep's validated config, zoo kind, default parameter counts
     summary.md, summary.csv         one row per encoder (written by rnnray.sweep.summary)
     best.json                       each encoder's best trial: config, metrics, checkpoint
-    downstream.json                 the downstream evaluation (rnnray.evaluate)
-    oracles.json                    the label oracles after the final runs (rnnray.label_oracle)
+    downstream.json                 the downstream evaluation (rnnray.analysis.evaluate)
+    oracles.json                    the label oracles after the final runs (rnnray.analysis.oracles)
     report.md, figures/             the report (rnnray.report)
     tune/ENCODER/                   Ray Tune's experiment state (what --resume restores)
     optuna.journal                  every encoder's Optuna study (optuna-dashboard reads it)
@@ -15,7 +15,7 @@ naming the most recent one. A sweep folder::
     trials/ENCODER/TRIAL_ID/        each trial's Ray Train run, trial.json and train_result.json
     trials/ENCODER/DONE             the encoder's experiment finished
 
-Every file is written under a temporary name and renamed (:mod:`rnnray.atomic`), so two sweeps
+Every file is written under a temporary name and renamed (:mod:`rnnray.results.atomic`), so two sweeps
 sharing a results directory, or a sweep killed mid-write, never leave a torn file.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_write_text
-from .errors import UsageError, UserError
+from ..errors import UsageError, UserError
 
 DEFAULT_RESULTS = "results"
 LATEST = "LATEST"
@@ -78,8 +78,8 @@ class SweepFolder:
 
     @property
     def hidden_console(self) -> Path:
-        """Ray's routine console lines that the quiet console kept off the screen (:mod:`rnnray.console`)."""
-        from .console import HIDDEN_LOG
+        """Ray's routine console lines that the quiet console kept off the screen (:mod:`rnnray.runtime.console`)."""
+        from ..runtime.console import HIDDEN_LOG
 
         return self.path / HIDDEN_LOG
 
@@ -108,7 +108,7 @@ class SweepFolder:
 
     @property
     def oracles_json(self) -> Path:
-        """The label oracles' runs and intervals (rnnray.label_oracle)."""
+        """The label oracles' runs and intervals (rnnray.analysis.oracles)."""
         return self.path / "oracles.json"
 
     @property

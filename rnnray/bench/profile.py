@@ -1,8 +1,8 @@
 """``python -m rnnray.bench profile``: where the time of emulation-training steps goes.
 
-Runs ``steps`` training steps of one encoder at its preset (as :mod:`rnnray.bench_train` times
+Runs ``steps`` training steps of one encoder at its preset (as :mod:`rnnray.bench.train` times
 them) under ``torch.profiler`` and splits the wall time into the host-side input (row choice,
-sequence choice, permutation keys, the gather and the copy to the device: :func:`rnnray.data.training_batch`)
+sequence choice, permutation keys, the gather and the copy to the device: :func:`rnnray.emulation.batches.training_batch`)
 and the step itself (forward, loss, backward, clipping, AdamW), then lists the operators that
 took the most time. On a GPU the input must be a small share, or the device waits for the host.
 """
@@ -14,12 +14,12 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from .bench_train import encoder_config, synthetic_snapshots
-from .data import RowSampler, training_batch
-from .encoders import ENCODERS, needs_augmentation
-from .machine import device_name, sync
-from .train import build_model, train_step
-from .kinds import zoo_kind
+from .train import encoder_config, synthetic_snapshots
+from ..emulation.batches import RowSampler, training_batch
+from ..encoders import ENCODERS, needs_augmentation
+from ..runtime.machine import device_name, sync
+from ..train import build_model, train_step
+from ..kinds import zoo_kind
 
 REGIONS = ("input", "step")
 

@@ -51,9 +51,9 @@ def sample_emulator(emulator, reps: torch.Tensor, n_samples: int, length: int = 
     """Strings sampled from a formal-language emulator conditioned on representations (K, 16):
     (K, n_samples, length) token ids after BOS (and, with ``return_logprobs``, the log-probability
     of each sampled token, same shape). The representation enters at the BOS step, as in
-    :class:`rnnray.emulator.Emulator`'s forward; each sampled token is the next input, the LSTM
+    :class:`rnnray.emulation.emulator.Emulator`'s forward; each sampled token is the next input, the LSTM
     state is carried, so a step costs one LSTM step rather than a pass over the prefix."""
-    from .zoo.languages import BOS
+    from ..zoo.languages import BOS
 
     device = next(emulator.parameters()).device
     per = max(1, max_batch // n_samples)
@@ -79,7 +79,7 @@ def sample_emulator(emulator, reps: torch.Tensor, n_samples: int, length: int = 
 def emulated_language_accuracy(model, params: np.ndarray, tasks: np.ndarray, n_samples: int = 100,
                                seed: int = 0, device=None) -> np.ndarray:
     """Zoo A: fraction of the emulator's samples in each RNN's language, (K,)."""
-    from .zoo.languages import in_language
+    from ..zoo.languages import in_language
 
     device = torch.device(device or "cpu")
     model = model.to(device).eval()
@@ -122,7 +122,7 @@ def _read_rows(zoo: str, columns: list[str], run_ids: np.ndarray) -> dict[tuple[
     """Selected columns of the given runs' rows, keyed by (run_id, step), read shard by shard."""
     import pyarrow.parquet as pq
 
-    from .zoo.storage import shard_paths
+    from ..zoo.storage import shard_paths
 
     _, files = shard_paths(zoo, checksums=False)
     want = sorted({int(r) for r in run_ids})
@@ -165,7 +165,7 @@ def performance_prediction(models: Mapping, table, manifest: Mapping, zoo: str, 
     inputs = np.stack([stored[(int(r), int(s))]["inputs"] for r, s in zip(run_ids, steps)])
     logits = np.stack([stored[(int(r), int(s))]["logits"] for r, s in zip(run_ids, steps)])
     rnn_pred = np.asarray(logits, dtype=np.float32)[:, :, -1].argmax(-1)
-    from .zoo.trainer import stored_digit_labels
+    from ..zoo.trainer import stored_digit_labels
 
     labels = stored_digit_labels(manifest, run_ids, steps, _np(table, "angle")[rows], inputs)
     if labels is not None:

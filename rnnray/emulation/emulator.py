@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders.baseline import ConstantRepresentation  # noqa: F401  (re-exported: the baseline's old home)
-from .encoders.common import REPRESENTATION_DIM, ZOO_KINDS
-from .kinds import KINDS
+from ..encoders.baseline import ConstantRepresentation  # noqa: F401  (re-exported: the baseline's old home)
+from ..encoders.common import REPRESENTATION_DIM, ZOO_KINDS
+from ..kinds import KINDS
 
 SIZES = {name: (k.input_size, k.output_size) for name, k in KINDS.items()}  # (input, output)
 FORMAL_INPUT_STEPS = 41  # a 42-token sequence predicts its last 41 tokens from its first 41

@@ -1,7 +1,7 @@
 """The verdict: the paper's claims tested on a study's per-seed results (SPEC.md sections 6 and 7).
 
 Each claim is a comparison of encoders on one metric, and each comparison is made pair by pair
-with Welch's t-test over seeds (:mod:`rnnray.intervals`) at ``ALPHA`` = 0.05, two-sided:
+with Welch's t-test over seeds (:mod:`rnnray.analysis.statistics`) at ``ALPHA`` = 0.05, two-sided:
 
 * a claim that group F beats group M *holds* when every pair (f, m) differs significantly in F's
   favour (an intersection-union test: valid at level 0.05 without a multiplicity correction, and
@@ -19,7 +19,7 @@ with Welch's t-test over seeds (:mod:`rnnray.intervals`) at ``ALPHA`` = 0.05, tw
   and the tuned order of that pair is significant, otherwise inconclusive.
 
 A claim involving a representation whose effective dimension is below
-:data:`rnnray.downstream.COLLAPSED_BELOW` says so in its row. Encoders a sweep did not train are
+:data:`rnnray.analysis.downstream.COLLAPSED_BELOW` says so in its row. Encoders a sweep did not train are
 left out of a claim and the row names the ones compared; a claim about a zoo the results do not
 cover is *not measured*. Everything is computed from the stored per-seed values it is given.
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .intervals import mean_interval, welch
+from .statistics import mean_interval, welch
 
 ALPHA = 0.05
 FUNCTIONALIST = ("noninteractive", "interactive")

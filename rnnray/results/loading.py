@@ -1,6 +1,6 @@
 """``load_best``: a trained encoder back from the results store, ready to embed RNN weights.
 
-Where a sweep's files lie is :mod:`rnnray.store`'s business; its names are re-exported here.
+Where a sweep's files lie is :mod:`rnnray.results.folder`'s business; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .store import DEFAULT_RESULTS, ResultsError, SweepFolder, latest_pointer, resolve_sweep, write_latest
+from .folder import DEFAULT_RESULTS, ResultsError, SweepFolder, latest_pointer, resolve_sweep, write_latest
 
 __all__ = ["DEFAULT_RESULTS", "LoadedEncoder", "ResultsError", "SweepFolder", "latest_pointer", "load_best", "resolve_sweep",
            "write_latest"]
@@ -58,7 +58,7 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
     in ``final.json``); without them, the search's best trial."""
     import torch
 
-    from .train import load_checkpoint
+    from ..train import load_checkpoint
 
     sweep = resolve_sweep(results)
     best_file = SweepFolder(sweep).best_json
@@ -69,7 +69,7 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
     entry = best[name]
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_checkpoint(entry["checkpoint"], device=dev)
-    from .weights import Layout
+    from ..weights import Layout
 
     stored = meta.get("layout")
     layout = Layout.from_json(stored) if isinstance(stored, str) else Layout.from_dict(stored) if isinstance(stored, dict) else stored

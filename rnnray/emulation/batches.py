@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from .emulator import inputs_from_sequences, targets_from_logits, targets_from_logprobs
-from .kinds import KINDS, zoo_kind
-from .weights import Layout
+from ..kinds import KINDS, zoo_kind
+from ..weights import Layout
 
 # per zoo kind: (column the emulator's inputs come from, column its targets come from)
 SEQUENCE_COLUMNS = {name: k.sequence_columns for name, k in KINDS.items()}

@@ -1,9 +1,9 @@
 """Benchmarks and the GPU check: ``python -m rnnray.bench zoo|train|profile|device``.
 
-One module per subcommand, each with its ``add_parser``: :mod:`rnnray.bench_zoo` (zoo-training
-throughput, batched vs one RNN at a time), :mod:`rnnray.bench_train` (the emulation-training step
-of every encoder), :mod:`rnnray.bench_profile` (where a step's time goes) and
-:mod:`rnnray.bench_device` (the GPU check, without Ray).
+One module per subcommand, each with its ``add_parser``: :mod:`rnnray.bench.zoo` (zoo-training
+throughput, batched vs one RNN at a time), :mod:`rnnray.bench.train` (the emulation-training step
+of every encoder), :mod:`rnnray.bench.profile` (where a step's time goes) and
+:mod:`rnnray.bench.device` (the GPU check, without Ray).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench_device, bench_profile, bench_train, bench_zoo
+from . import device as bench_device, profile as bench_profile, train as bench_train, zoo as bench_zoo
 
 SUBCOMMANDS = {"zoo": bench_zoo.add_parser, "train": bench_train.add_parser, "profile": bench_profile.add_parser,
                "device": bench_device.add_parser}
@@ -25,6 +25,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return args.func(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

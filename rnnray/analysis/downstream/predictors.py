@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import PREDICTOR_HIDDEN, PREDICTOR_STEPS
-from ..encoders.common import REPRESENTATION_DIM
+from ...config import PREDICTOR_HIDDEN, PREDICTOR_STEPS
+from ...encoders.common import REPRESENTATION_DIM
 from .metrics import accuracy, angle_error_deg, cos_sin_to_deg, exact_task_accuracy, mae, r2
 from .targets import TASK_OFFSETS, Target, _column
 

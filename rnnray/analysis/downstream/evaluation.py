@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import PREDICTOR_SEEDS
+from ...config import PREDICTOR_SEEDS
 from .predictors import (RANDOM_SEED, Normalize, PredictorConfig, _Encoded, _predict, _seed, make_head, random_representations,
                          summarise_seeds, train_predictors)
 from .targets import EVAL_SPLITS, Target, _column, split_rows, target_values, targets_for
@@ -95,7 +95,7 @@ def evaluate_representations(
 def stats_features(encoder: nn.Module, params, batch_size: int = 512) -> np.ndarray | None:
     """The ``stats`` encoder's parameter-free front (asinh of block statistics), or None for any
     other encoder. ``encoder.head(encoder.body(features))`` equals ``encoder(params)``."""
-    from ..encoders.mlp import StatsEncoder, block_statistics
+    from ...encoders.mlp import StatsEncoder, block_statistics
 
     if not isinstance(encoder, StatsEncoder):
         return None
@@ -125,7 +125,7 @@ def supervised_baseline(
     """An encoder trained end to end on each downstream target (same head, loss, rows and steps as
     the frozen predictors). Same return format as :func:`evaluate_representations`, plus the
     encoder's name, hyperparameters and trainable parameter count (with its head)."""
-    from ..encoders import build_encoder, count_params
+    from ...encoders import build_encoder, count_params
 
     cfg = config or PredictorConfig()
     hp = {"width": 64, "depth": 1} if hparams is None and encoder in ("stats", "flat") else dict(hparams or {})

@@ -1,0 +1,380 @@
+"""Label oracles: the emulation loss a representation *could* reach, for a sweep's zoo and settings.
+
+``python -m rnnray.label_oracle SWEEP.yaml [--seeds N] [--steps N] [--json] [--out FILE]``
+
+An encoder's validation loss alone does not say what its representation carries. The oracles
+replace the encoder with learned embeddings of what is known about every snapshot, and train the
+sweep's emulator on them exactly as a sweep trains an encoder (same batches, sequences, loss,
+optimiser, clipping, evaluation pairs and best-validation selection):
+
+* ``constant``: one learned vector for all (the ``constant`` baseline; identical to it, seed for seed);
+* ``step``: an embedding of the snapshot's training step only: the one-dimensional "how trained" arc;
+* ``task``: the task only;
+* ``task+step``: both, what a perfect encoder of the two could give.
+
+Task embeddings generalise to the validation split's unseen tasks: on zoo A, one 6-way embedding
+per offset t1, t2, t3, summed (each offset value occurs in training); on zoo B, a linear map of
+(cos, sin) of the angle. An encoder whose loss sits at the ``step`` oracle's, while ``task+step``
+lies clearly below, has learnt training progress but not the task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ORACLE_MODES as MODES
+from ..encoders.common import REPRESENTATION_DIM
+
+ALPHA = 0.05  # the verdict's level (rnnray.analysis.verdict)
+OFFSET_VALUES = 6  # zoo A offsets t1..t3 take 6 values, -3..2
+
+
+class LabelRepresentation(nn.Module):
+    """A representation computed from labels, not weights: ``(task features, step index) -> (B, 16)``.
+
+    ``constant`` is built first and drawn exactly as :class:`~rnnray.encoders.baseline.ConstantRepresentation`
+    draws its vector, so under one seed the ``constant`` oracle and the baseline start identically."""
+
+    def __init__(self, mode: str, zoo_kind: str, n_steps: int, rep_dim: int = REPRESENTATION_DIM):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown oracle mode {mode!r}; expected one of {', '.join(MODES)}")
+        self.mode, self.zoo_kind = mode, zoo_kind
+        self.rep = nn.Parameter(torch.randn(rep_dim))
+        self.step = nn.Embedding(n_steps, rep_dim) if "step" in mode else None
+        if "task" not in mode:
+            self.task = None
+        elif zoo_kind == "formal_languages":
+            self.task = nn.ModuleList(nn.Embedding(OFFSET_VALUES, rep_dim) for _ in range(3))
+        else:
+            self.task = nn.Linear(2, rep_dim)
+
+    def forward(self, labels: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``labels`` in the place of an encoder's flat weights (so :class:`~rnnray.emulation.emulator.EmulationModel`
+        takes it as an encoder): ``task`` (B, 3) offset indices 0..5 (zoo A) or (B, 2) (cos, sin) of
+        the angle (zoo B), and ``step`` (B,) the index of the snapshot step among the zoo's steps."""
+        task, step = labels
+        z = self.rep.expand(step.shape[0], -1)
+        if self.step is not None:
+            z = z + self.step(step)
+        if isinstance(self.task, nn.ModuleList):
+            z = z + sum(emb(task[:, i]) for i, emb in enumerate(self.task))
+        elif self.task is not None:
+            z = z + self.task(task)
+        return z
+
+
+@dataclass
+class Labels:
+    """Per-row oracle inputs of one split, aligned with its :class:`~rnnray.emulation.batches.Snapshots` rows."""
+
+    task: torch.Tensor  # (n, 3) long offset indices, or (n, 2) float (cos, sin)
+    step: torch.Tensor  # (n,) long index into the zoo's snapshot steps
+
+    def take(self, rows: np.ndarray, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        return self.task[idx].to(device), self.step[idx].to(device)
+
+
+def task_features(kind: str, tasks: Sequence) -> torch.Tensor:
+    """Task keys (offset tuples with t0 = 0, or angles in degrees) -> the oracle's task input."""
+    if kind == "formal_languages":
+        t = np.asarray([list(k) for k in tasks], dtype=np.int64).reshape(len(tasks), 4)
+        return torch.from_numpy(t[:, 1:] + 3)
+    rad = np.deg2rad(np.asarray(tasks, dtype=np.float64))
+    return torch.from_numpy(np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32))
+
+
+def row_labels(kind: str, run_id: np.ndarray, step: np.ndarray, run_task: Mapping[int, Any],
+               snapshot_steps: Sequence[int]) -> Labels:
+    """Labels of rows given by their run ids and steps (``run_task``: run id -> task key)."""
+    index = {int(s): i for i, s in enumerate(snapshot_steps)}
+    return Labels(task=task_features(kind, [run_task[int(r)] for r in run_id]),
+                  step=torch.tensor([index[int(s)] for s in step], dtype=torch.long))
+
+
+@dataclass
+class OracleRun:
+    mode: str
+    seed: int
+    best_val_loss: float
+    best_ood_loss: float
+    best_step: int
+    history: list[dict[str, float]]
+
+
+def _eval_loss(model, data, labels: Labels, pairs, batch_size: int, device) -> float:
+    """The loop's own evaluation sum, the labels in the place of the weights; its mean."""
+    from ..train.loop import eval_loss_sum
+
+    total = eval_loss_sum(model, data, pairs, batch_size, device, encoder_input=lambda r, _flat: labels.take(r, device))
+    return float(total) / len(pairs[0])
+
+
+def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labels], kind: str, n_steps: int,
+                 train_cfg, device=None) -> OracleRun:
+    """Train the emulator on one oracle's representations with ``train_cfg`` (a TrainSettings)
+    as :func:`rnnray.train.loop.run_loop` trains an encoder with one worker (its ``train_step``)."""
+    from ..emulation.batches import RowSampler, eval_pairs, training_batch
+    from ..emulation.emulator import EmulationModel, Emulator
+    from ..train.loop import train_step
+    from ..train.model import EMULATOR_LAYERS
+
+    cfg = train_cfg
+    train, val, ood = splits["train"], splits["val"], splits["ood"]
+    sampler = RowSampler(len(train), cfg.batch_size, cfg.seed, 0)
+    val_pairs = eval_pairs(len(val), val.n_sequences, cfg.eval_sequences)
+    ood_pairs = eval_pairs(len(ood), ood.n_sequences, cfg.eval_sequences)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(device or "cpu")
+    model = EmulationModel(LabelRepresentation(mode, kind, n_steps),
+                           Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS)).to(device)
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best = {"val_loss": math.inf, "ood_loss": math.inf, "step": 0}
+    history = []
+    for step in range(cfg.steps):
+        model.train()
+        _, inputs, targets = training_batch(train, sampler, step, cfg.seed, None, device)
+        train_step(model, optimizer, params, labels["train"].take(sampler.rows(step), device), inputs, targets,
+                   cfg.grad_clip)
+        done = step + 1
+        if done % cfg.eval_every and done != cfg.steps:
+            continue
+        model.eval()
+        m = {"step": done,
+             "val_loss": _eval_loss(model, val, labels["val"], val_pairs, cfg.eval_batch_size, device),
+             "ood_loss": _eval_loss(model, ood, labels["ood"], ood_pairs, cfg.eval_batch_size, device)}
+        history.append(m)
+        if m["val_loss"] < best["val_loss"]:
+            best = {"val_loss": m["val_loss"], "ood_loss": m["ood_loss"], "step": done}
+    return OracleRun(mode, cfg.seed, best["val_loss"], best["ood_loss"], best["step"], history)
+
+
+def load_zoo(plan) -> tuple[dict[str, Any], dict[str, Labels], int]:
+    """The plan's train/val/OOD rows (as the loop loads them) and their oracle labels; the number
+    of snapshot steps."""
+    from ..emulation.batches import Snapshots
+    from ..emulation.splits import zoo_splits
+    from ..train.backends import split_tables
+
+    cfg = plan.train
+    tables = split_tables(plan)
+    splits = {"train": Snapshots.from_table(plan.zoo_kind, tables["train"]),
+              "val": Snapshots.from_table(plan.zoo_kind, tables["val"], cfg.eval_sequences),
+              "ood": Snapshots.from_table(plan.zoo_kind, tables["ood"], cfg.eval_sequences)}
+    run_task = zoo_splits(plan.zoo.root, seed=plan.zoo.split_seed, checksums=False, scheme=plan.zoo.split).run_task
+    snapshot_steps = sorted({int(s) for d in splits.values() for s in np.unique(d.step)})
+    labels = {s: row_labels(plan.zoo_kind, d.run_id, d.step, run_task, snapshot_steps) for s, d in splits.items()}
+    return splits, labels, len(snapshot_steps)
+
+
+def run_oracles(plan, seeds: Sequence[int], modes: Sequence[str] = MODES, progress=None) -> dict[str, Any]:
+    """Every oracle mode under every seed, in this process (:func:`summarise` gives the result)."""
+    splits, labels, n_steps = load_zoo(plan)
+    runs: dict[str, list[dict]] = {}
+    for mode in modes:
+        for seed in seeds:
+            cfg = plan.train.model_copy(update={"seed": int(seed)})
+            run = train_oracle(mode, splits, labels, plan.zoo_kind, n_steps, cfg)
+            runs.setdefault(mode, []).append(asdict(run))
+            if progress:
+                progress(f"oracle {mode:<10} seed {seed}: best val {run.best_val_loss:.4f} at step {run.best_step}")
+    return summarise(plan, seeds, runs)
+
+
+def summarise(plan, seeds: Sequence[int], runs: Mapping[str, Sequence[Mapping]]) -> dict[str, Any]:
+    """The stored form (``oracles.json``): the settings, and per mode its runs and the intervals of
+    their best validation losses and the OOD losses there."""
+    from .statistics import mean_interval
+
+    return {"zoo": plan.zoo.root, "zoo_kind": plan.zoo_kind, "train": plan.train.model_dump(mode="json"),
+            "seeds": [int(s) for s in seeds],
+            "modes": {mode: {"runs": list(rs),
+                             "val_loss": mean_interval([r["best_val_loss"] for r in rs]).to_dict(),
+                             "ood_loss": mean_interval([r["best_ood_loss"] for r in rs]).to_dict()}
+                      for mode, rs in runs.items()}}
+
+
+def sweep_plan(cfg):
+    """The run plan the oracles of a sweep train under: the sweep's zoo, split and train settings."""
+    from ..train.plan import plan_run
+
+    return plan_run("constant", cfg.train_config("constant", {}, None, storage_path="unused", name="label-oracle"))
+
+
+def _oracle_task(plan, mode: str, seed: int) -> dict:
+    """One oracle run as a Ray task: on the GPU Ray assigned it, if any."""
+    import ray
+
+    device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+    splits, labels, n_steps = load_zoo(plan)
+    cfg = plan.train.model_copy(update={"seed": int(seed)})
+    return asdict(train_oracle(mode, splits, labels, plan.zoo_kind, n_steps, cfg, device))
+
+
+def sweep_oracles(sweep_dir, cfg, progress: bool = True):
+    """The sweep's ``oracles.modes`` under its final seeds, as Ray tasks with one trial worker's
+    resources (at most ``tune.max_concurrent_trials`` at once; each task trains the sweep's global
+    batch in one process, however many workers a trial has), into ``oracles.json``. Kept when
+    that file already holds these settings (a resumed sweep); returns its path, or None when the
+    sweep asks for no oracles or has no final seeds."""
+    import ray
+
+    from ..results.atomic import atomic_write_json
+    from ..results.folder import SweepFolder
+
+    modes, n_seeds = list(cfg.oracles.modes), cfg.final.seeds
+    if not modes or n_seeds < 1:
+        return None
+    path = SweepFolder(sweep_dir).oracles_json
+    plan = sweep_plan(cfg)
+    seeds = [cfg.final.first_seed + i for i in range(n_seeds)]
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if (old.get("train") == plan.train.model_dump(mode="json") and old.get("seeds") == seeds
+                and set(modes) <= set(old.get("modes", {}))):
+            return path
+    res = cfg.resources
+    task = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_retries=1)(_oracle_task)
+    jobs = [(m, s) for m in modes for s in seeds]
+    limit = cfg.tune.max_concurrent_trials or len(jobs)
+    pending, done = {}, {}
+    plan_ref = ray.put(plan)
+    while jobs or pending:
+        while jobs and len(pending) < limit:
+            m, s = jobs.pop(0)
+            pending[task.remote(plan_ref, m, s)] = (m, s)
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        m, s = pending.pop(ready[0])
+        done[(m, s)] = run = ray.get(ready[0])
+        if progress:
+            print(f"oracle {m:<10} seed {s}: best val {run['best_val_loss']:.4f} at step {run['best_step']}", flush=True)
+    doc = summarise(plan, seeds, {m: [done[(m, s)] for s in seeds] for m in modes})
+    atomic_write_json(path, doc)
+    return path
+
+
+def _against(values: Sequence[float], oracle: Sequence[float]) -> tuple[str, bool, bool]:
+    """``values`` (an encoder's seeds) against an oracle's seeds: the cell, and whether they are
+    significantly lower / higher (Welch, two-sided, ``ALPHA``)."""
+    from .statistics import welch
+
+    w = welch(values, oracle)
+    if w is None:
+        return "— (fewer than 2 seeds)", False, False
+    side = "lower" if w.diff < 0 else "higher"
+    sig = w.p < ALPHA
+    return f"{side} by {abs(w.diff):.4f}, p = {w.p:.2g}" + ("" if sig else " (n.s.)"), sig and w.diff < 0, sig and w.diff > 0
+
+
+def oracle_section(folder) -> list[str]:
+    """The report's lines on the oracles: their losses, and each encoder's final seeds against them."""
+    from .statistics import interval_text, mean_interval
+    from ..sweep.summary import read_final
+
+    if not folder.oracles_json.is_file():
+        return []
+    doc = json.loads(folder.oracles_json.read_text())
+    modes = doc.get("modes", {})
+    lines = ["", "Label oracles (`oracles.json`, `python -m rnnray.label_oracle`): the same emulator, settings and "
+             "seeds as the final runs, given learned embeddings of each snapshot's known labels instead of an "
+             "encoder's representation: `constant` one vector for all, `step` only how far training went, `task` "
+             "only the task, `task+step` both; mean (95 % Student-t interval over seeds).", "",
+             "| representation | seeds | val loss | OOD loss |", "| --- | --- | --- | --- |"]
+    for mode, r in modes.items():
+        lines.append(f"| oracle: {mode} | {len(r.get('runs', []))} | {interval_text(r.get('val_loss'))} | "
+                     f"{interval_text(r.get('ood_loss'))} |")
+    refs = [m for m in ("step", "task+step") if m in modes]
+    final = read_final(folder)
+    if not refs or not final:
+        return lines
+    oracle = {m: [r["best_val_loss"] for r in modes[m]["runs"]] for m in refs}
+    lines += ["", "Each encoder's best configuration (its final seeds' validation losses) against the oracles, "
+                  f"Welch's t-test, two-sided, p < {ALPHA}. Not significantly below `step`: no sign that the "
+                  "representation carries more than how far training went.", "",
+              "| encoder | val loss | " + " | ".join(f"vs `{m}`" for m in refs) + " | reading |",
+              "| --- | --- |" + " --- |" * len(refs) + " --- |"]
+    for enc, roles in final.items():
+        values = [v for v in (roles.get("best") or {}).get("val_loss", []) if v is not None]
+        cells, reading = [], ""
+        for m in refs:
+            cell, lower, higher = _against(values, oracle[m])
+            cells.append(cell)
+            if m == "step":
+                reading = "more than training progress" if lower else "no sign of more than training progress"
+            elif lower:
+                reading += "; below the task+step oracle"
+            elif not higher:
+                reading += "; not distinguishable from the task+step oracle"
+        lines.append(f"| {enc} | {mean_interval(values).text()} | " + " | ".join(cells) + f" | {reading.lstrip('; ')} |")
+    return lines
+
+
+def render(result: Mapping[str, Any]) -> str:
+    from .statistics import interval_text
+
+    t = result["train"]
+    lines = [f"Label oracles on {result['zoo']} ({result['zoo_kind']}): {t['steps']} steps, lr {t['lr']:g}, "
+             f"emulator {t['emulator_hidden']}; mean (95 % Student-t interval over {len(result['seeds'])} seeds) "
+             "of the best validation loss and the OOD loss there.", "",
+             "| representation | val emulation loss | OOD emulation loss |", "| --- | --- | --- |"]
+    for mode, r in result["modes"].items():
+        lines.append(f"| {mode} | {interval_text(r['val_loss'])} | {interval_text(r['ood_loss'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..cli import UsageError, friendly_errors
+
+    p = argparse.ArgumentParser(prog="python -m rnnray.label_oracle", description=__doc__.split("\n\n")[0])
+    p.add_argument("sweep", help="sweep YAML: its zoo (built) and its train settings are used")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per oracle, from final.first_seed on (default: the sweep's final.seeds)")
+    p.add_argument("--steps", type=int, default=None, help="emulation steps (default: the sweep's train.steps)")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    with friendly_errors(args.debug):
+        from ..results.atomic import atomic_write_text
+        from ..sweep.settings import load_sweep
+
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        bad = [m for m in modes if m not in MODES]
+        if bad or not modes:
+            raise UsageError(f"--modes: {bad[0] if bad else args.modes!r} is not one of {', '.join(MODES)}")
+        for name in ("seeds", "steps", "threads"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name}: must be at least 1 (got {value})")
+        cfg = load_sweep(args.sweep)
+        seeds = args.seeds or max(cfg.final.seeds, 1)
+        if args.steps is not None:
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
+        plan = sweep_plan(cfg)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        first = cfg.final.first_seed  # the final runs' seeds, so oracle and encoder seeds pair up
+        result = run_oracles(plan, [first + i for i in range(seeds)], modes,
+                             progress=None if args.json else lambda line: print(line, flush=True))
+        text = json.dumps(result)
+        if args.out:
+            atomic_write_text(args.out, text + "\n")
+        print(text if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
