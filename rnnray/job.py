@@ -116,7 +116,10 @@ def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True,
         preflight(cfg, resume)
     sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard)
     after_sweep(sweep_dir, cfg)
+    from .report.summary import write_summary_md
+
     folder = SweepFolder(sweep_dir)
+    write_summary_md(sweep_dir)
     print(f"\n{folder.summary_md.read_text()}")
     print(f"results:     {sweep_dir}")
     print(f"summary:     {folder.summary_md}")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnnray.analysis.departures import PAPER_BUDGET, departures, departures_section
+from rnnray.analysis.departures import PAPER_BUDGET, departures
+from rnnray.report.sections import departures_section as render
+
+
+def departures_section(cfg):
+    return render(departures(cfg))
 from rnnray.sweep import load_sweep
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnray import downstream as ds
+from rnnray.analysis import downstream as ds
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

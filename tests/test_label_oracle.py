@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from rnnray.config import TrainConfig
-from rnnray.analysis.oracles import LabelRepresentation, load_zoo, main, task_features, train_oracle
+from rnnray.analysis.oracles import LabelRepresentation, load_zoo, task_features, train_oracle
+from rnnray.label_oracle import main
 from rnnray.emulation.splits import zoo_splits
 from rnnray.train.drivers import train_local
 from rnnray.train.model import BASELINE
@@ -126,8 +127,13 @@ def test_bad_input_is_one_line_and_exit_2(args, field, tiny_fl_zoo, tmp_path, ca
 def test_the_report_reads_each_encoder_against_the_oracles(tmp_path):
     """Constructed seeds: one encoder clearly below the step oracle and level with task+step, one
     at the step oracle, one below both, one with a single seed."""
-    from rnnray.analysis.oracles import oracle_section
+    from rnnray.analysis.oracles import oracle_comparisons
+    from rnnray.report.sections import oracle_section as render
     from rnnray.results.folder import SweepFolder
+    from rnnray.results.records import read_oracles
+
+    def oracle_section(folder):  # the report's lines, from the data the analysis stores
+        return render(read_oracles(folder), oracle_comparisons(folder))
 
     def runs(values):
         return {"runs": [{"seed": i, "best_val_loss": v, "best_ood_loss": v} for i, v in enumerate(values)],

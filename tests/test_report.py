@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from rnnray import evaluate, performance, report
+from rnnray import evaluate as evaluate_cli
+from rnnray import report
+from rnnray.analysis import evaluate, performance
 from rnnray.analysis.downstream import PredictorConfig, metric_columns
 from rnnray.zoo.trainer import stored_digit_labels
 
@@ -30,6 +32,7 @@ def make_store(zoo: str, root: Path, encoders=ENCODERS, seeds=(0, 1)) -> Path:
     from rnnray.config import TrainConfig
     from rnnray.results.atomic import atomic_write_json
     from rnnray.results.loading import write_latest
+    from rnnray.report.summary import write_summary_md
     from rnnray.train import train_local
 
     sweep_dir = root / "tiny-20260101-000000"
@@ -51,6 +54,7 @@ def make_store(zoo: str, root: Path, encoders=ENCODERS, seeds=(0, 1)) -> Path:
             records.setdefault(enc, []).append(rec)
     rows, best = sw.summarise(sweep_dir, cfg, records)
     sw.write_summary(sweep_dir, rows, best, cfg)
+    write_summary_md(sweep_dir)
     write_latest(root, sweep_dir)
     return sweep_dir
 
@@ -62,7 +66,11 @@ def store(tiny_fl_zoo, tmp_path_factory, one_torch_thread_module):
 
 @pytest.fixture(scope="module")
 def evaluated(store, one_torch_thread_module):
-    return evaluate.evaluate_sweep(store, config=FAST, progress=False)
+    from rnnray.report.summary import write_summary_md
+
+    doc = evaluate.evaluate_sweep(store, config=FAST, progress=False)
+    write_summary_md(store)  # what python -m rnnray.evaluate and the main job do next
+    return doc
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
@@ -123,7 +131,10 @@ def test_evaluate_sweep_writes_downstream_json_and_summary_columns(store, evalua
     assert [r[0] for r in baselines[1:]] == ["stats", "flat", "baseline: random", "baseline: supervised stats (end to end)"]
 
     # idempotent: evaluating again replaces the downstream columns and section, never duplicates them
+    from rnnray.report.summary import write_summary_md
+
     evaluate.update_summary(store, doc)
+    write_summary_md(store)
     fields2, rows2 = _read_csv(store / "summary.csv")
     assert fields2 == fields and len(rows2) == 2
     md2 = (store / "summary.md").read_text()
@@ -186,7 +197,7 @@ def test_cli_resolves_a_results_directory(store, evaluated, tmp_path, capsys):
     sweep = json.loads((copy / "sweep.json").read_text())
     sweep["config"]["downstream"] = {"steps": 7, "seeds": [0, 1]}  # optional settings in the sweep; flags win
     (copy / "sweep.json").write_text(json.dumps(sweep))
-    evaluate.main([str(tmp_path / "results"), "--steps", "5"])
+    evaluate_cli.main([str(tmp_path / "results"), "--steps", "5"])
     out = capsys.readouterr().out
     assert str(copy) in out and "baseline: supervised" in out and "downstream.json" in out
     doc = json.loads((copy / "downstream.json").read_text())
@@ -194,7 +205,7 @@ def test_cli_resolves_a_results_directory(store, evaluated, tmp_path, capsys):
     assert len(doc["encoders"]["flat"]["results"]["task"]["val"]["exact_acc"]["values"]) == 2
 
 
-@pytest.mark.parametrize("module", [evaluate, report])
+@pytest.mark.parametrize("module", [evaluate_cli, report])
 def test_cli_bad_input_is_one_line_and_exit_2(module, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         module.main([str(tmp_path / "nope")])

@@ -575,7 +575,7 @@ def test_downstream_over_the_final_seeds_nests_the_predictor_seeds(final_sweep):
     """Every final seed's encoder is evaluated; a seed's figure is the mean over predictor seeds
     (checked against an independent evaluation of that seed's checkpoint), and the interval is
     over encoder seeds; chance levels and the table land in the summary and the report."""
-    from rnnray import downstream as ds
+    from rnnray.analysis import downstream as ds
     from rnnray.analysis.evaluate import evaluate_sweep
     from rnnray.analysis.statistics import mean_interval
     from rnnray.report import write_report

@@ -3,7 +3,7 @@ that follow from them."""
 
 from __future__ import annotations
 
-from rnnray.analysis.verdict import FAILS, HOLDS, UNMEASURED, UNSURE, EncoderSeeds, group_beats, verdict_rows, verdict_table
+from rnnray.analysis.verdict import FAILS, HOLDS, UNMEASURED, UNSURE, EncoderSeeds, group_beats, verdict_rows
 
 LOW = [0.020, 0.021, 0.019]  # well apart from HIGH at 3 seeds
 HIGH = [0.045, 0.046, 0.044]
@@ -61,6 +61,8 @@ def test_a_collapsed_representation_is_named_in_its_row_and_the_table_renders():
     rows = verdict_rows({"formal_languages": a})
     (first,) = [r for r in rows if r.claim.startswith("(a)")]
     assert "collapsed representations (effective dimension dws 1.00)" in first.numbers
-    table = verdict_table(rows)
+    from rnnray.report.sections import verdict_table
+
+    table = verdict_table([r.to_dict() for r in rows])
     assert table[0].startswith("| claim | zoo |") and len(table) == 2 + len(rows)
     assert f"**{first.verdict}**" in table[2]

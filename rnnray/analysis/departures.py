@@ -61,14 +61,3 @@ def departures(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             if not _same(zoo[name], paper):
                 out.append((f"zoo.{name}", _text(zoo[name]), _text(paper)))
     return out
-
-
-def departures_section(cfg: Mapping[str, Any]) -> list[str]:
-    """The report's paragraph and table of :func:`departures` (one line when there are none)."""
-    rows = departures(cfg)
-    if not rows:
-        return ["Settings: the paper's (SPEC.md), none changed.", ""]
-    lines = ["Settings that differ from the paper's (SPEC.md sections 2, 3, 5b and 6); read every number below "
-             "with them in mind:", "", "| setting | this sweep | the paper |", "| --- | --- | --- |"]
-    lines += [f"| `{k}` | {ours} | {paper} |" for k, ours, paper in rows]
-    return lines + [""]

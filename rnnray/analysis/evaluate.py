@@ -40,11 +40,6 @@ from ..results.folder import TRIAL_RECORD, SweepFolder
 
 FORMAT = "rnnray-downstream/1"
 DOWNSTREAM_FILE = SweepFolder(Path(".")).downstream_json.name  # the file name, for messages
-MD_PREFIX = "ds "
-MD_BEGIN, MD_END = "<!-- downstream:begin -->", "<!-- downstream:end -->"
-NOT_HEADLINE = {"head_acc"}  # kept in the JSON and CSV, left out of the markdown tables
-METRIC_LABELS = {"exact_acc": "exact acc", "head_acc": "per-offset acc", "r2": "R²", "mae": "MAE",
-                 "err_deg": "error °", "acc": "acc"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,7 +176,7 @@ def evaluate_sweep(
     block of the sweep's config (``steps``, other :class:`PredictorConfig` fields, ``seeds``,
     ``supervised_encoder``: a quick sweep can ask for fewer steps), else the defaults (predictor
     seeds 0, 1, 2; ``stats``)."""
-    from .downstream import chance_levels, evaluate_all, participation_ratio, random_representations, representations
+    from .downstream import chance_levels, evaluate_all, target_columns, participation_ratio, random_representations, representations
     from ..weights import Layout
     from ..zoo import load_table, read_manifest
 
@@ -207,8 +202,7 @@ def evaluate_sweep(
         if meta.get("zoo_kind") not in (None, kind):
             skipped[name] = f"trained on a {meta['zoo_kind']} zoo, not {kind}"
             del models[name], metas[name]
-    columns = ["run_id", "step", "params", "accuracy", zoo_kind(kind).task_column] + (
-        [] if zoo_kind(kind).token_inputs else ["train_loss", "heldout_loss"])
+    columns = sorted({"run_id", "step", "params", zoo_kind(kind).task_column, *target_columns(kind)})
     table = load_table(zoo, columns=columns, checksums=False)
     if progress:
         print(f"downstream evaluation: {len(models)} encoder(s) + 2 baselines on {zoo} ({kind}, {len(table)} snapshots), "
@@ -241,13 +235,13 @@ def evaluate_sweep(
         "representation": "encoder output divided by its L2 norm (16-d), frozen",
         "train_splits": ["train", "ood_train"],
         "test_splits": ["val", "ood_test"],
-        "targets": {t.name: {"kind": t.kind, "outputs": t.n_out, "metrics": list(t.metrics), "description": t.description}
+        "targets": {t.name: {"kind": t.form, "outputs": t.n_out, "metrics": list(t.metrics), "description": t.description}
                     for t in targets_for(kind, snapshots)},
         "rows": next(iter(out["encoders"].values()), out["baselines"]["random"])["rows"],
         "encoders": out["encoders"],
         "baselines": out["baselines"],
         "skipped": skipped,
-        "chance": chance_levels(kind, len(snapshots)),
+        "chance": chance_levels(kind, snapshots),
         "final": final,
         "seconds": round(time.time() - t_start, 1),
     }
@@ -267,15 +261,17 @@ def evaluate_final_seeds(folder: SweepFolder, table, kind: str, split_seed: int,
     encoder seed]}}, "intervals": {target.metric: {split: interval}}, "effective_dim": [...]}}``."""
     from .downstream import evaluate_representations, participation_ratio, representations
     from .statistics import mean_interval
-    from ..sweep.summary import read_final
+    from ..results.records import read_final
     from ..train import load_checkpoint
 
     out = {}
     for enc, roles in read_final(folder).items():
-        best = roles.get("best") or {}
+        best = roles.get("best")
+        if best is None:
+            continue
         done, values, dims = [], {}, []
         t0 = time.time()
-        for seed, trial_id, status in zip(best.get("seeds", []), best.get("trial_ids", []), best.get("status", [])):
+        for seed, trial_id, status in zip(best.seeds, best.trial_ids, best.status):
             rec_path = folder.final_record(enc, trial_id)
             ckpt = json.loads(rec_path.read_text()).get("checkpoint") if rec_path.is_file() else None
             if status == "failed" or not ckpt or not Path(ckpt).is_dir():
@@ -300,204 +296,45 @@ def evaluate_final_seeds(folder: SweepFolder, table, kind: str, split_seed: int,
 
 
 # ------------------------------------------------------------------------------------------------
-# summary.csv / summary.md
+# summary.csv
 
 
 def _cell(v) -> str:
     return "" if v is None else repr(float(v)) if isinstance(v, float) else str(v)
 
 
-def summary_columns(doc: Mapping) -> dict:
-    """The downstream part of ``summary.csv`` / ``summary.md`` as data, for the sweep's summary
-    writer (:func:`rnnray.sweep.store.write_summary`): CSV fields and values, markdown columns and
-    cells (the headline OOD-test metrics) and the section comparing encoders with the baselines."""
+def summary_csv_columns(doc: Mapping) -> dict:
+    """The downstream columns of ``summary.csv``, as data: ``csv_fields`` and ``csv`` (encoder ->
+    field -> value): every metric's mean and std over predictor seeds, and the effective dimension."""
     kind, snaps = doc["zoo_kind"], doc.get("snapshot_steps")
     encoders = doc.get("encoders", {})
     fields = [c + s for c, *_ in metric_columns(kind, snaps) for s in ("", "_std")]
-    pairs = headline(kind, snaps)
     csv_rows = {}
     for name, res in encoders.items():
         flat = flat_metrics(res, kind, snaps)
         csv_rows[name] = {f: _cell(flat.get(f)) for f in fields}
-    fields.append("effective_dim")
-    for name, res in encoders.items():
         csv_rows[name]["effective_dim"] = _cell(res.get("effective_dim"))
-    md_rows = {name: [fmt_cell(res.get("results", {}).get(t, {}).get("ood_test", {}).get(m)) for t, m in pairs]
-               + [fmt_dim(res.get("effective_dim"))] for name, res in encoders.items()}
-    return {"csv_fields": fields, "csv": csv_rows,
-            "md_columns": [f"{MD_PREFIX}{column_label(t, m)} (OOD)" for t, m in pairs] + ["effective dim"],
-            "md": md_rows, "md_section": downstream_section(doc)}
+    return {"csv_fields": fields + ["effective_dim"], "csv": csv_rows}
 
 
 def update_summary(sweep_dir: Path, doc: Mapping) -> None:
-    """Write ``summary.csv``, ``summary.md`` and ``best.json`` again, whole, from the trial records
-    and ``doc``: the sweep's columns and the downstream ones (no editing of the files as text)."""
-    from ..sweep import SweepConfig, collect_trials, summarise, write_summary
+    """Write ``summary.csv`` and ``best.json`` again, whole, from the trial records and ``doc``: the
+    sweep's columns and the downstream ones (``summary.md`` is the report's: rnnray.report.summary)."""
+    from ..sweep import collect_trials, summarise, write_summary
 
     folder = SweepFolder(Path(sweep_dir))
-    sweep = read_json(folder.sweep_json, "not a sweep folder")
-    try:
-        cfg = SweepConfig.model_validate(sweep["config"])
-    except Exception as e:  # noqa: BLE001 - pydantic's ValidationError or a missing key: one line
-        raise UsageError(f"{folder.sweep_json}: its sweep config does not validate ({e.__class__.__name__})") from None
+    cfg = sweep_config(folder)
     records = {enc: collect_trials(folder, enc) for enc in cfg.encoders}
     rows, best = summarise(sweep_dir, cfg, records)
-    write_summary(sweep_dir, rows, best, cfg, downstream=summary_columns(doc))
+    write_summary(sweep_dir, rows, best, cfg, downstream=summary_csv_columns(doc))
 
 
-def headline(kind: str, snaps=None) -> list[tuple[str, str]]:
-    """(target, metric) pairs shown in markdown tables."""
-    return [(t.name, m) for t in targets_for(kind, snaps) for m in t.metrics if m not in NOT_HEADLINE]
+def sweep_config(folder: SweepFolder):
+    """The sweep's validated config from ``sweep.json``; one line naming the file when it does not validate."""
+    from ..sweep import SweepConfig
 
-
-def fmt_cell(cell: Mapping | None, digits: int = 3) -> str:
-    if not cell or cell.get("mean") is None:
-        return "—"
-    std = cell.get("std")
-    return f"{cell['mean']:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
-
-
-def fmt_dim(value) -> str:
-    """An effective dimension for a table cell, flagged when the representation has collapsed."""
-    from .downstream import COLLAPSED_BELOW
-
-    if value is None or not math.isfinite(float(value)):
-        return "—"
-    return f"{float(value):.2f}" + (" (collapsed)" if float(value) < COLLAPSED_BELOW else "")
-
-
-def effective_dim_lines(doc: Mapping) -> list[str]:
-    """One paragraph: every representation's effective dimension, and what it means."""
-    from .downstream import COLLAPSED_BELOW
-
-    dims = [(n, r.get("effective_dim")) for n, r in doc.get("encoders", {}).items()]
-    rnd = doc.get("baselines", {}).get("random", {}).get("effective_dim")
-    if not any(d is not None for _, d in dims):
-        return []
-    text = "; ".join(f"{n} {fmt_dim(d)}" for n, d in dims) + (f"; random baseline {fmt_dim(rnd)}" if rnd is not None else "")
-    collapsed = [n for n, d in dims if d is not None and math.isfinite(float(d)) and float(d) < COLLAPSED_BELOW]
-    return ["", f"Effective dimension of the representations (participation ratio of their covariance over all "
-                f"{sum(doc.get('rows', {}).get(s, 0) for s in ('fit', 'val', 'ood_test'))} snapshots: 1 = one direction, "
-                f"16 = spread evenly): {text}."
-            + (f" Collapsed (below {COLLAPSED_BELOW:g}): {', '.join(collapsed)}; their downstream scores and any "
-               "comparison built on them measure little more than how far training has gone." if collapsed else "")]
-
-
-def chance_text(doc: Mapping) -> str:
-    """The chance levels beside the metrics, in words."""
-    chance = doc.get("chance") or {}
-    parts = [f"{column_label(*k.split('.'))} {v:.3g}" for k, v in chance.items()]
-    return ("Chance: " + ", ".join(parts) + "; for the errors (MAE, angle) the random baseline is the chance level."
-            if parts else "")
-
-
-def final_seeds_lines(doc: Mapping) -> list[str]:
-    """The headline metrics over each encoder's final seeds: mean (95 % interval over encoder seeds)."""
-    final = doc.get("final") or {}
-    if not final:
-        return []
-    pairs = headline(doc["zoo_kind"], doc.get("snapshot_steps"))
-    lines = ["", "Over the final seeds of each encoder's best configuration (OOD-test half): mean (95 % Student-t "
-                 "interval over encoder seeds; each seed's figure is the mean over the predictor seeds).", "",
-             "| representation | encoder seeds | " + " | ".join(column_label(t, m) for t, m in pairs) + " |",
-             "| --- | --- |" + " --- |" * len(pairs)]
-    for enc, res in final.items():
-        cells = []
-        for t, m in pairs:
-            iv = (res.get("intervals", {}).get(f"{t}.{m}") or {}).get("ood_test") or {}
-            cells.append(interval_text(iv, 3))
-        lines.append(f"| {enc} | {len(res.get('seeds', []))} | " + " | ".join(cells) + " |")
-    chance = doc.get("chance") or {}
-    lines.append("| chance | — | " + " | ".join(f"{chance[f'{t}.{m}']:.3g}" if f"{t}.{m}" in chance else "random baseline"
-                                              for t, m in pairs) + " |")
-    return lines
-
-
-def column_label(target: str, metric: str) -> str:
-    return f"{target} {METRIC_LABELS.get(metric, metric)}"
-
-
-def downstream_table(doc: Mapping, names: Sequence[tuple[str, Mapping]], split: str = "ood_test") -> list[str]:
-    """Markdown table: one row per (label, result), one column per headline metric."""
-    pairs = headline(doc["zoo_kind"], doc.get("snapshot_steps"))
-    lines = ["| representation | " + " | ".join(column_label(t, m) for t, m in pairs) + " |",
-             "| --- |" + " --- |" * len(pairs)]
-    for label, res in names:
-        cells = [fmt_cell(res.get("results", {}).get(t, {}).get(split, {}).get(m)) for t, m in pairs]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def downstream_section(doc: Mapping) -> list[str]:
-    """The summary's downstream section: encoders beside both baselines, OOD-test half and validation."""
-    encoders = doc.get("encoders", {})
-    n_seeds = len(doc.get("seeds", []))
-    sup = doc.get("baselines", {}).get("supervised", {})
-    names = [(n, r) for n, r in encoders.items()] + [
-        ("baseline: random", doc.get("baselines", {}).get("random", {})),
-        (f"baseline: supervised {sup.get('encoder', '')} (end to end)", sup)]
-    section = [
-        "",
-        MD_BEGIN,
-        "## Downstream tasks",
-        "",
-        f"Frozen representations, predictor trained on the train split plus half of the OOD tasks; mean ± std over "
-        f"{n_seeds} predictor seeds. `ds` columns above and the tables below: the held-out OOD half; "
-        f"details in `{DOWNSTREAM_FILE}`.",
-        "",
-        *([chance_text(doc), ""] if doc.get("chance") else []),
-        "OOD-test half:",
-        "",
-        *downstream_table(doc, names),
-        "",
-        "Validation split:",
-        "",
-        *downstream_table(doc, names, split="val"),
-        *effective_dim_lines(doc),
-        *final_seeds_lines(doc),
-    ]
-    if doc.get("skipped"):
-        section += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in doc["skipped"].items())]
-    section.append(MD_END)
-    return section
-
-
-# ------------------------------------------------------------------------------------------------
-# command
-
-
-def print_summary(doc: Mapping) -> None:
-    print()
-    print("\n".join(downstream_table(doc, list(doc["encoders"].items()) + list(
-        (f"baseline: {k}", v) for k, v in doc["baselines"].items()))))
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m rnnray.evaluate",
-                                description="Downstream evaluation of a sweep's best encoders (frozen representations) and baselines.")
-    p.add_argument("results", help="a sweep folder, or a results directory (its latest sweep)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="predictor seeds (default 0 1 2)")
-    p.add_argument("--steps", type=int, default=None, help=f"optimisation steps per predictor (default {PredictorConfig.steps})")
-    p.add_argument("--supervised-encoder", default=None, help="encoder of the end-to-end supervised baseline (default stats)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = p.parse_args(argv)
-    with friendly_errors(args.debug):
-        if args.steps is not None and args.steps < 1:
-            raise UsageError("--steps must be at least 1")
-        from ..encoders import ENCODERS
-
-        if args.supervised_encoder is not None and args.supervised_encoder not in ENCODERS:
-            raise UsageError(f"--supervised-encoder {args.supervised_encoder!r}: choose from {', '.join(ENCODERS)}")
-        check_device(args.device)
-        sweep_dir = resolve(args.results)
-        read_json(SweepFolder(sweep_dir).best_json, "no best trials yet: has the sweep finished a trial?")
-        print(f"sweep folder: {sweep_dir}", flush=True)
-        doc = evaluate_sweep(sweep_dir, seeds=args.seeds, config=None if args.steps is None else PredictorConfig(steps=args.steps),
-                             device=args.device, supervised_encoder=args.supervised_encoder)
-    print_summary(doc)
-    print(f"\nwritten: {SweepFolder(sweep_dir).downstream_json}, summary.csv, summary.md  ({doc['seconds']:.0f} s)")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    sweep = read_json(folder.sweep_json, "not a sweep folder")
+    try:
+        return SweepConfig.model_validate(sweep["config"])
+    except Exception as e:  # noqa: BLE001 - pydantic's ValidationError or a missing key: one line
+        raise UsageError(f"{folder.sweep_json}: its sweep config does not validate ({e.__class__.__name__})") from None

@@ -265,116 +265,43 @@ def sweep_oracles(sweep_dir, cfg, progress: bool = True):
     return path
 
 
-def _against(values: Sequence[float], oracle: Sequence[float]) -> tuple[str, bool, bool]:
-    """``values`` (an encoder's seeds) against an oracle's seeds: the cell, and whether they are
-    significantly lower / higher (Welch, two-sided, ``ALPHA``)."""
+def against(values: Sequence[float], oracle: Sequence[float]) -> dict[str, Any]:
+    """``values`` (an encoder's seeds) against an oracle's seeds, as data: the difference of means,
+    Welch's two-sided p, and whether they are significantly lower / higher at ``ALPHA`` (``p`` is
+    None with fewer than 2 seeds on a side)."""
     from .statistics import welch
 
     w = welch(values, oracle)
     if w is None:
-        return "— (fewer than 2 seeds)", False, False
-    side = "lower" if w.diff < 0 else "higher"
+        return {"diff": None, "p": None, "lower": False, "higher": False, "test": "welch"}
     sig = w.p < ALPHA
-    return f"{side} by {abs(w.diff):.4f}, p = {w.p:.2g}" + ("" if sig else " (n.s.)"), sig and w.diff < 0, sig and w.diff > 0
+    return {"diff": w.diff, "p": w.p, "lower": sig and w.diff < 0, "higher": sig and w.diff > 0, "test": "welch"}
 
 
-def oracle_section(folder) -> list[str]:
-    """The report's lines on the oracles: their losses, and each encoder's final seeds against them."""
-    from .statistics import interval_text, mean_interval
-    from ..sweep.summary import read_final
+def oracle_comparisons(folder) -> dict[str, Any]:
+    """Each encoder's best configuration (its final seeds' validation losses) against the ``step``
+    and ``task+step`` oracles, and the reading that follows: ``{"alpha", "refs", "encoders": {enc:
+    {"val_loss": [...], "vs": {mode: against(...)}, "reading": str}}}``; empty without
+    ``oracles.json`` or ``final.json``."""
+    from ..results.records import read_final, read_oracles
 
-    if not folder.oracles_json.is_file():
-        return []
-    doc = json.loads(folder.oracles_json.read_text())
-    modes = doc.get("modes", {})
-    lines = ["", "Label oracles (`oracles.json`, `python -m rnnray.label_oracle`): the same emulator, settings and "
-             "seeds as the final runs, given learned embeddings of each snapshot's known labels instead of an "
-             "encoder's representation: `constant` one vector for all, `step` only how far training went, `task` "
-             "only the task, `task+step` both; mean (95 % Student-t interval over seeds).", "",
-             "| representation | seeds | val loss | OOD loss |", "| --- | --- | --- | --- |"]
-    for mode, r in modes.items():
-        lines.append(f"| oracle: {mode} | {len(r.get('runs', []))} | {interval_text(r.get('val_loss'))} | "
-                     f"{interval_text(r.get('ood_loss'))} |")
-    refs = [m for m in ("step", "task+step") if m in modes]
+    oracles = read_oracles(folder)
     final = read_final(folder)
+    refs = [m for m in ("step", "task+step") if m in oracles.modes]
     if not refs or not final:
-        return lines
-    oracle = {m: [r["best_val_loss"] for r in modes[m]["runs"]] for m in refs}
-    lines += ["", "Each encoder's best configuration (its final seeds' validation losses) against the oracles, "
-                  f"Welch's t-test, two-sided, p < {ALPHA}. Not significantly below `step`: no sign that the "
-                  "representation carries more than how far training went.", "",
-              "| encoder | val loss | " + " | ".join(f"vs `{m}`" for m in refs) + " | reading |",
-              "| --- | --- |" + " --- |" * len(refs) + " --- |"]
+        return {}
+    seeds = {m: oracles.modes[m].val_losses for m in refs}
+    out: dict[str, Any] = {"alpha": ALPHA, "refs": refs, "encoders": {}}
     for enc, roles in final.items():
-        values = [v for v in (roles.get("best") or {}).get("val_loss", []) if v is not None]
-        cells, reading = [], ""
+        values = [v for v in (roles["best"].val_loss if "best" in roles else []) if v is not None]
+        vs = {m: against(values, seeds[m]) for m in refs}
+        reading = ""
         for m in refs:
-            cell, lower, higher = _against(values, oracle[m])
-            cells.append(cell)
             if m == "step":
-                reading = "more than training progress" if lower else "no sign of more than training progress"
-            elif lower:
+                reading = "more than training progress" if vs[m]["lower"] else "no sign of more than training progress"
+            elif vs[m]["lower"]:
                 reading += "; below the task+step oracle"
-            elif not higher:
+            elif not vs[m]["higher"]:
                 reading += "; not distinguishable from the task+step oracle"
-        lines.append(f"| {enc} | {mean_interval(values).text()} | " + " | ".join(cells) + f" | {reading.lstrip('; ')} |")
-    return lines
-
-
-def render(result: Mapping[str, Any]) -> str:
-    from .statistics import interval_text
-
-    t = result["train"]
-    lines = [f"Label oracles on {result['zoo']} ({result['zoo_kind']}): {t['steps']} steps, lr {t['lr']:g}, "
-             f"emulator {t['emulator_hidden']}; mean (95 % Student-t interval over {len(result['seeds'])} seeds) "
-             "of the best validation loss and the OOD loss there.", "",
-             "| representation | val emulation loss | OOD emulation loss |", "| --- | --- | --- |"]
-    for mode, r in result["modes"].items():
-        lines.append(f"| {mode} | {interval_text(r['val_loss'])} | {interval_text(r['ood_loss'])} |")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..cli import UsageError, friendly_errors
-
-    p = argparse.ArgumentParser(prog="python -m rnnray.label_oracle", description=__doc__.split("\n\n")[0])
-    p.add_argument("sweep", help="sweep YAML: its zoo (built) and its train settings are used")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per oracle, from final.first_seed on (default: the sweep's final.seeds)")
-    p.add_argument("--steps", type=int, default=None, help="emulation steps (default: the sweep's train.steps)")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--out", default=None, help="also write the JSON result to this file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = p.parse_args(argv)
-    with friendly_errors(args.debug):
-        from ..results.atomic import atomic_write_text
-        from ..sweep.settings import load_sweep
-
-        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        bad = [m for m in modes if m not in MODES]
-        if bad or not modes:
-            raise UsageError(f"--modes: {bad[0] if bad else args.modes!r} is not one of {', '.join(MODES)}")
-        for name in ("seeds", "steps", "threads"):
-            value = getattr(args, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name}: must be at least 1 (got {value})")
-        cfg = load_sweep(args.sweep)
-        seeds = args.seeds or max(cfg.final.seeds, 1)
-        if args.steps is not None:
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
-        plan = sweep_plan(cfg)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        first = cfg.final.first_seed  # the final runs' seeds, so oracle and encoder seeds pair up
-        result = run_oracles(plan, [first + i for i in range(seeds)], modes,
-                             progress=None if args.json else lambda line: print(line, flush=True))
-        text = json.dumps(result)
-        if args.out:
-            atomic_write_text(args.out, text + "\n")
-        print(text if args.json else render(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        out["encoders"][enc] = {"val_loss": values, "vs": vs, "reading": reading.lstrip("; ")}
+    return out

@@ -198,23 +198,17 @@ def verdict_rows(results: Mapping[str, Mapping[str, EncoderSeeds]]) -> list[Row]
     return rows
 
 
-def verdict_table(rows: Sequence[Row]) -> list[str]:
-    """The rows as a markdown table (the opening of ``report.md``)."""
-    lines = ["| claim | zoo | our numbers: mean (95 % interval over seeds) | test | verdict |",
-             "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r.claim} | {r.zoo} | {r.numbers} | {r.test} | **{r.verdict}** |" for r in rows]
-    return lines
-
-
 def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
     """A sweep folder's stored results as the verdict's input: zoo kind -> encoder -> its final
     seeds (``final.json``) and its representations' effective dimension (``downstream.json``)."""
     import json
 
-    if not folder.final_json.is_file():
+    from ..results.records import read_final
+
+    finals = read_final(folder)
+    if not finals:
         return {}
     kind = json.loads(folder.sweep_json.read_text()).get("zoo_kind")
-    finals = json.loads(folder.final_json.read_text()).get("encoders", {})
     dims, downstream = {}, {}
     if folder.downstream_json.is_file():
         doc = json.loads(folder.downstream_json.read_text())
@@ -228,22 +222,8 @@ def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
     study = {}
     for enc, roles in finals.items():
         def values(role: str) -> list[float]:
-            return [math.nan if v is None else float(v) for v in (roles.get(role) or {}).get("val_loss", [])]
+            return [math.nan if v is None else float(v) for v in (roles[role].val_loss if role in roles else [])]
 
         study[enc] = EncoderSeeds(val_loss=values("best"), preset_val_loss=values("paper"),
                                   downstream=downstream.get(enc, {}), effective_dim=dims.get(enc))
     return {kind: study}
-
-
-def verdict_section(folder) -> list[str]:
-    """The opening of ``report.md``: the claims' table, or why there is none."""
-    study = study_from_sweep(folder)
-    lines = ["## Verdict: the paper's claims", ""]
-    if not study:
-        return lines + ["No final seeds in this sweep (`final.seeds: 0`), so no claim can be tested: each encoder "
-                        "was trained once per configuration. Set `final.seeds` (3 or more) in the sweep file.", ""]
-    lines += ["Computed from this sweep's stored results (`final.json`: each encoder's best configuration and paper "
-              "preset retrained with new seeds; `downstream.json`). " + TEST.capitalize() + " unless the row says "
-              "otherwise; *not measured*: the sweep has no results for that zoo, encoder group or metric "
-              "(downstream claims need the downstream evaluation of the final seeds).", ""]
-    return lines + verdict_table(verdict_rows(study)) + [""]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..results.atomic import replacing
-from ..analysis.evaluate import column_label, headline
+from .downstream import column_label, headline
 
 PCA_MAX_ROWS = 4000
 

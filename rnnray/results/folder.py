@@ -8,6 +8,7 @@ naming the most recent one. A sweep folder::
     best.json                       each encoder's best trial: config, metrics, checkpoint
     downstream.json                 the downstream evaluation (rnnray.analysis.evaluate)
     oracles.json                    the label oracles after the final runs (rnnray.analysis.oracles)
+    analysis.json                   every number the report prints (rnnray.analysis.findings)
     report.md, figures/             the report (rnnray.report)
     tune/ENCODER/                   Ray Tune's experiment state (what --resume restores)
     optuna.journal                  every encoder's Optuna study (optuna-dashboard reads it)
@@ -51,6 +52,11 @@ class SweepFolder:
     @property
     def sweep_json(self) -> Path:
         return self.path / SWEEP_FILE
+
+    @property
+    def analysis_json(self) -> Path:
+        """What the report prints, as data (rnnray.analysis.findings)."""
+        return self.path / "analysis.json"
 
     @property
     def summary_md(self) -> Path:

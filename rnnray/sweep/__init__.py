@@ -46,7 +46,7 @@ from .final import final_runs, run_final, summarise_final, write_final
 from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
                        load_sweep, startup_trials, tpe_sampler)
 from .space import check_budget, define_by_run, encoder_space, is_paper_config, paper_point
-from .summary import collect_trials, markdown_table, summarise, sweep_dir_for, write_summary
+from .summary import collect_trials, summarise, sweep_dir_for, write_summary
 from .tracking import check_trackers, tracker_callbacks
 from .trial import TrialSetup, run_trial, trial_record
 
@@ -56,7 +56,7 @@ __all__ = ["EXIT_INTERRUPTED", "TRAIN_RESULT", "TUNE_METRIC", "DownstreamSetting
            "SweepInterrupted", "TrialResources", "TrialSetup", "TuneSettings", "absolute_paths", "check_budget", "check_search",
            "check_trackers", "tracker_callbacks",
            "collect_trials",
-           "define_by_run", "encoder_space", "final_runs", "run_final", "summarise_final", "write_final", "ensure_zoo", "is_paper_config", "load_sweep", "markdown_table",
+           "define_by_run", "encoder_space", "final_runs", "run_final", "summarise_final", "write_final", "ensure_zoo", "is_paper_config", "load_sweep",
            "paper_point", "run_encoder", "run_sweep", "run_trial", "startup_trials", "summarise", "sweep_dir_for",
            "tpe_sampler", "trial_record", "write_summary"]
 

@@ -75,14 +75,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .evaluation import DEFAULT_SEEDS, evaluate_all, evaluate_representations, stats_features, supervised_baseline
-from .metrics import COLLAPSED_BELOW, accuracy, chance_levels, angle_difference_deg, angle_error_deg, cos_sin_to_deg, exact_task_accuracy, mae, participation_ratio, r2
+from .metrics import COLLAPSED_BELOW, accuracy, angle_difference_deg, angle_error_deg, cos_sin_to_deg, exact_task_accuracy, mae, participation_ratio, r2
 from .predictors import (RANDOM_SEED, Normalize, PredictorConfig, make_head, random_representations, representations,
                          summarise_seeds, train_predictor, train_predictors)
-from .targets import EVAL_SPLITS, TRAIN_SPLITS, Target, split_rows, target_values, targets_for
+from .targets import (EVAL_SPLITS, TARGETS, TRAIN_SPLITS, Target, chance_levels, split_rows, target_columns, target_values,
+                      targets_for)
 
 
 __all__ = ["COLLAPSED_BELOW", "chance_levels", "participation_ratio", "DEFAULT_SEEDS", "EVAL_SPLITS", "RANDOM_SEED", "SPLIT_LABELS", "TRAIN_SPLITS", "Normalize", "PredictorConfig",
-           "Target", "accuracy", "angle_difference_deg", "angle_error_deg", "cos_sin_to_deg", "evaluate_all",
+           "TARGETS", "Target", "target_columns", "accuracy", "angle_difference_deg", "angle_error_deg", "cos_sin_to_deg", "evaluate_all",
            "evaluate_representations", "exact_task_accuracy", "flat_metrics", "jsonable", "mae", "make_head",
            "metric_columns", "r2", "random_representations", "representations", "split_rows", "stats_features",
            "summarise_seeds", "supervised_baseline", "target_values", "targets_for", "train_predictor", "train_predictors"]

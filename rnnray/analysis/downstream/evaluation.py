@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from ...config import PREDICTOR_SEEDS
-from .predictors import (RANDOM_SEED, Normalize, PredictorConfig, _Encoded, _predict, _seed, make_head, random_representations,
+from .predictors import (RANDOM_SEED, Normalize, PredictorConfig, _predict, _seed, make_head, random_representations,
                          summarise_seeds, train_predictors)
-from .targets import EVAL_SPLITS, Target, _column, split_rows, target_values, targets_for
+from .targets import EVAL_SPLITS, Target, _column, split_rows, targets_for
 
 DEFAULT_SEEDS = PREDICTOR_SEEDS
 
@@ -34,7 +34,6 @@ def _evaluate(
     """Train one model per (target, seed) with ``make_model`` on the fit rows and score the test splits."""
     device = torch.device(device or "cpu")
     rows = split_rows(table, zoo_kind, split_seed, scheme)
-    ys = target_values(table, zoo_kind, snapshot_steps)
     x_all = torch.from_numpy(np.array(inputs, dtype=np.float32))  # a copy: Arrow-backed arrays are read-only
     if len(x_all) != len(table):
         raise ValueError(f"{len(x_all)} input rows for a table of {len(table)} rows")
@@ -42,10 +41,11 @@ def _evaluate(
     x_fit = x_all[fit].to(device)
     x_eval = {s: x_all[rows[s]].to(device) for s in EVAL_SPLITS}
     results: dict[str, dict] = {}
-    for ti, target in enumerate(targets_for(zoo_kind, snapshot_steps)):
+    for ti, target in enumerate(targets_for(zoo_kind, snapshot_steps, table)):
         if targets is not None and target.name not in targets:
             continue
-        enc = _Encoded(target, ys[target.name], fit)
+        y = target.values(table)
+        enc = target.prepare(y, fit)
         y_fit = enc.train_y[fit].to(device)
         per_seed: dict[str, dict[str, list[float]]] = {s: {m: [] for m in target.metrics} for s in EVAL_SPLITS}
         models = []
@@ -56,7 +56,7 @@ def _evaluate(
         models = train_predictors(models, x_fit, y_fit, enc.loss, cfg, [_seed(seed, ti, 2) for seed in seeds])
         for model in models:
             for s in EVAL_SPLITS:
-                scores = enc.score(_predict(model, x_eval[s]), ys[target.name][rows[s]])
+                scores = enc.score(_predict(model, x_eval[s]), y[rows[s]])
                 for m in target.metrics:
                     per_seed[s][m].append(scores[m])
         results[target.name] = {s: {m: summarise_seeds(v) for m, v in per_seed[s].items()} for s in EVAL_SPLITS}

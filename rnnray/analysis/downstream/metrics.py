@@ -72,12 +72,3 @@ def cos_sin_to_deg(out) -> np.ndarray:
     """(N, 2) (cos, sin) outputs -> angles in [0, 360)."""
     out = np.asarray(out, dtype=np.float64)
     return np.degrees(np.arctan2(out[:, 1], out[:, 0])) % 360.0
-
-
-def chance_levels(zoo_kind: str, n_snapshot_steps: int) -> dict[str, float]:
-    """What guessing scores, per ``target.metric`` where it is a number independent of the data:
-    exact task 1/216, each offset 1/6, the training step 1/(number of snapshot steps), R^2 0 (the
-    test split's own mean). Errors (MAE, angle) have no such number: the random baseline is theirs."""
-    if zoo_kind == "formal_languages":
-        return {"task.exact_acc": 1 / 216, "task.head_acc": 1 / 6, "accuracy.r2": 0.0}
-    return {"step.acc": 1 / max(1, n_snapshot_steps), "accuracy.r2": 0.0, "gap.r2": 0.0}

@@ -15,8 +15,7 @@ from torch import nn
 
 from ...config import PREDICTOR_HIDDEN, PREDICTOR_STEPS
 from ...encoders.common import REPRESENTATION_DIM
-from .metrics import accuracy, angle_error_deg, cos_sin_to_deg, exact_task_accuracy, mae, r2
-from .targets import TASK_OFFSETS, Target, _column
+from .targets import _column
 
 RANDOM_SEED = 12345
 
@@ -73,44 +72,6 @@ class Normalize(nn.Module):
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] % (2**63 - 1))
-
-
-class _Encoded:
-    """A target's training labels and how outputs turn into metrics."""
-
-    def __init__(self, target: Target, y: np.ndarray, fit_rows: np.ndarray):
-        self.target = target
-        self.mean, self.std = 0.0, 1.0
-        if target.kind == "scalar":
-            self.mean = float(y[fit_rows].mean())
-            sd = float(y[fit_rows].std())
-            self.std = sd if sd > 1e-12 else 1.0
-            self.train_y = torch.as_tensor((y - self.mean) / self.std, dtype=torch.float32).unsqueeze(-1)
-        elif target.kind == "angle":
-            rad = np.radians(y)
-            self.train_y = torch.as_tensor(np.stack([np.cos(rad), np.sin(rad)], -1), dtype=torch.float32)
-        else:  # task (N, 3) or class (N,)
-            self.train_y = torch.as_tensor(y, dtype=torch.long)
-
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        kind = self.target.kind
-        if kind == "task":
-            return F.cross_entropy(out.reshape(-1, TASK_OFFSETS), y.reshape(-1))
-        if kind == "class":
-            return F.cross_entropy(out, y)
-        return F.mse_loss(out, y)
-
-    def score(self, out: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        kind = self.target.kind
-        if kind == "task":
-            pred = out.reshape(len(out), -1, TASK_OFFSETS).argmax(-1)
-            return {"exact_acc": exact_task_accuracy(pred, y), "head_acc": accuracy(pred, y)}
-        if kind == "class":
-            return {"acc": accuracy(out.argmax(-1), y)}
-        if kind == "angle":
-            return {"err_deg": angle_error_deg(cos_sin_to_deg(out), y)}
-        pred = out[:, 0].astype(np.float64) * self.std + self.mean
-        return {"r2": r2(y, pred), "mae": mae(y, pred)}
 
 
 def _cosine(cfg: PredictorConfig):
