@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rnnray"
 
 # The pipeline, bottom to top: a module may import its own stage or an earlier one.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("errors", "cli", "paths", "weights", "kinds", "runtime", "rnn", "results.atomic", "results.folder",
+    ("base", ("errors", "cli", "paths", "weights", "kinds", "encoders.catalog", "runtime", "rnn", "results.atomic", "results.folder",
               "results.records", "zoo.languages", "zoo.mnist", "zoo.storage", "analysis.statistics")),
     ("config", ("config",)),
     ("zoo", ("zoo", "zoo.builder", "zoo.trainer", "zoo.check", "zoo.authors")),
@@ -141,3 +141,22 @@ def test_every_user_error_derives_from_one_base(module):
     errors = [v for k, v in vars(mod).items() if isinstance(v, type) and issubclass(v, Exception)
               and v.__module__ == mod.__name__ and k != "SweepInterrupted"]
     assert errors and all(issubclass(e, UserError) for e in errors), errors
+
+
+def test_the_encoder_names_are_one_torch_free_table():
+    """One table of names (rnnray.encoders.catalog), importable without torch; the config checks
+    names against it and the registry builds exactly its entries."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rnnray.encoders.catalog as c; assert 'torch' not in sys.modules, 'torch imported'; "
+            "print(','.join(c.ENCODER_NAMES))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    from rnnray.config import ENCODER_NAMES
+    from rnnray.encoders import ENCODERS
+    from rnnray.encoders.catalog import CATALOG
+    from rnnray.encoders.registry import SPECS
+
+    assert tuple(out.stdout.strip().split(",")) == ENCODER_NAMES == ENCODERS
+    assert {n: (s.kind, s.invariant) for n, s in SPECS.items()} == {n: (e.kind, e.invariant) for n, e in CATALOG.items()}

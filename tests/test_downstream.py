@@ -302,3 +302,25 @@ def test_participation_ratio_on_known_spectra():
     assert ds.participation_ratio(rng.standard_normal((40000, 2)) @ spectrum) == pytest.approx(25 / 17, rel=0.03)
     assert math.isnan(ds.participation_ratio(np.ones((10, 16))))
     assert ds.COLLAPSED_BELOW == 2.0
+
+
+def test_a_new_target_is_one_object_attached_to_a_zoo_kind(monkeypatch):
+    """A target owns its columns, values, loss, score, chance and label: adding one (the training
+    loss of zoo B, as a scalar) is one object in TARGETS, and the evaluation, the chance levels and
+    the report's labels pick it up with no other change."""
+    from rnnray.analysis.downstream import targets as tg
+    from rnnray.report.downstream import headline
+
+    base = tg.TARGETS["mnist"]
+    extra = tg.Scalar("train_loss", "training loss", ("train_loss",), 1, ("r2", "mae"), ("r2",), (("r2", 0.0),))
+    monkeypatch.setitem(tg.TARGETS, "mnist", lambda steps: (*base(steps), extra))
+    table = _mnist_table()
+    steps = [0, 100, 1000, 5000]
+    res = ds.evaluate_representations(np.random.default_rng(0).standard_normal((len(table), 16)).astype(np.float32), table,
+                                      "mnist", 0, (0,), snapshot_steps=steps, config=ds.PredictorConfig(steps=3),
+                                      targets=["train_loss"])
+    assert set(res["results"]) == {"train_loss"} and set(res["results"]["train_loss"]["val"]) == {"r2", "mae"}
+    assert ds.chance_levels("mnist", steps)["train_loss.r2"] == 0.0
+    assert ("train_loss", "r2") in headline("mnist", steps) and ("train_loss", "mae") not in headline("mnist", steps)
+    assert np.allclose(ds.target_values(table, "mnist", steps)["train_loss"], table.column("train_loss").to_numpy())
+    assert extra.label("r2") == "train_loss R²"

@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..encoders.catalog import FUNCTIONALIST, MECHANISTIC
 from .statistics import mean_interval, welch
 
 ALPHA = 0.05
-FUNCTIONALIST = ("noninteractive", "interactive")
-MECHANISTIC = ("flat", "stats", "transformer", "dws")
 HOLDS, FAILS, UNSURE, UNMEASURED = "holds", "does not hold", "inconclusive at this power", "not measured"
 TEST = "Welch's t-test over seeds, two-sided, p < 0.05 for every pair"
 ZOO_NAMES = {"formal_languages": "A (formal languages)", "mnist": "B (sequential MNIST)"}

@@ -12,7 +12,7 @@ from ..kinds import KIND_NAMES
 
 # The encoders and presets by name, which configs are checked against (the encoders themselves, and
 # the presets' hyperparameters, live in rnnray.encoders.registry, which asserts it has these names)
-ENCODER_NAMES = ("flat", "stats", "transformer", "dws", "noninteractive", "interactive")
+from ..encoders.catalog import ENCODER_NAMES  # noqa: E402 - the one table of names, torch-free
 PRESET_NAMES = ("paper",)
 SPLIT_SCHEMES = ("ours", "authors")  # rnnray.emulation.splits: our split by task, or the authors' (SPEC.md 8)
 DEFAULT_PRESET = "paper"

@@ -3,22 +3,24 @@
 Six families (see each module's docstring for its modelling choices): ``flat`` and ``stats``
 (``mlp.py``), ``transformer`` (``transformer.py``), ``dws`` (``dws.py``), ``noninteractive`` and
 ``interactive`` (``probing.py``); and the ``constant`` baseline (``baseline.py``), which ignores
-the weights. ``registry.py`` names them, ``budget.py`` sizes them to a
+the weights. ``catalog.py`` names them (torch-free), ``registry.py`` builds them, ``budget.py`` sizes them to a
 parameter budget and ``augment.py`` permutes hidden neurons for the non-invariant ones.
 """
 
-from .augment import augment
-from .budget import InfeasibleBudget, count_params, fit_to_budget
-from .common import REPRESENTATION_DIM, ZOO_KINDS, resolve_zoo_kind
-from .registry import (
-    BASELINES,
-    ENCODERS,
-    UnknownEncoder,
-    build_encoder,
-    default_hparams,
-    needs_augmentation,
-    search_space,
-)
+import importlib
+
+# name -> submodule; loaded on first use, so ``rnnray.encoders.catalog`` (the names) needs no torch
+_LAZY = {"augment": "augment", "InfeasibleBudget": "budget", "count_params": "budget", "fit_to_budget": "budget",
+         "REPRESENTATION_DIM": "common", "ZOO_KINDS": "common", "resolve_zoo_kind": "common",
+         "BASELINES": "registry", "ENCODERS": "registry", "UnknownEncoder": "registry", "build_encoder": "registry",
+         "default_hparams": "registry", "needs_augmentation": "registry", "search_space": "registry"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BASELINES",

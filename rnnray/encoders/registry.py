@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..config import DEFAULT_PRESET, ENCODER_NAMES, PRESET_NAMES
+from ..config import DEFAULT_PRESET, PRESET_NAMES
+from .catalog import CATALOG, ENCODER_NAMES
 from ..errors import UserError
 from ..weights import Layout
 from .baseline import ConstantRepresentation
@@ -73,51 +74,56 @@ _SCALE = {"input_scale": DEFAULT_INPUT_SCALE}
 _PROBING_PAPER = {"width": 256, "head_width": None, "head_depth": 1, "num_probes": 1, "probe_length": None,
                   "reader_layers": 2, "residual": True}
 
+def _declared(name: str) -> tuple[str, str, bool]:
+    """Name, kind and invariance as the catalog declares them (one table for the names)."""
+    e = CATALOG[name]
+    return e.name, e.kind, e.invariant
+
+
 SPECS: dict[str, EncoderSpec] = {
     s.name: s
     for s in (
         EncoderSpec(
-            "flat", "mechanistic", False, FlatEncoder,
+            *_declared("flat"), FlatEncoder,
             {"width": 128, "head_width": None, "head_depth": 0, "depth": 3, **_SCALE},
             {"depth": [1, 2, 3]},
         ),
         EncoderSpec(
-            "stats", "mechanistic", True, StatsEncoder,
+            *_declared("stats"), StatsEncoder,
             {"width": 768, "head_width": None, "head_depth": 0, "depth": 3, **_SCALE},
             {"depth": [1, 2, 3]},
         ),
         EncoderSpec(
-            "transformer", "mechanistic", False, TransformerEncoder,
+            *_declared("transformer"), TransformerEncoder,
             {"width": 128, "head_width": None, "head_depth": 0, "depth": 6, "heads": 2, "ff_mult": 4,
              "dropout": 0.0, **_SCALE},
             {"depth": [2, 4, 6], "heads": [2, 4, 8], "ff_mult": [2, 4], "dropout": [0.0, 0.1]},
             width_multiple_of="heads",
         ),
         EncoderSpec(
-            "dws", "mechanistic", True, DWSEncoder,
+            *_declared("dws"), DWSEncoder,
             {"width": 48, "head_width": None, "head_depth": 1, "depth": 4, **_SCALE},
             {"depth": [2, 3, 4]},
             head_ratio=128 / 48,
         ),
         EncoderSpec(
-            "noninteractive", "functionalist", True, NonInteractiveProbing,
+            *_declared("noninteractive"), NonInteractiveProbing,
             dict(_PROBING_PAPER), _probing_space(), takes_zoo_kind=True, head_ratio=0.5,
         ),
         EncoderSpec(
-            "interactive", "functionalist", True, InteractiveProbing,
+            *_declared("interactive"), InteractiveProbing,
             dict(_PROBING_PAPER), _probing_space(), takes_zoo_kind=True, head_ratio=0.5,
         ),
-        EncoderSpec("constant", "baseline", True, ConstantRepresentation, {}),
+        EncoderSpec(*_declared("constant"), ConstantRepresentation, {}),
     )
 }
 # The paper's own parameter counts (SPEC.md 5b, zoo A, as the authors count them), for comparison
-PAPER_PARAMS = {"stats": 1.2e6, "flat": 1.80e6, "transformer": 1.28e6, "dws": 1.28e6, "noninteractive": 1.15e6,
-                "interactive": 1.15e6}
+PAPER_PARAMS = {n: e.paper_params for n, e in CATALOG.items() if e.paper_params is not None}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": {name: dict(s.defaults) for name, s in SPECS.items()}}
 assert tuple(PRESETS) == PRESET_NAMES and DEFAULT_PRESET in PRESETS  # the names configs are checked against
 ENCODERS: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind != "baseline")  # the six compared
 BASELINES: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind == "baseline")
-assert ENCODERS == ENCODER_NAMES  # the names sweep files are checked against
+assert ENCODERS == ENCODER_NAMES and tuple(SPECS) == tuple(CATALOG)  # the catalog's names, every one built
 
 
 def get_spec(name: str) -> EncoderSpec:
