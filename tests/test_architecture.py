@@ -160,3 +160,17 @@ def test_the_encoder_names_are_one_torch_free_table():
 
     assert tuple(out.stdout.strip().split(",")) == ENCODER_NAMES == ENCODERS
     assert {n: (s.kind, s.invariant) for n, s in SPECS.items()} == {n: (e.kind, e.invariant) for n, e in CATALOG.items()}
+
+
+def test_the_zoo_kind_is_spelled_in_one_place():
+    """Outside the kinds table, the config models and the zoo recipes (where each kind's recipe and
+    file formats live), no module compares a zoo kind's name: it looks the difference up in
+    rnnray.kinds (layout, task, inputs) or in the table that owns it (downstream targets)."""
+    import re
+
+    pattern = re.compile(r'''[!=]=\s*["'](formal_languages|mnist)["']|["'](formal_languages|mnist)["']\s*[!=]=''')
+    allowed = ("kinds.py", "config/", "zoo/")
+    hits = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py"))
+            if not p.relative_to(PACKAGE).as_posix().startswith(allowed)
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, hits

@@ -36,7 +36,7 @@ def departures(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """``(setting, this sweep, the paper)`` for every science-relevant setting of a sweep's config
     (``sweep.json``'s ``config``) that differs from the paper's."""
     from ..config import TrainSettings
-    from ..config.zoo import FormalLanguagesZoo, MnistZoo
+    from ..config.zoo import ZOO_MODELS, FormalLanguagesZoo
 
     out: list[tuple[str, str, str]] = []
     if cfg.get("budget") is not None and cfg["budget"] != PAPER_BUDGET:
@@ -49,7 +49,7 @@ def departures(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             out.append((f"train.{name}", _text(train[name]), _text(field.default)))
     zoo = cfg.get("zoo")
     if isinstance(zoo, Mapping):  # a zoo built by this sweep (a path: an existing zoo, its own recipe)
-        model = MnistZoo if zoo.get("kind") == "mnist" else FormalLanguagesZoo
+        model = ZOO_MODELS.get(zoo.get("kind"), FormalLanguagesZoo)
         for name, field in model.model_fields.items():
             if name in _ZOO_IGNORED or name not in zoo:
                 continue

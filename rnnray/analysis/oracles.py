@@ -33,10 +33,11 @@ import torch
 from torch import nn
 
 from ..config import ORACLE_MODES as MODES
+from ..kinds import KINDS
 from ..encoders.common import REPRESENTATION_DIM
 
 ALPHA = 0.05  # the verdict's level (rnnray.analysis.verdict)
-OFFSET_VALUES = 6  # zoo A offsets t1..t3 take 6 values, -3..2
+from ..kinds import TASK_OFFSET_VALUES as OFFSET_VALUES  # noqa: E402 - zoo A offsets t1..t3 take 6 values, -3..2
 
 
 class LabelRepresentation(nn.Module):
@@ -54,10 +55,10 @@ class LabelRepresentation(nn.Module):
         self.step = nn.Embedding(n_steps, rep_dim) if "step" in mode else None
         if "task" not in mode:
             self.task = None
-        elif zoo_kind == "formal_languages":
-            self.task = nn.ModuleList(nn.Embedding(OFFSET_VALUES, rep_dim) for _ in range(3))
-        else:
-            self.task = nn.Linear(2, rep_dim)
+        elif KINDS[zoo_kind].task.categorical:  # zoo A: one embedding per offset, summed (reaches unseen tasks)
+            self.task = nn.ModuleList(nn.Embedding(OFFSET_VALUES, rep_dim) for _ in range(KINDS[zoo_kind].task.n_features))
+        else:  # zoo B: the angle's (cos, sin)
+            self.task = nn.Linear(KINDS[zoo_kind].task.n_features, rep_dim)
 
     def forward(self, labels: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``labels`` in the place of an encoder's flat weights (so :class:`~rnnray.emulation.emulator.EmulationModel`
@@ -88,11 +89,7 @@ class Labels:
 
 def task_features(kind: str, tasks: Sequence) -> torch.Tensor:
     """Task keys (offset tuples with t0 = 0, or angles in degrees) -> the oracle's task input."""
-    if kind == "formal_languages":
-        t = np.asarray([list(k) for k in tasks], dtype=np.int64).reshape(len(tasks), 4)
-        return torch.from_numpy(t[:, 1:] + 3)
-    rad = np.deg2rad(np.asarray(tasks, dtype=np.float64))
-    return torch.from_numpy(np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32))
+    return torch.from_numpy(KINDS[kind].task.features(tasks))
 
 
 def row_labels(kind: str, run_id: np.ndarray, step: np.ndarray, run_task: Mapping[int, Any],

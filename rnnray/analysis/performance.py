@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..kinds import zoo_kind
+
 
 FORMAL_SAMPLE_LENGTH = 41  # tokens after BOS, as the zoo sampled its RNNs
 
@@ -153,7 +155,7 @@ def performance_prediction(models: Mapping, table, manifest: Mapping, zoo: str, 
     params = _np(table, "params")[rows]
     real = _np(table, "accuracy")[rows].astype(np.float64)
     out: dict = {"rows": len(rows), "split": split.tolist(), "real": real.tolist(), "encoders": {}}
-    if kind == "formal_languages":
+    if zoo_kind(kind).generative:  # samples from the emulator, checked against the language
         tasks = _np(table, "task")[rows]
         out.update(quantity="accuracy (fraction of samples in the language)",
                    method=f"{n_samples} strings sampled from the emulator per RNN, checked with in_language")

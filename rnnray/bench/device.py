@@ -188,11 +188,12 @@ def bench_zoo(device: torch.device, quick: bool, log) -> dict:
 
 def bench_train(device: torch.device, quick: bool, log) -> dict:
     from .train import benchmark
+    from ..kinds import KIND_NAMES
     from ..runtime.machine import matmul_gflops
 
     rate = matmul_gflops(device)
     runs = []
-    for kind in ("formal_languages", "mnist"):
+    for kind in KIND_NAMES:
         r = benchmark(["flat"] if quick else None, kind=kind, batch=8 if quick else 64, emulator_hidden=16 if quick else 256,
                       steps=1 if quick else 20, warmup=1 if quick else 3, reps=1 if quick else 3, device=device,
                       matmul_rate=rate)

@@ -53,7 +53,7 @@ def synthetic_snapshots(kind: str, layout: Layout, rows: int, sequences: int, se
     g = np.random.default_rng(seed)
     bound = 1 / math.sqrt(layout.hidden)
     params = g.uniform(-bound, bound, size=(rows, layout.num_params)).astype(np.float32)
-    if kind == "formal_languages":
+    if zoo_kind(kind).token_inputs:
         inputs = g.integers(0, 6, size=(rows, sequences, 42)).astype(np.int16)
         logits = g.normal(size=(rows, sequences, 41, 6))
         targets = (logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype(np.float16)

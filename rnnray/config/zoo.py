@@ -105,6 +105,7 @@ class MnistZoo(_ZooBase):
 
 
 ZooConfig = Annotated[Union[FormalLanguagesZoo, MnistZoo], Field(discriminator="kind")]
+ZOO_MODELS = {"formal_languages": FormalLanguagesZoo, "mnist": MnistZoo}  # zoo kind -> its recipe's model
 _zoo_adapter = TypeAdapter(ZooConfig)
 
 

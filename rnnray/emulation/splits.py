@@ -61,22 +61,12 @@ def _round_half_up(x: float) -> int:
 
 def task_key(kind: str, task) -> Hashable:
     """A task as a hashable, orderable value: the offset tuple (zoo A) or the angle as a float (zoo B)."""
-    if kind == "formal_languages":
-        return tuple(int(v) for v in np.asarray(task).reshape(-1))
-    if kind == "mnist":
-        return float(np.asarray(task).reshape(()))
-    raise ValueError(f"unknown zoo kind {kind!r}; expected one of {KINDS}")
+    return zoo_kind(kind).task.key(task)
 
 
 def criterion(kind: str, task) -> float:
     """The sort key whose largest values are OOD: count entropy (zoo A) or angle (zoo B)."""
-    key = task_key(kind, task)
-    if kind == "mnist":
-        return key
-    t = np.asarray(key, dtype=np.float64)
-    counts = np.sort(1.0 + t - t.min())  # sorted: permuted offsets give bit-identical entropies
-    p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return zoo_kind(kind).task.criterion(task_key(kind, task))
 
 
 def split_sizes(n: int) -> dict[str, int]:
@@ -112,18 +102,14 @@ def ood_halves(ood_tasks: Iterable, kind: str, seed: int = 0) -> dict[Hashable, 
 
 def authors_criterion(kind: str, task) -> float:
     """The authors' sort key: zoo A's entropy exactly as they compute it (unsorted counts, log(p + 1e-6)), zoo B's angle."""
-    if kind == "mnist":
-        return float(np.asarray(task, dtype=np.float64).reshape(()))
-    t = np.asarray(task, dtype=np.int64).reshape(-1)
-    p = (1 + t - t.min()) / (1 + t - t.min()).sum()
-    return float(-(p * np.log(p + 1e-6)).sum())
+    return zoo_kind(kind).task.authors_criterion(task)
 
 
 def authors_split_tasks(tasks: Iterable, kind: str) -> tuple[dict[Hashable, str], dict[Hashable, str]]:
     """Distinct tasks -> train | val | ood, and OOD tasks -> ood_train | ood_test, as the authors split
     their released zoos (see the module docstring)."""
     keys = {task_key(kind, t) for t in tasks}
-    arr = np.unique(np.array(sorted(keys), dtype=np.int64 if kind == "formal_languages" else np.float64).reshape(len(keys), -1), axis=0)
+    arr = np.unique(np.array(sorted(keys), dtype=zoo_kind(kind).task.dtype).reshape(len(keys), -1), axis=0)
     n = len(arr)
     if n < 3:
         raise ValueError(f"need at least 3 distinct tasks to make train/val/OOD splits, got {n}")

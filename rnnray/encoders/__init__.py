@@ -4,13 +4,13 @@ Six families (see each module's docstring for its modelling choices): ``flat`` a
 (``mlp.py``), ``transformer`` (``transformer.py``), ``dws`` (``dws.py``), ``noninteractive`` and
 ``interactive`` (``probing.py``); and the ``constant`` baseline (``baseline.py``), which ignores
 the weights. ``catalog.py`` names them (torch-free), ``registry.py`` builds them, ``budget.py`` sizes them to a
-parameter budget and ``augment.py`` permutes hidden neurons for the non-invariant ones.
+parameter budget and ``augmentation.py`` permutes hidden neurons for the non-invariant ones.
 """
 
 import importlib
 
 # name -> submodule; loaded on first use, so ``rnnray.encoders.catalog`` (the names) needs no torch
-_LAZY = {"augment": "augment", "InfeasibleBudget": "budget", "count_params": "budget", "fit_to_budget": "budget",
+_LAZY = {"augment": "augmentation", "InfeasibleBudget": "budget", "count_params": "budget", "fit_to_budget": "budget",
          "REPRESENTATION_DIM": "common", "ZOO_KINDS": "common", "resolve_zoo_kind": "common",
          "BASELINES": "registry", "ENCODERS": "registry", "UnknownEncoder": "registry", "build_encoder": "registry",
          "default_hparams": "registry", "needs_augmentation": "registry", "search_space": "registry"}

@@ -44,6 +44,7 @@ from torch import nn
 from .. import rnn
 from ..weights import Layout
 from .common import head
+from ..kinds import KINDS
 
 BOS = 4
 DEFAULT_PROBE_LENGTH = {"formal_languages": 22, "mnist": 50}
@@ -64,10 +65,10 @@ class _Probing(nn.Module):
 
     def activate(self, raw: torch.Tensor) -> torch.Tensor:
         """Learned unconstrained values -> valid probe inputs."""
-        return F.softmax(raw, dim=-1) if self.zoo_kind == "formal_languages" else torch.sigmoid(raw)
+        return F.softmax(raw, dim=-1) if KINDS[self.zoo_kind].token_inputs else torch.sigmoid(raw)
 
     def answer(self, outputs: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(outputs, dim=-1) if self.zoo_kind == "formal_languages" else outputs
+        return F.log_softmax(outputs, dim=-1) if KINDS[self.zoo_kind].token_inputs else outputs
 
 
 class NonInteractiveProbing(_Probing):
@@ -77,7 +78,7 @@ class NonInteractiveProbing(_Probing):
                  probe_length: int | None, reader_layers: int, head_depth: int = 1, residual: bool = True):
         super().__init__(layout, zoo_kind, width, head_width, head_depth, num_probes, probe_length)
         raw = torch.randn(num_probes, self.probe_length, layout.input_size)
-        if zoo_kind == "formal_languages":
+        if KINDS[zoo_kind].token_inputs:  # a probe starts near BOS, as the RNN's own inputs do
             raw[:, 0, BOS] += 3.0
         self.probe_raw = nn.Parameter(raw)
         self.residual = residual

@@ -62,7 +62,6 @@ def write_report(
     is missing (``evaluate_missing``)."""
     from ..analysis.downstream import representations, split_rows
     from ..zoo import load_table, read_manifest
-    from ..zoo.languages import ALL_TASKS
 
     # load: the sweep's files, its encoders and the zoo's rows
     t0 = time.time()
@@ -107,12 +106,9 @@ def write_report(
     fig_dir = folder.figures
     trial_dicts = {enc: [asdict(r) for r in recs] for enc, recs in trials.items()}
     studies = sweep_studies(sweep_dir, encoders)
-    if kind == "formal_languages":
-        index = {tuple(int(v) for v in t): i for i, t in enumerate(ALL_TASKS)}
-        colour = np.array([index[tuple(int(v) for v in t)] for t in _np(table, "task")[pick]])
-        task_label, cmap = "task (index of t1 t2 t3, base 6)", "turbo"
-    else:
-        colour, task_label, cmap = _np(table, "angle")[pick], "angle (degrees)", "twilight"
+    tasks = zoo_kind(kind).task
+    colour = tasks.colour(_np(table, zoo_kind(kind).task_column)[pick])
+    task_label, cmap = tasks.label, tasks.colour_map
     figures = {
         "emulation_loss": fig_emulation_loss(trial_dicts, best, encoders, fig_dir / "emulation_loss.png"),
         "emulation_curves": fig_emulation_curves(trial_dicts, best, fig_dir / "emulation_curves.png"),

@@ -153,12 +153,12 @@ def performance_section(pp: Mapping | None, kind: str) -> list[str]:
     if not pp or not pp.get("encoders"):
         return lines + ["No loadable encoder checkpoints."]
     lines += [f"Real {pp['quantity']} against the emulator's, on {pp['rows']} validation/OOD snapshots: {pp['method']}.", ""]
-    mnist = kind == "mnist"
-    lines += ["| encoder | Pearson r | MAE |" + (" agreement with RNN |" if mnist else ""),
-              "| --- | --- | --- |" + (" --- |" if mnist else "")]
+    agreement = any("agreement" in e for e in pp["encoders"].values())  # classifiers: the predicted class too
+    lines += ["| encoder | Pearson r | MAE |" + (" agreement with RNN |" if agreement else ""),
+              "| --- | --- | --- |" + (" --- |" if agreement else "")]
     for enc, e in pp["encoders"].items():
         lines.append(f"| {enc} | {_f(e['pearson'], '.3f')} | {_f(e['mae'], '.3f')} |"
-                     + (f" {_f(e.get('agreement'), '.3f')} |" if mnist else ""))
+                     + (f" {_f(e.get('agreement'), '.3f')} |" if agreement else ""))
     if pp.get("rnn_same_digits_pearson") is not None:
         lines += ["", f"Reference: the RNN's own accuracy on the same stored digits correlates with its stored held-out "
                       f"accuracy at r = {_f(pp['rnn_same_digits_pearson'], '.3f')} (the ceiling set by 100 digits)."]
