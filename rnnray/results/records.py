@@ -73,6 +73,17 @@ def read_trials(folder: SweepFolder, encoder: str | None = None) -> dict[str, li
     return out
 
 
+def read_final_runs(folder: SweepFolder, encoder: str) -> list[TrialRecord]:
+    """The encoder's final runs (``final/ENC/ID/trial.json``), in name order; unreadable ones left out."""
+    out = []
+    for f in folder.final_records(encoder):
+        try:
+            out.append(TrialRecord.from_dict(json.loads(f.read_text()), encoder=encoder))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+    return out
+
+
 @dataclass(frozen=True)
 class FinalConfig:
     """One configuration's final seeds (``final.json``, per encoder and role ``best`` / ``paper``)."""

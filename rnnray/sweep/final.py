@@ -19,14 +19,15 @@ interval over seeds (:mod:`rnnray.analysis.statistics`).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..results.atomic import atomic_write_json, atomic_write_text
 from ..analysis.statistics import mean_interval
 from ..results.folder import SweepFolder
+from ..results.records import TrialRecord, read_final_runs
 from ..train.plan import ZooPlan
 from .settings import SweepConfig
 from .tracking import tracker_callbacks
@@ -35,20 +36,20 @@ from .trial import TrialSetup, _jsonable, _trial_name, trial_record
 ROLES = ("best", "paper", "best+paper")
 
 
-def final_runs(cfg: SweepConfig, records: list[dict]) -> list[dict]:
+def final_runs(cfg: SweepConfig, records: Sequence[TrialRecord | Mapping]) -> list[dict]:
     """The final runs of one encoder, from its search's trial records: one entry per configuration
     (best; paper preset, unless it is the best) and seed."""
-    ok = [r for r in records if r.get("status") != "failed" and r.get("best_val_loss") is not None
-          and math.isfinite(r["best_val_loss"])]
+    recs = [r if isinstance(r, TrialRecord) else TrialRecord.from_dict(r) for r in records]
+    ok = [r for r in recs if r.usable]
     if not ok or cfg.final.seeds == 0:
         return []
-    best = min(ok, key=lambda r: r["best_val_loss"])
-    configs = [("best+paper" if best.get("paper_config") else "best", best)]
-    paper = next((r for r in records if r.get("paper_config")), None)
-    if cfg.final.paper_preset and paper is not None and not best.get("paper_config"):
+    best = min(ok, key=lambda r: r.best_val_loss)
+    configs = [("best+paper" if best.paper_config else "best", best)]
+    paper = next((r for r in recs if r.paper_config), None)
+    if cfg.final.paper_preset and paper is not None and not best.paper_config:
         configs.append(("paper", paper))
     seeds = [cfg.final.first_seed + i for i in range(cfg.final.seeds)]
-    return [{"role": role, "seed": s, "source_trial": rec["trial_id"], "config": rec["config"]}
+    return [{"role": role, "seed": s, "source_trial": rec.trial_id, "config": rec.config}
             for role, rec in configs for s in seeds]
 
 
@@ -67,7 +68,7 @@ def run_final_trial(config: dict, setup: TrialSetup) -> None:
 
 
 def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, resumed: bool, verbose: int,
-              records: list[dict]) -> list[dict]:
+              records: Sequence[TrialRecord | Mapping]) -> list[dict]:
     """One Tune experiment with every final run of ``encoder``; returns their records."""
     import ray.tune
     from ray.tune.execution.placement_groups import PlacementGroupFactory
@@ -121,12 +122,13 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
     return collect_final(folder, encoder)
 
 
-def collect_final(folder: SweepFolder, encoder: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in folder.final_records(encoder)]
+def collect_final(folder: SweepFolder, encoder: str) -> list[TrialRecord]:
+    """The encoder's final runs, read through the store's typed reader."""
+    return read_final_runs(folder, encoder)
 
 
-def _finite(recs: list[dict], key: str) -> list[float]:
-    return [float(r[key]) if r.get(key) is not None and math.isfinite(float(r[key])) else math.nan for r in recs]
+def _finite(values) -> list[float]:
+    return [float(v) if v is not None and math.isfinite(float(v)) else math.nan for v in values]
 
 
 def summarise_final(folder: SweepFolder, encoders: list[str]) -> dict:
@@ -140,28 +142,28 @@ def summarise_final(folder: SweepFolder, encoders: list[str]) -> dict:
             continue
         per_role = {}
         for role in ("best", "paper"):
-            mine = sorted((r for r in recs if role in str(r.get("role", "")).split("+")), key=lambda r: r.get("seed", 0))
+            mine = sorted((r for r in recs if role in str(r.role or "").split("+")), key=lambda r: r.seed or 0)
             if not mine:
                 continue
-            val, ood = _finite(mine, "best_val_loss"), _finite(mine, "best_ood_loss")
-            ok = [r for r, v in zip(mine, val) if r.get("status") != "failed" and math.isfinite(v)]
-            top = min(ok, key=lambda r: r["best_val_loss"]) if ok else None
+            val, ood = _finite(r.best_val_loss for r in mine), _finite(r.best_ood_loss for r in mine)
+            ok = [r for r in mine if r.usable]
+            top = min(ok, key=lambda r: r.best_val_loss) if ok else None
             per_role[role] = {
-                "source_trial": mine[0].get("source_trial"),
-                "config": mine[0].get("config"),
-                "seeds": [r.get("seed") for r in mine],
-                "trial_ids": [r["trial_id"] for r in mine],
-                "status": [r.get("status") for r in mine],
+                "source_trial": mine[0].source_trial,
+                "config": mine[0].config,
+                "seeds": [r.seed for r in mine],
+                "trial_ids": [r.trial_id for r in mine],
+                "status": [r.status for r in mine],
                 "val_loss": val,
                 "ood_loss": ood,
                 "val_interval": mean_interval(val).to_dict(),
                 "ood_interval": mean_interval(ood).to_dict(),
-                "best_seed": None if top is None else {"seed": top.get("seed"), "trial_id": top["trial_id"],
-                                                       "checkpoint": top.get("checkpoint"),
-                                                       "best_val_loss": top["best_val_loss"],
-                                                       "best_ood_loss": top.get("best_ood_loss"),
-                                                       "n_params": top.get("n_params"),
-                                                       "trial_dir": str((folder.final(enc) / top["trial_id"]).resolve())},
+                "best_seed": None if top is None else {"seed": top.seed, "trial_id": top.trial_id,
+                                                       "checkpoint": top.checkpoint,
+                                                       "best_val_loss": top.best_val_loss,
+                                                       "best_ood_loss": top.best_ood_loss,
+                                                       "n_params": top.n_params,
+                                                       "trial_dir": str((folder.final(enc) / top.trial_id).resolve())},
             }
         out[enc] = per_role
     return {"interval": "mean and 95 % Student-t interval over seeds (t quantile at n - 1 degrees of freedom)",

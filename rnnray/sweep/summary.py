@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..results.atomic import atomic_write_json, atomic_write_text
 from ..results.folder import SweepFolder, sweep_folder_for
-from ..results.records import read_final
+from ..results.records import TrialRecord, read_final, read_trials
 from .settings import SweepConfig
 
 
@@ -20,42 +20,43 @@ def sweep_dir_for(cfg: SweepConfig, resume: str | bool) -> tuple[Path, bool]:
     return sweep_folder_for(cfg.results, cfg.name, resume)
 
 
-def collect_trials(folder: SweepFolder, encoder: str) -> list[dict]:
-    return [json.loads(f.read_text()) for f in folder.trial_records(encoder)]
+def collect_trials(folder: SweepFolder, encoder: str) -> list[TrialRecord]:
+    """The encoder's search trials, read through the store's typed reader."""
+    return read_trials(folder, encoder).get(encoder, [])
 
 
-def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]]) -> tuple[list[dict], dict]:
+def summarise(sweep_dir: Path, cfg: SweepConfig, records: Mapping[str, Sequence[TrialRecord | Mapping]]) -> tuple[list[dict], dict]:
     """One row per encoder (its search and, when there are final runs, their intervals) and
     ``best.json``: per encoder the best trial of the search or, once the final runs exist, the best
     seed (lowest validation loss) of the best configuration, the one :func:`rnnray.load_best` returns."""
     final = read_final(SweepFolder(sweep_dir))
     rows, best = [], {}
     for enc in cfg.encoders:
-        ok = [r for r in records.get(enc, []) if r.get("status") != "failed" and r.get("best_val_loss") is not None
-              and math.isfinite(r["best_val_loss"])]
-        failed = len(records.get(enc, [])) - len(ok)
+        recs = [r if isinstance(r, TrialRecord) else TrialRecord.from_dict(r, enc) for r in records.get(enc, [])]
+        ok = [r for r in recs if r.usable]
+        failed = len(recs) - len(ok)
         if not ok:
             rows.append({"encoder": enc, "best_val_loss": None, "best_ood_loss": None, "n_params": None,
-                         "trials": len(records.get(enc, [])), "failed": failed, "paper_val_loss": None,
+                         "trials": len(recs), "failed": failed, "paper_val_loss": None,
                          "best_is_paper": False, "trial_id": None, "config": None})
             continue
-        b = min(ok, key=lambda r: r["best_val_loss"])
-        paper = next((r for r in ok if r.get("paper_config")), None)
-        rows.append({"encoder": enc, "best_val_loss": b["best_val_loss"], "best_ood_loss": b.get("best_ood_loss"),
-                     "n_params": b.get("n_params"), "trials": len(records[enc]), "failed": failed,
-                     "paper_val_loss": paper["best_val_loss"] if paper else None,
-                     "best_is_paper": bool(b.get("paper_config")),
-                     "trial_id": b["trial_id"], "config": b.get("config")})
-        best[enc] = {"trial_id": b["trial_id"], "paper_config": bool(b.get("paper_config")), "trial_dir": str(SweepFolder(sweep_dir).trial_dir(enc, b["trial_id"]).resolve()),
-                     "checkpoint": b.get("checkpoint"), "best_val_loss": b["best_val_loss"],
-                     "best_ood_loss": b.get("best_ood_loss"), "n_params": b.get("n_params"), "config": b.get("config")}
+        b = min(ok, key=lambda r: r.best_val_loss)
+        paper = next((r for r in ok if r.paper_config), None)
+        rows.append({"encoder": enc, "best_val_loss": b.best_val_loss, "best_ood_loss": b.best_ood_loss,
+                     "n_params": b.n_params, "trials": len(recs), "failed": failed,
+                     "paper_val_loss": paper.best_val_loss if paper else None,
+                     "best_is_paper": b.paper_config, "trial_id": b.trial_id, "config": b.config or None})
+        best[enc] = {"trial_id": b.trial_id, "paper_config": b.paper_config,
+                     "trial_dir": str(SweepFolder(sweep_dir).trial_dir(enc, b.trial_id).resolve()),
+                     "checkpoint": b.checkpoint, "best_val_loss": b.best_val_loss,
+                     "best_ood_loss": b.best_ood_loss, "n_params": b.n_params, "config": b.config or None}
         fin = final.get(enc, {})
         rows[-1]["final_best"] = fin["best"].val_interval if "best" in fin else None
         rows[-1]["final_paper"] = fin["paper"].val_interval if "paper" in fin else None
         top = fin["best"].best_seed if "best" in fin else None
         if top:  # the best seed of the best configuration
             best[enc].update({k: top[k] for k in ("trial_id", "trial_dir", "checkpoint", "best_val_loss", "best_ood_loss", "n_params")},
-                             seed=top["seed"], search_trial_id=b["trial_id"], final=True)
+                             seed=top["seed"], search_trial_id=b.trial_id, final=True)
     return rows, best
 
 
