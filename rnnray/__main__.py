@@ -14,7 +14,7 @@ COMMANDS = {
     "sweep": ("rnnray.job", "main", "the main job: build the zoo if needed, sweep the encoders, evaluate, report"),
     "zoo": ("rnnray.zoo.__main__", "main", "build a zoo with Ray Data, or summarise one (build | info)"),
     "train": ("rnnray.train.command", "main", "train one encoder by emulation on Ray Train"),
-    "evaluate": ("rnnray.analysis.evaluate", "main", "downstream evaluation of a sweep's best encoders"),
+    "evaluate": ("rnnray.evaluate", "main", "downstream evaluation of a sweep's best encoders"),
     "report": ("rnnray.report", "main", "the report and figures of a sweep"),
     "bench": ("rnnray.bench", "main", "benchmarks and the GPU check (zoo | train | profile | device)"),
 }

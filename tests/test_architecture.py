@@ -174,3 +174,18 @@ def test_the_zoo_kind_is_spelled_in_one_place():
             if not p.relative_to(PACKAGE).as_posix().startswith(allowed)
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, hits
+
+
+def test_every_command_keeps_its_entry_point():
+    """The commands of the README, where the code moved, are still there (thin entry points)."""
+    import importlib
+
+    from rnnray.__main__ import COMMANDS
+
+    for name, (module, function, _) in COMMANDS.items():
+        assert callable(getattr(importlib.import_module(module), function)), name
+    for module in ("evaluate", "label_oracle", "reference", "report.__main__", "bench.__main__", "sweep.__main__",
+                   "train.__main__", "zoo.__main__"):
+        assert importlib.util.find_spec(f"rnnray.{module}") is not None, module
+    assert callable(importlib.import_module("rnnray.evaluate").main)
+    assert callable(importlib.import_module("rnnray.label_oracle").main)
