@@ -45,4 +45,22 @@ def test_welch_by_hand():
     assert w.df == pytest.approx(se2 ** 2 / ((1 / 3) ** 2 / 2 + (20 / 12) ** 2 / 3))
     assert w.p == pytest.approx(2 * t_cdf(-abs(w.t), w.df)) and 0.01 < w.p < 0.05
     assert welch([1.0], b) is None  # one seed: no test
-    assert welch([1.0, 1.0], [2.0, 2.0]).p == 0.0 and welch([1.0, 1.0], [1.0, 1.0]).p == 1.0
+    assert welch([1.0, 1.0], [2.0, 2.0]) is None and welch([1.0, 1.0], [1.0, 1.0]) is None  # no spread: not applicable
+
+
+def test_paired_by_hand_and_when_it_applies():
+    from rnnray.analysis.statistics import compare, paired
+
+    a = {1: 0.050, 2: 0.052, 3: 0.049}
+    b = {1: 0.060, 2: 0.061, 3: 0.060}
+    d = [-0.010, -0.009, -0.011]  # differences per seed: mean -0.010, sd 0.001
+    c = paired(a, b)
+    t = -0.010 / (0.001 / math.sqrt(3))
+    assert c.test == "paired" and c.n == 3 and c.df == 2
+    assert c.diff == pytest.approx(sum(d) / 3) and c.t == pytest.approx(t) and c.p == pytest.approx(2 * t_cdf(t, 2))
+    # the same numbers unpaired: Welch's test is weaker here, because the seeds' shared part is not removed
+    assert compare(a, b).test == "paired" and compare(list(a.values()), list(b.values())).test == "welch"
+    assert compare(list(a.values()), list(b.values())).p > c.p
+    assert compare({1: 0.05, 2: 0.06}, {3: 0.05, 4: 0.07}).test == "welch"  # no shared seeds: nothing pairs
+    assert paired({1: 1.0, 2: 2.0}, {1: 0.0, 2: 1.0}) is None  # constant differences: not applicable, never p = 0
+    assert compare({1: 1.0}, {1: 2.0}) is None

@@ -149,10 +149,10 @@ def test_the_report_reads_each_encoder_against_the_oracles(tmp_path):
     lines = oracle_section(SweepFolder(tmp_path))
     row = {ln.split(" | ")[0][2:]: ln for ln in lines if ln.startswith("| ") and " | vs " not in ln}
     assert row["wins"].endswith("| more than training progress; not distinguishable from the task+step oracle |")
-    assert "lower by 0.0150, p = " in row["wins"] and "(n.s.)" in row["wins"]
+    assert "lower by 0.0150, p = " in row["wins"] and "(welch, n.s.)" in row["wins"]
     assert row["arc"].endswith("| no sign of more than training progress |")
     assert row["beyond"].endswith("| more than training progress; below the task+step oracle |")
-    assert "fewer than 2 seeds" in row["single"] and "no sign of more than training progress" in row["single"]
+    assert "not applicable" in row["single"] and "no sign of more than training progress" in row["single"]
     assert "| oracle: step | 3 |" in row["oracle: step"]
     assert oracle_section(SweepFolder(tmp_path / "nothing")) == []
 
@@ -167,3 +167,23 @@ def test_zoo_b_oracles_read_the_angle(tiny_mnist_zoo, tmp_path, one_torch_thread
         assert np.allclose(labels[name].task.numpy(), np.stack([np.cos(angles), np.sin(angles)], 1), atol=1e-6)
     run = train_oracle("task+step", splits, labels, plan.zoo_kind, n_steps, plan.train)
     assert run.best_step == 10 and np.isfinite(run.best_val_loss) and 0 < run.best_val_loss < 1
+
+
+def test_encoder_and_oracle_seeds_pair(tmp_path):
+    """Encoder seed s and oracle seed s see the same batches: the comparison is paired, and finds a
+    consistent difference that Welch's test, blind to the pairing, does not."""
+    from rnnray.analysis.oracles import oracle_comparisons
+    from rnnray.analysis.statistics import paired, welch
+    from rnnray.results.folder import SweepFolder
+
+    oracle = [0.060, 0.066, 0.072]
+    enc = [0.0588, 0.0651, 0.0707]  # about 0.0012 below, seed by seed
+    (tmp_path / "oracles.json").write_text(json.dumps({"modes": {"step": {"runs": [
+        {"seed": s, "best_val_loss": v} for s, v in zip((1, 2, 3), oracle)]}}}))
+    (tmp_path / "final.json").write_text(json.dumps({"encoders": {"noninteractive": {"best": {
+        "seeds": [1, 2, 3], "val_loss": enc}}}}))
+    c = oracle_comparisons(SweepFolder(tmp_path))["encoders"]["noninteractive"]
+    want = paired(dict(zip((1, 2, 3), enc)), dict(zip((1, 2, 3), oracle)))
+    assert c["vs"]["step"]["test"] == "paired" and c["vs"]["step"]["p"] == pytest.approx(want.p)
+    assert c["vs"]["step"]["lower"] and c["reading"] == "more than training progress"
+    assert welch(enc, oracle).p > 0.05  # unpaired, the same numbers say nothing

@@ -37,7 +37,7 @@ def test_rows_for_a_study_where_the_paper_holds_on_zoo_a():
     assert rows["(a)"].verdict == HOLDS and "interactive 0.0200 (0.0175, 0.0225)" in rows["(a)"].numbers
     assert rows["(c)"].verdict == HOLDS
     assert rows["(d)"].verdict == HOLDS
-    assert rows["(e)"].verdict == HOLDS and "dws 1.00" in rows["(e)"].numbers
+    assert rows["(e)"].verdict == HOLDS and "dws 0.800" in rows["(e)"].numbers and "flat 0.500" in rows["(e)"].numbers
     (tuning,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
     assert tuning.verdict == "no"  # presets and tuned configurations identical here
     (b,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("(b)")]
@@ -66,3 +66,34 @@ def test_a_collapsed_representation_is_named_in_its_row_and_the_table_renders():
     table = verdict_table([r.to_dict() for r in rows])
     assert table[0].startswith("| claim | zoo |") and len(table) == 2 + len(rows)
     assert f"**{first.verdict}**" in table[2]
+
+
+
+def test_seeds_that_pair_are_compared_paired():
+    """Seed s of every encoder sees the same batches: a difference that is small beside the spread
+    over seeds but consistent seed by seed is found by the paired test, not by Welch's."""
+    a, b = [0.050, 0.060, 0.070], [0.0512, 0.0609, 0.0711]
+    assert group_beats({"interactive": a}, {"dws": b}, higher_is_better=False) == UNSURE  # Welch: nothing pairs
+    assert group_beats({"interactive": dict(zip((1, 2, 3), a))}, {"dws": dict(zip((1, 2, 3), b))},
+                       higher_is_better=False) == HOLDS
+    study = {"interactive": EncoderSeeds(val_loss=a, seeds=[1, 2, 3]), "dws": EncoderSeeds(val_loss=b, seeds=[1, 2, 3])}
+    (c,) = [r for r in verdict_rows({"formal_languages": study}) if r.claim.startswith("(c)")]
+    assert c.verdict == HOLDS and "paired" in c.test
+    # seeds that do not pair fall back to Welch's test
+    study["dws"] = EncoderSeeds(val_loss=b, seeds=[4, 5, 6])
+    (c,) = [r for r in verdict_rows({"formal_languages": study}) if r.claim.startswith("(c)")]
+    assert c.verdict == UNSURE
+
+
+def test_claim_e_is_decided_by_tests_not_by_the_order_of_means():
+    """dws has the best mean on the simpler target but not significantly: inconclusive, not holds;
+    a rival significantly better: does not hold."""
+    def study(dws_r2, flat_r2):
+        s = {"dws": EncoderSeeds(val_loss=LOW, seeds=[1, 2, 3]), "flat": EncoderSeeds(val_loss=HIGH, seeds=[1, 2, 3])}
+        s["dws"].downstream, s["dws"].downstream_seeds = {"accuracy.r2": dws_r2}, [1, 2, 3]
+        s["flat"].downstream, s["flat"].downstream_seeds = {"accuracy.r2": flat_r2}, [1, 2, 3]
+        (e,) = [r for r in verdict_rows({"formal_languages": s}) if r.claim.startswith("(e)") and r.zoo.startswith("A")]
+        return e.verdict
+    assert study([0.60, 0.40, 0.80], [0.55, 0.45, 0.70]) == UNSURE  # higher mean, no significant difference
+    assert study([0.80, 0.81, 0.79], [0.50, 0.52, 0.49]) == HOLDS
+    assert study([0.50, 0.52, 0.49], [0.80, 0.81, 0.79]) == FAILS

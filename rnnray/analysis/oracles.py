@@ -262,36 +262,41 @@ def sweep_oracles(sweep_dir, cfg, progress: bool = True):
     return path
 
 
-def against(values: Sequence[float], oracle: Sequence[float]) -> dict[str, Any]:
-    """``values`` (an encoder's seeds) against an oracle's seeds, as data: the difference of means,
-    Welch's two-sided p, and whether they are significantly lower / higher at ``ALPHA`` (``p`` is
-    None with fewer than 2 seeds on a side)."""
-    from .statistics import welch
+def against(values, oracle) -> dict[str, Any]:
+    """An encoder's seeds against an oracle's (each seed -> value, or bare values), as data: the
+    test the seeds allow (paired over shared seeds: seed s gives encoder and oracle the same
+    batches; else Welch's), the difference of means, the two-sided p, and whether the encoder is
+    significantly lower / higher at ``ALPHA``; ``test`` None when no test applies (fewer than 2
+    seeds, or no spread)."""
+    from .statistics import compare
 
-    w = welch(values, oracle)
-    if w is None:
-        return {"diff": None, "p": None, "lower": False, "higher": False, "test": "welch"}
-    sig = w.p < ALPHA
-    return {"diff": w.diff, "p": w.p, "lower": sig and w.diff < 0, "higher": sig and w.diff > 0, "test": "welch"}
+    c = compare(values, oracle)
+    if c is None:
+        return {"test": None, "diff": None, "p": None, "n": None, "lower": False, "higher": False}
+    sig = c.p < ALPHA
+    return {"test": c.test, "diff": c.diff, "p": c.p, "n": c.n, "lower": sig and c.diff < 0, "higher": sig and c.diff > 0}
 
 
 def oracle_comparisons(folder) -> dict[str, Any]:
     """Each encoder's best configuration (its final seeds' validation losses) against the ``step``
-    and ``task+step`` oracles, and the reading that follows: ``{"alpha", "refs", "encoders": {enc:
+    and ``task+step`` oracles (paired over the seeds they share), and the reading that follows: ``{"alpha", "refs", "encoders": {enc:
     {"val_loss": [...], "vs": {mode: against(...)}, "reading": str}}}``; empty without
     ``oracles.json`` or ``final.json``."""
     from ..results.records import read_final, read_oracles
+    from .statistics import by_seed
 
     oracles = read_oracles(folder)
     final = read_final(folder)
     refs = [m for m in ("step", "task+step") if m in oracles.modes]
     if not refs or not final:
         return {}
-    seeds = {m: oracles.modes[m].val_losses for m in refs}
+    seeds = {m: oracles.modes[m].by_seed() for m in refs}
     out: dict[str, Any] = {"alpha": ALPHA, "refs": refs, "encoders": {}}
     for enc, roles in final.items():
-        values = [v for v in (roles["best"].val_loss if "best" in roles else []) if v is not None]
-        vs = {m: against(values, seeds[m]) for m in refs}
+        best = roles.get("best")
+        values = [v for v in (best.val_loss if best else []) if v is not None]
+        keyed = by_seed(best.val_loss, best.seeds) if best else []
+        vs = {m: against(keyed, seeds[m]) for m in refs}
         reading = ""
         for m in refs:
             if m == "step":

@@ -1,8 +1,14 @@
-"""Uncertainty over seeds: Student-t intervals of a mean and Welch's t-test of two means.
+"""Uncertainty over seeds: Student-t intervals of a mean, and two means compared by the test the
+design allows: paired over seeds where the two sides' seeds pair, Welch's t-test where nothing pairs.
 
-The study reports every figure as a mean over independent seeds with its 95 % interval, and
-compares two encoders with Welch's t-test (unequal variances; Welch-Satterthwaite degrees of
-freedom). Few seeds are the rule (3 by default), so the t distribution, not the normal one, sets
+The study reports every figure as a mean over independent seeds with its 95 % interval. A seed
+fixes a run's initialisation and batch order, and the batches do not depend on the encoder: an
+encoder's seed s and a label oracle's seed s (or another encoder's) see identical batches, so their
+difference is paired and the paired t-test (n - 1 degrees of freedom over the differences) has the
+power the design already bought. Where seeds do not pair (different seed lists, or values without
+seeds), Welch's t-test (unequal variances; Welch-Satterthwaite degrees of freedom) compares them.
+Two samples without spread (or paired differences without spread) have no test: the answer is
+None, "not applicable", never p = 0. Few seeds are the rule (3 by default), so the t distribution, not the normal one, sets
 the widths: with 3 seeds the 95 % interval is the mean +- 4.30 standard errors.
 
 The t distribution's CDF is computed here rather than taken from SciPy, which the project does
@@ -135,8 +141,8 @@ class Welch:
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> Welch | None:
-    """Welch's unequal-variance t-test; None when either side has fewer than 2 finite values.
-    Two samples with no spread at all: p is 0 if their means differ, 1 if they are equal."""
+    """Welch's unequal-variance t-test; None when either side has fewer than 2 finite values, or
+    when neither side has any spread (no test applies)."""
     x = np.asarray([v for v in a if v is not None and math.isfinite(float(v))], dtype=np.float64)
     y = np.asarray([v for v in b if v is not None and math.isfinite(float(v))], dtype=np.float64)
     if len(x) < 2 or len(y) < 2:
@@ -145,9 +151,71 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch | None:
     vx, vy = float(x.var(ddof=1)) / len(x), float(y.var(ddof=1)) / len(y)
     se2 = vx + vy
     if se2 == 0.0:
-        return Welch(diff, math.copysign(math.inf, diff) if diff else 0.0, math.inf, 0.0 if diff else 1.0)
+        return None
     t = diff / math.sqrt(se2)
     df = se2 ** 2 / ((vx ** 2 / (len(x) - 1) if vx else 0.0) + (vy ** 2 / (len(y) - 1) if vy else 0.0))
     df = max(df, 1.0)
     p = 2.0 * t_cdf(-abs(t), df)
     return Welch(diff, t, df, max(0.0, min(1.0, p)))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """mean(a) - mean(b) tested: ``test`` is ``paired`` (over the seeds both sides share) or
+    ``welch``; ``n`` the pairs, or the smaller side."""
+
+    test: str
+    diff: float
+    t: float
+    df: float
+    p: float
+    n: int
+
+    def significant(self, alpha: float = 1 - LEVEL) -> bool:
+        return self.p < alpha
+
+    def to_dict(self) -> dict:
+        return {"test": self.test, "diff": self.diff, "t": self.t, "df": self.df, "p": self.p, "n": self.n}
+
+
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(float(v))
+
+
+def paired(a: Mapping, b: Mapping) -> Comparison | None:
+    """The paired t-test of ``a`` and ``b`` (seed -> value) over the seeds both have with finite
+    values; None with fewer than 2 such seeds or when the differences have no spread."""
+    seeds = [s for s in a if s in b and _finite(a[s]) and _finite(b[s])]
+    if len(seeds) < 2:
+        return None
+    d = np.asarray([float(a[s]) - float(b[s]) for s in seeds], dtype=np.float64)
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        return None
+    n = len(d)
+    t = float(d.mean()) / (sd / math.sqrt(n))
+    p = 2.0 * t_cdf(-abs(t), n - 1)
+    return Comparison("paired", float(d.mean()), t, n - 1, max(0.0, min(1.0, p)), n)
+
+
+def compare(a: Mapping | Sequence[float], b: Mapping | Sequence[float]) -> Comparison | None:
+    """``a`` against ``b``: paired when both are seed -> value mappings sharing at least 2 seeds,
+    Welch's test on all their values otherwise; None where no test applies."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        shared = [s for s in a if s in b and _finite(a[s]) and _finite(b[s])]
+        if len(shared) >= 2:
+            return paired(a, b)
+    va = list(a.values()) if isinstance(a, Mapping) else list(a)
+    vb = list(b.values()) if isinstance(b, Mapping) else list(b)
+    w = welch(va, vb)
+    if w is None:
+        return None
+    n = min(sum(_finite(v) for v in va), sum(_finite(v) for v in vb))
+    return Comparison("welch", w.diff, w.t, w.df, w.p, n)
+
+
+def by_seed(values: Sequence[float], seeds: Sequence | None) -> Mapping | Sequence[float]:
+    """Values keyed by their seeds when the seeds are known (one per value), else the bare values."""
+    if seeds is not None and len(seeds) == len(values) and all(s is not None for s in seeds):
+        return dict(zip(seeds, values))
+    return list(values)

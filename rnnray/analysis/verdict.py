@@ -1,7 +1,10 @@
 """The verdict: the paper's claims tested on a study's per-seed results (SPEC.md sections 6 and 7).
 
-Each claim is a comparison of encoders on one metric, and each comparison is made pair by pair
-with Welch's t-test over seeds (:mod:`rnnray.analysis.statistics`) at ``ALPHA`` = 0.05, two-sided:
+Each claim is a comparison of encoders on one metric, and each comparison is made pair by pair by a
+test over seeds (:func:`rnnray.analysis.statistics.compare`) at ``ALPHA`` = 0.05, two-sided: paired
+over the seeds two encoders share (seed s fixes the batches for every encoder), Welch's t-test
+where nothing pairs; a comparison without spread has no test ("not applicable"). No claim is
+decided by an order of means.
 
 * a claim that group F beats group M *holds* when every pair (f, m) differs significantly in F's
   favour (an intersection-union test: valid at level 0.05 without a multiplicity correction, and
@@ -9,14 +12,16 @@ with Welch's t-test over seeds (:mod:`rnnray.analysis.statistics`) at ``ALPHA`` 
   correction either, so with many pairs this verdict comes more easily than 0.05 would suggest);
   otherwise it is *inconclusive at this power* (including any pair with fewer than 2 seeds).
 * "dws is the most consistent mechanistic encoder on the simpler targets" (zoo A: the RNN's
-  accuracy; zoo B: angle, held-out accuracy, generalisation gap, training step): each mechanistic
-  encoder's rank by mean on each simpler target, averaged; *holds* when ``dws`` has the best
-  average rank and no mechanistic encoder is significantly better than it on any simpler target;
-  *does not hold* when one with a better average rank is significantly better on at least one;
-  otherwise inconclusive.
-* "Does tuning change the ranking?": the encoders ranked by mean validation loss of their tuned
-  configuration and of their paper preset; *no* when the orders agree, *yes* when some pair swaps
-  and the tuned order of that pair is significant, otherwise inconclusive.
+  accuracy; zoo B: angle, held-out accuracy, generalisation gap, training step): dws against each
+  other mechanistic encoder on each simpler target; *holds* when dws is significantly better than
+  every rival on at least one simpler target and significantly worse than none on any; *does not
+  hold* when some rival is significantly better than dws on a simpler target and dws is
+  significantly better than that rival on none; otherwise inconclusive.
+* "Does tuning change the ranking?": each pair of encoders tested under their tuned
+  configurations and under their paper presets; *yes* when some pair is significantly ordered one
+  way tuned and significantly the other way as presets; *no* when at least one pair is
+  significantly ordered under both and every such pair keeps its order, with no pair significant
+  under one and reversed in mean under the other; otherwise inconclusive.
 
 A claim involving a representation whose effective dimension is below
 :data:`rnnray.analysis.downstream.COLLAPSED_BELOW` says so in its row. Encoders a sweep did not train are
@@ -33,11 +38,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..encoders.catalog import FUNCTIONALIST, MECHANISTIC
-from .statistics import mean_interval, welch
+from .statistics import by_seed, compare, mean_interval
 
 ALPHA = 0.05
 HOLDS, FAILS, UNSURE, UNMEASURED = "holds", "does not hold", "inconclusive at this power", "not measured"
-TEST = "Welch's t-test over seeds, two-sided, p < 0.05 for every pair"
+TEST = "paired t-test over shared seeds (Welch's where seeds do not pair), two-sided, p < 0.05 for every pair"
 ZOO_NAMES = {"formal_languages": "A (formal languages)", "mnist": "B (sequential MNIST)"}
 
 # downstream metric keys "target.metric" (OOD test half) and whether higher is better
@@ -58,6 +63,18 @@ class EncoderSeeds:
     preset_val_loss: Sequence[float] = ()
     downstream: Mapping[str, Sequence[float]] = field(default_factory=dict)
     effective_dim: float | None = None
+    seeds: Sequence | None = None  # the seed of each val_loss (None: unknown, nothing pairs)
+    preset_seeds: Sequence | None = None
+    downstream_seeds: Sequence | None = None  # the encoder seed of each downstream value
+
+    def val(self):
+        return by_seed(self.val_loss, self.seeds)
+
+    def preset(self):
+        return by_seed(self.preset_val_loss, self.preset_seeds)
+
+    def metric(self, key: str):
+        return by_seed(self.downstream.get(key, ()), self.downstream_seeds)
 
 
 @dataclass(frozen=True)
@@ -84,15 +101,16 @@ def _collapsed(study: Mapping[str, EncoderSeeds], names: Sequence[str]) -> str:
     return f" Built on collapsed representations (effective dimension {', '.join(low)})." if low else ""
 
 
-def group_beats(better: Mapping[str, Sequence[float]], worse: Mapping[str, Sequence[float]],
+def group_beats(better: Mapping[str, Sequence[float] | Mapping], worse: Mapping[str, Sequence[float] | Mapping],
                 higher_is_better: bool) -> str:
-    """The verdict on "every encoder of ``better`` beats every one of ``worse``" (module docstring)."""
+    """The verdict on "every encoder of ``better`` beats every one of ``worse``" (module docstring);
+    values are per seed (seed -> value pairs where the seeds are known)."""
     if not better or not worse:
         return UNMEASURED
     against, unsure = False, False
     for a in better.values():
         for b in worse.values():
-            w = welch(a, b)
+            w = compare(a, b)
             if w is None or w.p >= ALPHA:
                 unsure = True
                 continue
@@ -108,7 +126,7 @@ def _values(study: Mapping[str, EncoderSeeds], names: Sequence[str], metric: str
     for n in names:
         if n not in study:
             continue
-        v = study[n].val_loss if metric is None else study[n].downstream.get(metric, ())
+        v = study[n].val() if metric is None else study[n].metric(metric)
         if len(v):
             out[n] = v
     return out
@@ -117,59 +135,66 @@ def _values(study: Mapping[str, EncoderSeeds], names: Sequence[str], metric: str
 def _group_row(claim: str, study, kind: str, better_names, worse_names, metric: str | None, higher: bool, digits: int) -> Row:
     better, worse = _values(study, better_names, metric), _values(study, worse_names, metric)
     verdict = group_beats(better, worse, higher)
-    numbers = _numbers({**better, **worse}, digits) if better or worse else "—"
+    plain = {n: list(v.values()) if isinstance(v, Mapping) else v for n, v in {**better, **worse}.items()}
+    numbers = _numbers(plain, digits) if better or worse else "—"
     note = _collapsed(study, [*better, *worse]) if verdict != UNMEASURED else ""
     return Row(claim, ZOO_NAMES.get(kind, kind), numbers + note, TEST, verdict)
 
 
 def dws_most_consistent(study: Mapping[str, EncoderSeeds], kind: str) -> tuple[str, str]:
-    """(verdict, numbers) of claim (e): see the module docstring."""
+    """(verdict, numbers) of claim (e): dws tested against each rival on each simpler target
+    (module docstring); the numbers are each encoder's means, for reading, not for deciding."""
     mech = [n for n in MECHANISTIC if n in study]
     targets = [(m, hi) for m, hi in SIMPLER[kind] if all(len(study[n].downstream.get(m, ())) for n in mech)]
     if "dws" not in mech or len(mech) < 2 or not targets:
         return UNMEASURED, "—"
-    ranks = {n: [] for n in mech}
-    for metric, hi in targets:
-        means = {n: float(np.mean([v for v in study[n].downstream[metric] if math.isfinite(v)] or [np.nan])) for n in mech}
-        order = sorted(mech, key=lambda n: -means[n] if hi else means[n])
-        for r, n in enumerate(order, 1):
-            ranks[n].append(r)
-    avg = {n: float(np.mean(r)) for n, r in ranks.items()}
-    beaten_by = set()
-    for metric, hi in targets:
-        for n in mech:
-            if n == "dws":
+    wins: dict[str, bool] = {}
+    losses: dict[str, bool] = {}
+    for n in mech:
+        if n == "dws":
+            continue
+        wins[n] = losses[n] = False
+        for metric, hi in targets:
+            c = compare(study["dws"].metric(metric), study[n].metric(metric))
+            if c is None or c.p >= ALPHA:
                 continue
-            w = welch(study[n].downstream[metric], study["dws"].downstream[metric])
-            if w is not None and w.p < ALPHA and (w.diff > 0) == hi:
-                beaten_by.add(n)
-    best = min(avg.values())
-    numbers = "mean rank over " + ", ".join(m for m, _ in targets) + ": " + ", ".join(f"{n} {avg[n]:.2f}" for n in mech)
-    if avg["dws"] == best and not beaten_by:
+            if (c.diff > 0) == hi:
+                wins[n] = True
+            else:
+                losses[n] = True
+    numbers = "; ".join(f"{m}: " + ", ".join(
+        f"{n} {np.mean([v for v in study[n].downstream[m] if math.isfinite(v)] or [np.nan]):.3f}" for n in mech)
+        for m, _ in targets)
+    if all(wins[n] and not losses[n] for n in wins):
         return HOLDS, numbers
-    if any(avg[n] < avg["dws"] for n in beaten_by):
+    if any(losses[n] and not wins[n] for n in wins):
         return FAILS, numbers
     return UNSURE, numbers
 
 
 def tuning_changes_ranking(study: Mapping[str, EncoderSeeds]) -> tuple[str, str]:
-    """("yes" | "no" | inconclusive | not measured, numbers): does tuning reorder the encoders?"""
+    """("yes" | "no" | inconclusive | not measured, numbers): does tuning reorder the encoders?
+    Decided pair by pair by tests under both (module docstring); the orders are for reading."""
     names = [n for n, s in study.items() if len(s.val_loss) and len(s.preset_val_loss)]
     if len(names) < 2:
         return UNMEASURED, "—"
-    tuned = sorted(names, key=lambda n: float(np.mean(study[n].val_loss)))
-    preset = sorted(names, key=lambda n: float(np.mean(study[n].preset_val_loss)))
+    tuned = sorted(names, key=lambda n: float(np.nanmean(study[n].val_loss)))
+    preset = sorted(names, key=lambda n: float(np.nanmean(study[n].preset_val_loss)))
     numbers = f"tuned: {' < '.join(tuned)}; paper presets: {' < '.join(preset)}"
-    if tuned == preset:
-        return "no", numbers
-    pos = {n: i for i, n in enumerate(preset)}
-    for i, a in enumerate(tuned):
-        for b in tuned[i + 1:]:
-            if pos[a] > pos[b]:  # a pair whose order tuning swapped
-                w = welch(study[a].val_loss, study[b].val_loss)
-                if w is not None and w.p < ALPHA:
+    kept, contradicted = False, False
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ct, cp = compare(study[a].val(), study[b].val()), compare(study[a].preset(), study[b].preset())
+            st, sp = ct is not None and ct.p < ALPHA, cp is not None and cp.p < ALPHA
+            if st and sp:
+                if (ct.diff > 0) != (cp.diff > 0):
                     return "yes", numbers
-    return UNSURE, numbers
+                kept = True
+            elif st or sp:  # significant on one side only: reversed in mean on the other leaves it open
+                sig, other = (ct, cp) if st else (cp, ct)
+                if other is None or (sig.diff > 0) != (other.diff > 0):
+                    contradicted = True
+    return ("no", numbers) if kept and not contradicted else (UNSURE, numbers)
 
 
 def verdict_rows(results: Mapping[str, Mapping[str, EncoderSeeds]]) -> list[Row]:
@@ -189,11 +214,12 @@ def verdict_rows(results: Mapping[str, Mapping[str, EncoderSeeds]]) -> list[Row]
         mech = [n for n in MECHANISTIC if n in study]
         note = _collapsed(study, mech) if verdict != UNMEASURED else ""
         rows.append(Row("(e) dws is the most consistent mechanistic encoder on the simpler targets", ZOO_NAMES[kind],
-                        numbers + note, "mean rank; Welch's t-test over seeds for each rival, p < 0.05", verdict))
+                        numbers + note, "dws against each rival on each simpler target: " + TEST.split(",")[0] + ", p < 0.05",
+                        verdict))
     for kind, study in (("formal_languages", a), ("mnist", b)):
         verdict, numbers = tuning_changes_ranking(study) if study else (UNMEASURED, "—")
         rows.append(Row("Does tuning change the ranking relative to the paper presets?", ZOO_NAMES[kind], numbers,
-                        "order of the means; Welch's t-test (tuned) for a swapped pair, p < 0.05", verdict))
+                        "each pair tested tuned and as presets: " + TEST.split(",")[0] + ", p < 0.05", verdict))
     return rows
 
 
@@ -208,13 +234,14 @@ def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
     if not finals:
         return {}
     kind = json.loads(folder.sweep_json.read_text()).get("zoo_kind")
-    dims, downstream = {}, {}
+    dims, downstream, ds_seeds = {}, {}, {}
     if folder.downstream_json.is_file():
         doc = json.loads(folder.downstream_json.read_text())
         dims = {n: r.get("effective_dim") for n, r in doc.get("encoders", {}).items()}
         for n, r in (doc.get("final") or {}).items():  # per final seed: the OOD-test half
             downstream[n] = {k: [math.nan if v is None else float(v) for v in per.get("ood_test", [])]
                              for k, per in r.get("values", {}).items()}
+            ds_seeds[n] = r.get("seeds")
             seed_dims = [d for d in r.get("effective_dim", []) if d is not None]
             if seed_dims:
                 dims[n] = float(np.mean(seed_dims))
@@ -224,5 +251,8 @@ def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
             return [math.nan if v is None else float(v) for v in (roles[role].val_loss if role in roles else [])]
 
         study[enc] = EncoderSeeds(val_loss=values("best"), preset_val_loss=values("paper"),
-                                  downstream=downstream.get(enc, {}), effective_dim=dims.get(enc))
+                                  downstream=downstream.get(enc, {}), effective_dim=dims.get(enc),
+                                  seeds=roles["best"].seeds if "best" in roles else None,
+                                  preset_seeds=roles["paper"].seeds if "paper" in roles else None,
+                                  downstream_seeds=ds_seeds.get(enc))
     return {kind: study}

@@ -96,8 +96,9 @@ def oracle_section(oracles: Oracles, comparisons: Mapping) -> list[str]:
     if not comparisons:
         return lines
     refs, alpha = comparisons["refs"], comparisons["alpha"]
-    lines += ["", "Each encoder's best configuration (its final seeds' validation losses) against the oracles, "
-                  f"Welch's t-test, two-sided, p < {alpha}. Not significantly below `step`: no sign that the "
+    lines += ["", "Each encoder's best configuration (its final seeds' validation losses) against the oracles: "
+                  "a paired t-test over the seeds they share (seed s gives both the same batches; Welch's t-test "
+                  f"where seeds do not pair), two-sided, p < {alpha}. Not significantly below `step`: no sign that the "
                   "representation carries more than how far training went.", "",
               "| encoder | val loss | " + " | ".join(f"vs `{m}`" for m in refs) + " | reading |",
               "| --- | --- |" + " --- |" * len(refs) + " --- |"]
@@ -106,11 +107,11 @@ def oracle_section(oracles: Oracles, comparisons: Mapping) -> list[str]:
         for m in refs:
             c = e["vs"][m]
             if c["p"] is None:
-                cells.append("— (fewer than 2 seeds)")
+                cells.append("not applicable (fewer than 2 seeds, or no spread)")
             else:
                 sig = c["lower"] or c["higher"]
                 cells.append(f"{'lower' if c['diff'] < 0 else 'higher'} by {abs(c['diff']):.4f}, p = {c['p']:.2g}"
-                             + ("" if sig else " (n.s.)"))
+                             + f" ({c.get('test') or 'welch'}" + (")" if sig else ", n.s.)"))
         lines.append(f"| {enc} | {mean_interval(e['val_loss']).text()} | " + " | ".join(cells) + f" | {e['reading']} |")
     return lines
 

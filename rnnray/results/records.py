@@ -133,6 +133,13 @@ class OracleMode:
     def val_losses(self) -> list[float]:
         return [float(r["best_val_loss"]) for r in self.runs if r.get("best_val_loss") is not None]
 
+    def by_seed(self) -> dict | list[float]:
+        """seed -> best validation loss where every run names its seed, else the bare values."""
+        runs = [r for r in self.runs if r.get("best_val_loss") is not None]
+        if runs and all(r.get("seed") is not None for r in runs):
+            return {r["seed"]: float(r["best_val_loss"]) for r in runs}
+        return [float(r["best_val_loss"]) for r in runs]
+
 
 @dataclass(frozen=True)
 class Oracles:
