@@ -74,6 +74,22 @@ def test_sweep_files_parse_and_validate(name):
         ("presets.dws=papr", "presets.dws: unknown preset 'papr'"),
         ("presets.stats=paper", "presets.stats: not one of the sweep's encoders"),
         ("train.preset=paper", "set by the sweep itself"),
+        # an inline zoo: a typo inside it is named, not reported as "zoo.str: Input should be a valid string"
+        ("zoo.runz=3", "quick.yaml: zoo.runz: unknown key"),
+        ("zoo.kind=cats", "quick.yaml: zoo: a zoo config needs kind: formal_languages or mnist"),
+        ("zoo=5", "quick.yaml: zoo: Input should be a valid string"),
+        # no float anywhere is NaN or +-inf, and the line says which
+        ("zoo.weight_decay=.inf", "quick.yaml: zoo.weight_decay: must be finite, got inf"),
+        ("zoo.lr_points=[[0, 0.01], [100, .nan]]", "quick.yaml: zoo.lr_points.1.1: must be finite, got nan"),
+        ("tolerance=.nan", "quick.yaml: tolerance: must be finite, got nan"),
+        ("train.lr=-.inf", "quick.yaml: train.lr: must be finite, got -inf"),
+        ("train.grad_clip=.inf", "quick.yaml: train.grad_clip: must be finite, got inf"),
+        ("train.weight_decay=inf", "quick.yaml: train.weight_decay: must be finite, got inf"),
+        ("tune.reduction_factor=.inf", "quick.yaml: tune.reduction_factor: must be finite, got inf"),
+        ("resources.cpus_per_worker=.inf", "quick.yaml: resources.cpus_per_worker: must be finite, got inf"),
+        ("search.all.lr={low: .nan, high: 0.1, log: true}", "quick.yaml: search.all.lr.low: must be finite, got nan"),
+        ("search.flat.lr=[0.001, .inf]", "quick.yaml: search.flat.lr.1: must be finite, got inf"),
+        ("search.flat.lr=.nan", "quick.yaml: search.flat.lr: must be finite, got nan"),
     ],
 )
 def test_bad_sweep_values_are_named(override, needle):

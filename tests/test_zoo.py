@@ -415,3 +415,30 @@ def test_balanced_task_assignment_covers_every_task_equally():
     drawn = {tuple(assigned_task(uniform, r)) for r in range(324)}
     assert 140 < len(drawn) < 195  # uniform draws leave many tasks out (about 166 expected)
     assert "task_assignment" not in content_spec(uniform) and content_spec(balanced)["task_assignment"] == "balanced"
+
+
+# ------------------------------------------------------------------------------------------------
+# refused before anything runs: values that are not finite, sizes that cannot fit
+
+
+@pytest.mark.parametrize("kind,field,value,needle", [
+    ("formal_languages", "weight_decay", float("inf"), "weight_decay: must be finite, got inf"),
+    ("formal_languages", "weight_decay", float("nan"), "weight_decay: must be finite, got nan"),
+    ("formal_languages", "lr_points", [[0, 0.01], [100, float("nan")]], "lr_points.1.1: must be finite, got nan"),
+    ("formal_languages", "resources", {"gpus_per_actor": float("inf")}, "resources.gpus_per_actor: must be finite, got inf"),
+    ("mnist", "weight_decays", [0.0, float("inf")], "weight_decays.1: must be finite, got inf"),
+    ("mnist", "angle_range", [0.0, float("inf")], "angle_range.1: must be finite, got inf"),
+    ("mnist", "weight_decays", [float("-inf")], "weight_decays.0: must be finite, got -inf"),
+])
+def test_non_finite_floats_are_refused_by_name(kind, field, value, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_zoo({"kind": kind, field: value})
+    assert str(e.value) == f"zoo config: {needle}"
+
+
+@pytest.mark.parametrize("content,sets,needle", [
+    ("kind: formal_languages\nweight_decay: .inf\n", [], "weight_decay: must be finite, got inf"),
+    ("kind: mnist\n", ["weight_decays=[0.0, .nan]"], "weight_decays.1: must be finite, got nan"),
+])
+def test_cli_non_finite_and_out_of_range_values_exit_2(tmp_path, content, sets, needle):
+    test_cli_bad_configs_exit_2_with_one_line(tmp_path, content, sets, needle)
