@@ -112,6 +112,24 @@ def test_cli_bad_input_exit_2(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_zoo_to_build_beyond_the_disk_is_refused_before_ray(tmp_path, monkeypatch, capsys):
+    """The sweep checks an inline zoo with the zoo build's own check (rnnray.zoo.preflight), before
+    Ray starts. The free disk is the one limit given here: this machine's would need a zoo of TBs."""
+    import ray
+
+    from rnnray import job
+    from rnnray.zoo import preflight
+
+    monkeypatch.setattr(preflight, "free_disk", lambda path: (10**6, tmp_path))
+    started = ray.is_initialized()
+    with pytest.raises(SystemExit) as e:
+        job.main([str(SWEEPS / "quick.yaml"), "--set", f"zoo.path={tmp_path / 'zoo'}", "--set", f"results={tmp_path / 'r'}"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: zoo.runs: the zoo would take about") and f"more than the 0.954 MiB free at {tmp_path}" in err, err
+    assert list(tmp_path.iterdir()) == [] and ray.is_initialized() == started
+
+
 def test_infeasible_budget_fails_before_any_trial(ray_session, tiny_fl_zoo, tmp_path):
     cfg = load_sweep(SWEEPS / "quick.yaml", [f"zoo={tiny_fl_zoo.path}", "budget=50", f"results={tmp_path}"])
     from rnnray.encoders import InfeasibleBudget

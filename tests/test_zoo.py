@@ -439,6 +439,80 @@ def test_non_finite_floats_are_refused_by_name(kind, field, value, needle):
 @pytest.mark.parametrize("content,sets,needle", [
     ("kind: formal_languages\nweight_decay: .inf\n", [], "weight_decay: must be finite, got inf"),
     ("kind: mnist\n", ["weight_decays=[0.0, .nan]"], "weight_decays.1: must be finite, got nan"),
+    ("kind: formal_languages\n", ["steps=10000000000000"], "steps: Input should be less than or equal to 2147483647"),
 ])
 def test_cli_non_finite_and_out_of_range_values_exit_2(tmp_path, content, sets, needle):
     test_cli_bad_configs_exit_2_with_one_line(tmp_path, content, sets, needle)
+
+
+def _small_zoo(tmp_path, **changes):
+    return parse_zoo({"kind": "formal_languages", "runs": 10, "steps": 10, "snapshot_steps": [0], "stored_sequences": 5,
+                      "accuracy_samples": 20, "path": str(tmp_path / "zoo"), **changes})
+
+
+def test_a_zoo_beyond_the_disk_or_the_drivers_memory_is_refused_by_name(tmp_path):
+    from rnnray.cli import UsageError
+    from rnnray.zoo.preflight import RUN_ID_BYTES, check_output, output_bytes
+
+    cfg = _small_zoo(tmp_path)
+    row = 4 * FORMAL_LANGUAGES.num_params + 5 * (2 * 42 + 2 * 41 * 6)  # float32 weights, int16 tokens, float16 log-probs
+    need = output_bytes(cfg)
+    assert need == 10 * 2 * row  # runs x snapshots (0 and the last step) x row
+    check_output(cfg, free=need, memory=10 * RUN_ID_BYTES)  # fits exactly: no error
+    with pytest.raises(UsageError, match=rf"^runs: the zoo would take about .* on disk \(10 runs x 2 snapshots x {row} bytes "
+                                         rf"a row, before compression\), more than the .* free at .*; lower runs$"):
+        check_output(cfg, free=need - 1, memory=10**9)
+    wide = _small_zoo(tmp_path, stored_sequences=10**5)  # the stored sequences make the size, not the runs
+    with pytest.raises(UsageError, match=r"^stored_sequences: the zoo would take"):
+        check_output(wide, free=need * 100, memory=10**9)
+    with pytest.raises(UsageError, match=rf"^runs: listing 10 runs to train would take .* \({RUN_ID_BYTES} bytes a run\)"):
+        check_output(cfg, free=need, memory=10 * RUN_ID_BYTES - 1)
+    assert not (tmp_path / "zoo").exists()
+
+
+@pytest.mark.parametrize("field,value", [("accuracy_samples", 10**9), ("batch_size", 10**8), ("stored_sequences", 10**6),
+                                         ("seq_len", 10**8), ("resources.chunk", None)])
+def test_a_chunk_beyond_one_nodes_memory_is_refused_by_name(tmp_path, field, value):
+    from rnnray.cli import UsageError
+    from rnnray.zoo.preflight import actor_bytes, check_actor
+
+    small = _small_zoo(tmp_path)
+    limit = 100 * actor_bytes(small)
+    check_actor(small, memory=limit)
+    if field == "resources.chunk":  # many runs in one chunk: every other size at its default
+        big = _small_zoo(tmp_path, runs=10**6, resources={"chunk": 10**6})
+    else:
+        big = _small_zoo(tmp_path, **{field: value})
+    with pytest.raises(UsageError, match=rf"^{field}: one zoo actor would hold about .* more than the .* of memory on one "
+                                         rf"node; lower {field}$"):
+        check_actor(big, memory=limit)
+
+
+def test_finished_shards_count_against_the_disk_estimate(tmp_path, one_torch_thread):
+    """A resumed build needs room for the runs it has left, not for the whole zoo again."""
+    from rnnray.cli import UsageError
+    from rnnray.zoo.preflight import check_output, output_bytes
+
+    cfg = _small_zoo(tmp_path, runs=4, resources={"chunk": 2})
+    build(cfg, progress=False, in_process="cpu")
+    root = Path(cfg.path)
+    (root / "manifest.json").unlink()
+    sorted((root / "shards").glob("*.parquet"))[1].unlink()  # runs 2, 3 are left to train
+    check_output(cfg, free=output_bytes(cfg, 2), memory=10**9)
+    with pytest.raises(UsageError, match=r"\(2 runs x 2 snapshots"):
+        check_output(cfg, free=output_bytes(cfg, 2) - 1, memory=10**9)
+
+
+def test_cli_build_refuses_sizes_that_cannot_fit_before_ray_starts(tmp_path):
+    """One line naming the field, exit 2, nothing written, and no Ray (which would add its own lines)."""
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text(f"kind: formal_languages\npath: {tmp_path / 'out' / 'zoo'}\n")
+    cases = [(["--set", "runs=2000000000"], "runs: the zoo would take about"),
+             (["--set", "accuracy_samples=1000000000000"], "accuracy_samples: one zoo actor would hold about"),
+             (["--set", "batch_size=1000000000000"], "batch_size: one zoo actor would hold about")]
+    for args, needle in cases:
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        r = _run("build", str(cfg), *args)
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(err) == 1 and needle in err[0] and "Traceback" not in r.stderr, r.stderr
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before

@@ -154,6 +154,9 @@ def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
         if manifest["spec"] != spec or manifest["runs"] != cfg.runs:
             raise storage.ZooError(f"{root / storage.MANIFEST}: a different zoo is already built here; use another path")
         return storage.verify(root, checksums=True)
+    from .preflight import check_output
+
+    check_output(cfg)  # before anything is written: the shards fit the disk, the run ids memory
     root.mkdir(parents=True, exist_ok=True)
     shards = _existing_shards(root, spec)
     done = {r for s in shards for r in s["runs"]}
