@@ -516,3 +516,58 @@ def test_cli_build_refuses_sizes_that_cannot_fit_before_ray_starts(tmp_path):
         err = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(err) == 1 and needle in err[0] and "Traceback" not in r.stderr, r.stderr
         assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# a zoo whose RNNs diverge: the runs named, no shard written for their chunk
+
+
+def test_a_diverging_zoo_stops_naming_its_runs_and_leaves_nothing(tmp_path, one_torch_thread):
+    from rnnray.zoo.builder import ZooDiverged
+
+    cfg = _small_zoo(tmp_path, runs=4, steps=20, snapshot_steps=[0, 10, 20], lr_points=[[0, 1e30]],
+                     resources={"chunk": 2}, path=str(tmp_path / "new" / "zoo"))
+    with pytest.raises(ZooDiverged) as e:
+        build(cfg, progress=False, in_process="cpu")
+    assert str(e.value) == ("zoo build: runs 0, 1 diverged (non-finite weights at step 10); "
+                            "lower lr_points or weight_decay")
+    assert not (tmp_path / "new").exists()  # the folders the build created are gone again
+
+
+def test_only_the_diverged_runs_are_named_and_no_shard_of_the_build_is_kept(tmp_path, one_torch_thread):
+    """Zoo B draws each run's weight decay: with decays 0 and 1e10 only the 1e10 runs diverge. The
+    healthy first chunk's shard is removed too (the config diverges whatever is resumed), and a
+    folder that existed before the build is left as it was."""
+    from rnnray.zoo.builder import ZooDiverged
+    from rnnray.zoo.trainer import ChunkTrainer
+
+    cfg = parse_zoo(dict(kind="mnist", runs=6, steps=10, seed=18, snapshot_steps=[0, 10], source="bundled", eval_digits=20,
+                         stored_sequences=2, weight_decays=[0.0, 1e10], resources={"chunk": 2}, path=str(tmp_path / "zoo")))
+    assert ChunkTrainer(cfg, list(range(6))).wd.tolist() == [0.0, 0.0, 0.0, 1e10, 0.0, 0.0]
+    (tmp_path / "zoo").mkdir()
+    with pytest.raises(ZooDiverged, match=r"^zoo build: run 3 diverged \(non-finite weights at step 10\); "
+                                          r"lower lr_points or weight_decays$"):
+        build(cfg, progress=False, in_process="cpu")
+    assert list((tmp_path / "zoo").iterdir()) == []
+
+
+def test_stored_outputs_beyond_float16_stop_the_build(tmp_path, one_torch_thread):
+    from rnnray.zoo.builder import ZooDiverged, check_finite
+
+    cfg = _small_zoo(tmp_path, runs=3)
+    cols = train_chunk(cfg, [0, 1, 2])
+    check_finite(cfg, cols)  # a healthy chunk passes
+    row = int(np.flatnonzero((cols["run_id"] == 2) & (cols["step"] == 10))[0])
+    cols["logprobs"][row, 0, 5, 1] = -np.inf  # a log-probability below float16's range
+    with pytest.raises(ZooDiverged, match=r"^zoo build: run 2 diverged \(stored logprobs beyond float16 at step 10\)"):
+        check_finite(cfg, cols)
+
+
+def test_a_diverging_zoo_stops_on_ray_actors_too(ray_session, tmp_path):
+    from rnnray.zoo.builder import ZooDiverged
+
+    cfg = _small_zoo(tmp_path, runs=4, steps=20, snapshot_steps=[0, 10, 20], lr_points=[[0, 1e30]],
+                     resources={"chunk": 2, "actors": 2})
+    with pytest.raises(ZooDiverged, match=r"^zoo build: runs (0, 1|2, 3) diverged \(non-finite weights at step 10\)"):
+        build(cfg, progress=False)
+    assert not (tmp_path / "zoo").exists()

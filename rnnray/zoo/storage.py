@@ -74,9 +74,10 @@ def row_bytes(kind: str, num_params: int, sequences: int, seq_len: int = 42) -> 
     return 4 * num_params + sequences * zoo_kind(kind).sequence_bytes(seq_len)
 
 
-def write_shard(table: pa.Table, directory: Path, run_ids) -> dict:
-    """Write one shard atomically; return its manifest entry."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write_shard(table: pa.Table, directory: Path, run_ids, parents: bool = True) -> dict:
+    """Write one shard atomically; return its manifest entry. ``parents=False``: the folder above
+    ``directory`` must exist (it is not created again)."""
+    directory.mkdir(parents=parents, exist_ok=True)
     name = shard_name(run_ids)
     final = directory / name
     with replacing(final) as tmp:
