@@ -571,3 +571,154 @@ def test_a_diverging_zoo_stops_on_ray_actors_too(ray_session, tmp_path):
     with pytest.raises(ZooDiverged, match=r"^zoo build: runs (0, 1|2, 3) diverged \(non-finite weights at step 10\)"):
         build(cfg, progress=False)
     assert not (tmp_path / "zoo").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# every reader checks the zoo's form: the manifest's keys and types, each shard's columns
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory, one_torch_thread_module):
+    cfg = parse_zoo({"kind": "formal_languages", "runs": 2, "steps": 10, "snapshot_steps": [0], "stored_sequences": 3,
+                     "accuracy_samples": 10, "path": str(tmp_path_factory.mktemp("small") / "zoo")})
+    build(cfg, progress=False, in_process="cpu")
+    return Path(cfg.path)
+
+
+def _every_reader(zoo: Path):
+    """The ways a stage opens a zoo (each must fail with one ZooError naming the file)."""
+    from rnnray.splits import zoo_splits
+    from rnnray.train.plan import ZooPlan
+    from rnnray.zoo.storage import read_manifest
+
+    return {"read_manifest": lambda: read_manifest(zoo), "verify": lambda: verify(zoo, checksums=False),
+            "load_table": lambda: load_table(zoo), "zoo_splits": lambda: zoo_splits(zoo, checksums=False),
+            "ZooPlan.open": lambda: ZooPlan.open(zoo)}
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("[]", "not an rnnray zoo manifest (the file holds a list, not an object)"),
+    ("null", "not an rnnray zoo manifest (the file holds null, not an object)"),
+    ('"zoo"', "the file holds a string"),
+    (lambda m: {k: v for k, v in m.items() if k != "shards"}, "has no 'shards'"),
+    (lambda m: {k: v for k, v in m.items() if k != "layout"}, "has no 'layout'"),
+    (lambda m: {**m, "shards": {"a": 1}}, "'shards' is an object, expected a list"),
+    (lambda m: {**m, "shards": [7]}, "shards[0] is a whole number, expected an object"),
+    (lambda m: {**m, "shards": [{k: v for k, v in m["shards"][0].items() if k != "sha256"}]}, "shards[0].sha256 is missing"),
+    (lambda m: {**m, "shards": [{**m["shards"][0], "file": "../../elsewhere.parquet"}]}, "not a file in the zoo's shards/ folder"),
+    (lambda m: {**m, "kind": "cats"}, "kind 'cats' is not a zoo kind"),
+    (lambda m: {**m, "runs": "many"}, "'runs' is a string, expected a whole number"),
+    (lambda m: {**m, "layout": {**m["layout"], "num_params": 12}}, "layout.num_params is 12"),
+    (lambda m: {**m, "config": [1]}, "'config' is a list, expected an object or null"),
+    (lambda m: {**m, "snapshots": [0, "ten"]}, "'snapshots': expected a list of whole numbers"),
+])
+def test_a_manifest_of_the_wrong_form_is_named_by_every_reader(small_zoo, tmp_path, content, needle):
+    import shutil
+
+    from rnnray.zoo import ZooError
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo)
+    m = json.loads((zoo / "manifest.json").read_text())
+    (zoo / "manifest.json").write_text(content if isinstance(content, str) else json.dumps(content(m)))
+    for name, read in _every_reader(zoo).items():
+        with pytest.raises(ZooError) as e:
+            read()
+        assert str(e.value).startswith(f"{zoo / 'manifest.json'}: ") and needle in str(e.value), (name, str(e.value))
+        assert len(str(e.value).splitlines()) == 1
+
+
+def _rewrite_shard(zoo: Path, change) -> Path:
+    """Replace the zoo's first shard by ``change(table)`` and update the manifest to match (size and
+    checksum), as a hand-edited or foreign zoo would be: only the columns can tell."""
+    import pyarrow.parquet as pq
+
+    from rnnray.zoo import storage
+
+    m = json.loads((zoo / "manifest.json").read_text())
+    entry = m["shards"][0]
+    f = zoo / entry["file"]
+    table = pq.read_table(f)
+    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), f)
+    entry["bytes"], entry["sha256"] = f.stat().st_size, storage.sha256(f)
+    (zoo / "manifest.json").write_text(json.dumps(m))
+    return f
+
+
+def _tensor(table, name, array):
+    import pyarrow as pa
+
+    i = table.column_names.index(name)
+    return table.set_column(i, name, pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(array)))
+
+
+def _column(table, name):
+    return table.column(name).combine_chunks().to_numpy_ndarray()
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda t: t.drop_columns(["accuracy"]), "columns differ from a formal_languages zoo's (missing accuracy)"),
+    (lambda t: t.append_column("loss", t.column("accuracy")), "columns differ from a formal_languages zoo's (unexpected loss)"),
+    (lambda t: t.rename_columns(["logits" if c == "logprobs" else c for c in t.column_names]),
+     "(missing logprobs; unexpected logits)"),
+    (lambda t: t.set_column(t.column_names.index("step"), "step", t.column("step").cast("int64")),
+     "column step is int64, a formal_languages zoo stores int32"),
+    (lambda t: _tensor(t, "params", _column(t, "params").astype(np.float64)),
+     f"column params is a tensor of double with shape [{FORMAL_LANGUAGES.num_params}], a formal_languages zoo stores a "
+     f"tensor of float with shape [{FORMAL_LANGUAGES.num_params}]"),
+    (lambda t: _tensor(t, "params", _column(t, "params")[:, :100]), "column params is a tensor of float with shape [100]"),
+    (lambda t: _tensor(t, "sequences", _column(t, "sequences")[:, :2]), "different numbers of stored sequences ([2, 3])"),
+    (lambda t: t.set_column(t.column_names.index("params"), "params",
+                            __import__("pyarrow").array(list(_column(t, "params").tolist()))),
+     "column params is list<element: double>"),
+])
+def test_a_shard_of_the_wrong_form_is_named_even_with_a_matching_manifest(small_zoo, tmp_path, change, needle):
+    import shutil
+
+    from rnnray.zoo import ZooError
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo)
+    shard = _rewrite_shard(zoo, change)
+    for name, read in _every_reader(zoo).items():
+        if name == "read_manifest":
+            continue  # the manifest itself is fine
+        with pytest.raises(ZooError) as e:
+            read()
+        assert str(e.value).startswith(f"{shard}: ") and needle in str(e.value), (name, str(e.value))
+    r = _run("info", str(zoo))
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and str(shard) in err[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_shard_replaced_after_the_check_is_named_when_read(small_zoo, tmp_path):
+    """Workers read the shards a verified manifest listed; one replaced in between is named, not
+    concatenated into a table of mixed columns."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from rnnray.zoo import ZooError
+    from rnnray.zoo.storage import read_shard_table
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo)
+    first = sorted((zoo / "shards").glob("*.parquet"))[0]
+    other = zoo / "shards" / "other.parquet"
+    pq.write_table(pq.read_table(first).drop_columns(["accuracy"]), other)
+    assert read_shard_table([str(first), str(first)]).num_rows == 2 * pq.read_metadata(first).num_rows
+    with pytest.raises(ZooError, match=f"^{other}: its columns differ from {first}'s$"):
+        read_shard_table([str(first), str(other)])
+
+
+def test_a_foreign_shard_in_a_zoo_being_built_is_named(small_zoo, tmp_path, one_torch_thread):
+    """Resuming a build into a folder whose shards/ holds a Parquet file without rnnray's metadata."""
+    import pyarrow.parquet as pq
+
+    cfg = _small_zoo(tmp_path, runs=2)
+    (tmp_path / "zoo" / "shards").mkdir(parents=True)
+    foreign = tmp_path / "zoo" / "shards" / "runs-000000-000001-x.parquet"
+    table = pq.read_table(sorted((small_zoo / "shards").glob("*.parquet"))[0])
+    pq.write_table(table.replace_schema_metadata({b"rnnray.runs": b"[0, 1]"}), foreign)
+    with pytest.raises(ZooError, match=f"^{foreign}: not a shard of an rnnray zoo build"):
+        build(cfg, progress=False, in_process="cpu")

@@ -144,11 +144,14 @@ def _existing_shards(root: Path, spec: dict) -> list[dict]:
             f.unlink()
             continue
         theirs = storage.shard_config(f)
+        if theirs is None:
+            raise storage.ZooError(f"{f}: not a shard of an rnnray zoo build (no zoo config in its metadata); use another path")
         if theirs != spec:
             diff = sorted(k for k in set(theirs) | set(spec) if theirs.get(k) != spec.get(k))
             raise storage.ZooError(
                 f"{f}: existing zoo was built with a different config ({', '.join(diff)} differ); use another path"
             )
+        storage.check_shard_form(f, spec["kind"], json.loads(layout_for(spec["kind"]).to_json()))
         found.append(
             {"file": f"{storage.SHARDS}/{f.name}", "rows": None, "runs": runs, "bytes": f.stat().st_size, "sha256": storage.sha256(f)}
         )
