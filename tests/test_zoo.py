@@ -440,6 +440,8 @@ def test_non_finite_floats_are_refused_by_name(kind, field, value, needle):
     ("kind: formal_languages\nweight_decay: .inf\n", [], "weight_decay: must be finite, got inf"),
     ("kind: mnist\n", ["weight_decays=[0.0, .nan]"], "weight_decays.1: must be finite, got nan"),
     ("kind: formal_languages\n", ["steps=10000000000000"], "steps: Input should be less than or equal to 2147483647"),
+    ("kind: mnist\n", ["runs=3000000000"], "runs: Input should be less than or equal to 2147483647"),
+    ("kind: mnist\n", ["resources.threads_per_actor=1000000"], "resources.threads_per_actor: Input should be less than or equal to 4096"),
 ])
 def test_cli_non_finite_and_out_of_range_values_exit_2(tmp_path, content, sets, needle):
     test_cli_bad_configs_exit_2_with_one_line(tmp_path, content, sets, needle)
