@@ -62,6 +62,7 @@ def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
     ``row_bytes``; the Arrow table and the numpy copies side by side count twice)."""
     from .zoo.storage import read_manifest, row_bytes
     from .zoo.builder import layout_for
+    from .zoo.preflight import actor_bytes
 
     if isinstance(cfg.zoo, str):
         m = read_manifest(cfg.zoo)
@@ -73,7 +74,7 @@ def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
         z = cfg.zoo
         kind, rows, stored, seq_len = z.kind, z.runs * len(z.snapshots), z.stored_sequences, getattr(z, "seq_len", 42)
         params = layout_for(kind).num_params
-        actor = 3 * min(z.resources.chunk, z.runs) * len(z.snapshots) * row_bytes(kind, params, stored, seq_len)
+        actor = actor_bytes(z)
     eval_seqs = min(stored, cfg.train.eval_sequences)
     worker = 2 * (rows * row_bytes(kind, params, stored, seq_len) // cfg.resources.workers
                   + rows * row_bytes(kind, params, eval_seqs, seq_len))
@@ -82,8 +83,9 @@ def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
 
 def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     """What can be checked before Ray starts and before anything is written: every path the sweep
-    will write can be written, every folder it names is of the expected kind, and the zoo's rows fit
-    one node's memory in a zoo actor and in a training worker. One line naming the field, or nothing."""
+    will write can be written, every folder it names is of the expected kind, the zoo's rows fit
+    one node's memory in a zoo actor and in a training worker, and a zoo to build fits the disk
+    (:mod:`rnnray.zoo.preflight`). One line naming the field, or nothing."""
     from .paths import check_writable, expect_kind
 
     check_writable(cfg.results, "results:")
@@ -95,16 +97,18 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
         expect_kind(cfg.zoo.path, "zoo.path:", ("missing", "empty", "zoo", "other"))
     if isinstance(resume, str) and resume not in ("latest", "last") and Path(resume).exists():
         expect_kind(resume, "--resume", ("sweep",))
+    from .zoo.preflight import check_actor, check_output
+
     need, have = memory_estimate(cfg), machine_memory()
     gib = 2**30
-    if have and need["actor"] > have:
-        raise UsageError(f"zoo.resources.chunk: one zoo actor would hold about {need['actor'] / gib:.1f} GiB "
-                         f"(chunk x snapshots x row size), more than the {have / gib:.1f} GiB of the largest node; "
-                         "lower chunk or stored_sequences")
+    if not isinstance(cfg.zoo, str):
+        check_actor(cfg.zoo, have, "zoo.")
     if have and need["worker"] > have:
         raise UsageError(f"zoo: a training worker would hold about {need['worker'] / gib:.1f} GiB of zoo rows "
                          f"(runs x snapshots x row size), more than the {have / gib:.1f} GiB of the largest node; "
                          "use fewer runs or stored_sequences, or more resources.workers")
+    if not isinstance(cfg.zoo, str):
+        check_output(cfg.zoo, prefix="zoo.")  # its shards on the disk, its run ids in this driver's memory
 
 
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,

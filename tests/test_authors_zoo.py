@@ -257,6 +257,67 @@ def test_wrong_dtype_and_mixed_tasks_are_refused_before_writing(tmp_path):
     assert not (tmp_path / "zoo").exists()
 
 
+def _spoil(name, index, value):
+    """Set one value of one of their files (a row, sequence, step and column)."""
+    def spoil(folder):
+        a = np.load(folder / name)
+        a[index] = value
+        np.save(folder / name, a)
+    return spoil
+
+
+@pytest.mark.parametrize("kind,spoil,file,needle", [
+    ("formal_languages", _spoil("parameters.npy", (7, 3), np.nan), "parameters.npy",
+     "holds a value that is not finite as float32 (first at row 7: nan)"),
+    ("formal_languages", _spoil("logits.npy", (5, 0, 2, 1), -np.inf), "logits.npy",
+     "holds a value that is not finite as float16 (first at row 5: -inf)"),
+    ("formal_languages", _spoil("sequences.npy", (11, 1, 9), 6), "sequences.npy",
+     "holds a token id outside [0, 6) (first at row 11: 6)"),
+    ("formal_languages", _spoil("sequences.npy", (30, 2, 0), -1), "sequences.npy",
+     "holds a token id outside [0, 6) (first at row 30: -1)"),
+    ("mnist", _spoil("parameters.npy", (35, 0), np.inf), "parameters.npy",
+     "holds a value that is not finite as float32 (first at row 35: inf)"),
+    ("mnist", _spoil("logits.npy", (0, 1, 49, 9), np.nan), "logits.npy",
+     "holds a value that is not finite as float16 (first at row 0: nan)"),
+    ("mnist", _spoil("sequences.npy", (20, 2, 3, 4), np.inf), "sequences.npy",
+     "holds a value that is not finite as float16 (first at row 20: inf)"),
+])
+def test_values_that_are_not_finite_or_not_tokens_are_refused_with_the_first_bad_row(tmp_path, kind, spoil, file, needle):
+    src, out = tmp_path / "theirs", tmp_path / "zoo"
+    write_theirs(src, kind)
+    spoil(src)
+    with pytest.raises(ZooError) as e:
+        import_npy(src, kind, out)
+    assert str(e.value) == f"{src / file}: {needle}"
+    assert not out.exists()
+
+
+def test_logits_beyond_float16_and_bad_rows_in_a_later_block_are_found(tmp_path, monkeypatch):
+    """Their logits stored as float32 may hold values float16 cannot (stored as +-inf); the check
+    reads the files a block of rows at a time, and finds a bad row in any block."""
+    from rnnray.zoo import authors
+
+    src = tmp_path / "theirs"
+    write_theirs(src, "mnist")
+    logits = np.load(src / "logits.npy").astype(np.float32)
+    logits[22, 0, 7, 3] = 1e5  # finite in float32, +inf in float16
+    np.save(src / "logits.npy", logits)
+    monkeypatch.setattr(authors, "CHECK_BLOCK", 3 * 50 * 10 * 4)  # 4 rows of logits a block: row 22 is in the sixth
+    with pytest.raises(ZooError, match=r"logits.npy: holds a value that is not finite as float16 \(first at row 22: 100000.0\)$"):
+        import_npy(src, "mnist", tmp_path / "zoo")
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_cli_bad_values_are_one_line_exit_2_and_write_nothing(tmp_path):
+    write_theirs(tmp_path / "theirs", "formal_languages")
+    _spoil("sequences.npy", (3, 0, 5), 9)(tmp_path / "theirs")
+    out = tmp_path / "zoo"
+    r = _cli("import-npy", str(tmp_path / "theirs"), "--kind", "formal_languages", "--out", str(out))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "sequences.npy: holds a token id outside [0, 6) (first at row 3: 9)" in lines[0], r.stderr
+    assert not out.exists()
+
+
 def test_an_out_dir_holding_a_zoo_is_refused(imported, tmp_path):
     kind, base, _, _ = imported
     before = json.loads((base / "zoo" / "manifest.json").read_text())

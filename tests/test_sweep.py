@@ -74,6 +74,22 @@ def test_sweep_files_parse_and_validate(name):
         ("presets.dws=papr", "presets.dws: unknown preset 'papr'"),
         ("presets.stats=paper", "presets.stats: not one of the sweep's encoders"),
         ("train.preset=paper", "set by the sweep itself"),
+        # an inline zoo: a typo inside it is named, not reported as "zoo.str: Input should be a valid string"
+        ("zoo.runz=3", "quick.yaml: zoo.runz: unknown key"),
+        ("zoo.kind=cats", "quick.yaml: zoo: a zoo config needs kind: formal_languages or mnist"),
+        ("zoo=5", "quick.yaml: zoo: Input should be a valid string"),
+        # no float anywhere is NaN or +-inf, and the line says which
+        ("zoo.weight_decay=.inf", "quick.yaml: zoo.weight_decay: must be finite, got inf"),
+        ("zoo.lr_points=[[0, 0.01], [100, .nan]]", "quick.yaml: zoo.lr_points.1.1: must be finite, got nan"),
+        ("tolerance=.nan", "quick.yaml: tolerance: must be finite, got nan"),
+        ("train.lr=-.inf", "quick.yaml: train.lr: must be finite, got -inf"),
+        ("train.grad_clip=.inf", "quick.yaml: train.grad_clip: must be finite, got inf"),
+        ("train.weight_decay=inf", "quick.yaml: train.weight_decay: must be finite, got inf"),
+        ("tune.reduction_factor=.inf", "quick.yaml: tune.reduction_factor: must be finite, got inf"),
+        ("resources.cpus_per_worker=.inf", "quick.yaml: resources.cpus_per_worker: must be finite, got inf"),
+        ("search.all.lr={low: .nan, high: 0.1, log: true}", "quick.yaml: search.all.lr.low: must be finite, got nan"),
+        ("search.flat.lr=[0.001, .inf]", "quick.yaml: search.flat.lr.1: must be finite, got inf"),
+        ("search.flat.lr=.nan", "quick.yaml: search.flat.lr: must be finite, got nan"),
     ],
 )
 def test_bad_sweep_values_are_named(override, needle):
@@ -94,6 +110,24 @@ def test_cli_bad_input_exit_2(tmp_path):
     r = _cli(str(SWEEPS / "quick.yaml"), "--set", f"zoo={tmp_path / 'no-zoo'}", "--set", f"results={tmp_path / 'r'}")
     assert r.returncode == 2 and "no-zoo" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_zoo_to_build_beyond_the_disk_is_refused_before_ray(tmp_path, monkeypatch, capsys):
+    """The sweep checks an inline zoo with the zoo build's own check (rnnray.zoo.preflight), before
+    Ray starts. The free disk is the one limit given here: this machine's would need a zoo of TBs."""
+    import ray
+
+    from rnnray import job
+    from rnnray.zoo import preflight
+
+    monkeypatch.setattr(preflight, "free_disk", lambda path: (10**6, tmp_path))
+    started = ray.is_initialized()
+    with pytest.raises(SystemExit) as e:
+        job.main([str(SWEEPS / "quick.yaml"), "--set", f"zoo.path={tmp_path / 'zoo'}", "--set", f"results={tmp_path / 'r'}"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: zoo.runs: the zoo would take about") and f"more than the 0.954 MiB free at {tmp_path}" in err, err
+    assert list(tmp_path.iterdir()) == [] and ray.is_initialized() == started
 
 
 def test_infeasible_budget_fails_before_any_trial(ray_session, tiny_fl_zoo, tmp_path):

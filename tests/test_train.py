@@ -196,6 +196,24 @@ def test_cli_bad_value_names_the_field(config_file, override, field):
     assert len(lines) == 1 and field in lines[0], lines
 
 
+@pytest.mark.parametrize("field,value,needle", [
+    ("lr", float("nan"), "lr: must be finite, got nan"),
+    ("lr", "inf", "lr: must be finite, got inf"),  # as `--set lr=inf` gives it: a string
+    ("weight_decay", float("inf"), "weight_decay: must be finite, got inf"),
+    ("grad_clip", float("inf"), "grad_clip: must be finite, got inf"),
+    ("tolerance", float("nan"), "tolerance: must be finite, got nan"),
+    ("cpus_per_worker", float("inf"), "cpus_per_worker: must be finite, got inf"),
+    ("encoder_hparams", {"dropout": float("nan")}, "encoder_hparams.dropout: must be finite, got nan"),
+    ("encoder_hparams", {"sizes": [1.0, float("-inf")]}, "encoder_hparams.sizes.1: must be finite, got -inf"),
+])
+def test_non_finite_values_are_refused_by_name(field, value, needle):
+    from rnnray.config import ConfigError, train_config_from_dict
+
+    with pytest.raises(ConfigError) as e:
+        train_config_from_dict({"zoo": "zoos/z", field: value}, "train.yaml")
+    assert str(e.value) == f"train.yaml: {needle}"
+
+
 def test_cli_storage_path_that_cannot_be_written_is_one_line(config_file, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     r = _cli(str(config_file), "--encoder", "flat", "--set", f"storage_path={tmp_path / 'notes.txt' / 'runs'}")

@@ -415,3 +415,312 @@ def test_balanced_task_assignment_covers_every_task_equally():
     drawn = {tuple(assigned_task(uniform, r)) for r in range(324)}
     assert 140 < len(drawn) < 195  # uniform draws leave many tasks out (about 166 expected)
     assert "task_assignment" not in content_spec(uniform) and content_spec(balanced)["task_assignment"] == "balanced"
+
+
+# ------------------------------------------------------------------------------------------------
+# refused before anything runs: values that are not finite, sizes that cannot fit
+
+
+@pytest.mark.parametrize("kind,field,value,needle", [
+    ("formal_languages", "weight_decay", float("inf"), "weight_decay: must be finite, got inf"),
+    ("formal_languages", "weight_decay", float("nan"), "weight_decay: must be finite, got nan"),
+    ("formal_languages", "lr_points", [[0, 0.01], [100, float("nan")]], "lr_points.1.1: must be finite, got nan"),
+    ("formal_languages", "resources", {"gpus_per_actor": float("inf")}, "resources.gpus_per_actor: must be finite, got inf"),
+    ("mnist", "weight_decays", [0.0, float("inf")], "weight_decays.1: must be finite, got inf"),
+    ("mnist", "angle_range", [0.0, float("inf")], "angle_range.1: must be finite, got inf"),
+    ("mnist", "weight_decays", [float("-inf")], "weight_decays.0: must be finite, got -inf"),
+])
+def test_non_finite_floats_are_refused_by_name(kind, field, value, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_zoo({"kind": kind, field: value})
+    assert str(e.value) == f"zoo config: {needle}"
+
+
+@pytest.mark.parametrize("content,sets,needle", [
+    ("kind: formal_languages\nweight_decay: .inf\n", [], "weight_decay: must be finite, got inf"),
+    ("kind: mnist\n", ["weight_decays=[0.0, .nan]"], "weight_decays.1: must be finite, got nan"),
+    ("kind: formal_languages\n", ["steps=10000000000000"], "steps: Input should be less than or equal to 2147483647"),
+    ("kind: mnist\n", ["runs=3000000000"], "runs: Input should be less than or equal to 2147483647"),
+    ("kind: mnist\n", ["resources.threads_per_actor=1000000"], "resources.threads_per_actor: Input should be less than or equal to 4096"),
+])
+def test_cli_non_finite_and_out_of_range_values_exit_2(tmp_path, content, sets, needle):
+    test_cli_bad_configs_exit_2_with_one_line(tmp_path, content, sets, needle)
+
+
+def _small_zoo(tmp_path, **changes):
+    return parse_zoo({"kind": "formal_languages", "runs": 10, "steps": 10, "snapshot_steps": [0], "stored_sequences": 5,
+                      "accuracy_samples": 20, "path": str(tmp_path / "zoo"), **changes})
+
+
+def test_a_zoo_beyond_the_disk_or_the_drivers_memory_is_refused_by_name(tmp_path):
+    from rnnray.cli import UsageError
+    from rnnray.zoo.preflight import RUN_ID_BYTES, check_output, output_bytes
+
+    cfg = _small_zoo(tmp_path)
+    row = 4 * FORMAL_LANGUAGES.num_params + 5 * (2 * 42 + 2 * 41 * 6)  # float32 weights, int16 tokens, float16 log-probs
+    need = output_bytes(cfg)
+    assert need == 10 * 2 * row  # runs x snapshots (0 and the last step) x row
+    check_output(cfg, free=need, memory=10 * RUN_ID_BYTES)  # fits exactly: no error
+    with pytest.raises(UsageError, match=rf"^runs: the zoo would take about .* on disk \(10 runs x 2 snapshots x {row} bytes "
+                                         rf"a row, before compression\), more than the .* free at .*; lower runs$"):
+        check_output(cfg, free=need - 1, memory=10**9)
+    wide = _small_zoo(tmp_path, stored_sequences=10**5)  # the stored sequences make the size, not the runs
+    with pytest.raises(UsageError, match=r"^stored_sequences: the zoo would take"):
+        check_output(wide, free=need * 100, memory=10**9)
+    with pytest.raises(UsageError, match=rf"^runs: listing 10 runs to train would take .* \({RUN_ID_BYTES} bytes a run\)"):
+        check_output(cfg, free=need, memory=10 * RUN_ID_BYTES - 1)
+    assert not (tmp_path / "zoo").exists()
+
+
+@pytest.mark.parametrize("field,value", [("accuracy_samples", 10**9), ("batch_size", 10**8), ("stored_sequences", 10**6),
+                                         ("seq_len", 10**8), ("resources.chunk", None)])
+def test_a_chunk_beyond_one_nodes_memory_is_refused_by_name(tmp_path, field, value):
+    from rnnray.cli import UsageError
+    from rnnray.zoo.preflight import actor_bytes, check_actor
+
+    small = _small_zoo(tmp_path)
+    limit = 100 * actor_bytes(small)
+    check_actor(small, memory=limit)
+    if field == "resources.chunk":  # many runs in one chunk: every other size at its default
+        big = _small_zoo(tmp_path, runs=10**6, resources={"chunk": 10**6})
+    else:
+        big = _small_zoo(tmp_path, **{field: value})
+    with pytest.raises(UsageError, match=rf"^{field}: one zoo actor would hold about .* more than the .* of memory on one "
+                                         rf"node; lower {field}$"):
+        check_actor(big, memory=limit)
+
+
+def test_finished_shards_count_against_the_disk_estimate(tmp_path, one_torch_thread):
+    """A resumed build needs room for the runs it has left, not for the whole zoo again."""
+    from rnnray.cli import UsageError
+    from rnnray.zoo.preflight import check_output, output_bytes
+
+    cfg = _small_zoo(tmp_path, runs=4, resources={"chunk": 2})
+    build(cfg, progress=False, in_process="cpu")
+    root = Path(cfg.path)
+    (root / "manifest.json").unlink()
+    sorted((root / "shards").glob("*.parquet"))[1].unlink()  # runs 2, 3 are left to train
+    check_output(cfg, free=output_bytes(cfg, 2), memory=10**9)
+    with pytest.raises(UsageError, match=r"\(2 runs x 2 snapshots"):
+        check_output(cfg, free=output_bytes(cfg, 2) - 1, memory=10**9)
+
+
+def test_cli_build_refuses_sizes_that_cannot_fit_before_ray_starts(tmp_path):
+    """One line naming the field, exit 2, nothing written, and no Ray (which would add its own lines)."""
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text(f"kind: formal_languages\npath: {tmp_path / 'out' / 'zoo'}\n")
+    cases = [(["--set", "runs=2000000000"], "runs: the zoo would take about"),
+             (["--set", "accuracy_samples=1000000000000"], "accuracy_samples: one zoo actor would hold about"),
+             (["--set", "batch_size=1000000000000"], "batch_size: one zoo actor would hold about")]
+    for args, needle in cases:
+        before = sorted(str(p) for p in tmp_path.rglob("*"))
+        r = _run("build", str(cfg), *args)
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(err) == 1 and needle in err[0] and "Traceback" not in r.stderr, r.stderr
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# a zoo whose RNNs diverge: the runs named, no shard written for their chunk
+
+
+def test_a_diverging_zoo_stops_naming_its_runs_and_leaves_nothing(tmp_path, one_torch_thread):
+    from rnnray.zoo.builder import ZooDiverged
+
+    cfg = _small_zoo(tmp_path, runs=4, steps=20, snapshot_steps=[0, 10, 20], lr_points=[[0, 1e30]],
+                     resources={"chunk": 2}, path=str(tmp_path / "new" / "zoo"))
+    with pytest.raises(ZooDiverged) as e:
+        build(cfg, progress=False, in_process="cpu")
+    assert str(e.value) == ("zoo build: runs 0, 1 diverged (non-finite weights at step 10); "
+                            "lower lr_points or weight_decay")
+    assert not (tmp_path / "new").exists()  # the folders the build created are gone again
+
+
+def test_only_the_diverged_runs_are_named_and_no_shard_of_the_build_is_kept(tmp_path, one_torch_thread):
+    """Zoo B draws each run's weight decay: with decays 0 and 1e10 only the 1e10 runs diverge. The
+    healthy first chunk's shard is removed too (the config diverges whatever is resumed), and a
+    folder that existed before the build is left as it was."""
+    from rnnray.zoo.builder import ZooDiverged
+    from rnnray.zoo.trainer import ChunkTrainer
+
+    cfg = parse_zoo(dict(kind="mnist", runs=6, steps=10, seed=18, snapshot_steps=[0, 10], source="bundled", eval_digits=20,
+                         stored_sequences=2, weight_decays=[0.0, 1e10], resources={"chunk": 2}, path=str(tmp_path / "zoo")))
+    assert ChunkTrainer(cfg, list(range(6))).wd.tolist() == [0.0, 0.0, 0.0, 1e10, 0.0, 0.0]
+    (tmp_path / "zoo").mkdir()
+    with pytest.raises(ZooDiverged, match=r"^zoo build: run 3 diverged \(non-finite weights at step 10\); "
+                                          r"lower lr_points or weight_decays$"):
+        build(cfg, progress=False, in_process="cpu")
+    assert list((tmp_path / "zoo").iterdir()) == []
+
+
+def test_stored_outputs_beyond_float16_stop_the_build(tmp_path, one_torch_thread):
+    from rnnray.zoo.builder import ZooDiverged, check_finite
+
+    cfg = _small_zoo(tmp_path, runs=3)
+    cols = train_chunk(cfg, [0, 1, 2])
+    check_finite(cfg, cols)  # a healthy chunk passes
+    row = int(np.flatnonzero((cols["run_id"] == 2) & (cols["step"] == 10))[0])
+    cols["logprobs"][row, 0, 5, 1] = -np.inf  # a log-probability below float16's range
+    with pytest.raises(ZooDiverged, match=r"^zoo build: run 2 diverged \(stored logprobs beyond float16 at step 10\)"):
+        check_finite(cfg, cols)
+
+
+def test_a_diverging_zoo_stops_on_ray_actors_too(ray_session, tmp_path):
+    from rnnray.zoo.builder import ZooDiverged
+
+    cfg = _small_zoo(tmp_path, runs=4, steps=20, snapshot_steps=[0, 10, 20], lr_points=[[0, 1e30]],
+                     resources={"chunk": 2, "actors": 2})
+    with pytest.raises(ZooDiverged, match=r"^zoo build: runs (0, 1|2, 3) diverged \(non-finite weights at step 10\)"):
+        build(cfg, progress=False)
+    assert not (tmp_path / "zoo").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# every reader checks the zoo's form: the manifest's keys and types, each shard's columns
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory, one_torch_thread_module):
+    cfg = parse_zoo({"kind": "formal_languages", "runs": 2, "steps": 10, "snapshot_steps": [0], "stored_sequences": 3,
+                     "accuracy_samples": 10, "path": str(tmp_path_factory.mktemp("small") / "zoo")})
+    build(cfg, progress=False, in_process="cpu")
+    return Path(cfg.path)
+
+
+def _every_reader(zoo: Path):
+    """The ways a stage opens a zoo (each must fail with one ZooError naming the file)."""
+    from rnnray.splits import zoo_splits
+    from rnnray.train.plan import ZooPlan
+    from rnnray.zoo.storage import read_manifest
+
+    return {"read_manifest": lambda: read_manifest(zoo), "verify": lambda: verify(zoo, checksums=False),
+            "load_table": lambda: load_table(zoo), "zoo_splits": lambda: zoo_splits(zoo, checksums=False),
+            "ZooPlan.open": lambda: ZooPlan.open(zoo)}
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("[]", "not an rnnray zoo manifest (the file holds a list, not an object)"),
+    ("null", "not an rnnray zoo manifest (the file holds null, not an object)"),
+    ('"zoo"', "the file holds a string"),
+    (lambda m: {k: v for k, v in m.items() if k != "shards"}, "has no 'shards'"),
+    (lambda m: {k: v for k, v in m.items() if k != "layout"}, "has no 'layout'"),
+    (lambda m: {**m, "shards": {"a": 1}}, "'shards' is an object, expected a list"),
+    (lambda m: {**m, "shards": [7]}, "shards[0] is a whole number, expected an object"),
+    (lambda m: {**m, "shards": [{k: v for k, v in m["shards"][0].items() if k != "sha256"}]}, "shards[0].sha256 is missing"),
+    (lambda m: {**m, "shards": [{**m["shards"][0], "file": "../../elsewhere.parquet"}]}, "not a file in the zoo's shards/ folder"),
+    (lambda m: {**m, "kind": "cats"}, "kind 'cats' is not a zoo kind"),
+    (lambda m: {**m, "runs": "many"}, "'runs' is a string, expected a whole number"),
+    (lambda m: {**m, "layout": {**m["layout"], "num_params": 12}}, "layout.num_params is 12"),
+    (lambda m: {**m, "config": [1]}, "'config' is a list, expected an object or null"),
+    (lambda m: {**m, "snapshots": [0, "ten"]}, "'snapshots': expected a list of whole numbers"),
+])
+def test_a_manifest_of_the_wrong_form_is_named_by_every_reader(small_zoo, tmp_path, content, needle):
+    import shutil
+
+    from rnnray.zoo import ZooError
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo)
+    m = json.loads((zoo / "manifest.json").read_text())
+    (zoo / "manifest.json").write_text(content if isinstance(content, str) else json.dumps(content(m)))
+    for name, read in _every_reader(zoo).items():
+        with pytest.raises(ZooError) as e:
+            read()
+        assert str(e.value).startswith(f"{zoo / 'manifest.json'}: ") and needle in str(e.value), (name, str(e.value))
+        assert len(str(e.value).splitlines()) == 1
+
+
+def _rewrite_shard(zoo: Path, change) -> Path:
+    """Replace the zoo's first shard by ``change(table)`` and update the manifest to match (size and
+    checksum), as a hand-edited or foreign zoo would be: only the columns can tell."""
+    import pyarrow.parquet as pq
+
+    from rnnray.zoo import storage
+
+    m = json.loads((zoo / "manifest.json").read_text())
+    entry = m["shards"][0]
+    f = zoo / entry["file"]
+    table = pq.read_table(f)
+    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), f)
+    entry["bytes"], entry["sha256"] = f.stat().st_size, storage.sha256(f)
+    (zoo / "manifest.json").write_text(json.dumps(m))
+    return f
+
+
+def _tensor(table, name, array):
+    import pyarrow as pa
+
+    i = table.column_names.index(name)
+    return table.set_column(i, name, pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(array)))
+
+
+def _column(table, name):
+    return table.column(name).combine_chunks().to_numpy_ndarray()
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda t: t.drop_columns(["accuracy"]), "columns differ from a formal_languages zoo's (missing accuracy)"),
+    (lambda t: t.append_column("loss", t.column("accuracy")), "columns differ from a formal_languages zoo's (unexpected loss)"),
+    (lambda t: t.rename_columns(["logits" if c == "logprobs" else c for c in t.column_names]),
+     "(missing logprobs; unexpected logits)"),
+    (lambda t: t.set_column(t.column_names.index("step"), "step", t.column("step").cast("int64")),
+     "column step is int64, a formal_languages zoo stores int32"),
+    (lambda t: _tensor(t, "params", _column(t, "params").astype(np.float64)),
+     f"column params is a tensor of double with shape [{FORMAL_LANGUAGES.num_params}], a formal_languages zoo stores a "
+     f"tensor of float with shape [{FORMAL_LANGUAGES.num_params}]"),
+    (lambda t: _tensor(t, "params", _column(t, "params")[:, :100]), "column params is a tensor of float with shape [100]"),
+    (lambda t: _tensor(t, "sequences", _column(t, "sequences")[:, :2]), "different numbers of stored sequences ([2, 3])"),
+    (lambda t: t.set_column(t.column_names.index("params"), "params",
+                            __import__("pyarrow").array(list(_column(t, "params").tolist()))),
+     "column params is list<element: double>"),
+])
+def test_a_shard_of_the_wrong_form_is_named_even_with_a_matching_manifest(small_zoo, tmp_path, change, needle):
+    import shutil
+
+    from rnnray.zoo import ZooError
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo)
+    shard = _rewrite_shard(zoo, change)
+    for name, read in _every_reader(zoo).items():
+        if name == "read_manifest":
+            continue  # the manifest itself is fine
+        with pytest.raises(ZooError) as e:
+            read()
+        assert str(e.value).startswith(f"{shard}: ") and needle in str(e.value), (name, str(e.value))
+    r = _run("info", str(zoo))
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and str(shard) in err[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_shard_replaced_after_the_check_is_named_when_read(small_zoo, tmp_path):
+    """Workers read the shards a verified manifest listed; one replaced in between is named, not
+    concatenated into a table of mixed columns."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from rnnray.zoo import ZooError
+    from rnnray.zoo.storage import read_shard_table
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(small_zoo, zoo)
+    first = sorted((zoo / "shards").glob("*.parquet"))[0]
+    other = zoo / "shards" / "other.parquet"
+    pq.write_table(pq.read_table(first).drop_columns(["accuracy"]), other)
+    assert read_shard_table([str(first), str(first)]).num_rows == 2 * pq.read_metadata(first).num_rows
+    with pytest.raises(ZooError, match=f"^{other}: its columns differ from {first}'s$"):
+        read_shard_table([str(first), str(other)])
+
+
+def test_a_foreign_shard_in_a_zoo_being_built_is_named(small_zoo, tmp_path, one_torch_thread):
+    """Resuming a build into a folder whose shards/ holds a Parquet file without rnnray's metadata."""
+    import pyarrow.parquet as pq
+
+    cfg = _small_zoo(tmp_path, runs=2)
+    (tmp_path / "zoo" / "shards").mkdir(parents=True)
+    foreign = tmp_path / "zoo" / "shards" / "runs-000000-000001-x.parquet"
+    table = pq.read_table(sorted((small_zoo / "shards").glob("*.parquet"))[0])
+    pq.write_table(table.replace_schema_metadata({b"rnnray.runs": b"[0, 1]"}), foreign)
+    with pytest.raises(ZooError, match=f"^{foreign}: not a shard of an rnnray zoo build"):
+        build(cfg, progress=False, in_process="cpu")

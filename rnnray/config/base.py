@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+from typing import Any
+
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from ..errors import UserError
 from ..kinds import KIND_NAMES
@@ -23,7 +27,30 @@ class ConfigError(UserError, ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Every config model: unknown keys are errors, and no float field takes NaN or +-inf (pydantic's
+    ``allow_inf_nan=False`` reaches every float a model declares, nested tuples and lists included;
+    fields typed ``Any`` are checked by :func:`finite_tree`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def finite_tree(value: Any) -> Any:
+    """``value`` unchanged if no float anywhere inside it (dicts, lists, tuples) is NaN or +-inf; else
+    the error naming where, for the fields a model leaves loosely typed (``Any``, unions with lists):
+    use it as a ``mode="before"`` field validator, so the check runs before any union is tried."""
+
+    def walk(v, at: tuple):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise PydanticCustomError("finite_number", "must be finite, got {got}", {"got": str(v), "at": at})
+        if isinstance(v, dict):
+            for k, item in v.items():
+                walk(item, (*at, k))
+        elif isinstance(v, (list, tuple)):
+            for i, item in enumerate(v):
+                walk(item, (*at, i))
+
+    walk(value, ())
+    return value
 
 
 def one_of(value: str, names: tuple[str, ...], what: str) -> str:
@@ -33,18 +60,24 @@ def one_of(value: str, names: tuple[str, ...], what: str) -> str:
     return value
 
 
+# the tag of a union member that is a path rather than a model (``zoo:`` in a sweep file): not a field
+PATH_TAG = "(a path)"
+
+
 def _fmt_loc(loc) -> str:
-    parts = [str(p) for p in loc if p not in KIND_NAMES]
+    parts = [str(p) for p in loc if p not in KIND_NAMES and p != PATH_TAG]
     return ".".join(parts) or "(top level)"
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line: the file, the first offending field, and what is wrong with it."""
     first = err.errors()[0]
-    loc = _fmt_loc(first["loc"])
+    loc = _fmt_loc((*first["loc"], *(first.get("ctx") or {}).get("at", ())))
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key (typo?)"
+    elif first["type"] == "finite_number":
+        msg = f"must be finite, got {(first.get('ctx') or {}).get('got', first.get('input'))}"
     extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {loc}: {msg}{extra}"
 

@@ -6,11 +6,11 @@ checks a sweep's ``search:`` section against them when the file is loaded.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from .base import DEFAULT_PRESET, ENCODER_NAMES, PRESET_NAMES, Strict, one_of
+from .base import DEFAULT_PRESET, ENCODER_NAMES, PATH_TAG, PRESET_NAMES, Strict, finite_tree, one_of
 from .train import TrainConfig, TrainSettings
 from .zoo import FormalLanguagesZoo, MnistZoo
 
@@ -141,6 +141,25 @@ class TrackingSettings(Strict):
     wandb: WandbSettings | None = Field(None, description="log to Weights & Biases (off when absent)")
 
 
+def _zoo_tag(value) -> str | None:
+    """Which member of ``zoo:`` a value is: a mapping by its ``kind`` (None: missing or unknown, so
+    the error says what a zoo config needs, and a typo inside one names the key), else a path."""
+    if isinstance(value, dict):
+        kind = value.get("kind")
+        return kind if kind in ("formal_languages", "mnist") else None
+    if isinstance(value, (FormalLanguagesZoo, MnistZoo)):
+        return value.kind
+    return PATH_TAG
+
+
+ZooField = Annotated[
+    Union[Annotated[str, Tag(PATH_TAG)], Annotated[FormalLanguagesZoo, Tag("formal_languages")],
+          Annotated[MnistZoo, Tag("mnist")]],
+    Discriminator(_zoo_tag, custom_error_type="zoo_kind",
+                  custom_error_message="a zoo config needs kind: formal_languages or mnist (or give a zoo's path)"),
+]
+
+
 # the training file's fields a sweep sets itself (from its own keys, per trial), not under `train:`
 RUN_OWNED = frozenset(TrainConfig.model_fields) - frozenset(TrainSettings.model_fields)
 
@@ -150,7 +169,7 @@ class SweepConfig(Strict):
 
     name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
     results: str = Field("results", description="results directory; one folder per sweep inside it")
-    zoo: str | FormalLanguagesZoo | MnistZoo
+    zoo: ZooField
     encoders: list[str] = Field(min_length=1)
     budget: int = Field(gt=0, description="trainable encoder parameters, the same for every trial")
     tolerance: float = Field(0.05, gt=0, lt=1)
@@ -169,6 +188,8 @@ class SweepConfig(Strict):
     resources: TrialResources = TrialResources()
     downstream: DownstreamSettings = DownstreamSettings()
     tracking: TrackingSettings = TrackingSettings()
+
+    _finite_search = field_validator("search", mode="before")(finite_tree)
 
     @field_validator("encoders")
     @classmethod

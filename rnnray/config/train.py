@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .base import (DEFAULT_PRESET, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict, apply_overrides, format_validation_error, one_of,
-                   read_yaml)
+from .base import (DEFAULT_PRESET, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict, apply_overrides, finite_tree,
+                   format_validation_error, one_of, read_yaml)
 
 
 class TrainSettings(Strict):
@@ -78,6 +78,8 @@ class TrainConfig(TrainSettings):
     )
     storage_path: str = Field("results/train", description="where runs and checkpoints are written")
     name: str | None = Field(None, description="run name; default: the encoder name plus a hash of the settings")
+
+    _finite_hparams = field_validator("encoder_hparams", mode="before")(finite_tree)
 
     @field_validator("preset")
     @classmethod

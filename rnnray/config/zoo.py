@@ -11,6 +11,7 @@ from .base import ConfigError, Strict, apply_overrides, format_validation_error,
 
 PAPER_SNAPSHOT_STEPS = (0, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 PAPER_LR_POINTS = ((0, 0.01), (10000, 0.003), (20000, 0.0003))
+INT32_MAX = 2**31 - 1  # run ids and steps are int32 columns in a zoo's shards
 
 
 class ZooResources(Strict):
@@ -21,13 +22,13 @@ class ZooResources(Strict):
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
     threads_per_actor: int = Field(
-        1, ge=1, description="torch intra-op threads per actor; 1 keeps every row bitwise independent of the chunking"
+        1, ge=1, le=4096, description="torch intra-op threads per actor; 1 keeps every row bitwise independent of the chunking"
     )
 
 
 class _ZooBase(Strict):
-    runs: int = Field(1000, ge=1, description="number of RNNs")
-    steps: int = Field(20000, ge=0, description="last training step; the snapshot schedule is cut there")
+    runs: int = Field(1000, ge=1, le=INT32_MAX, description="number of RNNs (run ids are int32)")
+    steps: int = Field(20000, ge=0, le=INT32_MAX, description="last training step; the snapshot schedule is cut there (steps are int32)")
     seed: int = Field(0, ge=0)
     path: str = Field("zoos/zoo", description="output directory")
     batch_size: int = Field(32, ge=1)
@@ -41,6 +42,8 @@ class _ZooBase(Strict):
     def _sorted_steps(cls, v):
         if list(v) != sorted(set(v)) or (v and v[0] < 0):
             raise ValueError("must be distinct non-negative steps in increasing order")
+        if v and v[-1] > INT32_MAX:
+            raise ValueError(f"must be steps up to {INT32_MAX} (steps are int32)")
         return v
 
     @field_validator("lr_points")

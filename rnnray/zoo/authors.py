@@ -15,8 +15,9 @@ in their layout. The mapping, both ways:
   task = ``tasks.npy`` (offsets as int8, or the angle as float32); sequences and outputs keep
   their dtypes (int16 tokens or float16 tiles; float16 log-probabilities or logits).
 
-Every source file's presence, shape and dtype, the row counts and the runs' tasks are checked
-before anything is written; a bad one is a :class:`~rnnray.zoo.storage.ZooError` naming the file.
+Every source file's presence, shape and dtype, the row counts, the values (weights and stored outputs
+finite, zoo A's token ids in its vocabulary) and the runs' tasks are checked before anything is
+written; a bad one is a :class:`~rnnray.zoo.storage.ZooError` naming the file (and the first bad row).
 """
 
 from __future__ import annotations
@@ -98,6 +99,46 @@ def _integral(arr: np.ndarray, path: Path, what: str, low: int, high: int) -> np
     return a
 
 
+CHECK_BLOCK = 1 << 26  # values checked at a time, so a release of many GB is checked in bounded memory
+
+
+def _first_bad_row(arr: np.ndarray, bad) -> int | None:
+    """The first row of ``arr`` (memory-mapped) holding a value for which ``bad`` is true, or None;
+    read a block of rows at a time."""
+    per_row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)))
+    step = max(1, CHECK_BLOCK // per_row)
+    for lo in range(0, len(arr), step):
+        rows = bad(np.asarray(arr[lo:lo + step])).reshape(min(step, len(arr) - lo), -1).any(-1)
+        if rows.any():
+            return lo + int(np.argmax(rows))
+    return None
+
+
+def _check_values(src: Path, kind: str, arrays: dict) -> None:
+    """Weights and stored outputs finite (zoo B's stored inputs too), and zoo A's tokens ids of its
+    vocabulary: a ZooError naming the file and the first bad row."""
+    def not_finite_as(dtype):  # as stored: a float32 file's 1e5 is +inf in float16
+        return lambda a: ~np.isfinite(a.astype(dtype, copy=False))
+
+    stored = {fname: dtype for fname, (_, dtype) in BIG[kind].items()}
+    checks = [("parameters.npy", not_finite_as(np.float32), "holds a value that is not finite as float32"),
+              ("logits.npy", not_finite_as(stored["logits.npy"]), "holds a value that is not finite as float16")]
+    if kind == "formal_languages":
+        vocab = zoo_kind(kind).input_size
+        checks.append(("sequences.npy", lambda a: (a < 0) | (a >= vocab), f"holds a token id outside [0, {vocab})"))
+    else:
+        checks.append(("sequences.npy", not_finite_as(stored["sequences.npy"]), "holds a value that is not finite as float16"))
+    for name, bad, what in checks:
+        arr = arrays[name]
+        with np.errstate(invalid="ignore", over="ignore"):
+            row = _first_bad_row(arr, bad)
+        if row is not None:
+            values = np.asarray(arr[row]).reshape(-1)
+            with np.errstate(invalid="ignore", over="ignore"):
+                first = values[np.argmax(bad(values))]
+            raise ZooError(f"{src / name}: {what} (first at row {row}: {first})")
+
+
 def run_starts(index: np.ndarray, step: np.ndarray) -> np.ndarray:
     """Rows where a run starts: the first, and every row whose run index changes or whose step does
     not increase (their run index restarts at 0 in each generation job)."""
@@ -124,6 +165,7 @@ def read_source(src_dir, kind: str) -> dict:
         raise ZooError(f"{src / 'logits.npy'}: {arrays['logits.npy'].shape[1]} sequences per row, but sequences.npy has {n_seq}")
     if n_seq == 0:
         raise ZooError(f"{src / 'sequences.npy'}: holds no sequences")
+    _check_values(src, kind, arrays)
 
     cols: dict[str, np.ndarray] = {}
     index_file = INDEX_FILE[kind]

@@ -9,9 +9,11 @@ contain, so an interrupted build resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -69,19 +71,47 @@ class ZooTrainer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import ray
 
-        entry = train_shard(self.cfg, [int(r) for r in batch["run_id"]], self.out_dir, self.device, self.digits)
+        try:
+            entry = train_shard(self.cfg, [int(r) for r in batch["run_id"]], self.out_dir, self.device, self.digits)
+        except ZooDiverged as e:  # an answer, not a failure: Ray would retry a failure, and lose the message
+            return {"entry": np.array([json.dumps({"diverged": str(e)})])}
         entry["node_id"] = ray.get_runtime_context().get_node_id()  # where it was trained (see the manifest)
         entry["gpu_ids"] = self.gpu_ids
         return {"entry": np.array([json.dumps(entry)])}
 
 
+class ZooDiverged(storage.ZooError):
+    """Runs of a chunk whose weights or stored outputs are not finite: their shard is not written."""
+
+
+def check_finite(cfg, cols: dict[str, np.ndarray]) -> None:
+    """:class:`ZooDiverged` naming the runs of a trained chunk whose flat weights or stored outputs
+    (log-probabilities or logits, float16) hold NaN or +-inf at any snapshot, and the first such step."""
+    out = zoo_kind(cfg.kind).sequence_columns[1]
+    n = len(cols["run_id"])
+    weights = ~np.isfinite(cols["params"].reshape(n, -1)).all(-1)
+    outputs = ~np.isfinite(cols[out].reshape(n, -1)).all(-1)
+    bad = weights | outputs
+    if not bad.any():
+        return
+    runs = sorted({int(r) for r in cols["run_id"][bad]})
+    step = int(cols["step"][bad].min())
+    what = "non-finite weights" if (weights & (cols["step"] == step)).any() else f"stored {out} beyond float16"
+    names = ", ".join(map(str, runs[:10])) + (f" and {len(runs) - 10} more" if len(runs) > 10 else "")
+    decay = "weight_decay" if cfg.kind == "formal_languages" else "weight_decays"
+    raise ZooDiverged(f"zoo build: run{'s' if len(runs) > 1 else ''} {names} diverged ({what} at step {step}); "
+                      f"lower lr_points or {decay}")
+
+
 def train_shard(cfg, run_ids: list[int], out_dir: Path, device: str, digits=None) -> dict:
-    """Train one chunk of runs together and write it as a shard; its manifest entry."""
+    """Train one chunk of runs together and write it as a shard; its manifest entry. A chunk with a
+    diverged run (:func:`check_finite`) is not written: the build stops with the runs named."""
     from .trainer import train_chunk
 
     t0 = time.time()
     cols = train_chunk(cfg, run_ids, device, digits=digits)
     source = cols.pop("_source", None)
+    check_finite(cfg, cols)
     meta = {
         "zoo": json.dumps(content_spec(cfg)),
         "kind": cfg.kind,
@@ -90,7 +120,8 @@ def train_shard(cfg, run_ids: list[int], out_dir: Path, device: str, digits=None
     }
     if source:
         meta["source"] = source
-    entry = storage.write_shard(storage.to_table(cols, meta), out_dir, run_ids)
+    # the zoo folder must exist already: a chunk landing after a stopped build removed it is dropped
+    entry = storage.write_shard(storage.to_table(cols, meta), out_dir, run_ids, parents=False)
     entry["seconds"] = round(time.time() - t0, 2)
     entry["device"] = str(device)
     entry["pid"] = os.getpid()  # the process that trained it (a restarted actor has a new one)
@@ -113,11 +144,14 @@ def _existing_shards(root: Path, spec: dict) -> list[dict]:
             f.unlink()
             continue
         theirs = storage.shard_config(f)
+        if theirs is None:
+            raise storage.ZooError(f"{f}: not a shard of an rnnray zoo build (no zoo config in its metadata); use another path")
         if theirs != spec:
             diff = sorted(k for k in set(theirs) | set(spec) if theirs.get(k) != spec.get(k))
             raise storage.ZooError(
                 f"{f}: existing zoo was built with a different config ({', '.join(diff)} differ); use another path"
             )
+        storage.check_shard_form(f, spec["kind"], json.loads(layout_for(spec["kind"]).to_json()))
         found.append(
             {"file": f"{storage.SHARDS}/{f.name}", "rows": None, "runs": runs, "bytes": f.stat().st_size, "sha256": storage.sha256(f)}
         )
@@ -134,36 +168,11 @@ def resolve_source(cfg) -> str | None:
     return "torchvision" if name.startswith("torchvision") else "bundled"
 
 
-def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
-    """Build (or finish building) the zoo described by ``cfg``; return its manifest.
-
-    ``in_process`` (a torch device, e.g. ``"cuda"``) trains the chunks one after another in this
-    process instead of on Ray actors: the same rows, for a machine without Ray (the GPU check)."""
-    import pyarrow.parquet as pq
-
-    root = Path(cfg.path).expanduser()
-    spec = content_spec(cfg)
-    if (root / storage.MANIFEST).exists():
-        manifest = storage.read_manifest(root)
-        want = json.loads(layout_for(cfg.kind).to_json())
-        if manifest.get("kind") != cfg.kind or manifest.get("layout") != want:
-            raise storage.ZooError(
-                f"{root / storage.MANIFEST}: holds a {manifest.get('kind')} zoo (RNN layout {_layout_text(manifest.get('layout'))}) "
-                f"but the config expects {cfg.kind} ({_layout_text(want)})"
-            )
-        if manifest["spec"] != spec or manifest["runs"] != cfg.runs:
-            raise storage.ZooError(f"{root / storage.MANIFEST}: a different zoo is already built here; use another path")
-        return storage.verify(root, checksums=True)
-    root.mkdir(parents=True, exist_ok=True)
-    shards = _existing_shards(root, spec)
-    done = {r for s in shards for r in s["runs"]}
-    extra = sorted(done - set(range(cfg.runs)))
-    if extra:
-        raise storage.ZooError(f"{root}: holds runs {extra[:3]}... beyond runs={cfg.runs}; use another path")
-    todo = [r for r in range(cfg.runs) if r not in done]
-    source = resolve_source(cfg)
+def _train(cfg, root: Path, todo: list[int], source: str | None, in_process: str | None, progress: bool,
+           new: list[dict]) -> None:
+    """Train the runs ``todo`` chunk by chunk (on Ray Data actors, or here when ``in_process`` names a
+    device), appending each written shard's manifest entry to ``new`` as it lands."""
     res = cfg.resources
-    t0 = time.time()
     if todo and in_process is not None:
         digits = None
         if cfg.kind == "mnist":
@@ -172,7 +181,7 @@ def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
             digits = mnist.load_digits(source, cfg.data_root, cfg.download)
         chunks = [todo[i:i + res.chunk] for i in range(0, len(todo), res.chunk)]
         for i, runs in enumerate(chunks):
-            shards.append(train_shard(cfg, runs, root / storage.SHARDS, in_process, digits))
+            new.append(train_shard(cfg, runs, root / storage.SHARDS, in_process, digits))
             if progress:
                 print(f"zoo {root.name}: chunk {i + 1}/{len(chunks)} written", flush=True)
     elif todo:
@@ -204,9 +213,64 @@ def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
         )  # Ray Data restarts dead pool actors and retries their batches by itself
         chunks = -(-len(todo) // res.chunk)
         for written, row in enumerate(out.iter_rows(), 1):
-            shards.append(json.loads(row["entry"]))
+            entry = json.loads(row["entry"])
+            if "diverged" in entry:  # leaving the loop stops the pool; a chunk in flight is dropped
+                raise ZooDiverged(entry["diverged"])
+            new.append(entry)
             if progress and quiet():
                 print(f"zoo {root.name}: chunk {written}/{chunks} written", flush=True)
+
+
+def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
+    """Build (or finish building) the zoo described by ``cfg``; return its manifest.
+
+    ``in_process`` (a torch device, e.g. ``"cuda"``) trains the chunks one after another in this
+    process instead of on Ray actors: the same rows, for a machine without Ray (the GPU check)."""
+    import pyarrow.parquet as pq
+
+    root = Path(cfg.path).expanduser()
+    spec = content_spec(cfg)
+    if (root / storage.MANIFEST).exists():
+        manifest = storage.read_manifest(root)
+        want = json.loads(layout_for(cfg.kind).to_json())
+        if manifest.get("kind") != cfg.kind or manifest.get("layout") != want:
+            raise storage.ZooError(
+                f"{root / storage.MANIFEST}: holds a {manifest.get('kind')} zoo (RNN layout {_layout_text(manifest.get('layout'))}) "
+                f"but the config expects {cfg.kind} ({_layout_text(want)})"
+            )
+        if manifest["spec"] != spec or manifest["runs"] != cfg.runs:
+            raise storage.ZooError(f"{root / storage.MANIFEST}: a different zoo is already built here; use another path")
+        return storage.verify(root, checksums=True)
+    from .preflight import check_output
+
+    check_output(cfg)  # before anything is written: the shards fit the disk, the run ids memory
+    top = root.absolute()  # the outermost folder this call creates, if any
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    shards = _existing_shards(root, spec)
+    done = {r for s in shards for r in s["runs"]}
+    extra = sorted(done - set(range(cfg.runs)))
+    if extra:
+        raise storage.ZooError(f"{root}: holds runs {extra[:3]}... beyond runs={cfg.runs}; use another path")
+    todo = [r for r in range(cfg.runs) if r not in done]
+    source = resolve_source(cfg)
+    t0 = time.time()
+    new: list[dict] = []  # the shards this call writes
+    try:
+        _train(cfg, root, todo, source, in_process, progress, new)
+    except ZooDiverged:
+        # the config diverges (a row depends on the config alone): nothing this call wrote is of use
+        if created:
+            shutil.rmtree(top, ignore_errors=True)
+        else:
+            for entry in new:
+                (root / entry["file"]).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (root / storage.SHARDS).rmdir()  # only if nothing else is in it
+        raise
+    shards += new
     for s in shards:
         if s["rows"] is None:
             s["rows"] = pq.read_metadata(root / s["file"]).num_rows
