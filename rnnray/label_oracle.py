@@ -123,8 +123,9 @@ def _eval_loss(model, data, labels: Labels, pairs, batch_size: int, device) -> f
 
 def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labels], kind: str, n_steps: int,
                  train_cfg, device=None) -> OracleRun:
-    """Train the emulator on one oracle's representations with ``train_cfg`` (a TrainSettings)
-    as :func:`rnnray.train.loop.run_loop` trains an encoder with one worker (its ``train_step``)."""
+    """Train the emulator on one oracle's representations with ``train_cfg`` (a TrainSettings: its
+    conditioning and clipping too) as :func:`rnnray.train.loop.run_loop` trains an encoder with one
+    worker (its ``train_step``; the label embeddings are the encoder whose gradients clip on their own)."""
     from .data import RowSampler, eval_pairs, training_batch
     from .emulator import EmulationModel, Emulator
     from .train.loop import train_step
@@ -138,7 +139,8 @@ def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labe
     torch.manual_seed(cfg.seed)
     device = torch.device(device or "cpu")
     model = EmulationModel(LabelRepresentation(mode, kind, n_steps),
-                           Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS)).to(device)
+                           Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS,
+                                    conditioning=cfg.conditioning)).to(device)
     params = list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best = {"val_loss": math.inf, "ood_loss": math.inf, "step": 0}
@@ -147,7 +149,7 @@ def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labe
         model.train()
         _, inputs, targets = training_batch(train, sampler, step, cfg.seed, None, device)
         train_step(model, optimizer, params, labels["train"].take(sampler.rows(step), device), inputs, targets,
-                   cfg.grad_clip)
+                   cfg.grad_clip, cfg.grad_clip_scope)
         done = step + 1
         if done % cfg.eval_every and done != cfg.steps:
             continue
@@ -206,11 +208,24 @@ def summarise(plan, seeds: Sequence[int], runs: Mapping[str, Sequence[Mapping]])
                       for mode, rs in runs.items()}}
 
 
+def oracle_conditioning(cfg) -> str:
+    """The emulator conditioning the oracles of a sweep train with: the one value every encoder's
+    trials share when ``search:`` fixes it, else the file's ``train.conditioning`` (an encoder whose
+    best configuration used another is flagged in the report)."""
+    values = [cfg.searched_conditioning(e) for e in cfg.encoders]
+    values = [cfg.train.conditioning if v is None else v for v in values]
+    if all(isinstance(v, str) for v in values) and len(set(values)) == 1:
+        return values[0]
+    return cfg.train.conditioning
+
+
 def sweep_plan(cfg):
-    """The run plan the oracles of a sweep train under: the sweep's zoo, split and train settings."""
+    """The run plan the oracles of a sweep train under: the sweep's zoo, split and train settings
+    (its emulator conditioning: :func:`oracle_conditioning`)."""
     from .train.plan import plan_run
 
-    return plan_run("constant", cfg.train_config("constant", {}, None, storage_path="unused", name="label-oracle"))
+    return plan_run("constant", cfg.train_config("constant", {}, {"conditioning": oracle_conditioning(cfg)},
+                                                 storage_path="unused", name="label-oracle"))
 
 
 def _oracle_task(plan, mode: str, seed: int) -> dict:
@@ -287,10 +302,12 @@ def oracle_section(folder) -> list[str]:
         return []
     doc = json.loads(folder.oracles_json.read_text())
     modes = doc.get("modes", {})
+    cond = (doc.get("train") or {}).get("conditioning", "bos")  # oracles.json from before the setting: bos
     lines = ["", "Label oracles (`oracles.json`, `python -m rnnray.label_oracle`): the same emulator, settings and "
              "seeds as the final runs, given learned embeddings of each snapshot's known labels instead of an "
              "encoder's representation: `constant` one vector for all, `step` only how far training went, `task` "
-             "only the task, `task+step` both; mean (95 % Student-t interval over seeds).", "",
+             f"only the task, `task+step` both; emulator conditioned `{cond}`; mean (95 % Student-t interval over "
+             "seeds).", "",
              "| representation | seeds | val loss | OOD loss |", "| --- | --- | --- | --- |"]
     for mode, r in modes.items():
         lines.append(f"| oracle: {mode} | {len(r.get('runs', []))} | {interval_text(r.get('val_loss'))} | "
@@ -317,6 +334,9 @@ def oracle_section(folder) -> list[str]:
                 reading += "; below the task+step oracle"
             elif not higher:
                 reading += "; not distinguishable from the task+step oracle"
+        theirs = (roles.get("best") or {}).get("conditioning")
+        if theirs and theirs != cond:
+            reading += f"; not like for like: its emulator conditioned `{theirs}`, the oracles' `{cond}`"
         lines.append(f"| {enc} | {mean_interval(values).text()} | " + " | ".join(cells) + f" | {reading.lstrip('; ')} |")
     return lines
 
@@ -326,7 +346,7 @@ def render(result: Mapping[str, Any]) -> str:
 
     t = result["train"]
     lines = [f"Label oracles on {result['zoo']} ({result['zoo_kind']}): {t['steps']} steps, lr {t['lr']:g}, "
-             f"emulator {t['emulator_hidden']}; mean (95 % Student-t interval over {len(result['seeds'])} seeds) "
+             f"emulator {t['emulator_hidden']} conditioned {t.get('conditioning', 'bos')}; mean (95 % Student-t interval over {len(result['seeds'])} seeds) "
              "of the best validation loss and the OOD loss there.", "",
              "| representation | val emulation loss | OOD emulation loss |", "| --- | --- | --- |"]
     for mode, r in result["modes"].items():

@@ -141,7 +141,10 @@ def final_table(folder: SweepFolder, encoders: Sequence[str]) -> list[str]:
              "| encoder | configuration | seeds | val loss | OOD loss |", "| --- | --- | --- | --- | --- |"]
     for enc in encoders:
         for role, entry in (final.get(enc) or {}).items():
-            lines.append(f"| {enc} | {'best (search trial ' + str(entry.get('source_trial')) + ')' if role == 'best' else 'paper preset'} "
+            what = f"best (search trial {entry.get('source_trial')})" if role == "best" else "paper preset"
+            if entry.get("conditioning") not in (None, "bos"):  # a searched conditioning that left the paper's
+                what += f", emulator conditioned `{entry['conditioning']}`"
+            lines.append(f"| {enc} | {what} "
                          f"| {len(entry.get('seeds', []))} | {interval_text(entry.get('val_interval'))} | {interval_text(entry.get('ood_interval'))} |")
     return lines
 

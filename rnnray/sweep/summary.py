@@ -52,7 +52,8 @@ def summarise(sweep_dir: Path, cfg: SweepConfig, records: dict[str, list[dict]])
                      "trial_id": b["trial_id"], "config": b.get("config")})
         best[enc] = {"trial_id": b["trial_id"], "paper_config": bool(b.get("paper_config")), "trial_dir": str(SweepFolder(sweep_dir).trial_dir(enc, b["trial_id"]).resolve()),
                      "checkpoint": b.get("checkpoint"), "best_val_loss": b["best_val_loss"],
-                     "best_ood_loss": b.get("best_ood_loss"), "n_params": b.get("n_params"), "config": b.get("config")}
+                     "best_ood_loss": b.get("best_ood_loss"), "n_params": b.get("n_params"), "config": b.get("config"),
+                     "conditioning": b.get("conditioning")}
         fin = final.get(enc, {})
         rows[-1]["final_best"] = (fin.get("best") or {}).get("val_interval")
         rows[-1]["final_paper"] = (fin.get("paper") or {}).get("val_interval")
