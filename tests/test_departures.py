@@ -45,3 +45,23 @@ def test_an_override_shows_up_and_a_zoo_path_lists_no_zoo_settings(tmp_path):
     assert departures(cfg) == []
     section = departures_section({**_cfg("paper"), "budget": 5000})
     assert "| `budget` | 5,000 | 1,200,000 |" in section
+
+
+def test_conditioning_and_clipping_that_leave_the_papers_are_listed():
+    """``every_step`` conditioning and one global clipping norm depart from the paper (SPEC.md 6),
+    set under ``train:`` or, for the conditioning, searched; a sweep.json from before the clipping
+    setting existed ran with one global norm, and says so."""
+    paper = _cfg("paper")
+    assert (paper["train"]["conditioning"], paper["train"]["grad_clip_scope"]) == ("bos", "separate")  # the defaults
+    rows = {k: (ours, theirs) for k, ours, theirs in
+            departures(_cfg("paper", "train.conditioning=every_step", "train.grad_clip_scope=global"))}
+    assert rows == {"train.conditioning": ("every_step", "bos"), "train.grad_clip_scope": ("global", "separate")}
+    assert departures(_cfg("paper", "search.all.conditioning=[bos, every_step]")) == [
+        ("search.all.conditioning", "[bos, every_step]", "bos")]
+    assert departures(_cfg("paper", "search.dws.conditioning=every_step")) == [("search.dws.conditioning", "every_step", "bos")]
+    assert departures(_cfg("paper", "search.all.conditioning=[bos]")) == []  # searched, but only the paper's
+    old = _cfg("paper")
+    del old["train"]["grad_clip_scope"], old["train"]["conditioning"]
+    assert departures(old) == [("train.grad_clip_scope", "global", "separate")]
+    section = departures_section(_cfg("paper", "train.conditioning=every_step"))
+    assert "| `train.conditioning` | every_step | bos |" in section

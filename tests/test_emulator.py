@@ -112,3 +112,60 @@ def test_tiny_emulator_learns_a_fixed_target():
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
     assert losses[-1] < 0.2
+
+
+# -- conditioning: bos (the paper's) and every_step (SPEC.md section 6) ------------------------------
+def _manual_forward(em: Emulator, rep: torch.Tensor, inputs: torch.Tensor, steps_with_rep) -> torch.Tensor:
+    """The emulator by hand from its own layers: the projected, normalised representation added to
+    the input at the positions ``steps_with_rep``, then LSTM and head."""
+    x = em.input_proj(F.one_hot(inputs, 6).float()) if inputs.dim() == 2 else em.input_proj(inputs)
+    cond = em.rep_proj(rep / rep.norm(dim=-1, keepdim=True))
+    mask = torch.zeros(x.shape[1], 1)
+    mask[list(steps_with_rep)] = 1.0
+    out, _ = em.lstm(x + mask * cond[:, None, :])
+    return em.head(out)
+
+
+@pytest.mark.parametrize("kind", ["formal_languages", "mnist"])
+def test_bos_and_every_step_conditioning_against_a_computation_by_hand(kind):
+    """Same weights, two conditionings: ``bos`` is the representation added at position 0 only,
+    ``every_step`` at every position, each matching a computation by hand; the two differ."""
+    torch.manual_seed(0)
+    bos = Emulator(kind, hidden=16)
+    every = Emulator(kind, hidden=16, conditioning="every_step")
+    every.load_state_dict(bos.state_dict())  # the setting adds no parameters: checkpoints load either way
+    assert (bos.conditioning, every.conditioning) == ("bos", "every_step")
+    rep, inputs = torch.randn(3, 16), make_inputs(kind)
+    with torch.no_grad():
+        torch.testing.assert_close(bos(rep, inputs), _manual_forward(bos, rep, inputs, [0]))
+        torch.testing.assert_close(every(rep, inputs), _manual_forward(every, rep, inputs, range(7)))
+        assert (bos(rep, inputs) - every(rep, inputs))[:, 1:].abs().max() > 1e-4
+        torch.testing.assert_close(bos(rep, inputs)[:, 0], every(rep, inputs)[:, 0])  # step 0 is the same input
+
+
+@pytest.mark.parametrize("kind", ["formal_languages", "mnist"])
+def test_with_every_step_each_later_input_carries_the_representation(kind):
+    """What the LSTM reads: with ``every_step`` each position's input is the embedded step plus the
+    projected representation, so the gradient of position t's input reaches the representation at
+    every t > 0; with ``bos`` positions t > 0 do not depend on it at all."""
+    torch.manual_seed(0)
+    inputs = make_inputs(kind)
+    for conditioning, later_depends in (("bos", False), ("every_step", True)):
+        em = Emulator(kind, hidden=16, conditioning=conditioning)
+        seen = []
+        em.lstm.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+        rep = torch.randn(3, 16, requires_grad=True)
+        em(rep, inputs)
+        lstm_in, plain = seen[0], em.embed_inputs(inputs)
+        cond = em.rep_proj(F.normalize(rep, dim=-1))
+        expected_later = plain[:, 1:] + cond[:, None] if later_depends else plain[:, 1:]
+        torch.testing.assert_close(lstm_in[:, 0], plain[:, 0] + cond)
+        torch.testing.assert_close(lstm_in[:, 1:], expected_later)
+        for t in range(1, inputs.shape[1]):
+            (g,) = torch.autograd.grad(lstm_in[:, t].sum(), rep, retain_graph=True, allow_unused=True)
+            assert (g is not None and g.abs().max() > 0) == later_depends, (conditioning, t)
+
+
+def test_an_unknown_conditioning_is_refused():
+    with pytest.raises(ValueError, match="unknown conditioning 'everywhere'; expected one of bos, every_step"):
+        Emulator("formal_languages", hidden=8, conditioning="everywhere")

@@ -25,7 +25,7 @@ import yaml
 
 import rnnray
 from rnnray.config import parse_zoo
-from rnnray.results.loading import ResultsError
+from rnnray.results import ResultsError
 from rnnray.job import run_job
 from rnnray.sweep import load_sweep
 

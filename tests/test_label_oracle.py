@@ -64,10 +64,13 @@ def test_labels_name_each_rows_task_and_step(tiny_fl_zoo, tmp_path):
     assert not {sp.run_task[int(r)] for r in splits["val"].run_id} & {sp.run_task[int(r)] for r in splits["train"].run_id}
 
 
-def test_the_constant_oracle_is_the_constant_baseline(tiny_fl_zoo, tmp_path, one_torch_thread):
-    """Same seed, batches, sequences, loss, optimiser and evaluation as the training loop: the
-    ``constant`` oracle must retrace the ``constant`` baseline's run evaluation by evaluation."""
-    cfg = _cfg(tiny_fl_zoo.path, tmp_path, seed=4)
+@pytest.mark.parametrize("conditioning,scope,clip", [("bos", "separate", 0.1), ("every_step", "global", 1e-3)])
+def test_the_constant_oracle_is_the_constant_baseline(conditioning, scope, clip, tiny_fl_zoo, tmp_path, one_torch_thread):
+    """Same seed, batches, sequences, loss, optimiser, clipping, emulator conditioning and evaluation
+    as the training loop: the ``constant`` oracle must retrace the ``constant`` baseline's run
+    evaluation by evaluation, under either conditioning and either clipping (at a limit the
+    gradients exceed, so the clipping acts)."""
+    cfg = _cfg(tiny_fl_zoo.path, tmp_path, seed=4, conditioning=conditioning, grad_clip_scope=scope, grad_clip=clip)
     baseline = train_local(BASELINE, cfg)
     plan = plan_run(BASELINE, cfg)
     splits, labels, n_steps = load_zoo(plan)
@@ -187,3 +190,52 @@ def test_encoder_and_oracle_seeds_pair(tmp_path):
     assert c["vs"]["step"]["test"] == "paired" and c["vs"]["step"]["p"] == pytest.approx(want.p)
     assert c["vs"]["step"]["lower"] and c["reading"] == "more than training progress"
     assert welch(enc, oracle).p > 0.05  # unpaired, the same numbers say nothing
+
+
+def test_the_oracles_train_with_the_sweeps_conditioning_and_clipping(tiny_fl_zoo, tmp_path, one_torch_thread):
+    """A sweep's oracles take its ``train.conditioning`` and ``grad_clip_scope`` (or the conditioning
+    its search fixes for every encoder), and each setting changes what an oracle trains."""
+    from rnnray.analysis.oracles import oracle_conditioning, sweep_plan
+    from rnnray.sweep.settings import load_sweep
+
+    sweep = _sweep_yaml(tmp_path, tiny_fl_zoo.path)
+    assert (sweep_plan(load_sweep(sweep)).train.conditioning, sweep_plan(load_sweep(sweep)).train.grad_clip_scope) == (
+        "bos", "separate")
+    plan = sweep_plan(load_sweep(sweep, ["train.conditioning=every_step", "train.grad_clip_scope=global"]))
+    assert (plan.train.conditioning, plan.train.grad_clip_scope) == ("every_step", "global")
+    assert sweep_plan(load_sweep(sweep, ["search.all.conditioning=every_step"])).train.conditioning == "every_step"
+    assert oracle_conditioning(load_sweep(sweep, ["search.flat.conditioning=[bos, every_step]"])) == "bos"
+
+    splits, labels, n_steps = load_zoo(plan)
+    base = plan.train.model_copy(update={"steps": 20, "eval_every": 20, "grad_clip": 1e-3, "conditioning": "bos",
+                                         "grad_clip_scope": "separate"})  # a limit the gradients exceed
+
+    def val_loss(**update) -> float:
+        run = train_oracle("step", splits, labels, plan.zoo_kind, n_steps, base.model_copy(update=update))
+        return run.history[-1]["val_loss"]
+
+    ref = val_loss()
+    assert val_loss(conditioning="every_step") != pytest.approx(ref, rel=1e-6)
+    assert val_loss(grad_clip_scope="global") != pytest.approx(ref, rel=1e-6)
+
+
+def test_the_report_flags_an_encoder_conditioned_unlike_the_oracles(tmp_path):
+    from rnnray.analysis.oracles import oracle_comparisons
+    from rnnray.report.sections import oracle_section as render
+    from rnnray.results.folder import SweepFolder
+    from rnnray.results.records import read_oracles
+
+    def oracle_section(folder):
+        return render(read_oracles(folder), oracle_comparisons(folder))
+
+    runs = {"runs": [{"seed": i, "best_val_loss": v, "best_ood_loss": v} for i, v in enumerate([0.065, 0.066, 0.064])],
+            "val_loss": {"mean": 0.065, "low": None, "high": None, "n": 3}}
+    (tmp_path / "oracles.json").write_text(json.dumps({"train": {"conditioning": "bos"}, "modes": {"step": runs}}))
+    (tmp_path / "final.json").write_text(json.dumps({"encoders": {
+        "same": {"best": {"val_loss": [0.05, 0.051, 0.049], "conditioning": "bos"}},
+        "other": {"best": {"val_loss": [0.05, 0.051, 0.049], "conditioning": "every_step"}}}}))
+    lines = oracle_section(SweepFolder(tmp_path))
+    assert any("emulator conditioned `bos`" in ln for ln in lines)
+    row = {ln.split(" | ")[0][2:]: ln for ln in lines if ln.startswith("| ")}
+    assert "not like for like" not in row["same"]
+    assert row["other"].endswith("; not like for like: its emulator conditioned `every_step`, the oracles' `bos` |")

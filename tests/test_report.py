@@ -222,14 +222,16 @@ def test_cli_bad_input_is_one_line_and_exit_2(module, tmp_path, capsys):
     assert "best.json" in err and len(err.splitlines()) == 1
 
 
-def test_sampled_emulator_tokens_carry_the_emulator_log_probabilities(tiny_fl_zoo):
+@pytest.mark.parametrize("conditioning", ["bos", "every_step"])
+def test_sampled_emulator_tokens_carry_the_emulator_log_probabilities(conditioning, tiny_fl_zoo):
     """Step-by-step sampling (state carried) must give the same distributions as the emulator's
-    teacher-forced forward on the sampled strings, representation entering at BOS."""
+    teacher-forced forward on the sampled strings, the representation entering as the emulator's
+    conditioning says (at BOS, or at every step)."""
     from rnnray.emulation.emulator import Emulator
     from rnnray.zoo.languages import BOS
 
     torch.manual_seed(0)
-    emu = Emulator("formal_languages", hidden=16).eval()
+    emu = Emulator("formal_languages", hidden=16, conditioning=conditioning).eval()
     reps = torch.randn(3, 16)
     tokens, logp = performance.sample_emulator(emu, reps, n_samples=5, length=12, generator=torch.Generator().manual_seed(1),
                                           return_logprobs=True)
@@ -277,3 +279,17 @@ def test_mnist_performance_prediction_with_an_untrained_model(tiny_mnist_zoo):
     assert len(e["emulated"]) == 4 and all(0.0 <= v <= 1.0 for v in e["emulated"])
     assert np.isclose(e["mae"], np.abs(np.array(e["emulated"]) - np.array(pp["real"])).mean())
     assert set(pp["split"]) <= {"val", "ood"}
+
+
+def test_the_final_table_names_a_conditioning_that_left_the_papers(tmp_path):
+    """With ``conditioning`` searched, each final configuration's row says which it used when it is
+    not the paper's ``bos``."""
+    from rnnray.results.folder import SweepFolder
+
+    iv = {"mean": 0.05, "low": 0.04, "high": 0.06, "n": 2}
+    (tmp_path / "final.json").write_text(json.dumps({"encoders": {"dws": {
+        "best": {"source_trial": "t3", "conditioning": "every_step", "seeds": [1, 2], "val_interval": iv, "ood_interval": iv},
+        "paper": {"source_trial": "t0", "conditioning": "bos", "seeds": [1, 2], "val_interval": iv, "ood_interval": iv}}}}))
+    lines = report.final_table(SweepFolder(tmp_path), ["dws"])
+    assert any(ln.startswith("| dws | best (search trial t3), emulator conditioned `every_step` | 2 |") for ln in lines)
+    assert any(ln.startswith("| dws | paper preset | 2 |") for ln in lines)

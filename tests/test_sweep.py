@@ -18,7 +18,7 @@ from conftest import PATIENCE
 import rnnray
 from rnnray.config import ConfigError
 from rnnray.encoders import ENCODERS
-from rnnray.results.loading import ResultsError
+from rnnray.results import ResultsError
 from rnnray.job import run_job
 from rnnray.sweep import encoder_space, load_sweep
 
@@ -645,3 +645,81 @@ def test_downstream_over_the_final_seeds_nests_the_predictor_seeds(final_sweep):
     assert "Over the final seeds" in md and "| chance | — |" in md and "Chance: task exact acc 0.00463" in md
     text = write_report(sweep_dir, n_samples=4, max_snapshots=4, device="cpu", progress=False, evaluate_missing=False).read_text()
     assert "Over the final seeds" in text and "| chance | — |" in text
+
+
+# -- the emulator's conditioning is searchable like a hyperparameter ----------------------------------
+def test_conditioning_is_searched_like_a_hyperparameter(tiny_fl_zoo, tmp_path):
+    """``search: {all: {conditioning: [bos, every_step]}}`` makes it a categorical knob of every
+    encoder; trial 0 takes the file's (the paper's ``bos``); a trial's value reaches its run's
+    training config, not the encoder's hyperparameters."""
+    import optuna
+
+    from rnnray.sweep import TrialSetup, define_by_run, paper_point
+    from rnnray.sweep.space import _plain
+    from rnnray.train.plan import ZooPlan
+    from rnnray.weights import FORMAL_LANGUAGES
+
+    cfg = load_sweep(SWEEPS / "quick.yaml", ["encoders=[dws, flat]", "search.all.conditioning=[bos, every_step]",
+                                             f"zoo={tiny_fl_zoo.path}", "budget=20000"])
+    for enc in ("dws", "flat"):
+        space = encoder_space(cfg, enc, "formal_languages")
+        assert space["conditioning"] == ["bos", "every_step"]
+        assert paper_point(cfg, enc, "formal_languages", FORMAL_LANGUAGES)["conditioning"] == "bos"
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        define_by_run(trial, _plain(encoder_space(cfg, "flat", "formal_languages")))
+        seen.add(trial.params["conditioning"])
+        study.tell(trial, 0.0)
+    assert seen == {"bos", "every_step"}
+    assert isinstance(study.trials[0].distributions["conditioning"], optuna.distributions.CategoricalDistribution)
+
+    setup = TrialSetup(encoder="flat", sweep=cfg, zoo=ZooPlan.open(tiny_fl_zoo.path), folder=str(tmp_path))
+    plan = setup.plan({"lr": 1e-3, "conditioning": "every_step", "depth": 2}, "t1")
+    assert (plan.train.conditioning, plan.train.lr, plan.hparams["depth"]) == ("every_step", 1e-3, 2)
+    assert "conditioning" not in plan.hparams and "lr" not in plan.hparams
+    assert setup.plan({"lr": 1e-3}, "t0").train.conditioning == "bos"  # not searched: the file's train.conditioning
+    with pytest.raises(ConfigError, match=r"search.flat.conditioning: leaves out the paper preset's value 'bos'"):
+        paper_point(load_sweep(SWEEPS / "quick.yaml", ["encoders=[flat]", "search.flat.conditioning=[every_step]"]),
+                    "flat", "formal_languages", FORMAL_LANGUAGES)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("search.all.conditioning=[bos, everywhere]", "search.all.conditioning: Input should be 'bos' or 'every_step'"),
+    ("search.flat.conditioning=sometimes", "search.flat.conditioning: Input should be 'bos' or 'every_step'"),
+    ("search.all.conditioning={low: 0, high: 1}", "search.all.conditioning: a list of choices or one value, not a range"),
+    ("train.conditioning=everywhere", "train.conditioning: Input should be 'bos' or 'every_step'"),
+    ("train.grad_clip_scope=per_layer", "train.grad_clip_scope: Input should be 'separate' or 'global'"),
+])
+def test_bad_conditioning_or_clipping_values_are_named(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")) as e:
+        load_sweep(SWEEPS / "quick.yaml", [override, "encoders=[flat, dws]"])
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_a_searched_conditioning_reaches_the_trial_its_record_and_its_checkpoint(ray_session, tiny_fl_zoo, tmp_path):
+    """End to end: a sweep whose search fixes ``conditioning: every_step`` for its encoder trains that
+    emulator; trial.json, train_result.json, the checkpoint, best.json and load_best all say so, and
+    the departures from the paper (computed from sweep.json) list it."""
+    from rnnray.analysis.departures import departures
+    from rnnray.sweep import SweepConfig
+
+    cfg = SweepConfig.model_validate({
+        "name": "cond", "results": str(tmp_path / "results"), "zoo": tiny_fl_zoo.path, "encoders": ["flat"],
+        "budget": 20000, "search": {"flat": {"conditioning": "every_step"}},
+        "train": {"steps": 10, "eval_every": 10, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2},
+        "tune": {"samples_per_encoder": 1, "scheduler": "none"}, "final": {"seeds": 0},
+        "downstream": {"enabled": False}})
+    sweep_dir = run_job(cfg, progress=False, verbose=0)
+    (rec,) = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
+    assert rec["status"] == "finished", rec.get("reason")
+    assert rec["config"]["conditioning"] == rec["conditioning"] == "every_step" and rec["grad_clip_scope"] == "separate"
+    tc = json.loads(next((sweep_dir / "trials" / "flat").glob("*/train_result.json")).read_text())["train_config"]
+    assert tc["conditioning"] == "every_step" and tc["grad_clip_scope"] == "separate"
+    meta = json.loads((Path(rec["checkpoint"]) / "meta.json").read_text())
+    assert meta["emulator"]["conditioning"] == "every_step"
+    assert json.loads((sweep_dir / "best.json").read_text())["flat"]["conditioning"] == "every_step"
+    assert rnnray.load_best("flat", results=sweep_dir).conditioning == "every_step"
+    sweep_json = json.loads((sweep_dir / "sweep.json").read_text())
+    assert ("search.flat.conditioning", "every_step", "bos") in departures(sweep_json["config"])

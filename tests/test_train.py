@@ -4,6 +4,8 @@ at tiny sizes."""
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -188,7 +190,9 @@ def test_cli_unknown_encoder_is_one_line_exit_2(config_file):
 
 
 @pytest.mark.parametrize("override,field", [("lr=-1", "lr"), ("batch_size=many", "batch_size"),
-                                            ("encoder_hparams={depthh: 2}", "depthh"), ("zoo=/no/such/zoo", "/no/such/zoo")])
+                                            ("encoder_hparams={depthh: 2}", "depthh"), ("zoo=/no/such/zoo", "/no/such/zoo"),
+                                            ("conditioning=everywhere", "conditioning"),
+                                            ("grad_clip_scope=per_layer", "grad_clip_scope")])
 def test_cli_bad_value_names_the_field(config_file, override, field):
     r = _cli(str(config_file), "--encoder", "flat", "--set", override)
     assert r.returncode == 2, r.stderr
@@ -296,3 +300,109 @@ def test_split_authors_reaches_the_run_plan_and_the_checkpoint(tiny_fl_zoo, tmp_
     sweep = SweepConfig.model_validate({"zoo": tiny_fl_zoo.path, "encoders": ["dws"], "budget": 1000,
                                         "train": {"split": "authors"}})
     assert sweep.train_config("dws", {}, None, str(tmp_path), "x").split == "authors"
+
+
+# -- (h) gradient clipping: encoder and emulator each on their own norm (SPEC.md 6), or one global norm --
+def _norm(grads) -> torch.Tensor:
+    return torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+
+
+@pytest.mark.parametrize("scope", ["separate", "global"])
+def test_gradient_clipping_against_a_computation_by_hand(scope, one_torch_thread):
+    """One ``train_step`` with both parts' gradients over the limit: ``separate`` scales the
+    encoder's gradients by grad_clip / (their norm) and the emulator's by grad_clip / (theirs);
+    ``global`` scales all of them by grad_clip / (the norm of both together). The reference is the
+    unclipped gradient of an identical copy, scaled by hand."""
+    from rnnray.emulation.emulator import total_variation
+    from rnnray.train import train_step
+    from rnnray.weights import FORMAL_LANGUAGES
+
+    torch.manual_seed(0)
+    model = build_model("flat", SMALL_FLAT, FORMAL_LANGUAGES, "formal_languages", 16)
+    flat = torch.randn(4, FORMAL_LANGUAGES.num_params) * 0.1
+    inputs = torch.randint(0, 6, (4, 9))
+    targets = torch.softmax(3 * torch.randn(4, 9, 6), -1)
+    ref = copy.deepcopy(model)
+    total_variation(targets, ref(flat, inputs)).backward()
+    enc_g = [p.grad.clone() for p in ref.encoder.parameters()]
+    emu_g = [p.grad.clone() for p in ref.emulator.parameters()]
+    enc_n, emu_n = float(_norm(enc_g)), float(_norm(emu_g))
+    assert min(enc_n, emu_n) < 0.5 * max(enc_n, emu_n)  # norms far apart: the two scopes clip differently
+    clip = 0.5 * min(enc_n, emu_n)  # both parts are over the limit
+    if scope == "separate":
+        enc_scale, emu_scale = clip / (enc_n + 1e-6), clip / (emu_n + 1e-6)
+    else:
+        enc_scale = emu_scale = clip / (float(_norm(enc_g + emu_g)) + 1e-6)
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # leaves the clipped gradients in .grad, weights as they were
+    train_step(model, opt, list(model.parameters()), flat, inputs, targets, clip, scope)
+    for part, grads, scale in ((model.encoder, enc_g, enc_scale), (model.emulator, emu_g, emu_scale)):
+        for p, g in zip(part.parameters(), grads, strict=True):
+            torch.testing.assert_close(p.grad, scale * g, rtol=1e-5, atol=1e-10)
+    enc_after = _norm([p.grad for p in model.encoder.parameters()])
+    emu_after = _norm([p.grad for p in model.emulator.parameters()])
+    at_limit = lambda n: clip * n / (n + 1e-6)  # noqa: E731  (clip_grad_norm_ divides by the norm + 1e-6)
+    if scope == "separate":  # each part's norm at the limit
+        assert float(enc_after) == pytest.approx(at_limit(enc_n), rel=1e-5)
+        assert float(emu_after) == pytest.approx(at_limit(emu_n), rel=1e-5)
+    else:  # the norm of both together at the limit, each part below it
+        both = float(_norm(enc_g + emu_g))
+        assert float(torch.sqrt(enc_after ** 2 + emu_after ** 2)) == pytest.approx(at_limit(both), rel=1e-5)
+        assert float(enc_after) < 0.1 * clip  # the encoder's small gradients squeezed far below the limit
+    with pytest.raises(ValueError, match="grad_clip_scope"):
+        train_step(model, opt, list(model.parameters()), flat, inputs, targets, clip, "per_layer")
+
+
+@pytest.mark.parametrize("scope", ["separate", "global"])
+def test_the_loop_clips_as_the_config_says(scope, tiny_fl_zoo, tmp_path, one_torch_thread):
+    """Through the training loop: after one AdamW step the first moments are 0.1 x the clipped
+    gradient, so at a limit every gradient exceeds their norms are 0.1 x grad_clip per part
+    (``separate``, the default) or over both parts (``global``). (Within 1 %: clip_grad_norm_
+    divides by the norm + 1e-6, and the encoder's norm is only about 2e-4.)"""
+    clip = 1e-5  # far below either part's gradient norm (the encoder's is about 2e-4 here, the emulator's 100 x more)
+    assert TrainConfig(zoo="z").grad_clip_scope == "separate"  # the authors' clipping is the default
+    res = train_local("flat", tiny_cfg(tiny_fl_zoo.path, tmp_path, steps=1, eval_every=1, grad_clip=clip,
+                                       grad_clip_scope=scope, name=f"clip-{scope}"), save=True)
+    ck = read_checkpoint(res.checkpoint_path)
+    n_enc = len(list(res.model.encoder.parameters()))
+    state = ck["train_state"]["optimizer"]["state"]
+    assert sorted(state) == list(range(len(list(res.model.parameters()))))  # parameters in model order: encoder first
+    enc = _norm([state[i]["exp_avg"] for i in range(n_enc)])
+    emu = _norm([state[i]["exp_avg"] for i in range(n_enc, len(state))])
+    if scope == "separate":
+        assert float(enc) == pytest.approx(0.1 * clip, rel=1e-2) and float(emu) == pytest.approx(0.1 * clip, rel=1e-2)
+    else:
+        assert float(torch.sqrt(enc ** 2 + emu ** 2)) == pytest.approx(0.1 * clip, rel=1e-2)
+        assert float(enc) < 0.5 * 0.1 * clip  # the encoder's share of one norm: far below its own limit
+    assert ck["meta"]["config"]["grad_clip_scope"] == scope
+
+
+# -- (i) conditioning: a setting of the run, recorded in the checkpoint, rebuilt from it -----------------
+def test_an_every_step_checkpoint_is_rebuilt_every_step_and_an_old_one_as_bos(tiny_fl_zoo, tmp_path, one_torch_thread):
+    import rnnray
+
+    cfg = tiny_cfg(tiny_fl_zoo.path, tmp_path, steps=10, eval_every=10, conditioning="every_step", name="every")
+    res = train_local("flat", cfg, save=True)
+    assert res.model.emulator.conditioning == "every_step"
+    model, meta = load_checkpoint(res.checkpoint_path)
+    assert meta["emulator"]["conditioning"] == "every_step" and meta["config"]["conditioning"] == "every_step"
+    assert model.emulator.conditioning == "every_step"
+    flat, tokens = torch.randn(2, meta["layout"]["num_params"]) * 0.1, torch.randint(0, 6, (2, 41))
+    with torch.no_grad():
+        torch.testing.assert_close(model(flat, tokens), res.model(flat, tokens))
+    sweep = tmp_path / "sweep"  # a results store with this checkpoint as the best flat encoder
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text("{}")
+    (sweep / "best.json").write_text(json.dumps({"flat": {"checkpoint": res.checkpoint_path}}))
+    assert rnnray.load_best("flat", results=sweep, device="cpu").conditioning == "every_step"
+
+    meta_file = Path(res.checkpoint_path) / "meta.json"  # a checkpoint from before the setting
+    old_meta = json.loads(meta_file.read_text())
+    del old_meta["emulator"]["conditioning"]
+    meta_file.write_text(json.dumps(old_meta))
+    old, _ = load_checkpoint(res.checkpoint_path)
+    assert old.emulator.conditioning == "bos" and rnnray.load_best("flat", results=sweep, device="cpu").conditioning == "bos"
+    with torch.no_grad():  # the same weights read the other way: another function
+        assert (old(flat, tokens) - model(flat, tokens))[:, 1:].abs().max() > 1e-5
+    with pytest.raises(ValueError, match="cannot resume: the checkpoint's emulator is conditioned 'bos'"):
+        train_local("flat", cfg.model_copy(update={"steps": 20, "name": None}), resume_from=res.checkpoint_path)

@@ -589,7 +589,7 @@ def small_zoo(tmp_path_factory, one_torch_thread_module):
 
 def _every_reader(zoo: Path):
     """The ways a stage opens a zoo (each must fail with one ZooError naming the file)."""
-    from rnnray.splits import zoo_splits
+    from rnnray.emulation.splits import zoo_splits
     from rnnray.train.plan import ZooPlan
     from rnnray.zoo.storage import read_manifest
 

@@ -15,6 +15,9 @@ PAPER_BUDGET = 1_200_000  # SPEC.md section 5b: every encoder at about 1.2 M par
 
 # fields that do not change the science (bookkeeping, resources, evaluation cadence, seeds)
 _TRAIN_IGNORED = {"eval_every", "eval_batch_size", "seed", "split_seed", "max_failures"}
+# what a sweep.json written before a training setting existed ran with (absent is not the default):
+# clipping was one global norm until grad_clip_scope came (the emulator was conditioned at BOS, the default)
+_TRAIN_BEFORE_THE_FIELD = {"grad_clip_scope": "global"}
 _ZOO_IGNORED = {"path", "seed", "resources", "kind", "data_root", "download"}
 
 
@@ -43,10 +46,17 @@ def departures(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         out.append(("budget", f"{cfg['budget']:,}", f"{PAPER_BUDGET:,}"))
     train = cfg.get("train") or {}
     for name, field in TrainSettings.model_fields.items():
-        if name in _TRAIN_IGNORED or name not in train:
+        if name in _TRAIN_IGNORED or (name not in train and name not in _TRAIN_BEFORE_THE_FIELD):
             continue
-        if not _same(train[name], field.default):
-            out.append((f"train.{name}", _text(train[name]), _text(field.default)))
+        value = train.get(name, _TRAIN_BEFORE_THE_FIELD.get(name))
+        if not _same(value, field.default):
+            out.append((f"train.{name}", _text(value), _text(field.default)))
+    paper_conditioning = TrainSettings.model_fields["conditioning"].default
+    for key, space in (cfg.get("search") or {}).items():  # a searched conditioning may leave the paper's
+        value = (space or {}).get("conditioning")
+        values = value if isinstance(value, list) else [value]
+        if value is not None and any(v != paper_conditioning for v in values):
+            out.append((f"search.{key}.conditioning", _text(value), paper_conditioning))
     zoo = cfg.get("zoo")
     if isinstance(zoo, Mapping):  # a zoo built by this sweep (a path: an existing zoo, its own recipe)
         model = ZOO_MODELS.get(zoo.get("kind"), FormalLanguagesZoo)

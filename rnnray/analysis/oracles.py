@@ -120,8 +120,9 @@ def _eval_loss(model, data, labels: Labels, pairs, batch_size: int, device) -> f
 
 def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labels], kind: str, n_steps: int,
                  train_cfg, device=None) -> OracleRun:
-    """Train the emulator on one oracle's representations with ``train_cfg`` (a TrainSettings)
-    as :func:`rnnray.train.loop.run_loop` trains an encoder with one worker (its ``train_step``)."""
+    """Train the emulator on one oracle's representations with ``train_cfg`` (a TrainSettings: its
+    conditioning and clipping too) as :func:`rnnray.train.loop.run_loop` trains an encoder with one
+    worker (its ``train_step``; the label embeddings are the encoder whose gradients clip on their own)."""
     from ..emulation.batches import RowSampler, eval_pairs, training_batch
     from ..emulation.emulator import EmulationModel, Emulator
     from ..train.loop import train_step
@@ -135,7 +136,8 @@ def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labe
     torch.manual_seed(cfg.seed)
     device = torch.device(device or "cpu")
     model = EmulationModel(LabelRepresentation(mode, kind, n_steps),
-                           Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS)).to(device)
+                           Emulator(kind, hidden=cfg.emulator_hidden, num_layers=EMULATOR_LAYERS,
+                                    conditioning=cfg.conditioning)).to(device)
     params = list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best = {"val_loss": math.inf, "ood_loss": math.inf, "step": 0}
@@ -144,7 +146,7 @@ def train_oracle(mode: str, splits: Mapping[str, Any], labels: Mapping[str, Labe
         model.train()
         _, inputs, targets = training_batch(train, sampler, step, cfg.seed, None, device)
         train_step(model, optimizer, params, labels["train"].take(sampler.rows(step), device), inputs, targets,
-                   cfg.grad_clip)
+                   cfg.grad_clip, cfg.grad_clip_scope)
         done = step + 1
         if done % cfg.eval_every and done != cfg.steps:
             continue
@@ -203,11 +205,24 @@ def summarise(plan, seeds: Sequence[int], runs: Mapping[str, Sequence[Mapping]])
                       for mode, rs in runs.items()}}
 
 
+def oracle_conditioning(cfg) -> str:
+    """The emulator conditioning the oracles of a sweep train with: the one value every encoder's
+    trials share when ``search:`` fixes it, else the file's ``train.conditioning`` (an encoder whose
+    best configuration used another is flagged in the report)."""
+    values = [cfg.searched_conditioning(e) for e in cfg.encoders]
+    values = [cfg.train.conditioning if v is None else v for v in values]
+    if all(isinstance(v, str) for v in values) and len(set(values)) == 1:
+        return values[0]
+    return cfg.train.conditioning
+
+
 def sweep_plan(cfg):
-    """The run plan the oracles of a sweep train under: the sweep's zoo, split and train settings."""
+    """The run plan the oracles of a sweep train under: the sweep's zoo, split and train settings
+    (its emulator conditioning: :func:`oracle_conditioning`)."""
     from ..train.plan import plan_run
 
-    return plan_run("constant", cfg.train_config("constant", {}, None, storage_path="unused", name="label-oracle"))
+    return plan_run("constant", cfg.train_config("constant", {}, {"conditioning": oracle_conditioning(cfg)},
+                                                 storage_path="unused", name="label-oracle"))
 
 
 def _oracle_task(plan, mode: str, seed: int) -> dict:
@@ -291,7 +306,8 @@ def oracle_comparisons(folder) -> dict[str, Any]:
     if not refs or not final:
         return {}
     seeds = {m: oracles.modes[m].by_seed() for m in refs}
-    out: dict[str, Any] = {"alpha": ALPHA, "refs": refs, "encoders": {}}
+    cond = oracles.train.get("conditioning", "bos")  # oracles.json from before the setting: bos
+    out: dict[str, Any] = {"alpha": ALPHA, "refs": refs, "conditioning": cond, "encoders": {}}
     for enc, roles in final.items():
         best = roles.get("best")
         values = [v for v in (best.val_loss if best else []) if v is not None]
@@ -305,5 +321,8 @@ def oracle_comparisons(folder) -> dict[str, Any]:
                 reading += "; below the task+step oracle"
             elif not vs[m]["higher"]:
                 reading += "; not distinguishable from the task+step oracle"
+        theirs = best.conditioning if best else None
+        if theirs and theirs != cond:
+            reading += f"; not like for like: its emulator conditioned `{theirs}`, the oracles' `{cond}`"
         out["encoders"][enc] = {"val_loss": values, "vs": vs, "reading": reading.lstrip("; ")}
     return out

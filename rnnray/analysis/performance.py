@@ -52,9 +52,10 @@ def sample_emulator(emulator, reps: torch.Tensor, n_samples: int, length: int = 
                     generator: torch.Generator | None = None, max_batch: int = 8192, return_logprobs: bool = False):
     """Strings sampled from a formal-language emulator conditioned on representations (K, 16):
     (K, n_samples, length) token ids after BOS (and, with ``return_logprobs``, the log-probability
-    of each sampled token, same shape). The representation enters at the BOS step, as in
-    :class:`rnnray.emulation.emulator.Emulator`'s forward; each sampled token is the next input, the LSTM
-    state is carried, so a step costs one LSTM step rather than a pass over the prefix."""
+    of each sampled token, same shape). The representation enters as in
+    :class:`rnnray.emulation.emulator.Emulator`'s forward: at the BOS step (``conditioning="bos"``), or added
+    to every input, each sampled token's too (``"every_step"``); each sampled token is the next
+    input, the LSTM state is carried, so a step costs one LSTM step rather than a pass over the prefix."""
     from ..zoo.languages import BOS
 
     device = next(emulator.parameters()).device
@@ -63,7 +64,9 @@ def sample_emulator(emulator, reps: torch.Tensor, n_samples: int, length: int = 
     for a in range(0, len(reps), per):
         r = reps[a:a + per].to(device).repeat_interleave(n_samples, 0)
         tok = torch.full((len(r), 1), BOS, dtype=torch.long, device=device)
-        x = emulator.embed_inputs(tok) + emulator.rep_proj(F.normalize(r, dim=-1)).unsqueeze(1)
+        cond = emulator.condition(r)
+        every_step = emulator.conditioning == "every_step"
+        x = emulator.embed_inputs(tok) + cond
         state, out, lps = None, [], []
         for _ in range(length):
             h, state = emulator.lstm(x, state)
@@ -71,7 +74,7 @@ def sample_emulator(emulator, reps: torch.Tensor, n_samples: int, length: int = 
             tok = torch.multinomial(logp.exp().cpu(), 1, generator=generator).to(device)
             out.append(tok)
             lps.append(logp.gather(1, tok))
-            x = emulator.embed_inputs(tok)
+            x = emulator.embed_inputs(tok) + cond if every_step else emulator.embed_inputs(tok)
         chunks.append((torch.cat(out, 1).view(-1, n_samples, length).cpu(), torch.cat(lps, 1).view(-1, n_samples, length).cpu()))
     tokens = torch.cat([c[0] for c in chunks])
     return (tokens, torch.cat([c[1] for c in chunks])) if return_logprobs else tokens

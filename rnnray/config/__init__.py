@@ -8,15 +8,15 @@ One module per file a user writes: :mod:`.zoo` (the zoo file), :mod:`.train` (th
 :mod:`.sweep` (the sweep file); :mod:`.base` has what they share.
 """
 
-from .base import (DEFAULT_PRESET, ENCODER_NAMES, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict, apply_overrides,
+from .base import (CONDITIONINGS, DEFAULT_PRESET, ENCODER_NAMES, GRAD_CLIP_SCOPES, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict, apply_overrides,
                    format_validation_error, read_yaml)
-from .sweep import (PREDICTOR_HIDDEN, PREDICTOR_SEEDS, PREDICTOR_STEPS, RUN_OWNED, SUPERVISED_ENCODER, DownstreamSettings, FinalSettings, ORACLE_MODES, OracleSettings, Range, SearchValue, SweepConfig, TrackingSettings,
+from .sweep import (PREDICTOR_HIDDEN, PREDICTOR_SEEDS, PREDICTOR_STEPS, RUN_OWNED, SUPERVISED_ENCODER, TRAIN_KNOBS, DownstreamSettings, FinalSettings, ORACLE_MODES, OracleSettings, Range, SearchValue, SweepConfig, TrackingSettings,
                     TrialResources, TuneSettings, startup_trials)
 from .train import TrainConfig, TrainSettings, load_train_config, train_config_from_dict
 from .zoo import (PAPER_LR_POINTS, PAPER_SNAPSHOT_STEPS, FormalLanguagesZoo, MnistZoo, ZooConfig, ZooResources,
                   load_zoo_config, parse_zoo, zoo_config_from_dict)
 
-__all__ = ["DEFAULT_PRESET", "ENCODER_NAMES", "PAPER_LR_POINTS", "PAPER_SNAPSHOT_STEPS", "PREDICTOR_HIDDEN", "PREDICTOR_SEEDS", "PREDICTOR_STEPS", "PRESET_NAMES", "RUN_OWNED", "SPLIT_SCHEMES", "SUPERVISED_ENCODER",
+__all__ = ["CONDITIONINGS", "DEFAULT_PRESET", "ENCODER_NAMES", "GRAD_CLIP_SCOPES", "PAPER_LR_POINTS", "PAPER_SNAPSHOT_STEPS", "PREDICTOR_HIDDEN", "PREDICTOR_SEEDS", "PREDICTOR_STEPS", "PRESET_NAMES", "RUN_OWNED", "SPLIT_SCHEMES", "SUPERVISED_ENCODER", "TRAIN_KNOBS",
            "ConfigError", "DownstreamSettings", "FinalSettings", "FormalLanguagesZoo", "ORACLE_MODES", "OracleSettings", "MnistZoo", "Range", "SearchValue", "Strict",
            "SweepConfig", "TrackingSettings", "TrainConfig", "TrainSettings", "TrialResources", "TuneSettings", "ZooConfig", "ZooResources",
            "apply_overrides", "format_validation_error", "load_train_config", "load_zoo_config", "parse_zoo",

@@ -20,6 +20,12 @@ from ..encoders.catalog import ENCODER_NAMES  # noqa: E402 - the one table of na
 PRESET_NAMES = ("paper",)
 SPLIT_SCHEMES = ("ours", "authors")  # rnnray.emulation.splits: our split by task, or the authors' (SPEC.md 8)
 DEFAULT_PRESET = "paper"
+# how the emulator is conditioned on a representation (SPEC.md section 6): added to its first (BOS)
+# input only, the paper's; or to its input at every step, the authors' code's option (off in the paper)
+CONDITIONINGS = ("bos", "every_step")
+# over what gradient-norm clipping measures the norm: the encoder's and the emulator's gradients each
+# on their own, as the authors' code does (SPEC.md section 6); or both together, one global norm
+GRAD_CLIP_SCOPES = ("separate", "global")
 
 
 class ConfigError(UserError, ValueError):

@@ -34,6 +34,10 @@ class Range(Strict):
 
 SearchValue = list | Range | float | int | str | bool
 
+# the training settings a sweep's ``search:`` may set per trial beside the encoders' own knobs
+# (lr is searched by default; conditioning when the file asks: ``conditioning: [bos, every_step]``)
+TRAIN_KNOBS = ("lr", "conditioning")
+
 
 class TuneSettings(Strict):
     samples_per_encoder: int = Field(4, ge=1, description="trials per encoder")
@@ -175,7 +179,8 @@ class SweepConfig(Strict):
     tolerance: float = Field(0.05, gt=0, lt=1)
     search: dict[str, dict[str, SearchValue]] = Field(
         default_factory=dict,
-        description="search-space overrides: per encoder name, or 'all'; a list is a choice, a range is numeric, a scalar fixes the value",
+        description="search-space overrides: per encoder name, or 'all'; a list is a choice, a range is numeric, a scalar "
+                    "fixes the value; the encoders' knobs and the training settings lr and conditioning",
     )
     presets: dict[str, str] = Field(
         default_factory=dict, description="preset per encoder name (default `paper` for every encoder): where its "
@@ -225,10 +230,19 @@ class SweepConfig(Strict):
     def zoo_path(self) -> str:
         return self.zoo if isinstance(self.zoo, str) else self.zoo.path
 
-    def train_config(self, encoder: str, encoder_hparams: dict, lr: float | None, storage_path: str, name: str) -> TrainConfig:
+    def searched_conditioning(self, encoder: str):
+        """``search:``'s value for ``conditioning`` for ``encoder`` (its own, else ``all``'s), None when not set."""
+        for key in (encoder, "all"):
+            if "conditioning" in self.search.get(key, {}):
+                return self.search[key]["conditioning"]
+        return None
+
+    def train_config(self, encoder: str, encoder_hparams: dict, knobs: dict | None, storage_path: str,
+                     name: str) -> TrainConfig:
+        """One run's training file. ``knobs``: a trial's values of the searched training settings
+        (:data:`TRAIN_KNOBS`: ``lr``, ``conditioning``), over the file's ``train:`` section."""
         data = self.train.model_dump()
-        if lr is not None:
-            data["lr"] = lr
+        data.update({k: v for k, v in (knobs or {}).items() if v is not None})
         return TrainConfig(
             **data,
             preset=self.preset(encoder),

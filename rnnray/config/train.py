@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .base import (DEFAULT_PRESET, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict, apply_overrides, finite_tree,
-                   format_validation_error, one_of, read_yaml)
+from .base import (CONDITIONINGS, DEFAULT_PRESET, GRAD_CLIP_SCOPES, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict,
+                   apply_overrides, finite_tree, format_validation_error, one_of, read_yaml)
 
 
 class TrainSettings(Strict):
@@ -21,7 +21,14 @@ class TrainSettings(Strict):
     emulator_hidden: int = Field(256, ge=1, description="emulator LSTM units")
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    grad_clip: float = Field(0.1, gt=0, description="max global gradient norm")
+    grad_clip: float = Field(0.1, gt=0, description="max gradient norm (see grad_clip_scope)")
+    grad_clip_scope: Literal[GRAD_CLIP_SCOPES] = Field(  # type: ignore[valid-type]
+        "separate", description="separate: the encoder's and the emulator's gradients are each clipped to grad_clip "
+                                "on their own norm, as the authors' code does; global: one norm over both (a departure)")
+    conditioning: Literal[CONDITIONINGS] = Field(  # type: ignore[valid-type]
+        "bos", description="where the emulator receives the representation: bos: added to its first input only (the "
+                           "paper's); every_step: added to its input at every step (the authors' code's option, off in "
+                           "the paper; a departure). A sweep may search it: search: {all: {conditioning: [bos, every_step]}}")
     batch_size: int = Field(64, ge=1, description="snapshots per step over all workers, one stored sequence each")
     steps: int = Field(100_000, ge=1, description="optimisation steps")
     eval_every: int = Field(1000, ge=1, description="steps between validation/OOD evaluations (and checkpoints)")

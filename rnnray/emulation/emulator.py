@@ -12,8 +12,11 @@ Modelling choices:
   emulator sees the same kind of input as the zoo RNN.
 * The representation is divided by its L2 norm (``F.normalize``) so only its direction carries
   information (an encoder cannot cheat by growing it), projected by ``Linear(16, hidden)`` and
-  added to the first input step only: the emulator learns *which* RNN to imitate once, at BOS, and
-  must carry it in its state, like a conditioning prompt.
+  added to the first input step only (``conditioning="bos"``, the paper's): the emulator learns
+  *which* RNN to imitate once, at BOS, and must carry it in its state, like a conditioning prompt.
+  ``conditioning="every_step"`` (the authors' code's option, off in all their published
+  configurations; a departure from the paper, SPEC.md section 6) adds the same projection to the
+  input at every step instead.
 * Loss: total variation ``0.5 * sum_c |p_c - q_c|`` (bounded in [0, 1], symmetric, insensitive to
   tiny probabilities), averaged over steps and RNNs.
 * Zoo targets: formal languages store float16 log-probabilities; after ``exp`` they are
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.base import CONDITIONINGS
 from ..encoders.baseline import ConstantRepresentation  # noqa: F401  (re-exported: the baseline's old home)
 from ..encoders.common import REPRESENTATION_DIM, ZOO_KINDS
 from ..kinds import KINDS
@@ -58,13 +62,20 @@ def total_variation(target_probs: torch.Tensor, emulator_logits: torch.Tensor) -
 
 
 class Emulator(nn.Module):
-    """Imitates an RNN from its representation: (rep (B, 16), inputs) -> logits (B, T, outputs)."""
+    """Imitates an RNN from its representation: (rep (B, 16), inputs) -> logits (B, T, outputs).
 
-    def __init__(self, zoo_kind: str, hidden: int = 256, rep_dim: int = REPRESENTATION_DIM, num_layers: int = 2):
+    ``conditioning``: ``"bos"`` adds the projected representation to the first input step only (the
+    paper's); ``"every_step"`` adds it to every input step."""
+
+    def __init__(self, zoo_kind: str, hidden: int = 256, rep_dim: int = REPRESENTATION_DIM, num_layers: int = 2,
+                 conditioning: str = "bos"):
         super().__init__()
         if zoo_kind not in ZOO_KINDS:
             raise ValueError(f"unknown zoo_kind {zoo_kind!r}; expected one of {ZOO_KINDS}")
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {conditioning!r}; expected one of {', '.join(CONDITIONINGS)}")
         self.zoo_kind = zoo_kind
+        self.conditioning = conditioning
         n_in, n_out = SIZES[zoo_kind]
         self.input_proj = nn.Linear(n_in, hidden)
         self.rep_proj = nn.Linear(rep_dim, hidden)
@@ -77,12 +88,22 @@ class Emulator(nn.Module):
             inputs = F.one_hot(inputs.long(), self.input_proj.in_features)
         return self.input_proj(inputs.to(self.input_proj.weight.dtype))
 
+    def condition(self, rep: torch.Tensor) -> torch.Tensor:
+        """What the representation adds to an input step: (B, 16) -> (B, 1, hidden)."""
+        return self.rep_proj(F.normalize(rep, dim=-1)).unsqueeze(1)
+
     def forward(self, rep: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         x = self.embed_inputs(inputs)
-        cond = self.rep_proj(F.normalize(rep, dim=-1)).unsqueeze(1)
-        x = torch.cat([x[:, :1] + cond, x[:, 1:]], dim=1)  # the representation enters at step 0 only
+        cond = self.condition(rep)
+        if self.conditioning == "every_step":
+            x = x + cond  # the same projection at every step
+        else:
+            x = torch.cat([x[:, :1] + cond, x[:, 1:]], dim=1)  # the representation enters at step 0 only
         out, _ = self.lstm(x)
         return self.head(out)
+
+    def extra_repr(self) -> str:
+        return f"conditioning={self.conditioning!r}"
 
 
 class EmulationModel(nn.Module):

@@ -77,6 +77,8 @@ def final_table(final: Mapping[str, Mapping[str, FinalConfig]], encoders: Sequen
     for enc in encoders:
         for role, entry in (final.get(enc) or {}).items():
             what = f"best (search trial {entry.source_trial})" if role == "best" else "paper preset"
+            if entry.conditioning not in (None, "bos"):  # a searched conditioning that left the paper's
+                what += f", emulator conditioned `{entry.conditioning}`"
             lines.append(f"| {enc} | {what} | {len(entry.seeds)} | {interval_text(entry.val_interval)} | "
                          f"{interval_text(entry.ood_interval)} |")
     return lines
@@ -89,7 +91,8 @@ def oracle_section(oracles: Oracles, comparisons: Mapping) -> list[str]:
     lines = ["", "Label oracles (`oracles.json`, `python -m rnnray.label_oracle`): the same emulator, settings and "
              "seeds as the final runs, given learned embeddings of each snapshot's known labels instead of an "
              "encoder's representation: `constant` one vector for all, `step` only how far training went, `task` "
-             "only the task, `task+step` both; mean (95 % Student-t interval over seeds).", "",
+             f"only the task, `task+step` both; emulator conditioned `{oracles.train.get('conditioning', 'bos')}`; "
+             "mean (95 % Student-t interval over seeds).", "",
              "| representation | seeds | val loss | OOD loss |", "| --- | --- | --- | --- |"]
     for mode, r in oracles.modes.items():
         lines.append(f"| oracle: {mode} | {len(r.runs)} | {interval_text(r.val_loss)} | {interval_text(r.ood_loss)} |")
@@ -120,7 +123,8 @@ def oracle_result_text(result: Mapping) -> str:
     """``python -m rnnray.label_oracle``'s table: each oracle's losses over seeds."""
     t = result["train"]
     lines = [f"Label oracles on {result['zoo']} ({result['zoo_kind']}): {t['steps']} steps, lr {t['lr']:g}, "
-             f"emulator {t['emulator_hidden']}; mean (95 % Student-t interval over {len(result['seeds'])} seeds) "
+             f"emulator {t['emulator_hidden']} conditioned {t.get('conditioning', 'bos')}; mean (95 % Student-t "
+             f"interval over {len(result['seeds'])} seeds) "
              "of the best validation loss and the OOD loss there.", "",
              "| representation | val emulation loss | OOD emulation loss |", "| --- | --- | --- |"]
     for mode, r in result["modes"].items():

@@ -15,12 +15,15 @@ __all__ = ["DEFAULT_RESULTS", "LoadedEncoder", "ResultsError", "SweepFolder", "l
 
 
 class LoadedEncoder:
-    """A trained encoder, ready to embed RNN weights: ``embed(flat_params) -> (B, 16)``, unit norm."""
+    """A trained encoder, ready to embed RNN weights: ``embed(flat_params) -> (B, 16)``, unit norm.
+    ``conditioning``: how the emulator it was trained with read its representations (``bos`` or
+    ``every_step``, from the checkpoint)."""
 
-    def __init__(self, name: str, module, config: dict, metrics: dict, layout, zoo_kind: str, checkpoint: str, device):
+    def __init__(self, name: str, module, config: dict, metrics: dict, layout, zoo_kind: str, checkpoint: str, device,
+                 conditioning: str = "bos"):
         self.name, self.module, self.config, self.metrics = name, module, config, metrics
         self.layout, self.zoo_kind, self.checkpoint = layout, zoo_kind, checkpoint
-        self.device = device
+        self.device, self.conditioning = device, conditioning
 
     def to(self, device) -> "LoadedEncoder":
         import torch
@@ -47,7 +50,8 @@ class LoadedEncoder:
         return torch.cat(outs)
 
     def __repr__(self) -> str:
-        return f"LoadedEncoder({self.name!r}, params={self.metrics.get('n_params')}, val_loss={self.metrics.get('best_val_loss')}, device={self.device})"
+        return (f"LoadedEncoder({self.name!r}, params={self.metrics.get('n_params')}, val_loss={self.metrics.get('best_val_loss')}, "
+                f"conditioning={self.conditioning!r}, device={self.device})")
 
 
 def load_best(name: str, results: str | Path | None = None, device=None) -> LoadedEncoder:
@@ -58,7 +62,7 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
     in ``final.json``); without them, the search's best trial."""
     import torch
 
-    from ..train import load_checkpoint
+    from ..train import checkpoint_conditioning, load_checkpoint
 
     sweep = resolve_sweep(results)
     best_file = SweepFolder(sweep).best_json
@@ -75,4 +79,4 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
     layout = Layout.from_json(stored) if isinstance(stored, str) else Layout.from_dict(stored) if isinstance(stored, dict) else stored
     metrics = {k: entry.get(k) for k in ("best_val_loss", "best_ood_loss", "n_params", "trial_id", "seed")}
     return LoadedEncoder(name, model.encoder.eval(), entry.get("config") or {}, metrics, layout, meta.get("zoo_kind"),
-                         entry["checkpoint"], dev)
+                         entry["checkpoint"], dev, conditioning=checkpoint_conditioning(meta))

@@ -44,6 +44,8 @@ class TrialRecord:
     role: str | None = None  # final runs: best, paper or best+paper
     seed: int | None = None
     source_trial: str | None = None
+    conditioning: str | None = None  # the emulator's (None: a record from before the setting, bos)
+    grad_clip_scope: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -56,7 +58,8 @@ class TrialRecord:
                    config=dict(d.get("config") or {}), n_params=d.get("n_params"), best_val_loss=_float(d.get("best_val_loss")),
                    best_ood_loss=_float(d.get("best_ood_loss")), best_step=d.get("best_step"), checkpoint=d.get("checkpoint"),
                    paper_config=bool(d.get("paper_config")), history=list(d.get("history") or []), role=d.get("role"),
-                   seed=d.get("seed"), source_trial=d.get("source_trial"))
+                   seed=d.get("seed"), source_trial=d.get("source_trial"), conditioning=d.get("conditioning"),
+                   grad_clip_scope=d.get("grad_clip_scope"))
 
 
 def read_trials(folder: SweepFolder, encoder: str | None = None) -> dict[str, list[TrialRecord]]:
@@ -98,6 +101,7 @@ class FinalConfig:
     config: dict | None
     best_seed: dict | None
     status: list = field(default_factory=list)
+    conditioning: str | None = None
 
     @property
     def finite_val_losses(self) -> list[float]:
@@ -109,7 +113,7 @@ class FinalConfig:
                    val_loss=list(d.get("val_loss") or []), ood_loss=list(d.get("ood_loss") or []),
                    val_interval=d.get("val_interval"), ood_interval=d.get("ood_interval"),
                    source_trial=d.get("source_trial"), config=d.get("config"), best_seed=d.get("best_seed"),
-                   status=list(d.get("status") or [None] * len(d.get("seeds") or [])))
+                   status=list(d.get("status") or [None] * len(d.get("seeds") or [])), conditioning=d.get("conditioning"))
 
 
 def read_final(folder: SweepFolder) -> dict[str, dict[str, FinalConfig]]:

@@ -6,8 +6,9 @@ What happens:
 2. the zoo is built with Ray Data if its directory holds no finished zoo;
 3. every encoder's parameter budget is checked once, so an impossible budget fails before any work;
 4. per encoder, one Ray Tune experiment: trial 0 is the encoder's preset (the paper's, SPEC.md 5b;
-   ``paper_config: true`` in its record), then Optuna's TPE proposes the learning rate and the
-   encoder's structural knobs (define-by-run), after ``startup_trials`` random ones (a quarter of
+   ``paper_config: true`` in its record), then Optuna's TPE proposes the learning rate, the
+   encoder's structural knobs and, when ``search:`` lists it, the emulator's ``conditioning``
+   (define-by-run), after ``startup_trials`` random ones (a quarter of
    the trials, 1 to 10: Optuna's default of 10 would make a small sweep a random search); the
    body's width is solved from the budget inside the trial, so every trial of every encoder has the
    same parameter count within the tolerance; ASHA stops weak trials; each trial launches a Ray
@@ -16,8 +17,8 @@ What happens:
    scratch with ``final.seeds`` new seeds to the full length (:mod:`.final`; ``final/`` and
    ``final.json``: the seeds' losses, mean and 95 % Student-t interval), and ``best.json`` then
    names the best seed of the best configuration;
-6. the results store is written: per trial ``trial.json`` (config, parameter count, metrics history,
-   best checkpoint, ``paper_config``), and ``summary.csv``, ``summary.md`` (with trial 0's loss and
+6. the results store is written: per trial ``trial.json`` (config, the emulator's ``conditioning``
+   and ``grad_clip_scope``, parameter count, metrics history, best checkpoint, ``paper_config``), and ``summary.csv``, ``summary.md`` (with trial 0's loss and
    the tuning gain), ``best.json`` for the sweep. Ctrl-C stops the sweep resumable (exit 130).
 
 Resuming (``--resume``): encoders whose experiment finished are not run again; an unfinished

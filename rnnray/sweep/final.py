@@ -31,7 +31,7 @@ from ..results.records import TrialRecord, read_final_runs
 from ..train.plan import ZooPlan
 from .settings import SweepConfig
 from .tracking import tracker_callbacks
-from .trial import TrialSetup, _jsonable, _trial_name, trial_record
+from .trial import TrialSetup, _jsonable, _trial_name, emulation_settings, trial_record
 
 ROLES = ("best", "paper", "best+paper")
 
@@ -113,7 +113,7 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
         rec = trial_record(result, encoder, cfg)
         run = (result.config or {}).get("final") or {}
         rec.update({"role": run.get("role"), "seed": run.get("seed"), "source_trial": run.get("source_trial"),
-                    "config": run.get("config"), "final": True})
+                    "config": run.get("config"), **emulation_settings(run.get("config") or {}, cfg), "final": True})
         atomic_write_json(folder.final_record(encoder, rec["trial_id"]), rec)
         if rec["status"] == "failed":
             print(f"{encoder}: final run {rec['trial_id']} (seed {rec['seed']}) failed: {rec.get('reason')}",
@@ -151,6 +151,7 @@ def summarise_final(folder: SweepFolder, encoders: list[str]) -> dict:
             per_role[role] = {
                 "source_trial": mine[0].source_trial,
                 "config": mine[0].config,
+                "conditioning": mine[0].conditioning,
                 "seeds": [r.seed for r in mine],
                 "trial_ids": [r.trial_id for r in mine],
                 "status": [r.status for r in mine],

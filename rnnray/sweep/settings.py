@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..config import (ConfigError, DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings,
-                      apply_overrides, format_validation_error, read_yaml, startup_trials)
+from ..config import (TRAIN_KNOBS, ConfigError, DownstreamSettings, Range, SearchValue, SweepConfig, TrainSettings,
+                      TrialResources, TuneSettings, apply_overrides, format_validation_error, read_yaml, startup_trials)
 from ..encoders import default_hparams, search_space
 
 __all__ = ["DownstreamSettings", "Range", "SearchValue", "SweepConfig", "TrialResources", "TuneSettings", "check_search",
@@ -27,15 +27,31 @@ def _extra_knobs(key: str, encoders: list[str]) -> set[str]:
     return set().union(*(set(default_hparams(e)) - {"width"} for e in names))
 
 
+def _check_train_knob(knob: str, value: SearchValue, where: str) -> None:
+    """A searched training setting takes only values its field accepts (a range only if it is numeric)."""
+    if isinstance(value, Range):
+        if knob == "conditioning":
+            raise ConfigError(f"{where}: a list of choices or one value, not a range")
+        return
+    for v in value if isinstance(value, list) else [value]:
+        try:
+            TrainSettings.model_validate({knob: v})
+        except ValidationError as e:
+            raise ConfigError(f"{where}: {e.errors()[0]['msg']}") from None
+
+
 def check_search(cfg: SweepConfig, source: str = "sweep config") -> None:
-    """Every key of ``search:`` names one of the sweep's encoders (or ``all``) and one of its hyperparameters."""
+    """Every key of ``search:`` names one of the sweep's encoders (or ``all``) and one of its hyperparameters
+    or of the searchable training settings (``TRAIN_KNOBS``), whose values are checked against their field."""
     for key, space in cfg.search.items():
         if key != "all" and key not in cfg.encoders:
             raise ConfigError(f"{source}: search.{key}: not one of the sweep's encoders ({', '.join(cfg.encoders)})")
-        names = {"lr"} | (set().union(*(search_space(e) for e in cfg.encoders)) if key == "all" else set(search_space(key)))
-        for knob in space:
+        names = set(TRAIN_KNOBS) | (set().union(*(search_space(e) for e in cfg.encoders)) if key == "all" else set(search_space(key)))
+        for knob, value in space.items():
             if knob not in names and knob not in _extra_knobs(key, cfg.encoders):
                 raise ConfigError(f"{source}: search.{key}.{knob}: not a searchable hyperparameter ({', '.join(sorted(names))})")
+            if knob in TRAIN_KNOBS:
+                _check_train_knob(knob, value, f"{source}: search.{key}.{knob}")
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:

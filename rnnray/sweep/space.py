@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError
+from ..config import TRAIN_KNOBS, ConfigError
 from .settings import Range, SearchValue, SweepConfig, _extra_knobs
 
 
 def encoder_space(cfg: SweepConfig, encoder: str, zoo_kind: str) -> dict[str, SearchValue]:
-    """Default space (the encoder's own knobs + learning rate), overridden by 'all' and then by name."""
+    """Default space (the encoder's own knobs + learning rate), overridden by 'all' and then by name
+    (which may add the other searchable training settings, ``conditioning``)."""
     from ..encoders import search_space
 
     space: dict[str, SearchValue] = {"lr": Range(low=3e-5, high=3e-3, log=True)}
     space.update(search_space(encoder, zoo_kind))
     for key in ("all", encoder):
         for knob, value in cfg.search.get(key, {}).items():
-            if key == "all" and knob not in space and knob not in _extra_knobs(encoder, [encoder]):
+            if key == "all" and knob not in space and knob not in TRAIN_KNOBS and knob not in _extra_knobs(encoder, [encoder]):
                 continue  # an 'all' knob this encoder does not have
             space[knob] = value
     return space
@@ -54,7 +55,7 @@ def check_budget(cfg: SweepConfig, zoo_kind: str, layout) -> dict[str, int]:
 
     counts = {}
     for enc in cfg.encoders:
-        fixed = {k: v for k, v in cfg.search.get(enc, {}).items() if not isinstance(v, (list, Range)) and k != "lr"}
+        fixed = {k: v for k, v in cfg.search.get(enc, {}).items() if not isinstance(v, (list, Range)) and k not in TRAIN_KNOBS}
         try:
             _, n = fit_to_budget(enc, layout, cfg.budget, cfg.tolerance, zoo_kind=zoo_kind, preset=cfg.preset(enc),
                                  **fixed)
@@ -66,8 +67,8 @@ def check_budget(cfg: SweepConfig, zoo_kind: str, layout) -> dict[str, int]:
 
 def paper_point(cfg: SweepConfig, encoder: str, zoo_kind: str, layout) -> dict[str, Any] | None:
     """Trial 0 of an encoder: its preset's value for every searched knob (the width is fitted to the
-    budget inside the trial, as for any trial) and the file's training learning rate (the paper's
-    1e-4 unless ``train.lr`` says otherwise). None when ``tune.paper_trial`` is off. A search range
+    budget inside the trial, as for any trial) and the file's training learning rate and conditioning
+    (the paper's 1e-4 and ``bos`` unless ``train:`` says otherwise). None when ``tune.paper_trial`` is off. A search range
     that leaves the preset's value out is an error: the sweep could not start from the paper."""
     if not cfg.tune.paper_trial:
         return None
@@ -75,6 +76,7 @@ def paper_point(cfg: SweepConfig, encoder: str, zoo_kind: str, layout) -> dict[s
 
     preset = resolve_hparams(encoder, layout, zoo_kind, cfg.preset(encoder))
     preset["lr"] = cfg.train.lr
+    preset["conditioning"] = cfg.train.conditioning
     point = {}
     for knob, value in encoder_space(cfg, encoder, zoo_kind).items():
         if not isinstance(value, (list, Range)):

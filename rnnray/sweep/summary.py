@@ -49,7 +49,8 @@ def summarise(sweep_dir: Path, cfg: SweepConfig, records: Mapping[str, Sequence[
         best[enc] = {"trial_id": b.trial_id, "paper_config": b.paper_config,
                      "trial_dir": str(SweepFolder(sweep_dir).trial_dir(enc, b.trial_id).resolve()),
                      "checkpoint": b.checkpoint, "best_val_loss": b.best_val_loss,
-                     "best_ood_loss": b.best_ood_loss, "n_params": b.n_params, "config": b.config or None}
+                     "best_ood_loss": b.best_ood_loss, "n_params": b.n_params, "config": b.config or None,
+                     "conditioning": b.conditioning}
         fin = final.get(enc, {})
         rows[-1]["final_best"] = fin["best"].val_interval if "best" in fin else None
         rows[-1]["final_paper"] = fin["paper"].val_interval if "paper" in fin else None

@@ -7,10 +7,17 @@ import math
 from pathlib import Path
 
 from ..results.atomic import atomic_write_json
-from ..config import Strict
+from ..config import TRAIN_KNOBS, Strict
 from ..results.folder import SweepFolder
 from ..train.plan import RunPlan, ZooPlan, plan_run
 from .settings import SweepConfig
+
+
+def emulation_settings(config: dict, cfg: SweepConfig) -> dict:
+    """How a trial's emulator was conditioned and its gradients clipped: the trial's ``conditioning``
+    when the search set it, else the file's ``train:``."""
+    return {"conditioning": config.get("conditioning", cfg.train.conditioning),
+            "grad_clip_scope": cfg.train.grad_clip_scope}
 
 
 def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
@@ -34,6 +41,7 @@ def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
         "trial_id": trial_id,
         "status": status,
         "config": config,
+        **emulation_settings(config, cfg),
         "n_params": m.get("n_params"),
         "budget": cfg.budget,
         "tolerance": cfg.tolerance,
@@ -62,14 +70,15 @@ class TrialSetup(Strict):
     folder: str  # the sweep folder
 
     def plan(self, config: dict, trial_id: str, seed: int | None = None) -> RunPlan:
-        """The trial's run: Optuna's proposal (``lr`` and structural knobs) on top of the preset,
-        the width solved from the budget, once, here. ``seed``: a final run's seed (it then writes
-        under ``final/``), in place of ``train.seed``."""
-        lr = config.get("lr")
-        hparams = {k: v for k, v in config.items() if k != "lr"}
+        """The trial's run: Optuna's proposal (the training settings it searches, ``lr`` and
+        ``conditioning``, and the encoder's structural knobs) on top of the preset, the width solved
+        from the budget, once, here. ``seed``: a final run's seed (it then writes under ``final/``),
+        in place of ``train.seed``."""
+        knobs = {k: v for k, v in config.items() if k in TRAIN_KNOBS}
+        hparams = {k: v for k, v in config.items() if k not in TRAIN_KNOBS}
         folder = SweepFolder(Path(self.folder))
         where = folder.trial_dir(self.encoder, trial_id) if seed is None else folder.final(self.encoder) / trial_id
-        tcfg = self.sweep.train_config(self.encoder, hparams, lr, str(where), f"{self.encoder}-{trial_id}")  # its name in the dashboard
+        tcfg = self.sweep.train_config(self.encoder, hparams, knobs, str(where), f"{self.encoder}-{trial_id}")  # its name in the dashboard
         if seed is not None:
             tcfg = tcfg.model_copy(update={"seed": seed})
         return plan_run(self.encoder, tcfg, zoo=self.zoo)

@@ -39,6 +39,11 @@ Choices made here (beyond SPEC.md):
   function of the step, the continued run sees the batches it would have seen (given the same
   shards). Re-running :func:`fit` with the same ``storage_path`` and ``name`` resumes too; the
   default name hashes the settings, so a changed config starts a fresh run.
+* The emulator's conditioning (``conditioning``: ``bos``, the paper's, or ``every_step``) is part of
+  the config and of the checkpoint's ``meta["emulator"]``, so a checkpoint rebuilds the emulator it
+  was trained with (one without the field is ``bos``). Gradients are clipped to ``grad_clip`` on the
+  encoder's and on the emulator's norm separately (``grad_clip_scope: separate``, the authors' code),
+  or on one global norm (``global``).
 * ``encoder_name="constant"`` trains the emulator with the ``constant`` baseline of the encoder
   registry (:mod:`rnnray.encoders.baseline`): the loss a real representation must beat.
 * A run is resolved once, on the driver, into a :class:`RunPlan` (:func:`plan_run`: the manifest
@@ -51,14 +56,15 @@ The package, one job per module: :mod:`.model` (encoder + emulator, encoder chec
 (the loop), :mod:`.drivers` (:func:`fit`, :func:`train_local`), :mod:`.command` (the CLI).
 """
 
-from .checkpoint import FORMAT, checkpoint_dir_name, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, checkpoint_conditioning, checkpoint_dir_name, load_checkpoint, read_checkpoint, save_checkpoint
 from .drivers import TrainResult, default_run_name, fit, train_local
 from .backends import split_tables, worker_share
 from .loop import run_loop, train_loop_per_worker, train_step
-from .model import BASELINE, EMULATOR_LAYERS, SPLIT_NAMES, build_model, check_encoder_name, resolve_encoder
+from .model import (BASELINE, EMULATOR_LAYERS, SPLIT_NAMES, build_model, check_encoder_name, clip_gradients,
+                    resolve_encoder)
 from .plan import RunPlan, ZooPlan, plan_run
 
 __all__ = ["BASELINE", "EMULATOR_LAYERS", "FORMAT", "SPLIT_NAMES", "RunPlan", "TrainResult", "ZooPlan", "build_model",
-           "check_encoder_name", "checkpoint_dir_name", "default_run_name", "fit", "load_checkpoint", "plan_run",
+           "check_encoder_name", "checkpoint_conditioning", "checkpoint_dir_name", "clip_gradients", "default_run_name", "fit", "load_checkpoint", "plan_run",
            "read_checkpoint", "resolve_encoder", "run_loop", "save_checkpoint", "split_tables",
            "train_local", "train_loop_per_worker", "train_step", "worker_share"]

@@ -48,17 +48,24 @@ def read_checkpoint(directory: str | Path, map_location="cpu") -> dict[str, Any]
 
 def load_checkpoint(directory: str | Path, device="cpu") -> tuple[EmulationModel, dict[str, Any]]:
     """The trained model (in eval mode) and its metadata (encoder name, hparams, layout, zoo kind,
-    parameter count, step and metrics at the checkpoint)."""
+    the emulator's size and conditioning, parameter count, step and metrics at the checkpoint)."""
     d = Path(directory)
     meta = json.loads((d / META_FILE).read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{d}: not an emulation checkpoint (format {meta.get('format')!r})")
     layout = Layout.from_dict(meta["layout"])
-    model = build_model(meta["encoder"], meta["hparams"], layout, meta["zoo_kind"], meta["emulator"]["hidden"])
+    model = build_model(meta["encoder"], meta["hparams"], layout, meta["zoo_kind"], meta["emulator"]["hidden"],
+                        checkpoint_conditioning(meta))
     state = torch.load(d / MODEL_FILE, map_location=device, weights_only=True)
     model.encoder.load_state_dict(state["encoder"])
     model.emulator.load_state_dict(state["emulator"])
     return model.to(device).eval(), meta
+
+
+def checkpoint_conditioning(meta: Mapping[str, Any]) -> str:
+    """How the checkpoint's emulator is conditioned (``meta["emulator"]["conditioning"]``); a
+    checkpoint written before the setting existed is ``bos``, the only emulator there was then."""
+    return (meta.get("emulator") or {}).get("conditioning", "bos")
 
 
 def checkpoint_dir_name(step: int) -> str:

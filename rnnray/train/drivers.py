@@ -190,7 +190,8 @@ def train_local(
     out = run_loop(plan, io)
     model, ckpt_path, run_path = None, None, None
     if io.best_payload is not None:
-        model = build_model(encoder_name, plan.hparams, plan.zoo.weights_layout, plan.zoo_kind, cfg.emulator_hidden)
+        model = build_model(encoder_name, plan.hparams, plan.zoo.weights_layout, plan.zoo_kind, cfg.emulator_hidden,
+                            cfg.conditioning)
         model.encoder.load_state_dict(io.best_payload["model"]["encoder"])
         model.emulator.load_state_dict(io.best_payload["model"]["emulator"])
         model.eval()

@@ -13,8 +13,8 @@ from ..emulation.batches import RowSampler, Snapshots, eval_pairs, mix, training
 from ..emulation.emulator import EmulationModel, total_variation
 from ..encoders.common import REPRESENTATION_DIM
 from .backends import RayTrainBackend
-from .checkpoint import FORMAT, checkpoint_dir_name
-from .model import EMULATOR_LAYERS, _unwrap, _uses_augmentation, build_model
+from .checkpoint import FORMAT, checkpoint_conditioning, checkpoint_dir_name
+from .model import EMULATOR_LAYERS, _unwrap, _uses_augmentation, build_model, clip_gradients
 from .plan import RunPlan
 
 
@@ -32,13 +32,15 @@ def eval_loss_sum(model: EmulationModel, data: Snapshots, pairs, batch_size: int
     return total
 
 
-def train_step(model, optimizer, params, flat, inputs, targets, grad_clip: float) -> torch.Tensor:
+def train_step(model, optimizer, params, flat, inputs, targets, grad_clip: float,
+               grad_clip_scope: str = "separate") -> torch.Tensor:
     """One optimisation step: forward, total-variation loss, backward (DDP averages gradients
-    here), global-norm clipping, AdamW. Returns the detached loss."""
+    here), gradient-norm clipping (:func:`~.model.clip_gradients`: encoder and emulator each on
+    their own, or ``params`` under one global norm), AdamW. Returns the detached loss."""
     loss = total_variation(targets, model(flat, inputs))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    clip_gradients(model, params, grad_clip, grad_clip_scope)
     optimizer.step()
     return loss.detach()
 
@@ -52,6 +54,9 @@ def _check_resumable(meta: Mapping[str, Any], plan: RunPlan) -> None:
             )
     if meta["emulator"]["hidden"] != plan.train.emulator_hidden:
         raise ValueError("cannot resume: the checkpoint's emulator_hidden differs from this run's")
+    if checkpoint_conditioning(meta) != plan.train.conditioning:
+        raise ValueError(f"cannot resume: the checkpoint's emulator is conditioned {checkpoint_conditioning(meta)!r}, "
+                         f"this run's {plan.train.conditioning!r}")
 
 
 def run_loop(plan: RunPlan, io) -> dict[str, Any]:
@@ -72,12 +77,12 @@ def run_loop(plan: RunPlan, io) -> dict[str, Any]:
     aug_layout = layout if _uses_augmentation(name, cfg) else None
 
     torch.manual_seed(cfg.seed)  # the same initialisation on every worker (DDP broadcasts rank 0's anyway)
-    model = build_model(name, hparams, layout, kind, cfg.emulator_hidden).to(device)
+    model = build_model(name, hparams, layout, kind, cfg.emulator_hidden, cfg.conditioning).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     meta = {
         "format": FORMAT, "encoder": name, "hparams": hparams, "n_params": plan.n_params, "zoo_kind": kind,
         "layout": plan.zoo.layout, "emulator": {"hidden": cfg.emulator_hidden, "rep_dim": REPRESENTATION_DIM,
-                                              "num_layers": EMULATOR_LAYERS},
+                                              "num_layers": EMULATOR_LAYERS, "conditioning": cfg.conditioning},
         "zoo": cfg.zoo, "split_seed": cfg.split_seed, "split": cfg.split, "config": cfg.model_dump(mode="json"),
     }
 
@@ -104,7 +109,7 @@ def run_loop(plan: RunPlan, io) -> dict[str, Any]:
     for step in range(start, cfg.steps):
         wrapped.train()
         flat, inputs, targets = training_batch(train, sampler, step, cfg.seed, aug_layout, device)
-        loss = train_step(wrapped, optimizer, params, flat, inputs, targets, cfg.grad_clip)
+        loss = train_step(wrapped, optimizer, params, flat, inputs, targets, cfg.grad_clip, cfg.grad_clip_scope)
         loss_sum += loss
         loss_n += 1
 

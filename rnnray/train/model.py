@@ -38,9 +38,25 @@ def resolve_encoder(name: str, cfg: TrainConfig, layout: Layout, kind: str) -> t
         raise ConfigError(f"encoder_hparams: {e}") from None
 
 
-def build_model(name: str, hparams: Mapping[str, Any], layout: Layout, kind: str, emulator_hidden: int) -> EmulationModel:
+def build_model(name: str, hparams: Mapping[str, Any], layout: Layout, kind: str, emulator_hidden: int,
+                conditioning: str = "bos") -> EmulationModel:
     encoder = build_encoder(name, layout, kind, **hparams)
-    return EmulationModel(encoder, Emulator(kind, hidden=emulator_hidden, num_layers=EMULATOR_LAYERS))
+    return EmulationModel(encoder, Emulator(kind, hidden=emulator_hidden, num_layers=EMULATOR_LAYERS,
+                                            conditioning=conditioning))
+
+
+def clip_gradients(model: torch.nn.Module, params, max_norm: float, scope: str = "separate") -> None:
+    """Gradient-norm clipping (SPEC.md section 6). ``separate``: the encoder's gradients and the
+    emulator's are each scaled to norm at most ``max_norm`` on their own norm, as the authors' code
+    clips each module's parameters; ``global``: one norm over ``params`` (both together)."""
+    if scope == "global":
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    elif scope == "separate":
+        m = _unwrap(model)
+        for part in (m.encoder, m.emulator):
+            torch.nn.utils.clip_grad_norm_([p for p in part.parameters() if p.requires_grad], max_norm)
+    else:
+        raise ValueError(f"unknown grad_clip_scope {scope!r}; expected separate or global")
 
 
 def _unwrap(model: torch.nn.Module) -> EmulationModel:
