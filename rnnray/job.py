@@ -15,6 +15,7 @@ from .cli import UsageError, friendly_errors
 from .runtime.console import quiet_console
 from .results.folder import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
+from .sweep.progress import JobProgress, reporting
 
 
 def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
@@ -25,6 +26,7 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
     ``python -m rnnray.evaluate`` / ``python -m rnnray.report`` on the sweep folder.
     """
     from .analysis.oracles import sweep_oracles
+    from .sweep import progress
 
     try:
         sweep_oracles(sweep_dir, cfg)
@@ -39,9 +41,13 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
 
     try:
         ds = cfg.downstream
+        progress.start("downstream")
         evaluate_sweep(sweep_dir, seeds=tuple(ds.seeds), config=PredictorConfig(steps=ds.steps, hidden=ds.hidden),
                        supervised_encoder=ds.supervised_encoder)
+        progress.run_done("downstream")
+        progress.start("report")
         write_report(sweep_dir, evaluate_missing=False)
+        progress.run_done("report")
     except Exception as e:  # keep the sweep's results even if the evaluation breaks
         print(f"warning: downstream evaluation / report failed ({e.__class__.__name__}: {e}); "
               f"re-run with `python -m rnnray.evaluate {sweep_dir}` and `python -m rnnray.report {sweep_dir}`", file=sys.stderr)
@@ -139,6 +145,29 @@ def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True,
     return sweep_dir
 
 
+def job_plan(cfg: SweepConfig) -> JobProgress | None:
+    """Print the job's plan and its estimated duration on this machine (:mod:`rnnray.bench.estimate`);
+    returns the progress counter the job reports through. None (and a note) when it cannot be measured."""
+    from .bench.estimate import estimate_job, plan_lines
+    from .kinds import zoo_kind as kind_entry
+    from .zoo.preflight import _runs_left
+
+    try:
+        if isinstance(cfg.zoo, str):
+            from .zoo.storage import read_manifest
+
+            kind, left = read_manifest(cfg.zoo)["kind"], 0
+        else:
+            kind, left = cfg.zoo.kind, _runs_left(cfg.zoo) or 0
+        est = estimate_job(cfg, left, kind_entry(kind).name, float(os.cpu_count() or 1))
+    except Exception as e:  # noqa: BLE001 - an estimate must never stop the job
+        print(f"(no time estimate: {e.__class__.__name__}: {e})", flush=True)
+        return None
+    for line in plan_lines(est, cfg):
+        print(line, flush=True)
+    return JobProgress(est["runs"], est["seconds"])
+
+
 def default_sweep_file() -> str:
     """``sweeps/probe.yaml``: in the current directory, else the one shipped inside the package."""
     from .paths import shipped_file
@@ -167,6 +196,7 @@ def main(argv=None) -> None:
         checked = not (args.address or os.environ.get("RAY_ADDRESS"))
         if checked:
             preflight(cfg, args.resume)  # this machine's memory; a cluster's is checked once connected
+        plan = job_plan(cfg) if checked and not args.quiet else None
         import ray
 
         dashboard = None
@@ -174,8 +204,9 @@ def main(argv=None) -> None:
             ctx = ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
             dashboard = getattr(ctx, "dashboard_url", None)
         try:
-            sweep_dir = run_job(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1,
-                                dashboard=dashboard, checked=checked)
+            with reporting(plan):
+                sweep_dir = run_job(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1,
+                                    dashboard=dashboard, checked=checked)
         except SweepInterrupted as e:
             print(f"interrupted ({e}); continue with: python -m rnnray.sweep {path} --resume {e.sweep_dir}",
                   file=sys.stderr)

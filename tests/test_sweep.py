@@ -473,11 +473,39 @@ def _final_sweep_cfg(results: Path, zoo: str, **extra):
     return SweepConfig.model_validate(data)
 
 
+FINAL_PROGRESS: list[str] = []  # the job's progress lines during the final_sweep fixture
+
+
 @pytest.fixture(scope="module")
 def final_sweep(ray_session, tiny_fl_zoo, tmp_path_factory):
+    from rnnray.bench.estimate import plan_runs
+    from rnnray.sweep.progress import JobProgress, reporting
+
     results = tmp_path_factory.mktemp("finals")
     cfg = _final_sweep_cfg(results, tiny_fl_zoo.path)
-    return cfg, run_job(cfg, progress=False, verbose=0)
+    runs = plan_runs(cfg)
+    with reporting(JobProgress(runs, {p: 1.0 for p in runs}, out=FINAL_PROGRESS.append)):
+        sweep_dir = run_job(cfg, progress=False, verbose=0)
+    return cfg, sweep_dir
+
+
+def test_the_whole_job_reports_every_ended_run(final_sweep):
+    """One progress line per ended search trial, final run and label oracle, counted by the Tune
+    callbacks and the oracles' loop as they end (the zoo was there already: one line)."""
+    import re
+
+    cfg, sweep_dir = final_sweep
+    folder = SweepFolder(sweep_dir)
+    by_phase = {}
+    for line in FINAL_PROGRESS:
+        m = re.match(r"\[job\] (\w+): (\d+)/(\d+) runs; all phases (\d+)/(\d+); elapsed \S+, estimated remaining \S+$", line)
+        assert m, line
+        by_phase.setdefault(m.group(1), []).append(int(m.group(2)))
+    n_final = sum(len(folder.final_records(e)) for e in cfg.encoders)
+    assert by_phase["zoo"] == [1]
+    assert by_phase["search"] == list(range(1, 1 + len(cfg.encoders) * cfg.tune.samples_per_encoder))
+    assert len(by_phase["final"]) == n_final
+    assert by_phase["oracles"] == list(range(1, 1 + len(cfg.oracles.modes) * cfg.final.seeds))
 
 
 def test_final_seeds_retrain_the_best_and_the_paper_configuration(final_sweep):

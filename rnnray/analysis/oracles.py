@@ -34,6 +34,7 @@ from torch import nn
 
 from ..config import ORACLE_MODES as MODES
 from ..kinds import KINDS
+from ..sweep import progress as job_progress
 from ..encoders.common import REPRESENTATION_DIM
 
 ALPHA = 0.05  # the verdict's level (rnnray.analysis.verdict)
@@ -256,7 +257,9 @@ def sweep_oracles(sweep_dir, cfg, progress: bool = True):
         old = json.loads(path.read_text())
         if (old.get("train") == plan.train.model_dump(mode="json") and old.get("seeds") == seeds
                 and set(modes) <= set(old.get("modes", {}))):
+            job_progress.phase_done("oracles")
             return path
+    job_progress.start("oracles")
     res = cfg.resources
     task = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_retries=1)(_oracle_task)
     jobs = [(m, s) for m in modes for s in seeds]
@@ -272,6 +275,7 @@ def sweep_oracles(sweep_dir, cfg, progress: bool = True):
         done[(m, s)] = run = ray.get(ready[0])
         if progress:
             print(f"oracle {m:<10} seed {s}: best val {run['best_val_loss']:.4f} at step {run['best_step']}", flush=True)
+        job_progress.run_done("oracles")
     doc = summarise(plan, seeds, {m: [done[(m, s)] for s in seeds] for m in modes})
     atomic_write_json(path, doc)
     return path

@@ -42,6 +42,7 @@ from pathlib import Path
 from ..results.atomic import atomic_write_json
 from ..runtime.console import hide_into
 from ..results.folder import TRAIN_RESULT, SweepFolder, write_latest
+from . import progress as job_progress
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
 from .final import final_runs, run_final, summarise_final, write_final
 from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
@@ -126,6 +127,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
         cfg = cfg.model_copy(update={"resources": r.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})})
     if manifest is None:
         manifest = ensure_zoo(cfg, progress=progress)
+    job_progress.phase_done("zoo")
     zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest, split=cfg.train.split)  # once, for every trial
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
     sweep_dir.mkdir(parents=True, exist_ok=True)

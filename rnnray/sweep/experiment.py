@@ -14,6 +14,7 @@ from .settings import SweepConfig, tpe_sampler
 from .space import _plain, define_by_run, encoder_space, is_paper_config
 from .studies import journal_storage
 from .tracking import tracker_callbacks
+from . import progress
 from .summary import collect_trials
 from .trial import TrialSetup, _trial_name, run_trial, trial_record
 
@@ -40,7 +41,9 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
     exp_name = encoder
     done_marker = folder.done_marker(encoder)
     if done_marker.exists():
+        progress.run_done("search", cfg.tune.samples_per_encoder)
         return collect_trials(folder, encoder)
+    progress.start("search")
     space = encoder_space(cfg, encoder, zoo.kind)
     setup = TrialSetup(encoder=encoder, sweep=cfg, zoo=zoo, folder=str(sweep_dir.resolve()))
     trainable = ray.tune.with_parameters(run_trial, setup=setup)
@@ -97,7 +100,7 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
                 storage_path=str(exp_dir.resolve()),
                 failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
                 verbose=verbose,
-                callbacks=tracker_callbacks(cfg, encoder, folder) or None,
+                callbacks=tracker_callbacks(cfg, encoder, folder) + progress.tune_callback("search") or None,
             ),
         )
     grid = tuner.fit()

@@ -30,6 +30,7 @@ from ..results.folder import SweepFolder
 from ..results.records import TrialRecord, read_final_runs
 from ..train.plan import ZooPlan
 from .settings import SweepConfig
+from . import progress
 from .tracking import tracker_callbacks
 from .trial import TrialSetup, _jsonable, _trial_name, emulation_settings, trial_record
 
@@ -77,11 +78,13 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
     from .experiment import SweepInterrupted
 
     folder = SweepFolder(sweep_dir)
-    if folder.final_done_marker(encoder).exists():
-        return collect_final(folder, encoder)
     runs = final_runs(cfg, records)
+    if folder.final_done_marker(encoder).exists():
+        progress.run_done("final", len(runs))
+        return collect_final(folder, encoder)
     if not runs:
         return []
+    progress.start("final")
     setup = TrialSetup(encoder=encoder, sweep=cfg, zoo=zoo, folder=str(sweep_dir.resolve()))
     trainable = wrap_function(ray.tune.with_parameters(run_final_trial, setup=setup), name=f"FinalRun({encoder})")
     trainable = ray.tune.with_resources(trainable, PlacementGroupFactory([{"CPU": 0, "memory": 64 * 2**20}]))
@@ -101,7 +104,8 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
             run_config=ray.tune.RunConfig(name=name, storage_path=str(folder.tune.resolve()),
                                           failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
                                           verbose=verbose,
-                                          callbacks=tracker_callbacks(cfg, encoder, folder) or None),  # as the search's
+                                          callbacks=tracker_callbacks(cfg, encoder, folder) + progress.tune_callback("final")
+                                          or None),  # as the search's
         )
     print(f"--- {encoder}: final runs, {len(runs)} ({', '.join(sorted({r['role'] for r in runs}))} x seeds "
           f"{sorted({r['seed'] for r in runs})}) ---", flush=True)

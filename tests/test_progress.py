@@ -1,0 +1,48 @@
+"""The job's plan and progress line, on a clock the test moves (no waiting)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rnnray.bench.estimate import plan_runs
+from rnnray.sweep.progress import JobProgress, reporting, run_done
+from rnnray.sweep.settings import load_sweep
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_remaining_time_follows_the_plan_scaled_by_the_work_done():
+    clock, lines = Clock(), []
+    p = JobProgress({"zoo": 1, "search": 4, "final": 2}, {"zoo": 100.0, "search": 400.0, "final": 200.0},
+                    out=lines.append, clock=clock)
+    assert p.remaining() == pytest.approx(700.0)
+    clock.t = 200.0  # the zoo took twice its estimate: the rest is expected to as well
+    p.phase_done("zoo")
+    assert p.remaining() == pytest.approx(2 * 600.0)
+    clock.t = 400.0
+    p.run_done("search")  # 1 of 4 search runs: 200 s of plan done in 400 s
+    assert p.remaining() == pytest.approx(2 * 500.0)
+    assert lines[-1] == "[job] search: 1/4 runs; all phases 2/7; elapsed 6m40s, estimated remaining 16m40s"
+
+
+def test_the_progress_is_reported_only_while_installed():
+    lines = []
+    with reporting(JobProgress({"oracles": 2}, {"oracles": 10.0}, out=lines.append)):
+        run_done("oracles")
+    run_done("oracles")  # outside: nobody listens
+    assert len(lines) == 1 and lines[0].startswith("[job] oracles: 1/2 runs")
+
+
+def test_the_plan_counts_every_run_of_the_main_job():
+    cfg = load_sweep("sweeps/probe.yaml")
+    runs = plan_runs(cfg)
+    n = len(cfg.encoders)
+    assert runs["search"] == n * cfg.tune.samples_per_encoder
+    assert runs["final"] == n * 2 * cfg.final.seeds  # best and paper preset
+    assert runs["oracles"] == len(cfg.oracles.modes) * cfg.final.seeds
