@@ -40,8 +40,13 @@ def test_a_wheel_install_in_a_fresh_venv_finds_its_files(tmp_path):
     import shutil
 
     src = tmp_path / "src"  # a copy, so the build writes nothing into the checkout
-    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "results", "zoos", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    anywhere = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "__pycache__", ".pytest_cache")
+
+    def ignore(folder, names):  # the checkout's own outputs, not the package's results/ subpackage
+        top = {"results", "zoos", "build"} if Path(folder) == ROOT else set()
+        return set(anywhere(folder, names)) | (top & set(names))
+
+    shutil.copytree(ROOT, src, symlinks=True, ignore=ignore)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
                     str(src)], check=True, timeout=900, capture_output=True)

@@ -290,6 +290,9 @@ def test_the_final_table_names_a_conditioning_that_left_the_papers(tmp_path):
     (tmp_path / "final.json").write_text(json.dumps({"encoders": {"dws": {
         "best": {"source_trial": "t3", "conditioning": "every_step", "seeds": [1, 2], "val_interval": iv, "ood_interval": iv},
         "paper": {"source_trial": "t0", "conditioning": "bos", "seeds": [1, 2], "val_interval": iv, "ood_interval": iv}}}}))
-    lines = report.final_table(SweepFolder(tmp_path), ["dws"])
+    from rnnray.report.sections import final_table
+    from rnnray.results.records import read_final
+
+    lines = final_table(read_final(SweepFolder(tmp_path)), ["dws"])
     assert any(ln.startswith("| dws | best (search trial t3), emulator conditioned `every_step` | 2 |") for ln in lines)
     assert any(ln.startswith("| dws | paper preset | 2 |") for ln in lines)
