@@ -62,9 +62,12 @@ def estimate_job(cfg, zoo_runs_left: int, kind: str, cpus: float) -> dict[str, A
 
     t = cfg.train
     slots = max(1, min(cfg.tune.max_concurrent_trials, int(cpus // max(cfg.resources.cpus_per_worker * cfg.resources.workers, 1e-9)) or 1))
+    from ..runtime.machine import matmul_gflops
+
+    rate = matmul_gflops(torch.device("cpu"))  # the machine's, with every thread: the figure times are quoted with
     with _threads(int(max(1, cfg.resources.cpus_per_worker))):
         bench = benchmark(list(cfg.encoders), kind=kind, budget=cfg.budget, tolerance=cfg.tolerance,
-                          batch=t.batch_size, emulator_hidden=t.emulator_hidden, steps=2, warmup=1, reps=1)
+                          batch=t.batch_size, emulator_hidden=t.emulator_hidden, steps=2, warmup=1, reps=1, matmul_rate=rate)
     step = {k: v / 1e3 for k, v in bench["ms_per_step"].items()}  # seconds
     zoo_cfg = cfg.zoo if not isinstance(cfg.zoo, str) else None
     snapshots = len(zoo_cfg.snapshot_steps) if zoo_cfg is not None else 9
