@@ -46,3 +46,11 @@ def test_the_plan_counts_every_run_of_the_main_job():
     assert runs["search"] == n * cfg.tune.samples_per_encoder
     assert runs["final"] == n * 2 * cfg.final.seeds  # best and paper preset
     assert runs["oracles"] == len(cfg.oracles.modes) * cfg.final.seeds
+
+
+def test_run_start_up_follows_the_two_measured_machines():
+    from rnnray.bench.estimate import STARTUP_AT, run_startup_seconds
+
+    for rate, seconds in STARTUP_AT:
+        assert run_startup_seconds(rate) == pytest.approx(seconds)
+    assert run_startup_seconds(250.0) < run_startup_seconds(154.0)

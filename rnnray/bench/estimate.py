@@ -4,10 +4,12 @@ encoder's step cost measured here, plus the zoo.
 Measured in this process before Ray starts, with the threads one trial worker (or zoo actor)
 gets: a few training steps of every encoder at the sweep's budget, batch and emulator (and of the
 emulator alone, which is what a label oracle trains), and a few lockstep steps of one zoo chunk.
-What it leaves out, and so why it is an estimate: evaluations (counted as a forward pass over the
-evaluation pairs at each evaluation, about a third of a training step per batch), the zoo's
-sampling at snapshots, Ray's start-up and the gaps between trials, and early stopping (ASHA can
-only make the search shorter).
+The schedule is the sweep's: each encoder's search, then its final seeds, one Tune experiment
+after the other, ``max_concurrent_trials`` runs at a time (a round lasts as long as its run), each
+run paying a start-up (:data:`STARTUP_AT`). What it leaves out, and so why it is an estimate:
+evaluations are counted as a forward pass over the evaluation pairs (about a third of a training
+step per batch), the zoo's sampling at snapshots is not counted, and early stopping (ASHA can only
+make the search shorter) is not foreseen.
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ from typing import Any
 import torch
 
 EVAL_SHARE = 0.3  # the validation and OOD tasks' share of a zoo's snapshots (SPEC.md 4: 15 % + 15 %)
+# A Ray Train run's start-up inside a sweep (worker processes, imports, the zoo's read), measured as
+# the median over probe.yaml's runs on two 2-core machines (docs/BENCHMARKS.md, "Starting a run"):
+# 78 s at 154 GFLOP/s and 21.5 s at about 350; between and beyond them, the power law through both.
+STARTUP_AT = ((154.0, 78.0), (350.0, 21.5))
+
+
+def run_startup_seconds(matmul_gflops: float) -> float:
+    (r0, s0), (r1, s1) = STARTUP_AT
+    k = math.log(s1 / s0) / math.log(r1 / r0)
+    return s0 * (max(matmul_gflops, 1.0) / r0) ** k
 
 
 @contextmanager
@@ -75,10 +87,12 @@ def estimate_job(cfg, zoo_runs_left: int, kind: str, cpus: float) -> dict[str, A
     pairs = EVAL_SHARE * runs_in_zoo * snapshots * t.eval_sequences
     evals = t.evaluations
 
+    startup = run_startup_seconds(rate)
+
     def run_seconds(name: str) -> float:
         train = t.steps * step[name]
         evaluation = evals * math.ceil(pairs / t.eval_batch_size) * step[name] / 3 * (t.eval_batch_size / t.batch_size)
-        return train + evaluation
+        return startup + train + evaluation
 
     runs = plan_runs(cfg)
     seconds = {"zoo": 0.0, "downstream": 60.0 if runs["downstream"] else 0.0, "report": 30.0 if runs["report"] else 0.0}
@@ -86,11 +100,12 @@ def estimate_job(cfg, zoo_runs_left: int, kind: str, cpus: float) -> dict[str, A
         chunks = math.ceil(zoo_runs_left / min(zoo_cfg.resources.chunk, zoo_cfg.runs))
         seconds["zoo"] = chunks * zoo_cfg.steps * zoo_step_seconds(zoo_cfg) / max(1, zoo_cfg.resources.actors)
     per_encoder = {e: run_seconds(e) for e in cfg.encoders}
-    seconds["search"] = sum(cfg.tune.samples_per_encoder * s for s in per_encoder.values()) / slots
-    seconds["final"] = sum(runs["final"] / max(1, len(cfg.encoders)) * s for s in per_encoder.values()) / slots
-    seconds["oracles"] = runs["oracles"] * run_seconds("emulator_only") / slots
+    rounds = lambda n: math.ceil(n / slots)  # noqa: E731 - runs of one experiment, slots at a time
+    seconds["search"] = sum(rounds(cfg.tune.samples_per_encoder) * s for s in per_encoder.values())
+    seconds["final"] = sum(rounds(runs["final"] // max(1, len(cfg.encoders))) * s for s in per_encoder.values())
+    seconds["oracles"] = rounds(runs["oracles"]) * run_seconds("emulator_only")
     return {"runs": runs, "seconds": seconds, "slots": slots, "step_seconds": step, "run_seconds": per_encoder,
-            "matmul_gflops": bench["matmul_gflops"], "threads": bench["threads"]}
+            "startup_seconds": startup, "matmul_gflops": bench["matmul_gflops"], "threads": bench["threads"]}
 
 
 def plan_lines(est: dict[str, Any], cfg) -> list[str]:
@@ -104,6 +119,6 @@ def plan_lines(est: dict[str, Any], cfg) -> list[str]:
             what = {"zoo": "build", "downstream": "evaluation", "report": "report and figures"}.get(phase, f"{r[phase]} runs")
             lines.append(f"  {phase:<10} {what:<20} about {s[phase] / 60:5.1f} min")
     lines.append("  step cost: " + ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in est["step_seconds"].items())
-                 + f"; estimated total about {sum(s.values()) / 60:.0f} min (evaluations approximated; Ray's start-up "
-                 "and the gaps between trials not counted)")
+                 + f"; a run's start-up about {est['startup_seconds']:.0f} s; estimated total about "
+                 f"{sum(s.values()) / 60:.0f} min (the zoo's training steps only, not its sampling; evaluations approximated)")
     return lines
