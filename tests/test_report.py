@@ -296,3 +296,32 @@ def test_the_final_table_names_a_conditioning_that_left_the_papers(tmp_path):
     lines = final_table(read_final(SweepFolder(tmp_path)), ["dws"])
     assert any(ln.startswith("| dws | best (search trial t3), emulator conditioned `every_step` | 2 |") for ln in lines)
     assert any(ln.startswith("| dws | paper preset | 2 |") for ln in lines)
+
+
+def test_load_best_names_what_is_broken_in_the_store(store, tmp_path):
+    """An unreadable best.json, a missing checkpoint and a truncated one are each the documented
+    ResultsError naming the file, never a JSONDecodeError or FileNotFoundError."""
+    import shutil
+
+    import rnnray
+    from rnnray.results import ResultsError
+    from rnnray.train.checkpoint import MODEL_FILE
+
+    sweep = tmp_path / store.name
+    shutil.copytree(store, sweep)
+    best = json.loads((sweep / "best.json").read_text())
+    assert rnnray.load_best("flat", results=sweep).name == "flat"  # the intact store loads (its checkpoints are the fixture's)
+
+    # a truncated model file in a copy of the checkpoint
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(best["flat"]["checkpoint"], ckpt)
+    (ckpt / MODEL_FILE).write_bytes((ckpt / MODEL_FILE).read_bytes()[:100])
+    (sweep / "best.json").write_text(json.dumps({**best, "flat": {**best["flat"], "checkpoint": str(ckpt)}}))
+    with pytest.raises(ResultsError, match="cannot be loaded"):
+        rnnray.load_best("flat", results=sweep)
+    (sweep / "best.json").write_text(json.dumps({**best, "flat": {**best["flat"], "checkpoint": str(tmp_path / "gone")}}))
+    with pytest.raises(ResultsError, match="missing"):
+        rnnray.load_best("flat", results=sweep)
+    (sweep / "best.json").write_text('{"flat": ')
+    with pytest.raises(ResultsError, match="best.json: not readable as JSON"):
+        rnnray.load_best("flat", results=sweep)

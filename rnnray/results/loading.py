@@ -66,13 +66,24 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
 
     sweep = resolve_sweep(results)
     best_file = SweepFolder(sweep).best_json
-    best = json.loads(best_file.read_text()) if best_file.is_file() else {}
-    if name not in best:
-        avail = ", ".join(sorted(best)) or "none"
-        raise ResultsError(f"no trained {name!r} encoder in {sweep} (available: {avail})")
+    try:
+        best = json.loads(best_file.read_text()) if best_file.is_file() else {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{best_file}: not readable as JSON ({e.__class__.__name__}); re-run the sweep with --resume "
+                           "to write it again") from None
+    if not isinstance(best, dict) or name not in best or not isinstance(best[name], dict):
+        avail = ", ".join(sorted(best)) if isinstance(best, dict) else "none (best.json is not an object)"
+        raise ResultsError(f"no trained {name!r} encoder in {sweep} (available: {avail or 'none'})")
     entry = best[name]
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, meta = load_checkpoint(entry["checkpoint"], device=dev)
+    ckpt = entry.get("checkpoint")
+    if not ckpt or not Path(ckpt).is_dir():
+        raise ResultsError(f"{name}: its best checkpoint {ckpt!r} (named in {best_file}) is missing")
+    try:
+        model, meta = load_checkpoint(ckpt, device=dev)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file in the checkpoint: one line naming it
+        raise ResultsError(f"{name}: its best checkpoint {ckpt} cannot be loaded ({e.__class__.__name__}: "
+                           f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'})") from None
     from ..weights import Layout
 
     stored = meta.get("layout")
