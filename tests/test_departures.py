@@ -28,7 +28,8 @@ def test_the_paper_scale_sweeps_depart_from_nothing():
 def test_probe_lists_every_lever_it_moved():
     rows = {k: (ours, paper) for k, ours, paper in departures(_cfg("probe"))}
     assert rows["budget"] == ("100,000", f"{PAPER_BUDGET:,}")
-    assert rows["train.steps"] == ("400", "100000") and rows["train.lr"] == ("0.001", "0.0001")
+    assert rows["train.steps"] == ("1500", "100000") and rows["train.lr"] == ("0.001", "0.0001")
+    assert rows["train.conditioning"] == ("every_step", "bos")
     assert rows["train.emulator_hidden"] == ("128", "256")
     assert rows["zoo.runs"] == ("432", "1000") and rows["zoo.task_assignment"] == ("balanced", "uniform")
     assert "train.batch_size" not in rows and "train.eval_every" not in rows  # unchanged / not science

@@ -44,7 +44,9 @@ def test_the_plan_counts_every_run_of_the_main_job():
     runs = plan_runs(cfg)
     n = len(cfg.encoders)
     assert runs["search"] == n * cfg.tune.samples_per_encoder
-    assert runs["final"] == n * 2 * cfg.final.seeds  # best and paper preset
+    configs = 2 if cfg.final.paper_preset else 1  # best, and the paper preset when it is retrained too
+    assert runs["final"] == n * configs * cfg.final.seeds
+    assert plan_runs(load_sweep("sweeps/study.yaml"))["final"] == len(load_sweep("sweeps/study.yaml").encoders) * 2 * 4
     assert runs["oracles"] == len(cfg.oracles.modes) * cfg.final.seeds
 
 

@@ -45,10 +45,14 @@ def test_sweep_files_parse_and_validate(name):
         assert "lr" in space
     if name == "quick":
         assert set(cfg.encoders) == set(ENCODERS)
-    if name in ("probe", "probe-mnist", "study"):  # the studies with power: both schools, seeds after the search
+    if name in ("probe-mnist", "study"):  # the studies with power: both schools, seeds after the search
         assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders)
         assert cfg.zoo.kind == ("mnist" if name == "probe-mnist" else "formal_languages")
         assert cfg.final.seeds >= 3 and cfg.final.paper_preset and cfg.tune.samples_per_encoder >= 3
+    if name == "probe":  # the main job: a functionalist and a mechanistic encoder read against the step oracle, paired
+        assert {"noninteractive", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
+        assert cfg.train.conditioning == "every_step" and cfg.train.steps >= 1500
+        assert cfg.final.seeds >= 3 and "step" in cfg.oracles.modes and cfg.tune.scheduler == "asha"
     if name in ("probe", "study"):  # most of the 216 tasks in the zoo, each equally often
         assert cfg.zoo.runs >= 216 and cfg.zoo.task_assignment == "balanced"
     if name == "probe-mnist":  # the bundled digits: no download on a fresh clone
