@@ -88,10 +88,12 @@ def oracle_section(oracles: Oracles, comparisons: Mapping) -> list[str]:
     """The oracles' losses (``oracles.json``) and each encoder's final seeds against them (``analysis.json``)."""
     if not oracles.modes:
         return []
+    meaning = {"constant": "`constant` one vector for all", "step": "`step` only how far training went",
+               "task": "`task` only the task", "task+step": "`task+step` both"}
+    given = ", ".join(meaning.get(m, f"`{m}`") for m in oracles.modes)
     lines = ["", "Label oracles (`oracles.json`, `python -m rnnray.label_oracle`): the same emulator, settings and "
              "seeds as the final runs, given learned embeddings of each snapshot's known labels instead of an "
-             "encoder's representation: `constant` one vector for all, `step` only how far training went, `task` "
-             f"only the task, `task+step` both; emulator conditioned `{oracles.train.get('conditioning', 'bos')}`; "
+             f"encoder's representation: {given}; emulator conditioned `{oracles.train.get('conditioning', 'bos')}`; "
              "mean (95 % Student-t interval over seeds).", "",
              "| representation | seeds | val loss | OOD loss |", "| --- | --- | --- | --- |"]
     for mode, r in oracles.modes.items():
