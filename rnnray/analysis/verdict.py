@@ -143,7 +143,7 @@ def _group_row(claim: str, study, kind: str, better_names, worse_names, metric: 
 
 def dws_most_consistent(study: Mapping[str, EncoderSeeds], kind: str) -> tuple[str, str]:
     """(verdict, numbers) of claim (e): dws tested against each rival on each simpler target
-    (module docstring); the numbers are each encoder's means, for reading, not for deciding."""
+    (module docstring); the numbers are each encoder's mean and 95 % interval, for reading, not for deciding."""
     mech = [n for n in MECHANISTIC if n in study]
     targets = [(m, hi) for m, hi in SIMPLER[kind] if all(len(study[n].downstream.get(m, ())) for n in mech)]
     if "dws" not in mech or len(mech) < 2 or not targets:
@@ -162,9 +162,8 @@ def dws_most_consistent(study: Mapping[str, EncoderSeeds], kind: str) -> tuple[s
                 wins[n] = True
             else:
                 losses[n] = True
-    numbers = "; ".join(f"{m}: " + ", ".join(
-        f"{n} {np.mean([v for v in study[n].downstream[m] if math.isfinite(v)] or [np.nan]):.3f}" for n in mech)
-        for m, _ in targets)
+    numbers = "; ".join(f"{m}: " + ", ".join(f"{n} {mean_interval(study[n].downstream[m]).text(3)}" for n in mech)
+                        for m, _ in targets)
     if all(wins[n] and not losses[n] for n in wins):
         return HOLDS, numbers
     if any(losses[n] and not wins[n] for n in wins):
