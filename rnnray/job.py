@@ -1,5 +1,5 @@
-"""The main job, ``python -m rnnray.sweep SWEEP.yaml``: the sweep (zoo if needed, one Tune
-experiment per encoder, the results store), then the downstream evaluation of every encoder's best
+"""The main job, ``python -m rnnray.sweep SWEEP.yaml``: the sweep (zoo if needed, its trials, final
+seeds and label oracles in one Tune queue, the results store), then the downstream evaluation of every encoder's best
 trial and the report. It sits above every stage it runs, so no stage imports one after it."""
 
 from __future__ import annotations
@@ -27,9 +27,15 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
     """
     from .analysis.oracles import sweep_oracles
     from .sweep import progress
+    from .sweep.timeline import phase
 
+    folder = SweepFolder(sweep_dir)
     try:
-        sweep_oracles(sweep_dir, cfg)
+        if cfg.oracles.modes and cfg.final.seeds and not folder.oracles_json.is_file():  # not run in the sweep's queue
+            with phase(folder, "oracles"):
+                sweep_oracles(sweep_dir, cfg)
+        else:
+            sweep_oracles(sweep_dir, cfg)  # kept when current (the queue ran them, or a resumed sweep)
     except Exception as e:  # the report then has no oracle table; the sweep stays intact
         print(f"warning: the label oracles failed ({e.__class__.__name__}: {e}); run them with "
               f"`python -m rnnray.label_oracle` on the sweep file", file=sys.stderr)
@@ -42,11 +48,13 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
     try:
         ds = cfg.downstream
         progress.start("downstream")
-        evaluate_sweep(sweep_dir, seeds=tuple(ds.seeds), config=PredictorConfig(steps=ds.steps, hidden=ds.hidden),
-                       supervised_encoder=ds.supervised_encoder)
+        with phase(folder, "downstream"):
+            evaluate_sweep(sweep_dir, seeds=tuple(ds.seeds), config=PredictorConfig(steps=ds.steps, hidden=ds.hidden),
+                           supervised_encoder=ds.supervised_encoder)
         progress.run_done("downstream")
         progress.start("report")
-        write_report(sweep_dir, evaluate_missing=False)
+        with phase(folder, "report"):
+            write_report(sweep_dir, evaluate_missing=False)
         progress.run_done("report")
     except Exception as e:  # keep the sweep's results even if the evaluation breaks
         print(f"warning: downstream evaluation / report failed ({e.__class__.__name__}: {e}); "
@@ -124,7 +132,12 @@ def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True,
     t0 = time.time()
     if not checked:
         preflight(cfg, resume)
-    sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard)
+    side = None
+    if cfg.tune.schedule == "one_queue":  # the label oracles run in the sweep's queue, in slots it leaves idle
+        from .analysis.oracles import queue_oracles
+
+        side = queue_oracles(cfg)
+    sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard, side=side)
     after_sweep(sweep_dir, cfg)
     from .report.summary import write_summary_md
 

@@ -450,7 +450,7 @@ def test_trackers_log_every_trial_to_mlflow_and_wandb(ray_session, tiny_fl_zoo, 
     assert [h["val_loss"] for h in history] == pytest.approx([h["val_loss"] for h in rec["history"]]), \
         ([r.WhichOneof("record_type") for r in records], history, wb)
     assert all(h["n_params"] == rec["n_params"] for h in history)
-    assert list((sweep_dir / "tune" / "flat").glob("*/events.out.tfevents.*"))  # tensorboard --logdir SWEEP/tune
+    assert list((sweep_dir / "tune").glob("*/flat_*/events.out.tfevents.*"))  # tensorboard --logdir SWEEP/tune
 
 
 def test_a_tracker_that_is_not_installed_is_one_line(monkeypatch):
@@ -554,9 +554,10 @@ def test_final_seeds_retrain_the_best_and_the_paper_configuration(final_sweep):
     assert "final val loss, best config" in md and "2 seeds" in md
 
 
-def test_the_label_oracles_run_as_ray_tasks_under_the_final_seeds(final_sweep, one_torch_thread):
-    """After the final runs, each oracle is trained under each final seed with the sweep's train
-    settings: its ``constant`` runs retrace the ``constant`` baseline trained locally with them."""
+def test_the_label_oracles_run_under_the_final_seeds(final_sweep, one_torch_thread):
+    """Each oracle is trained under each final seed with the sweep's train settings (in the sweep's
+    one queue, beside the trials): its ``constant`` runs retrace the ``constant`` baseline trained
+    locally with them."""
     from rnnray.analysis.oracles import sweep_plan
     from rnnray.results.folder import SweepFolder
     from rnnray.train import train_local
@@ -572,6 +573,36 @@ def test_the_label_oracles_run_as_ray_tasks_under_the_final_seeds(final_sweep, o
     for run in doc["modes"]["constant"]["runs"]:
         local = train_local("constant", plan.train.model_copy(update={"seed": run["seed"]}))
         assert run["best_val_loss"] == pytest.approx(local.best_val_loss, rel=1e-5)
+
+
+def test_the_one_queue_runs_every_encoders_work_side_by_side(final_sweep):
+    """One Tune experiment held the sweep's work: each encoder's search trials, its final runs once
+    its search had ended (planned by the per-encoder rule from its records), the oracles; work of
+    different encoders or roles ran at the same time; the timeline gives the utilisation and the
+    phases, and summary.md prints them."""
+    from rnnray.sweep import final_runs
+    from rnnray.sweep.timeline import read, schedule_summary
+
+    cfg, sweep_dir = final_sweep
+    folder = SweepFolder(sweep_dir)
+    assert cfg.tune.schedule == "one_queue" and [p.name for p in folder.tune.iterdir() if p.is_dir()] == ["queue"]
+    runs = read(folder)["runs"]
+    n_final = {e: len(final_runs(cfg, [json.loads(p.read_text()) for p in folder.trial_records(e)])) for e in cfg.encoders}
+    assert sorted(r["key"] for r in runs) == sorted(
+        [f"{e}/search/{i}" for e in cfg.encoders for i in range(cfg.tune.samples_per_encoder)]
+        + [f"{e}/final/{i}" for e in cfg.encoders for i in range(n_final[e])]
+        + [f"oracle/{i}" for i in range(len(cfg.oracles.modes) * cfg.final.seeds)])
+    assert {len(folder.final_records(e)) for e in cfg.encoders} == set(n_final.values())
+    for e in cfg.encoders:  # an encoder's seeds start only once its search has ended
+        search_end = max(r["end"] for r in runs if r["key"].startswith(f"{e}/search/"))
+        assert all(r["start"] >= search_end for r in runs if r["key"].startswith(f"{e}/final/"))
+    group = {r["key"]: r["key"].rsplit("/", 1)[0] for r in runs}
+    assert any(group[a["key"]] != group[b["key"]] and a["start"] < b["end"] and b["start"] < a["end"]
+               for a in runs for b in runs), "no two kinds of work ever ran side by side"
+    s = schedule_summary(folder)
+    assert s["slots"] == cfg.tune.max_concurrent_trials and s["trials"] == len(runs) and 0 < s["utilisation"] <= 1
+    assert {"zoo", "search", "final", "oracles"} <= set(s["phase_seconds"])
+    assert f"Schedule: slot utilisation {s['utilisation']:.0%}" in folder.summary_md.read_text()
 
 
 def test_final_runs_resume_from_their_tune_experiment(final_sweep, tmp_path):

@@ -8,7 +8,8 @@ Fields (format ``rnnray-analysis/1``): ``zoo``, ``zoo_kind``, ``split``, ``split
 ``emulation`` (encoder -> trials, selected / paper-preset losses, tuning gain, mean and std over
 trials, parameters), ``verdict`` (rows: claim, zoo, numbers, test, verdict), ``oracles`` (see
 :func:`rnnray.analysis.oracles.oracle_comparisons`), ``departures`` (setting, this sweep, the paper),
-``performance`` (see :func:`rnnray.analysis.performance.performance_prediction`), ``skipped``.
+``performance`` (see :func:`rnnray.analysis.performance.performance_prediction`), ``skipped``,
+``schedule`` (slot utilisation and each phase's wall time so far: :func:`rnnray.sweep.timeline.schedule_summary`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from ..results.atomic import atomic_write_json
 from ..results.folder import SweepFolder
 from ..results.records import TrialRecord
+from ..sweep.timeline import schedule_summary
 from .departures import departures
 from .downstream import jsonable
 from .oracles import oracle_comparisons
@@ -80,6 +82,7 @@ def write_findings(folder: SweepFolder, *, config: Mapping[str, Any], trials: Ma
         "departures": [list(d) for d in departures(config)],
         "performance": performance,
         "skipped": dict(skipped),
+        "schedule": schedule_summary(folder),
     }
     doc = jsonable(doc)
     atomic_write_json(folder.analysis_json, doc)

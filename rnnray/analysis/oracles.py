@@ -227,7 +227,7 @@ def sweep_plan(cfg):
 
 
 def _oracle_task(plan, mode: str, seed: int) -> dict:
-    """One oracle run as a Ray task: on the GPU Ray assigned it, if any."""
+    """One oracle run as a Ray task or inside a Tune trial: on the GPU Ray assigned it, if any."""
     import ray
 
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
@@ -236,35 +236,75 @@ def _oracle_task(plan, mode: str, seed: int) -> dict:
     return asdict(train_oracle(mode, splits, labels, plan.zoo_kind, n_steps, cfg, device))
 
 
+def oracle_run(config: dict, plan) -> dict:
+    """One oracle run of the sweep's one queue (:class:`rnnray.sweep.SideRuns`), in its Tune trial."""
+    return _oracle_task(plan, config["oracle"]["mode"], int(config["oracle"]["seed"]))
+
+
+def _settings(cfg) -> tuple[list[str], list[int]]:
+    """The sweep's oracle modes and seeds (its final seeds)."""
+    return list(cfg.oracles.modes), [cfg.final.first_seed + i for i in range(cfg.final.seeds)]
+
+
+def oracles_current(folder, plan, modes: Sequence[str], seeds: Sequence[int]) -> bool:
+    """``oracles.json`` holds these settings already (a resumed sweep keeps it)."""
+    path = folder.oracles_json
+    if not path.is_file():
+        return False
+    old = json.loads(path.read_text())
+    return (old.get("train") == plan.train.model_dump(mode="json") and old.get("seeds") == list(seeds)
+            and set(modes) <= set(old.get("modes", {})))
+
+
+def write_oracles(folder, runs: Sequence[Mapping], plan, modes: Sequence[str], seeds: Sequence[int]) -> None:
+    """``oracles.json`` from one run per (mode, seed), modes major, in the order of ``modes`` x ``seeds``."""
+    from ..results.atomic import atomic_write_json
+
+    by = {(r["mode"], int(r["seed"])): r for r in runs}
+    atomic_write_json(folder.oracles_json, summarise(plan, seeds, {m: [by[(m, s)] for s in seeds] for m in modes}))
+
+
+def queue_oracles(cfg):
+    """The sweep's oracles as work for its one queue (run beside the trials, in idle slots), or None
+    when the sweep asks for none or has no final seeds."""
+    import functools
+
+    from ..sweep import SideRuns
+
+    modes, seeds = _settings(cfg)
+    if not modes or not seeds:
+        return None
+    plan = sweep_plan(cfg)
+    return SideRuns(phase="oracles", configs=[{"oracle": {"mode": m, "seed": s}} for m in modes for s in seeds],
+                    run=oracle_run, payload=plan,
+                    finish=functools.partial(write_oracles, plan=plan, modes=modes, seeds=seeds),
+                    done=functools.partial(oracles_current, plan=plan, modes=modes, seeds=seeds))
+
+
 def sweep_oracles(sweep_dir, cfg, progress: bool = True):
     """The sweep's ``oracles.modes`` under its final seeds, as Ray tasks with one trial worker's
     resources (at most ``tune.max_concurrent_trials`` at once; each task trains the sweep's global
     batch in one process, however many workers a trial has), into ``oracles.json``. Kept when
-    that file already holds these settings (a resumed sweep); returns its path, or None when the
-    sweep asks for no oracles or has no final seeds."""
+    that file already holds these settings (a resumed sweep, or the one queue ran them); returns
+    its path, or None when the sweep asks for no oracles or has no final seeds."""
     import ray
 
-    from ..results.atomic import atomic_write_json
     from ..results.folder import SweepFolder
 
-    modes, n_seeds = list(cfg.oracles.modes), cfg.final.seeds
-    if not modes or n_seeds < 1:
+    modes, seeds = _settings(cfg)
+    if not modes or not seeds:
         return None
-    path = SweepFolder(sweep_dir).oracles_json
+    folder = SweepFolder(sweep_dir)
     plan = sweep_plan(cfg)
-    seeds = [cfg.final.first_seed + i for i in range(n_seeds)]
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if (old.get("train") == plan.train.model_dump(mode="json") and old.get("seeds") == seeds
-                and set(modes) <= set(old.get("modes", {}))):
-            job_progress.phase_done("oracles")
-            return path
+    if oracles_current(folder, plan, modes, seeds):
+        job_progress.phase_done("oracles")
+        return folder.oracles_json
     job_progress.start("oracles")
     res = cfg.resources
     task = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_retries=1)(_oracle_task)
     jobs = [(m, s) for m in modes for s in seeds]
     limit = cfg.tune.max_concurrent_trials or len(jobs)
-    pending, done = {}, {}
+    pending, done = {}, []
     plan_ref = ray.put(plan)
     while jobs or pending:
         while jobs and len(pending) < limit:
@@ -272,13 +312,12 @@ def sweep_oracles(sweep_dir, cfg, progress: bool = True):
             pending[task.remote(plan_ref, m, s)] = (m, s)
         ready, _ = ray.wait(list(pending), num_returns=1)
         m, s = pending.pop(ready[0])
-        done[(m, s)] = run = ray.get(ready[0])
+        done.append(run := ray.get(ready[0]))
         if progress:
             print(f"oracle {m:<10} seed {s}: best val {run['best_val_loss']:.4f} at step {run['best_step']}", flush=True)
         job_progress.run_done("oracles")
-    doc = summarise(plan, seeds, {m: [done[(m, s)] for s in seeds] for m in modes})
-    atomic_write_json(path, doc)
-    return path
+    write_oracles(folder, done, plan, modes, seeds)
+    return folder.oracles_json
 
 
 def against(values, oracle) -> dict[str, Any]:

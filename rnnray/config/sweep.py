@@ -52,6 +52,10 @@ class TuneSettings(Strict):
     )
     paper_trial: bool = Field(True, description="trial 0 of every encoder is its preset (the paper's) scaled to the budget")
     max_failures: int = Field(1, ge=0, description="retries of a failed trial (from its last checkpoint)")
+    schedule: Literal["one_queue", "per_encoder"] = Field(
+        "one_queue", description="one_queue: every encoder's search trials, its final seeds once its search has "
+                                 "ended and the label oracles share one Tune queue, so no slot waits while work is "
+                                 "runnable; per_encoder: one Tune experiment per encoder after the other (the old schedule)")
 
 
 def startup_trials(tune: TuneSettings) -> int:

@@ -41,7 +41,7 @@ from ..sweep.studies import sweep_studies
 from .downstream import DOWNSTREAM_FILE, chance_text, downstream_table, effective_dim_lines, final_seeds_lines
 from .figures import (PCA_MAX_ROWS, fig_downstream, fig_emulation_curves, fig_emulation_loss, fig_pca, fig_performance,
                       fig_search_history)
-from .sections import (FIGURES, departures_section, emulation_table, final_table, oracle_section, performance_section,
+from .sections import (FIGURES, departures_section, schedule_lines, emulation_table, final_table, oracle_section, performance_section,
                        search_section, verdict_section)
 from .summary import write_summary_md
 
@@ -123,7 +123,7 @@ def write_report(
 
     # sections, from the stored data
     lines = [f"# Report: sweep `{sweep_dir.name}`", "", *verdict_section(found["verdict"]),
-             _zoo_line(found), "", *departures_section(found["departures"]),
+             _zoo_line(found), "", *schedule_lines(found.get("schedule")), *departures_section(found["departures"]),
              *_emulation_section(found, folder, encoders, figures),
              "", *search_section(studies, folder),
              "", *_downstream_section(doc, sweep_dir),

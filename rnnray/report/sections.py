@@ -170,3 +170,20 @@ def performance_section(pp: Mapping | None, kind: str) -> list[str]:
         lines += ["", f"Reference: the RNN's own accuracy on the same stored digits correlates with its stored held-out "
                       f"accuracy at r = {_f(pp['rnn_same_digits_pearson'], '.3f')} (the ceiling set by 100 digits)."]
     return lines + ["", f"![performance prediction]({FIGURES}/performance_prediction.png)"]
+
+
+def _seconds(x: float) -> str:
+    m, sec = divmod(int(round(x)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+def schedule_lines(s: Mapping | None) -> list[str]:
+    """The slot utilisation and each phase's wall time (``analysis.json``'s ``schedule``), one paragraph."""
+    if not s or s.get("utilisation") is None:
+        return []
+    phases = ", ".join(f"{p} {_seconds(v)}" for p, v in s["phase_seconds"].items())
+    return [f"Schedule: slot utilisation {s['utilisation']:.0%} ({s['busy_slot_s']:.0f} busy of "
+            f"{s['available_slot_s']:.0f} slot-seconds: {s['slots']} slots from the first trial's start to the last "
+            f"one's end, {s['trials']} trials). Wall time per phase: {phases} (search, final and oracles: first start "
+            "to last end of their trials, overlapping under the one-queue schedule).", ""]

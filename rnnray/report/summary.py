@@ -12,7 +12,9 @@ from ..analysis.statistics import interval_text
 from ..results.atomic import atomic_write_text
 from ..results.folder import SweepFolder
 from ..sweep import collect_trials, summarise
+from ..sweep.timeline import schedule_summary
 from .downstream import downstream_section, summary_cells
+from .sections import schedule_lines
 
 
 def write_summary_md(sweep_dir: str | Path) -> Path:
@@ -21,7 +23,8 @@ def write_summary_md(sweep_dir: str | Path) -> Path:
     cfg = sweep_config(folder)
     rows, _ = summarise(folder.path, cfg, {enc: collect_trials(folder, enc) for enc in cfg.encoders})
     doc = json.loads(folder.downstream_json.read_text()) if folder.downstream_json.is_file() else None
-    atomic_write_text(folder.summary_md, summary_markdown(rows, cfg, doc))
+    schedule = schedule_lines(schedule_summary(folder))  # the report's phase too, when it has been written
+    atomic_write_text(folder.summary_md, summary_markdown(rows, cfg, doc) + ("\n" + schedule[0] + "\n" if schedule else ""))
     return folder.summary_md
 
 

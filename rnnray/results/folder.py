@@ -97,6 +97,17 @@ class SweepFolder:
     def optuna_journal(self) -> Path:
         return self.path / "optuna.journal"
 
+    @property
+    def rungs_json(self) -> Path:
+        """Every result the one-queue scheduler's per-encoder ASHA saw, and its decision: replayed
+        on ``--resume``, since Tune does not restore schedulers (rnnray.sweep.rungs)."""
+        return self.path / "rungs.json"
+
+    @property
+    def timeline_json(self) -> Path:
+        """When each Tune trial held a slot and when each phase ran (rnnray.sweep.timeline)."""
+        return self.path / "timeline.json"
+
     def trials(self, encoder: str) -> Path:
         return self.path / "trials" / encoder
 

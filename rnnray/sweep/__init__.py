@@ -5,31 +5,38 @@ What happens:
 1. the sweep file is validated (pydantic; one line and exit 2 for anything wrong);
 2. the zoo is built with Ray Data if its directory holds no finished zoo;
 3. every encoder's parameter budget is checked once, so an impossible budget fails before any work;
-4. per encoder, one Ray Tune experiment: trial 0 is the encoder's preset (the paper's, SPEC.md 5b;
-   ``paper_config: true`` in its record), then Optuna's TPE proposes the learning rate, the
-   encoder's structural knobs and, when ``search:`` lists it, the emulator's ``conditioning``
-   (define-by-run), after ``startup_trials`` random ones (a quarter of
-   the trials, 1 to 10: Optuna's default of 10 would make a small sweep a random search); the
-   body's width is solved from the budget inside the trial, so every trial of every encoder has the
-   same parameter count within the tolerance; ASHA stops weak trials; each trial launches a Ray
-   Train ``TorchTrainer`` (``rnnray.train.fit``);
-5. after each encoder's search, its best configuration and its paper preset are retrained from
-   scratch with ``final.seeds`` new seeds to the full length (:mod:`.final`; ``final/`` and
+4. the trials, in one Ray Tune experiment (``tune.schedule: one_queue``, the default,
+   :mod:`.one_queue`) or one per encoder after the other (``per_encoder``): trial 0 of every
+   encoder is its preset (the paper's, SPEC.md 5b; ``paper_config: true`` in its record), then
+   Optuna's TPE (one study per encoder) proposes the learning rate, the encoder's structural knobs
+   and, when ``search:`` lists it, the emulator's ``conditioning`` (define-by-run), after
+   ``startup_trials`` random ones (a quarter of the trials, 1 to 10: Optuna's default of 10 would
+   make a small sweep a random search); the body's width is solved from the budget inside the
+   trial, so every trial of every encoder has the same parameter count within the tolerance; ASHA
+   (one per encoder) stops weak trials; each trial launches a Ray Train ``TorchTrainer``
+   (``rnnray.train.fit``);
+5. once an encoder's search has ended, its best configuration and its paper preset are retrained
+   from scratch with ``final.seeds`` new seeds to the full length (:mod:`.final`; ``final/`` and
    ``final.json``: the seeds' losses, mean and 95 % Student-t interval), and ``best.json`` then
-   names the best seed of the best configuration;
+   names the best seed of the best configuration; in the one queue these runs, the other
+   encoders' trials and the label oracles share the slots, so none waits while work is runnable;
 6. the results store is written: per trial ``trial.json`` (config, the emulator's ``conditioning``
    and ``grad_clip_scope``, parameter count, metrics history, best checkpoint, ``paper_config``), and ``summary.csv``, ``summary.md`` (with trial 0's loss and
-   the tuning gain), ``best.json`` for the sweep. Ctrl-C stops the sweep resumable (exit 130).
+   the tuning gain), ``best.json`` for the sweep; ``timeline.json``, when each trial held a slot
+   (:mod:`.timeline`: the slot utilisation). Ctrl-C stops the sweep resumable (exit 130).
 
-Resuming (``--resume``): encoders whose experiment finished are not run again; an unfinished
-experiment is restored with ``Tuner.restore`` (finished trials are kept, unfinished and errored
-ones are run again from their last checkpoint, the Optuna searcher's state comes back). ASHA's
-rung statistics are *not* restored by Ray Tune, so early stopping after a resume starts afresh.
+Resuming (``--resume``): recorded work is not run again; an unfinished experiment is restored with
+``Tuner.restore`` (finished trials are kept, unfinished and errored ones are run again from their
+last checkpoint, the Optuna searchers' state comes back). Ray Tune does not restore ASHA's rungs;
+the one queue keeps them itself (:mod:`.rungs`), so a resumed sweep stops the trials an
+uninterrupted one would; the per-encoder schedule's early stopping starts afresh after a resume.
 
 The package, one job per module: :mod:`.settings` (reading the sweep file; its models are
 in :mod:`rnnray.config.sweep`), :mod:`.space` (search spaces, trial 0, the budget check), :mod:`.trial`
 (one trial, its setup resolved once on the driver, and its record), :mod:`.experiment` (one
-encoder's Tune experiment), :mod:`.final` (the seeds after the search), :mod:`.summary` (the sweep's summaries); the folder's layout is
+encoder's Tune experiment), :mod:`.final` (the seeds after the search), :mod:`.one_queue` with :mod:`.queue`
+(the searcher), :mod:`.rungs` (the scheduler), :mod:`.recorder` (the store, as work ends), :mod:`.side` (the
+oracles' work, handed in), :mod:`.timeline` (slot time), :mod:`.summary` (the sweep's summaries); the folder's layout is
 :mod:`rnnray.results.folder`'s. This module runs them.
 """
 
@@ -45,6 +52,9 @@ from ..results.folder import TRAIN_RESULT, SweepFolder, write_latest
 from . import progress as job_progress
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
 from .final import final_runs, run_final, summarise_final, write_final
+from .one_queue import run_queue
+from .side import SideRuns
+from .timeline import record_phase
 from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
                        load_sweep, startup_trials, tpe_sampler)
 from .space import check_budget, define_by_run, encoder_space, is_paper_config, paper_point
@@ -55,7 +65,7 @@ from .trial import TrialSetup, run_trial, trial_record
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by Ctrl-C
 
 __all__ = ["EXIT_INTERRUPTED", "TRAIN_RESULT", "TUNE_METRIC", "DownstreamSettings", "Range", "SearchValue", "SweepConfig",
-           "SweepInterrupted", "TrialResources", "TrialSetup", "TuneSettings", "absolute_paths", "check_budget", "check_search",
+           "SideRuns", "SweepInterrupted", "TrialResources", "TrialSetup", "TuneSettings", "absolute_paths", "check_budget", "check_search",
            "check_trackers", "tracker_callbacks",
            "collect_trials",
            "define_by_run", "encoder_space", "final_runs", "run_final", "summarise_final", "write_final", "ensure_zoo", "is_paper_config", "load_sweep",
@@ -94,13 +104,14 @@ def absolute_paths(cfg: SweepConfig) -> SweepConfig:
 
 
 def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
-              dashboard: str | None = None) -> Path:
-    """Zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder.
+              dashboard: str | None = None, side: SideRuns | None = None) -> Path:
+    """Zoo, budget check, the Tune experiment(s) (``tune.schedule``), results store. Returns the sweep folder.
 
     Everything that can be checked before work starts is (zoo layout, budget, resources), so bad
     input fails in one line before anything is built or written. ``dashboard``: the Ray
-    dashboard's address, printed for the user. The main job (:mod:`rnnray.job`) follows this with
-    the downstream evaluation and the report."""
+    dashboard's address, printed for the user. ``side``: work the one queue runs beside the
+    trials (the job's label oracles; the per-encoder schedule leaves it to the caller). The main
+    job (:mod:`rnnray.job`) follows this with the downstream evaluation and the report."""
     import ray
 
     from ..kinds import zoo_kind as kind_entry
@@ -119,6 +130,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
         zoo_kind, layout = cfg.zoo.kind, kind_entry(cfg.zoo.kind).layout
     counts = check_budget(cfg, zoo_kind, layout)
     points = {enc: paper_point(cfg, enc, zoo_kind, layout) for enc in cfg.encoders}
+    t_zoo = time.time()
     if not ray.is_initialized():
         ray.init()
     r = cfg.resources
@@ -127,6 +139,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
         cfg = cfg.model_copy(update={"resources": r.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})})
     if manifest is None:
         manifest = ensure_zoo(cfg, progress=progress)
+    zoo_time = (t_zoo, time.time())
     job_progress.phase_done("zoo")
     zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest, split=cfg.train.split)  # once, for every trial
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
@@ -137,6 +150,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
                                                      "default_param_counts": counts})
     write_latest(Path(cfg.results).expanduser(), sweep_dir)
     folder = SweepFolder(sweep_dir)
+    record_phase(folder, "zoo", *zoo_time)
     hide_into(folder.hidden_console)  # with the quiet console on (the CLI's default)
     print(f"sweep folder: {sweep_dir}", flush=True)
     print(f"TensorBoard:  tensorboard --logdir {folder.tune}", flush=True)
@@ -145,6 +159,13 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
         print(f"Ray dashboard: {url}", flush=True)
     records = {}
     t0 = time.time()
+    if cfg.tune.schedule == "one_queue":
+        print(f"\n=== {', '.join(cfg.encoders)}: {cfg.tune.samples_per_encoder} trials each at {cfg.budget:,} ± "
+              f"{cfg.tolerance:.0%} parameters, their final seeds{' and ' + side.phase if side else ''}, one queue of "
+              f"{cfg.tune.max_concurrent_trials} slots ===", flush=True)
+        run_queue(cfg, zoo, folder, resumed, verbose, points, side)
+        print(f"sweep finished in {time.time() - t0:.0f} s", flush=True)
+        return sweep_dir
     for enc in cfg.encoders:
         print(f"\n=== {enc}: {cfg.tune.samples_per_encoder} trials at {cfg.budget:,} ± {cfg.tolerance:.0%} parameters ===", flush=True)
         records[enc] = run_encoder(cfg, enc, zoo, sweep_dir, resumed, verbose, points[enc])

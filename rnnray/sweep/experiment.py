@@ -13,6 +13,7 @@ from ..train.plan import ZooPlan
 from .settings import SweepConfig, tpe_sampler
 from .space import _plain, define_by_run, encoder_space, is_paper_config
 from .studies import journal_storage
+from .timeline import timeline_callback
 from .tracking import tracker_callbacks
 from . import progress
 from .summary import collect_trials
@@ -100,7 +101,8 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
                 storage_path=str(exp_dir.resolve()),
                 failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
                 verbose=verbose,
-                callbacks=tracker_callbacks(cfg, encoder, folder) + progress.tune_callback("search") or None,
+                callbacks=tracker_callbacks(cfg, encoder, folder) + progress.tune_callback("search")
+                + [timeline_callback(folder, cfg.tune.max_concurrent_trials, "search", encoder)],
             ),
         )
     grid = tuner.fit()
@@ -110,7 +112,13 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
     ended = grid.num_terminated + grid.num_errors
     if ended < cfg.tune.samples_per_encoder:
         raise SweepInterrupted(f"{encoder}: {ended} of {cfg.tune.samples_per_encoder} trials ended", sweep_dir)
-    for result in grid:
+    return record_search(folder, cfg, encoder, list(grid), point)
+
+
+def record_search(folder: SweepFolder, cfg: SweepConfig, encoder: str, results, point: dict | None):
+    """Every ended search trial of ``encoder`` (Tune Results) as its ``trial.json``, then the
+    encoder's ``DONE`` marker, last; returns the records. Both schedules record through here."""
+    for result in results:
         rec = trial_record(result, encoder, cfg)
         rec["paper_config"] = is_paper_config(rec["config"], point)
         own = folder.train_result(encoder, rec["trial_id"])
@@ -121,5 +129,5 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
         atomic_write_json(folder.trial_record(encoder, rec["trial_id"]), rec)
         if rec["status"] == "failed":  # one line of our own, whatever Tune and Ray printed above it
             print(f"{encoder}: trial {rec['trial_id']} failed: {rec.get('reason', 'no reason recorded')}", file=sys.stderr, flush=True)
-    atomic_write_text(done_marker, "finished\n")
+    atomic_write_text(folder.done_marker(encoder), "finished\n")
     return collect_trials(folder, encoder)

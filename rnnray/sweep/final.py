@@ -31,6 +31,7 @@ from ..results.records import TrialRecord, read_final_runs
 from ..train.plan import ZooPlan
 from .settings import SweepConfig
 from . import progress
+from .timeline import timeline_callback
 from .tracking import tracker_callbacks
 from .trial import TrialSetup, _jsonable, _trial_name, emulation_settings, trial_record
 
@@ -105,7 +106,7 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
                                           failure_config=ray.tune.FailureConfig(max_failures=cfg.tune.max_failures),
                                           verbose=verbose,
                                           callbacks=tracker_callbacks(cfg, encoder, folder) + progress.tune_callback("final")
-                                          or None),  # as the search's
+                                          + [timeline_callback(folder, cfg.tune.max_concurrent_trials, "final", encoder)]),
         )
     print(f"--- {encoder}: final runs, {len(runs)} ({', '.join(sorted({r['role'] for r in runs}))} x seeds "
           f"{sorted({r['seed'] for r in runs})}) ---", flush=True)
@@ -113,7 +114,13 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
     ended = grid.num_terminated + grid.num_errors
     if ended < len(runs):
         raise SweepInterrupted(f"{encoder}: {ended} of {len(runs)} final runs ended", sweep_dir)
-    for result in grid:
+    return record_final(folder, cfg, encoder, list(grid))
+
+
+def record_final(folder: SweepFolder, cfg: SweepConfig, encoder: str, results) -> list[TrialRecord]:
+    """Every ended final run of ``encoder`` (Tune Results) as its record under ``final/ENCODER/``,
+    then its ``DONE`` marker, last; returns the records. Both schedules record through here."""
+    for result in results:
         rec = trial_record(result, encoder, cfg)
         run = (result.config or {}).get("final") or {}
         rec.update({"role": run.get("role"), "seed": run.get("seed"), "source_trial": run.get("source_trial"),

@@ -97,17 +97,21 @@ def start(phase: str) -> None:
         _current.start(phase)
 
 
-def tune_callback(phase: str) -> list:
-    """A Tune callback counting each ended trial (finished, stopped early or failed) of ``phase``."""
+def tune_callback(phase: str | Callable) -> list:
+    """A Tune callback counting each ended trial (finished, stopped early or failed) of ``phase``
+    (a name, or a module-level function of the trial giving it: the one queue's trials differ)."""
     if _current is None:
         return []
     from ray.tune import Callback
 
+    def name(trial) -> str:
+        return phase if isinstance(phase, str) else phase(trial)
+
     class RunEnded(Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
-            run_done(phase)
+            run_done(name(trial))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            run_done(phase)
+            run_done(name(trial))
 
     return [RunEnded()]

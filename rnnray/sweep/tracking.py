@@ -25,10 +25,11 @@ def check_trackers(cfg: SweepConfig) -> None:
             raise ConfigError(f"tracking.{section}: needs the {module} package (pip install \"rnnray[{section}]\")")
 
 
-def tracker_callbacks(cfg: SweepConfig, encoder: str, folder: SweepFolder) -> list:
-    """The Tune logger callbacks of one encoder's experiment. W&B writes into the sweep folder
-    (``wandb/``): its default, the trial's staging folder, is copied to the sweep folder before
-    W&B has finished writing."""
+def tracker_callbacks(cfg: SweepConfig, encoder: str | None, folder: SweepFolder) -> list:
+    """The Tune logger callbacks of one encoder's experiment, or (``encoder`` None) of the one
+    queue, where each trial's config names its encoder (a side run's: its role). W&B writes into
+    the sweep folder (``wandb/``): its default, the trial's staging folder, is copied to the sweep
+    folder before W&B has finished writing."""
     out = []
     t = cfg.tracking
     if t.mlflow is not None:
@@ -38,15 +39,30 @@ def tracker_callbacks(cfg: SweepConfig, encoder: str, folder: SweepFolder) -> li
         if "://" not in uri or uri.startswith("file:"):  # MLflow 3 refuses its file store unless asked for it
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
-        out.append(MLflowLoggerCallback(tracking_uri=t.mlflow.tracking_uri, experiment_name=t.mlflow.experiment or cfg.name,
-                                        tags={"encoder": encoder, "sweep": cfg.name, "budget": str(cfg.budget)}))
+        class MLflow(MLflowLoggerCallback):
+            def log_trial_start(self, trial):
+                self.tags = {**self.tags, "encoder": _encoder(trial, encoder)}
+                super().log_trial_start(trial)
+
+        out.append(MLflow(tracking_uri=t.mlflow.tracking_uri, experiment_name=t.mlflow.experiment or cfg.name,
+                          tags={"sweep": cfg.name, "budget": str(cfg.budget)}))
     if t.wandb is not None:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
         if t.wandb.mode == "offline":
             os.environ["WANDB_MODE"] = "offline"  # Tune's callback asks for an API key unless this is set
         folder.path.mkdir(parents=True, exist_ok=True)
-        out.append(WandbLoggerCallback(project=t.wandb.project, group=cfg.name, mode=t.wandb.mode,
-                                       tags=[encoder, f"budget-{cfg.budget}"], dir=str(folder.path.resolve()),
-                                       **({"entity": t.wandb.entity} if t.wandb.entity else {})))
+
+        class Wandb(WandbLoggerCallback):
+            def log_trial_start(self, trial):
+                self.kwargs["tags"] = [_encoder(trial, encoder), f"budget-{cfg.budget}"]
+                super().log_trial_start(trial)
+
+        out.append(Wandb(project=t.wandb.project, group=cfg.name, mode=t.wandb.mode, dir=str(folder.path.resolve()),
+                         **({"entity": t.wandb.entity} if t.wandb.entity else {})))
     return out
+
+
+def _encoder(trial, encoder: str | None) -> str:
+    c = trial.config or {}
+    return encoder or c.get("encoder") or c.get("role") or "?"

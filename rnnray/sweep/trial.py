@@ -20,11 +20,22 @@ def emulation_settings(config: dict, cfg: SweepConfig) -> dict:
             "grad_clip_scope": cfg.train.grad_clip_scope}
 
 
+# what the one-queue schedule (rnnray.sweep.queue) adds to a trial's Tune config beside Optuna's
+# proposal: which encoder, which kind of work (search | final | oracle), and a key stable across
+# sessions ("flat/search/3"); never a hyperparameter, never in a record's ``config``
+QUEUE_KEYS = ("encoder", "role", "key")
+
+
+def params_of(config: dict) -> dict:
+    """A trial's hyperparameters: its Tune config without the queue's keys."""
+    return {k: v for k, v in config.items() if k not in QUEUE_KEYS}
+
+
 def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
     """One trial of Tune's ResultGrid as the results store keeps it."""
     m = dict(result.metrics or {})
     trial_id = m.get("trial_id") or Path(result.path).name.split("_", 1)[-1]
-    config = dict(result.config or {})
+    config = params_of(dict(result.config or {}))
     history = []
     df = result.metrics_dataframe
     if df is not None:

@@ -1,0 +1,124 @@
+"""The one queue's schedule: slot utilisation from the trials' times, ASHA's rungs kept across an
+interrupted and resumed sweep (real ``python -m rnnray.sweep`` processes, a SIGINT on an observed
+rung), and the schedule benchmark on a simulated GPU node, old schedule against new in one run.
+(The one queue's records, final seeds and oracles are checked on ``tests/test_sweep.py``'s
+``final_sweep``, which runs it.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PATIENCE
+
+from test_faults import _Output, _sweep_process, _wait_for, _write_yaml
+
+pytestmark = pytest.mark.timeout(4 * PATIENCE)
+
+
+def test_utilisation_is_busy_over_available_slot_seconds_per_session():
+    """Two slots: 10 s of one trial beside 4 s of another in a 10 s session (14 of 20), and a
+    resumed session of 3 s with one trial busy (3 of 6): the gap between sessions is not counted."""
+    from rnnray.sweep.timeline import phase_seconds, utilisation
+
+    runs = [{"session": "a", "role": "search", "start": 100.0, "end": 110.0},
+            {"session": "a", "role": "final", "start": 102.0, "end": 106.0},
+            {"session": "b", "role": "final", "start": 500.0, "end": 503.0}]
+    u = utilisation(runs, slots=2)
+    assert (u["busy_slot_s"], u["available_slot_s"]) == (17.0, 26.0) and u["utilisation"] == pytest.approx(17 / 26)
+    phases = phase_seconds({"runs": runs, "phases": [{"session": "a", "phase": "zoo", "start": 90.0, "end": 99.5}]})
+    assert phases == {"zoo": 9.5, "search": 10.0, "final": 7.0}  # final: 4 s in a, 3 s in b
+
+
+# -- ASHA's rungs across an interrupt ----------------------------------------------------------------
+def _rung_sweep(results: Path, zoo: str) -> dict:
+    """One encoder, four trials one at a time, ASHA at rungs 1, 2 and 4 of four evaluations. The
+    learning rate is searched among the paper's 1e-4 (trial 0) and two far too small ones, so a
+    later trial is stopped at its first rung for being worse than trial 0 there: a decision that
+    needs trial 0's rung entries, which a Tune-restored ASHA would not have."""
+    return {"name": "rungs", "results": str(results), "zoo": zoo, "encoders": ["flat"], "budget": 20000,
+            "search": {"flat": {"lr": [1e-4, 1e-7, 1e-8]}},
+            "train": {"steps": 400, "eval_every": 100, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2},
+            "tune": {"samples_per_encoder": 4, "max_concurrent_trials": 1, "scheduler": "asha", "grace_period": 1,
+                     "reduction_factor": 2, "seed": 3},
+            "final": {"seeds": 0}, "downstream": {"enabled": False}}
+
+
+def _logged(results: Path) -> list[dict]:
+    try:
+        return json.loads(next(results.glob("rungs-*/rungs.json")).read_text())
+    except (StopIteration, json.JSONDecodeError, FileNotFoundError):
+        return []
+
+
+def test_a_resumed_sweep_stops_the_trials_an_uninterrupted_one_stops(ray_session, tiny_fl_zoo, tmp_path):
+    from rnnray.sweep.rungs import decisions
+
+    address = ray_session.get_runtime_context().gcs_address
+    whole = _write_yaml(tmp_path / "whole.yaml", _rung_sweep(tmp_path / "whole", tiny_fl_zoo.path))
+    cut = _write_yaml(tmp_path / "cut.yaml", _rung_sweep(tmp_path / "cut", tiny_fl_zoo.path))
+    proc = _sweep_process(whole, address)
+    out, _ = proc.communicate(timeout=2 * PATIENCE)
+    assert proc.returncode == 0, out[-3000:]
+    expected = decisions(next((tmp_path / "whole").glob("rungs-*/rungs.json")))
+    assert any(d["stopped_at"] for d in expected.values()), expected  # the test needs a stop to compare
+
+    # the same sweep, SIGINT once trial 0 has passed its first rung and before it ends (it has 3 more
+    # evaluations of 100 steps to go, against the ~0.1 s this test needs to see the entry and signal)
+    proc = _sweep_process(cut, address)
+    text = _Output(proc)
+    try:
+        _wait_for(lambda: any(e["key"] == "flat/search/0" for e in _logged(tmp_path / "cut")) or proc.poll() is not None,
+                  PATIENCE, "trial 0's first rung", every=0.05)
+        assert proc.poll() is None, text.text()[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=PATIENCE)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, text.text()[-3000:]
+    logged = _logged(tmp_path / "cut")
+    assert {e["key"] for e in logged} == {"flat/search/0"} and not any(e["event"] == "complete" for e in logged)
+
+    again = _sweep_process(cut, address, "--resume")
+    out, _ = again.communicate(timeout=2 * PATIENCE)
+    assert again.returncode == 0, out[-3000:]
+    assert decisions(next((tmp_path / "cut").glob("rungs-*/rungs.json"))) == expected
+    (sweep_dir,) = list((tmp_path / "cut").glob("rungs-*"))
+    recs = [json.loads(p.read_text()) for p in (sweep_dir / "trials" / "flat").glob("*/trial.json")]
+    assert len(recs) == 4 and len({r["trial_id"] for r in recs}) == 4  # each trial once
+    stopped = sorted(r["status"] == "stopped early" for r in recs)
+    assert stopped == sorted(bool(d["stopped_at"]) for d in expected.values())
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+def test_bench_schedule_refuses_bad_options_in_one_line(tmp_path):
+    for args, needle in ((["--fractions", "0"], "--fractions"), (["--encoders", "dwz"], "--encoders: unknown dwz"),
+                         (["--samples", "0"], "--samples")):
+        p = subprocess.run([sys.executable, "-m", "rnnray.bench", "schedule", *args, "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, timeout=PATIENCE)
+        assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.own_cluster
+def test_the_one_queue_keeps_a_gpu_nodes_slots_busier_than_per_encoder_experiments(tmp_path):
+    """The benchmark, tiny: two encoders of three trials each on a node of one logical GPU shared by
+    two trials (gpus_per_worker 0.5, two slots), both schedules in one run. Per encoder, each
+    experiment's third trial runs alone (at most 3 of 4 slot-rounds busy, and the gap between
+    experiments idle); the one queue runs the six trials in three full rounds."""
+    from rnnray.bench.schedule import bench_schedule
+
+    r = bench_schedule(tmp_path, ["flat", "stats"], samples=3, seeds=0, gpus=1, fractions=[0.5])
+    by = {c["schedule"]: c for c in r["cases"]}
+    assert by["one_queue"]["slots"] == by["per_encoder"]["slots"] == 2
+    assert by["one_queue"]["trials"] == by["per_encoder"]["trials"] == 6
+    assert by["one_queue"]["utilisation"] > by["per_encoder"]["utilisation"], r
+    assert by["one_queue"]["utilisation"] >= 0.7, r
