@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass
 
 from ..results.folder import SweepFolder
@@ -55,7 +56,8 @@ def run_queued(config: dict, setup: QueueSetup) -> None:
         return run_final_trial(config, setup.trial(config["encoder"]))
     import ray.tune
 
-    ray.tune.report({"side_result": json.dumps(setup.side.run(config, setup.side.payload))})
+    result = setup.side.run(config, setup.side.payload)
+    ray.tune.report({"side_result": json.dumps(result), "val_loss": result.get("best_val_loss", math.nan)})
 
 
 def trial_resources(config: dict, side: dict):

@@ -16,8 +16,9 @@ from ..results.folder import SweepFolder
 @dataclass(frozen=True)
 class SideRuns:
     """``configs``: one plain-data Tune config per run; ``run(config, payload)``: a module-level
-    function that does one run inside its Tune trial and returns its result as JSON-able data
-    (``payload``: what every run shares, shipped once); ``finish(folder, results)``: the results in
+    function that does one run inside its Tune trial and returns its result as JSON-able data, its
+    ``best_val_loss`` reported as the trial's ``val_loss`` (Tune wants the sweep's metric from every
+    trial; no scheduler or searcher acts on a side run) (``payload``: what every run shares, shipped once); ``finish(folder, results)``: the results in
     the order of ``configs``, written to the owner's file; ``done(folder)``: that file is there
     already, for these settings (a resumed sweep). A run holds one training worker's resources
     (``resources.cpus_per_worker``, ``gpus_per_worker``)."""

@@ -26,6 +26,15 @@ from ..results.atomic import atomic_write_json
 from ..results.folder import SweepFolder
 
 SESSION = f"{os.getpid()}-{int(time.time())}"  # this process: one session of the sweep
+
+
+def session() -> str:
+    """This process's session. Tune pickles the callback below by value into its experiment (with
+    copies of the module globals it uses) and unpickles it on ``--resume``, so it asks the module
+    imported in the running process, never a copy."""
+    from rnnray.sweep import timeline
+
+    return timeline.SESSION
 ROLE_PHASE = {"search": "search", "final": "final", "oracle": "oracles"}
 PHASES = ("zoo", "search", "final", "oracles", "downstream", "report")
 
@@ -46,7 +55,7 @@ def _update(folder: SweepFolder, runs=(), phases=(), slots: int | None = None) -
 
 
 def record_phase(folder: SweepFolder, phase: str, start: float, end: float) -> None:
-    _update(folder, phases=[{"session": SESSION, "phase": phase, "start": start, "end": end}])
+    _update(folder, phases=[{"session": session(), "phase": phase, "start": start, "end": end}])
 
 
 @contextmanager
@@ -75,7 +84,7 @@ def timeline_callback(folder: SweepFolder, slots: int, role: str | None = None, 
             if start is None:
                 return
             c = trial.config or {}
-            _update(folder, runs=[{"session": SESSION, "trial_id": trial.trial_id, "key": c.get("key"),
+            _update(folder, runs=[{"session": session(), "trial_id": trial.trial_id, "key": c.get("key"),
                                    "role": c.get("role", role), "encoder": c.get("encoder", encoder),
                                    "start": start, "end": time.time(), "interrupted": interrupted}])
 
