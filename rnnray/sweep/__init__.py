@@ -52,6 +52,7 @@ from ..results.folder import TRAIN_RESULT, SweepFolder, write_latest
 from . import progress as job_progress
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
 from .final import final_runs, run_final, summarise_final, write_final
+from .live import LiveSweep, running
 from .one_queue import run_queue
 from .side import SideRuns
 from .timeline import record_phase
@@ -157,15 +158,23 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     url = _http(dashboard)
     if url:
         print(f"Ray dashboard: {url}", flush=True)
-    records = {}
     t0 = time.time()
-    if cfg.tune.schedule == "one_queue":
-        print(f"\n=== {', '.join(cfg.encoders)}: {cfg.tune.samples_per_encoder} trials each at {cfg.budget:,} ± "
-              f"{cfg.tolerance:.0%} parameters, their final seeds{' and ' + side.phase if side else ''}, one queue of "
-              f"{cfg.tune.max_concurrent_trials} slots ===", flush=True)
-        run_queue(cfg, zoo, folder, resumed, verbose, points, side)
-        print(f"sweep finished in {time.time() - t0:.0f} s", flush=True)
-        return sweep_dir
+    with running(LiveSweep(cfg, folder, points, side)):  # what the pickled parts of Tune's experiment ask
+        if cfg.tune.schedule == "one_queue":
+            print(f"\n=== {', '.join(cfg.encoders)}: {cfg.tune.samples_per_encoder} trials each at {cfg.budget:,} ± "
+                  f"{cfg.tolerance:.0%} parameters, their final seeds{' and ' + side.phase if side else ''}, one queue "
+                  f"of {cfg.tune.max_concurrent_trials} slots ===", flush=True)
+            run_queue(cfg, zoo, folder, resumed, verbose, points, side)
+        else:
+            _per_encoder(cfg, zoo, sweep_dir, resumed, verbose, points)
+    print(f"sweep finished in {time.time() - t0:.0f} s", flush=True)
+    return sweep_dir
+
+
+def _per_encoder(cfg: SweepConfig, zoo, sweep_dir: Path, resumed: bool, verbose: int, points: dict) -> None:
+    """``tune.schedule: per_encoder``: per encoder, its search experiment, then its final runs' experiment."""
+    folder = SweepFolder(sweep_dir)
+    records = {}
     for enc in cfg.encoders:
         print(f"\n=== {enc}: {cfg.tune.samples_per_encoder} trials at {cfg.budget:,} ± {cfg.tolerance:.0%} parameters ===", flush=True)
         records[enc] = run_encoder(cfg, enc, zoo, sweep_dir, resumed, verbose, points[enc])
@@ -176,5 +185,3 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
         write_summary(sweep_dir, rows, best, cfg)
     rows, best = summarise(sweep_dir, cfg, records)
     write_summary(sweep_dir, rows, best, cfg)
-    print(f"sweep finished in {time.time() - t0:.0f} s", flush=True)
-    return sweep_dir

@@ -35,6 +35,7 @@ from ray.tune.search import Searcher
 
 from ..results.folder import SweepFolder
 from .final import final_runs
+from .live import live
 from .settings import SweepConfig
 from .summary import collect_trials
 
@@ -68,7 +69,8 @@ class SweepSearcher(Searcher):
         """The encoder's final runs, once its search has ended and its records are written (None before)."""
         if enc in self._finals:
             return self._finals[enc]
-        folder = SweepFolder(Path(self._folder))
+        now = live()  # this session's folder, not the one Tune pickled (rnnray.sweep.live)
+        folder = now.folder if now else SweepFolder(Path(self._folder))
         if self._ended[enc] < self._cfg.tune.samples_per_encoder or not folder.done_marker(enc).exists():
             return None
         self._finals[enc] = final_runs(self._cfg, collect_trials(folder, enc))

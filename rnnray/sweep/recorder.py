@@ -26,6 +26,7 @@ from ray.tune.experiment import Trial
 from ..results.folder import SweepFolder
 from .experiment import record_search
 from .final import final_runs, record_final, write_final
+from .live import LiveSweep, live
 from .settings import SweepConfig
 from .side import SideRuns
 from .summary import collect_trials, summarise, write_summary
@@ -60,10 +61,12 @@ class Recorder(Callback):
     """Writes the results store from the one queue's trials as they end (see the module)."""
 
     def __init__(self, cfg: SweepConfig, folder: SweepFolder, points: dict, side: SideRuns | None):
-        self.cfg, self.folder, self.points, self.side = cfg, folder, points, side
+        self._own = LiveSweep(cfg, folder, points, side)
 
     def setup(self, **info) -> None:
         global _current
+        now = live() or self._own  # this session's sweep, not the copy Tune pickled (rnnray.sweep.live)
+        self.cfg, self.folder, self.points, self.side = now.cfg, now.folder, now.points, now.side
         self._trials: list[Trial] = []
         self._ended: set[str] = set()
         self._started: set[str] = set()  # by Tune in this session

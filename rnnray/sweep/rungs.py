@@ -26,6 +26,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from ..results.atomic import atomic_write_json
+from .live import live
 from .settings import SweepConfig
 
 TIME_ATTR = "training_iteration"
@@ -67,6 +68,9 @@ class EncoderRungs(FIFOScheduler):
         if self._replayed:
             return
         self._replayed = True
+        now = live()  # this session's folder, not the one Tune pickled (rnnray.sweep.live)
+        if now is not None:
+            self._path = str(now.folder.rungs_json)
         try:
             with open(self._path) as f:
                 logged = json.load(f)

@@ -73,8 +73,12 @@ def timeline_callback(folder: SweepFolder, slots: int, role: str | None = None, 
 
     class Timeline(Callback):
         def setup(self, **info):
+            from rnnray.sweep.live import live  # at run time: Tune pickles this class by value
+
+            now = live()
+            self._folder = now.folder if now else folder  # this session's (rnnray.sweep.live)
             self._open: dict[str, tuple[float, Any]] = {}
-            _update(folder, slots=slots)
+            _update(self._folder, slots=slots)
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self._open.setdefault(trial.trial_id, (time.time(), trial))
@@ -84,7 +88,7 @@ def timeline_callback(folder: SweepFolder, slots: int, role: str | None = None, 
             if start is None:
                 return
             c = trial.config or {}
-            _update(folder, runs=[{"session": session(), "trial_id": trial.trial_id, "key": c.get("key"),
+            _update(self._folder, runs=[{"session": session(), "trial_id": trial.trial_id, "key": c.get("key"),
                                    "role": c.get("role", role), "encoder": c.get("encoder", encoder),
                                    "start": start, "end": time.time(), "interrupted": interrupted}])
 
