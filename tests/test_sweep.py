@@ -600,7 +600,7 @@ def test_the_one_queue_runs_every_encoders_work_side_by_side(final_sweep):
     assert any(group[a["key"]] != group[b["key"]] and a["start"] < b["end"] and b["start"] < a["end"]
                for a in runs for b in runs), "no two kinds of work ever ran side by side"
     s = schedule_summary(folder)
-    assert s["slots"] == cfg.tune.max_concurrent_trials and s["trials"] == len(runs) and 0 < s["utilisation"] <= 1
+    assert s["slots"] == cfg.tune.max_concurrent_trials and s["runs"] == len(runs) and 0 < s["utilisation"] <= 1
     assert {"zoo", "search", "final", "oracles"} <= set(s["phase_seconds"])
     assert f"Schedule: slot utilisation {s['utilisation']:.0%}" in folder.summary_md.read_text()
 

@@ -52,7 +52,7 @@ def measure(cfg) -> dict:
     folder = SweepFolder(run_sweep(cfg, progress=False, verbose=0))
     s = schedule_summary(folder)
     return {"schedule": cfg.tune.schedule, "gpus_per_worker": cfg.resources.gpus_per_worker,
-            "slots": s["slots"], "trials": s["trials"], "wall_s": time.time() - t0,
+            "slots": s["slots"], "trials": s["runs"], "wall_s": time.time() - t0,
             "utilisation": s["utilisation"], "busy_slot_s": s["busy_slot_s"], "available_slot_s": s["available_slot_s"],
             "sweep": str(folder.path)}
 

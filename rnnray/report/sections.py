@@ -185,5 +185,5 @@ def schedule_lines(s: Mapping | None) -> list[str]:
     phases = ", ".join(f"{p} {_seconds(v)}" for p, v in s["phase_seconds"].items())
     return [f"Schedule: slot utilisation {s['utilisation']:.0%} ({s['busy_slot_s']:.0f} busy of "
             f"{s['available_slot_s']:.0f} slot-seconds: {s['slots']} slots from the first trial's start to the last "
-            f"one's end, {s['trials']} trials). Wall time per phase: {phases} (search, final and oracles: first start "
+            f"one's end, {s['runs']} trial runs). Wall time per phase: {phases} (search, final and oracles: first start "
             "to last end of their trials, overlapping under the one-queue schedule).", ""]

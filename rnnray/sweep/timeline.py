@@ -134,12 +134,13 @@ def phase_seconds(doc: dict) -> dict[str, float]:
 
 def schedule_summary(folder: SweepFolder) -> dict[str, Any] | None:
     """What ``analysis.json`` and the report give: slots, utilisation, busy and available
-    slot-seconds, each phase's wall time, and how they are defined. None without a timeline."""
+    slot-seconds, runs (a trial's time in a slot; one interrupted and resumed counts twice), each
+    phase's wall time, and how they are defined. None without a timeline."""
     doc = read(folder)
     if not doc["runs"] and not doc["phases"]:
         return None
     slots = int(doc.get("slots") or 1)
-    return {"slots": slots, **utilisation(doc["runs"], slots), "trials": len(doc["runs"]),
+    return {"slots": slots, **utilisation(doc["runs"], slots), "runs": len(doc["runs"]),
             "phase_seconds": phase_seconds(doc),
             "definition": "utilisation: busy slot-seconds / (slots x (last trial end - first trial start)), per "
                           "session; slots: tune.max_concurrent_trials; search, final and oracles: first start to "
