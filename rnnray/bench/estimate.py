@@ -4,9 +4,11 @@ encoder's step cost measured here, plus the zoo.
 Measured in this process before Ray starts, with the threads one trial worker (or zoo actor)
 gets: a few training steps of every encoder at the sweep's budget, batch and emulator (and of the
 emulator alone, which is what a label oracle trains), and a few lockstep steps of one zoo chunk.
-The schedule is the sweep's: each encoder's search, then its final seeds, one Tune experiment
-after the other, ``max_concurrent_trials`` runs at a time (a round lasts as long as its run), each
-run paying a start-up (:data:`STARTUP_AT`). What it leaves out, and so why it is an estimate:
+The schedule is the sweep's: under ``tune.schedule: one_queue`` every run shares the
+``max_concurrent_trials`` slots, so a phase takes its runs' time over the slots; under
+``per_encoder``, each encoder's search, then its final seeds, one Tune experiment after the other,
+in rounds of up to that many runs (a round lasts as long as its run). Each run pays a start-up
+(:data:`STARTUP_AT`). What it leaves out, and so why it is an estimate:
 evaluations are counted as a forward pass over the evaluation pairs (about a third of a training
 step per batch), the zoo's sampling at snapshots is not counted, and early stopping (ASHA can only
 make the search shorter) is not foreseen.
@@ -100,7 +102,10 @@ def estimate_job(cfg, zoo_runs_left: int, kind: str, cpus: float) -> dict[str, A
         chunks = math.ceil(zoo_runs_left / min(zoo_cfg.resources.chunk, zoo_cfg.runs))
         seconds["zoo"] = chunks * zoo_cfg.steps * zoo_step_seconds(zoo_cfg) / max(1, zoo_cfg.resources.actors)
     per_encoder = {e: run_seconds(e) for e in cfg.encoders}
-    rounds = lambda n: math.ceil(n / slots)  # noqa: E731 - runs of one experiment, slots at a time
+    if cfg.tune.schedule == "one_queue":  # every run competes for the same slots: each phase's share of them
+        rounds = lambda n: n / slots  # noqa: E731
+    else:  # one experiment after the other, each in rounds of up to `slots` runs
+        rounds = lambda n: math.ceil(n / slots)  # noqa: E731
     seconds["search"] = sum(rounds(cfg.tune.samples_per_encoder) * s for s in per_encoder.values())
     seconds["final"] = sum(rounds(runs["final"] // max(1, len(cfg.encoders))) * s for s in per_encoder.values())
     seconds["oracles"] = rounds(runs["oracles"]) * run_seconds("emulator_only")
