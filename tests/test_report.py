@@ -325,3 +325,17 @@ def test_load_best_names_what_is_broken_in_the_store(store, tmp_path):
     (sweep / "best.json").write_text('{"flat": ')
     with pytest.raises(ResultsError, match="best.json: not readable as JSON"):
         rnnray.load_best("flat", results=sweep)
+
+
+def test_the_final_table_shows_runs_that_are_both_best_and_paper_once(tmp_path):
+    """When the best configuration is the paper preset, ``final.json`` lists the same runs under both
+    roles; the table gives them one row that says so."""
+    from rnnray.report.sections import final_table
+    from rnnray.results.folder import SweepFolder
+    from rnnray.results.records import read_final
+
+    iv = {"mean": 0.05, "low": 0.04, "high": 0.06, "n": 2}
+    entry = {"source_trial": "t0", "seeds": [1, 2], "trial_ids": ["a", "b"], "val_interval": iv, "ood_interval": iv}
+    (tmp_path / "final.json").write_text(json.dumps({"encoders": {"flat": {"best": entry, "paper": entry}}}))
+    rows = [ln for ln in final_table(read_final(SweepFolder(tmp_path)), ["flat"]) if ln.startswith("| flat |")]
+    assert rows == ["| flat | best = paper preset (search trial t0) | 2 | 0.0500 (0.0400, 0.0600) | 0.0500 (0.0400, 0.0600) |"]
