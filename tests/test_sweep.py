@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "sweeps"
 
 
-SHIPPED = ["quick", "probe", "probe-mnist", "study", "paper", "paper-mnist"]
+SHIPPED = ["quick", "probe", "probe-mnist", "study", "paper", "paper-mnist", "conditioning"]
 
 
 def test_every_shipped_sweep_is_validated_here():
@@ -53,6 +53,10 @@ def test_sweep_files_parse_and_validate(name):
         assert {"noninteractive", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
         assert cfg.train.conditioning == "every_step" and cfg.train.steps >= 1500
         assert cfg.final.seeds >= 3 and "step" in cfg.oracles.modes and cfg.tune.scheduler == "asha"
+    if name == "conditioning":  # the four main-job encoders on the main job's zoo, both oracles, seeds that pair
+        assert cfg.encoders == ["noninteractive", "interactive", "dws", "flat"] and cfg.train.steps == 1500
+        assert cfg.final.seeds >= 3 and set(cfg.oracles.modes) == {"step", "task+step"}
+        assert cfg.zoo.model_dump(exclude={"resources"}) == load_sweep(SWEEPS / "probe.yaml").zoo.model_dump(exclude={"resources"})
     if name in ("probe", "study"):  # most of the 216 tasks in the zoo, each equally often
         assert cfg.zoo.runs >= 216 and cfg.zoo.task_assignment == "balanced"
     if name == "probe-mnist":  # the bundled digits: no download on a fresh clone
