@@ -348,6 +348,7 @@ BAD_INPUT = {
     "out of range": (_sweep_case(tolerance=2.0), "tolerance"),
     "unknown encoder": (_sweep_case(encoders=["flat", "dwz"]), "dwz"),
     "infeasible budget": (_sweep_case(budget=10), "budget"),
+    "budget below dlpg's generator": (_sweep_case(encoders=["dlpg"], budget=5000), "'dlpg'"),
     "missing zoo path": (_sweep_case(zoo_override=lambda z: "/nonexistent/zoo"), "/nonexistent/zoo"),
     "truncated shard": (_sweep_case(zoo_override=lambda z: z["truncated"]), "truncated"),
     "checksum mismatch": (_sweep_case(zoo_override=lambda z: z["flipped"]), "checksum"),

@@ -264,7 +264,7 @@ def add_parser(sub) -> None:
                        description="Default: every encoder at its paper preset on zoo A and on zoo B, and fitted to "
                                    "1.2 M parameters on zoo A. --zoo-kind / --budget pick one configuration.")
     p.add_argument("--json", action="store_true", help="print one JSON list (one object per configuration)")
-    p.add_argument("--encoders", default=None, help="comma-separated encoder names (default: all six)")
+    p.add_argument("--encoders", default=None, help="comma-separated encoder names (default: all)")
     p.add_argument("--zoo-kind", default=None, choices=["formal_languages", "mnist"])
     p.add_argument("--budget", default=None, help="encoder parameter budget (fit_to_budget), or 'preset'")
     p.add_argument("--batch", type=int, default=64, help="snapshots per step")

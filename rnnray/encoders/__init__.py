@@ -1,8 +1,9 @@
 """Encoders: flat RNN parameter vectors (B, P) -> representations (B, 16).
 
-Six families (see each module's docstring for its modelling choices): ``flat`` and ``stats``
+The paper's six (see each module's docstring for its modelling choices): ``flat`` and ``stats``
 (``mlp.py``), ``transformer`` (``transformer.py``), ``dws`` (``dws.py``), ``noninteractive`` and
-``interactive`` (``probing.py``); and the ``constant`` baseline (``baseline.py``), which ignores
+``interactive`` (``probing.py``); ``dlpg``, deep linear probe generators (``probe_generators.py``,
+not in the paper); and the ``constant`` baseline (``baseline.py``), which ignores
 the weights. ``catalog.py`` names them (torch-free), ``registry.py`` builds them, ``budget.py`` sizes them to a
 parameter budget and ``augmentation.py`` permutes hidden neurons for the non-invariant ones.
 """

@@ -14,7 +14,7 @@ class Entry:
     name: str
     kind: str  # mechanistic | functionalist | baseline
     invariant: bool  # invariant by construction to hidden-neuron permutations: no augmentation
-    paper_params: float | None  # the paper's count (SPEC.md 5b), None for a baseline
+    paper_params: float | None  # the paper's count (SPEC.md 5b); None for a baseline or an encoder not in the paper
 
 
 CATALOG: dict[str, Entry] = {e.name: e for e in (
@@ -24,9 +24,10 @@ CATALOG: dict[str, Entry] = {e.name: e for e in (
     Entry("dws", "mechanistic", True, 1.28e6),
     Entry("noninteractive", "functionalist", True, 1.15e6),
     Entry("interactive", "functionalist", True, 1.15e6),
+    Entry("dlpg", "functionalist", True, None),  # deep linear probe generators (Kahana et al., 2024)
     Entry("constant", "baseline", True, None),
 )}
-ENCODER_NAMES: tuple[str, ...] = tuple(n for n, e in CATALOG.items() if e.kind != "baseline")  # the six compared
+ENCODER_NAMES: tuple[str, ...] = tuple(n for n, e in CATALOG.items() if e.kind != "baseline")  # the encoders compared
 BASELINE_NAMES: tuple[str, ...] = tuple(n for n, e in CATALOG.items() if e.kind == "baseline")
 MECHANISTIC: tuple[str, ...] = tuple(n for n, e in CATALOG.items() if e.kind == "mechanistic")
 FUNCTIONALIST: tuple[str, ...] = tuple(n for n, e in CATALOG.items() if e.kind == "functionalist")

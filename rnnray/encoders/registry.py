@@ -1,4 +1,4 @@
-"""The six encoders by name: how to build each, its presets, hyperparameters and sweep space.
+"""The encoders by name: how to build each, its presets, hyperparameters and sweep space.
 
 Every encoder starts from a *preset*: a complete set of hyperparameters. ``paper`` is the
 authors' configuration (SPEC.md section 5b) and the default; a train file picks one with
@@ -29,6 +29,7 @@ from .common import DEFAULT_INPUT_SCALE, resolve_zoo_kind
 from .dws import DWSEncoder
 from .mlp import FlatEncoder, StatsEncoder
 from .probing import DEFAULT_PROBE_LENGTH, InteractiveProbing, NonInteractiveProbing
+from .probe_generators import DeepLinearProbeGenerators
 from .transformer import TransformerEncoder
 
 
@@ -114,6 +115,12 @@ SPECS: dict[str, EncoderSpec] = {
             *_declared("interactive"), InteractiveProbing,
             dict(_PROBING_PAPER), _probing_space(), takes_zoo_kind=True, head_ratio=0.5,
         ),
+        EncoderSpec(  # the probing reader and probe; a depth-3 linear generator over 32-d codes (module docstring)
+            *_declared("dlpg"), DeepLinearProbeGenerators,
+            {**_PROBING_PAPER, "generator_depth": 3, "code_dim": 32, "generator_width": 32},
+            {**_probing_space(), "generator_depth": [2, 3, 4], "code_dim": [16, 32, 64]},
+            takes_zoo_kind=True, head_ratio=0.5,
+        ),
         EncoderSpec(*_declared("constant"), ConstantRepresentation, {}),
     )
 }
@@ -121,7 +128,7 @@ SPECS: dict[str, EncoderSpec] = {
 PAPER_PARAMS = {n: e.paper_params for n, e in CATALOG.items() if e.paper_params is not None}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": {name: dict(s.defaults) for name, s in SPECS.items()}}
 assert tuple(PRESETS) == PRESET_NAMES and DEFAULT_PRESET in PRESETS  # the names configs are checked against
-ENCODERS: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind != "baseline")  # the six compared
+ENCODERS: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind != "baseline")  # the encoders compared
 BASELINES: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind == "baseline")
 assert ENCODERS == ENCODER_NAMES and tuple(SPECS) == tuple(CATALOG)  # the catalog's names, every one built
 
