@@ -24,8 +24,9 @@ from ..runtime.resources import check_workers, current_shape
 from ..train.model import EMULATOR_LAYERS
 from ..train.plan import ZooPlan
 from ..train.preflight import FLOAT, check_batch, check_worker, planned_train_rows, rows_bytes, split_rows, worker_needs
-from ..zoo.preflight import check_actor, check_output, free_disk, machine_memory, size_text
-from ..zoo.storage import MANIFEST, read_manifest, row_bytes
+from ..zoo import preflight as zoo_preflight
+from ..zoo.preflight import check_actor, check_output, machine_memory, size_text
+from ..zoo.storage import MANIFEST, read_manifest, row_bytes, verify
 
 CHECKPOINT_COPIES = 3  # a checkpoint holds the weights and AdamW's two moments
 
@@ -85,7 +86,7 @@ def check_checkpoints(cfg, kind: str, free: int | None = None) -> None:
                                                                             num_layers=EMULATOR_LAYERS))
     search, final = runs_per_encoder(cfg)
     runs = len(cfg.encoders) * (search + final)
-    have, probe = free_disk(cfg.results) if free is None else (free, Path(cfg.results))
+    have, probe = zoo_preflight.free_disk(cfg.results) if free is None else (free, Path(cfg.results))
     if runs * each > have:
         field = "tune.samples_per_encoder" if search >= final else "final.seeds"
         raise UsageError(f"{field}: the sweep's {runs:,} runs would keep about {size_text(runs * each)} of checkpoints "
@@ -94,10 +95,12 @@ def check_checkpoints(cfg, kind: str, free: int | None = None) -> None:
 
 
 def train_rows(cfg) -> int | None:
-    """Rows of the train split the sweep's runs sample from (None: too many runs to plan the split)."""
+    """Rows of the train split the sweep's runs sample from (None: too many runs to plan the split).
+    A zoo that exists is verified in full first (every shard's size and sha256, as the sweep does
+    before it uses one), so a damaged shard is named for what it is, before Ray starts."""
     path = Path(cfg.zoo_path).expanduser()
     if isinstance(cfg.zoo, str) or (path / MANIFEST).exists():
-        zoo = ZooPlan.open(path, cfg.train.split_seed, split=cfg.train.split)
+        zoo = ZooPlan.open(path, cfg.train.split_seed, manifest=verify(path, checksums=True), split=cfg.train.split)
         return split_rows(zoo.shards, zoo.runs)["train"]
     return planned_train_rows(cfg.zoo, cfg.train.split_seed, cfg.train.split)
 
