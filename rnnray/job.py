@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import UsageError, friendly_errors
+from .cli import friendly_errors
 from .runtime.console import quiet_console
 from .results.folder import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PATIENCE, TINY_FL, TINY_MNIST
+from conftest import PATIENCE, TINY_FL
 
 from rnnray.errors import UserError
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import sys
 import tempfile
 import time
 import traceback
