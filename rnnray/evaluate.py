@@ -30,6 +30,13 @@ def main(argv=None) -> None:
     with friendly_errors(args.debug):
         if args.steps is not None and args.steps < 1:
             raise UsageError("--steps must be at least 1")
+        if args.seeds is not None:
+            from .config import predictor_seeds
+
+            try:
+                predictor_seeds(args.seeds)
+            except ValueError as e:
+                raise UsageError(f"--seeds: {e}") from None
         from .encoders import ENCODERS
 
         if args.supervised_encoder is not None and args.supervised_encoder not in ENCODERS:

@@ -11,10 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import UsageError, friendly_errors
+from .cli import friendly_errors
 from .runtime.console import quiet_console
 from .results.folder import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
+from .sweep.preflight import check_sweep, memory_estimate  # noqa: F401  (memory_estimate: its old home)
 from .sweep.progress import JobProgress, reporting
 
 
@@ -53,45 +54,11 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
               f"re-run with `python -m rnnray.evaluate {sweep_dir}` and `python -m rnnray.report {sweep_dir}`", file=sys.stderr)
 
 
-def machine_memory() -> int:
-    """This machine's physical memory in bytes, or the largest node's memory once Ray is running."""
-    import ray
-
-    if ray.is_initialized():
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        return int(max((n.get("Resources", {}).get("memory", 0) for n in nodes), default=0))
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
-    """Bytes one zoo actor and one training worker hold at their peak (a zoo of ``rows`` rows, each
-    ``row_bytes``; the Arrow table and the numpy copies side by side count twice)."""
-    from .zoo.storage import read_manifest, row_bytes
-    from .zoo.builder import layout_for
-    from .zoo.preflight import actor_bytes
-
-    if isinstance(cfg.zoo, str):
-        m = read_manifest(cfg.zoo)
-        # an imported zoo has no build config: its spec holds stored_sequences (and seq_len)
-        kind, rows, zcfg = m["kind"], int(m["rows"]), m.get("config") or m.get("spec") or {}
-        params, stored, seq_len = int(m["layout"]["num_params"]), int(zcfg.get("stored_sequences", 100)), int(zcfg.get("seq_len", 42))
-        actor = 0
-    else:
-        z = cfg.zoo
-        kind, rows, stored, seq_len = z.kind, z.runs * len(z.snapshots), z.stored_sequences, getattr(z, "seq_len", 42)
-        params = layout_for(kind).num_params
-        actor = actor_bytes(z)
-    eval_seqs = min(stored, cfg.train.eval_sequences)
-    worker = 2 * (rows * row_bytes(kind, params, stored, seq_len) // cfg.resources.workers
-                  + rows * row_bytes(kind, params, eval_seqs, seq_len))
-    return {"actor": actor, "worker": worker}
-
-
 def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     """What can be checked before Ray starts and before anything is written: every path the sweep
-    will write can be written, every folder it names is of the expected kind, the zoo's rows fit
-    one node's memory in a zoo actor and in a training worker, and a zoo to build fits the disk
-    (:mod:`rnnray.zoo.preflight`). One line naming the field, or nothing."""
+    will write can be written, every folder it names is of the expected kind, and every size and
+    resource request fits the machine, or once connected the cluster (:mod:`rnnray.sweep.preflight`).
+    One line naming the field, or nothing."""
     from .paths import check_writable, expect_kind
 
     check_writable(cfg.results, "results:")
@@ -103,18 +70,7 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
         expect_kind(cfg.zoo.path, "zoo.path:", ("missing", "empty", "zoo", "other"))
     if isinstance(resume, str) and resume not in ("latest", "last") and Path(resume).exists():
         expect_kind(resume, "--resume", ("sweep",))
-    from .zoo.preflight import check_actor, check_output
-
-    need, have = memory_estimate(cfg), machine_memory()
-    gib = 2**30
-    if not isinstance(cfg.zoo, str):
-        check_actor(cfg.zoo, have, "zoo.")
-    if have and need["worker"] > have:
-        raise UsageError(f"zoo: a training worker would hold about {need['worker'] / gib:.1f} GiB of zoo rows "
-                         f"(runs x snapshots x row size), more than the {have / gib:.1f} GiB of the largest node; "
-                         "use fewer runs or stored_sequences, or more resources.workers")
-    if not isinstance(cfg.zoo, str):
-        check_output(cfg.zoo, prefix="zoo.")  # its shards on the disk, its run ids in this driver's memory
+    check_sweep(cfg, resume=bool(resume))
 
 
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,

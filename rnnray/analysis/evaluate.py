@@ -37,6 +37,7 @@ from ..results.atomic import atomic_write_json
 from ..config import SUPERVISED_ENCODER
 from ..kinds import zoo_kind
 from ..results.folder import TRIAL_RECORD, SweepFolder
+from ..runtime.machine import check_device  # noqa: F401  (the report and evaluate commands take it from here)
 
 FORMAT = "rnnray-downstream/1"
 DOWNSTREAM_FILE = SweepFolder(Path(".")).downstream_json.name  # the file name, for messages
@@ -141,20 +142,6 @@ def default_device():
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def check_device(name: str | None) -> None:
-    """A --device the machine has, or UsageError."""
-    if name is None:
-        return
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: not a torch device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name!r}: no CUDA device on this machine")
 
 
 # ------------------------------------------------------------------------------------------------

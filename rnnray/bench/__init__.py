@@ -8,9 +8,7 @@ of every encoder), :mod:`rnnray.bench.profile` (where a step's time goes) and
 
 from __future__ import annotations
 
-import argparse
-import sys
-
+from ..cli import ArgumentParser
 from . import device as bench_device, profile as bench_profile, train as bench_train, zoo as bench_zoo
 
 SUBCOMMANDS = {"zoo": bench_zoo.add_parser, "train": bench_train.add_parser, "profile": bench_profile.add_parser,
@@ -18,7 +16,7 @@ SUBCOMMANDS = {"zoo": bench_zoo.add_parser, "train": bench_train.add_parser, "pr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rnnray.bench", description="rnnray benchmarks and the GPU check")
+    parser = ArgumentParser(prog="python -m rnnray.bench", description="rnnray benchmarks and the GPU check")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS.values():
         add(sub)

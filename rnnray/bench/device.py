@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import sys
 import tempfile
 import time
 import traceback
@@ -65,17 +64,18 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
+    from ..cli import friendly_errors
     from ..errors import UsageError
+    from ..runtime.machine import check_device
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"error: --device {args.device}: no CUDA device on this machine", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    with friendly_errors():
+        check_device(args.device)
+        device = torch.device(args.device)
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"{out}: cannot create the output folder ({e.strerror})") from None
     report = run_check(device, out, quick=args.quick, log=lambda s: print(s, flush=True))
     print(f"wrote {out / 'device-check.json'} and {out / 'device-check.md'}")
     return 0 if report["passed"] else 1

@@ -286,26 +286,66 @@ def _train_runs(args) -> list[tuple[str, float | None]]:
         budget = None if args.budget in (None, "preset") else float(args.budget)
     except ValueError:
         raise UsageError(f"--budget: {args.budget!r} is neither a number nor 'preset'") from None
+    if budget is not None and not (math.isfinite(budget) and budget >= 1):
+        raise UsageError(f"--budget: must be a finite number of parameters, at least 1 (got {args.budget})")
     return [(args.zoo_kind or "formal_languages", budget)]
+
+
+# the flags every step benchmark takes, with their bounds (threads: as many as a zoo actor may ask for)
+STEP_FLAGS = {"batch": (1, None), "emulator_hidden": (1, None), "steps": (1, None), "reps": (1, None),
+              "warmup": (0, None), "threads": (1, 4096)}
+
+
+def check_step_memory(kind: str, batch: int, emulator_hidden: int, encoder_params: float, models: int,
+                      memory: int | None = None) -> None:
+    """UsageError naming the flag when a step benchmark could not fit ``memory`` bytes (default:
+    this machine's): its zoo-shaped rows (``max(4 batch, 256)``, 8 sequences each), one step's batch
+    and ``models`` encoders with their emulators and AdamW state, counted as training counts them
+    (:mod:`rnnray.train.preflight`)."""
+    from ..cli import UsageError
+    from ..train.preflight import model_bytes, step_bytes
+    from ..zoo.preflight import machine_memory, size_text
+    from ..zoo.storage import row_bytes
+
+    have = machine_memory() if memory is None else memory
+    k = zoo_kind(kind)
+    needs = {"--batch": max(4 * batch, 256) * row_bytes(kind, k.layout.num_params, 8) + step_bytes(kind, batch, emulator_hidden),
+             "--emulator-hidden": models * model_bytes(kind, 0, emulator_hidden),
+             "--budget": models * model_bytes(kind, int(encoder_params), 0)}
+    if sum(needs.values()) > have:
+        flag = max(needs, key=needs.get)
+        raise UsageError(f"{flag}: the benchmark would hold about {size_text(sum(needs.values()))} (rows, one step's "
+                         f"batch and {models} model(s) with AdamW state), more than the {size_text(have)} of memory "
+                         f"of this machine; lower {flag}")
 
 
 def _run_train(args) -> int:
     import json
     import sys
 
-    from ..cli import friendly_errors
-    from ..runtime.machine import matmul_gflops
+    from ..cli import UsageError, UserError, check_flags, friendly_errors
+    from ..runtime.machine import check_device, matmul_gflops
     from ..train import check_encoder_name
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()] if args.encoders else None
     results = []
     with friendly_errors():
+        check_flags(args, STEP_FLAGS)
+        check_device(args.device)
+        encoders = [e.strip() for e in args.encoders.split(",") if e.strip()] if args.encoders is not None else None
+        if encoders is not None and not encoders:
+            raise UsageError(f"--encoders: no encoder named in {args.encoders!r}")
         for e in encoders or []:
-            check_encoder_name(e)
+            try:
+                check_encoder_name(e)
+            except UserError as err:  # the registry's UnknownEncoder
+                raise UsageError(f"--encoders: {err}") from None
         runs = _train_runs(args)
+        names = len(encoders or ENCODERS) + 1
+        for kind, budget in runs:  # a preset's encoder counted as nothing: the estimate stays a floor
+            check_step_memory(kind, args.batch, args.emulator_hidden, budget or 0, names)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if args.threads:
+            torch.set_num_threads(args.threads)
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if not args.json else None
         steps = args.steps or (50 if device.type == "cuda" else 5)
         rate = matmul_gflops(device)

@@ -105,6 +105,22 @@ PREDICTOR_SEEDS = (0, 1, 2)
 SUPERVISED_ENCODER = "stats"
 
 
+SEED_MAX = 2**63 - 1  # torch's and numpy's seeds both take it
+
+
+def predictor_seeds(seeds) -> list[int]:
+    """Downstream predictor seeds: whole numbers from 0 to 2^63 - 1, each once (a repeated seed would
+    count one predictor twice in the spread over seeds). ValueError naming the first that is not."""
+    seen: set[int] = set()
+    for s in seeds:
+        if not 0 <= s <= SEED_MAX:
+            raise ValueError(f"{s} is not a seed (a whole number from 0 to 2^63 - 1)")
+        if s in seen:
+            raise ValueError(f"seed {s} is listed twice")
+        seen.add(s)
+    return list(seeds)
+
+
 class DownstreamSettings(Strict):
     """Downstream evaluation of each encoder's best trial and the report, run at the end of the sweep."""
 
@@ -118,6 +134,8 @@ class DownstreamSettings(Strict):
     @classmethod
     def _encoder(cls, v):
         return one_of(v, ENCODER_NAMES, "encoder")
+
+    _seeds = field_validator("seeds")(lambda cls, v: predictor_seeds(v))
 
 
 class MlflowSettings(Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from ..encoders import ENCODERS
 from .drivers import fit
@@ -25,13 +26,15 @@ def main(argv=None) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
-        from ..paths import check_writable
-
-        from ..paths import shipped_file
+        from ..paths import check_writable, shipped_file
+        from .preflight import check_run
 
         cfg = load_train_config(shipped_file(args.config), args.set)
         plan = plan_run(args.encoder, cfg)  # every user error surfaces here, before Ray starts
         check_writable(cfg.storage_path, "storage_path:")
+        remote = args.address or os.environ.get("RAY_ADDRESS")
+        if not remote:
+            check_run(plan)  # sizes and workers against this machine, before Ray starts
     import ray
 
     from ..runtime.console import quiet_console
@@ -39,6 +42,9 @@ def main(argv=None) -> None:
     with quiet_console(not args.verbose):
         if not ray.is_initialized():
             ray.init(address=args.address, namespace="rnnray")
+        if remote:
+            with friendly_errors(args.debug):
+                check_run(plan)  # the cluster's shape and largest node, before anything is scheduled
         print(f"training {args.encoder} ({plan.n_params:,} parameters, {plan.zoo_kind} zoo) for {cfg.steps} steps "
               f"on {cfg.workers} worker(s)", flush=True)
         res = fit(plan)
