@@ -1,4 +1,5 @@
-"""What every command shares: one clear line and exit code 2 for bad input, tracebacks only with --debug.
+"""What every command shares: one clear line and exit code 2 for bad input, one line and exit code 1 for
+work that ended without a usable result, tracebacks only with --debug.
 
 Imports nothing else of rnnray but its errors, so every module may use it."""
 
@@ -10,24 +11,26 @@ import os
 import sys
 from contextlib import contextmanager
 
-from .errors import UsageError, UserError
+from .errors import RunFailed, UsageError, UserError
 
-__all__ = ["EXIT_BAD_INPUT", "ArgumentParser", "UsageError", "UserError", "check_flags", "friendly_errors"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_RUN_FAILED", "ArgumentParser", "RunFailed", "UsageError", "UserError", "check_flags", "friendly_errors"]
 
 EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
 
 
 @contextmanager
 def friendly_errors(debug: bool = False):
-    """Turn the errors a user can fix into one line on stderr and exit code 2."""
+    """Turn the errors a user can fix into one line on stderr and exit code 2, a run without a usable
+    result into one line and exit code 1."""
     try:
         yield
-    except UserError as e:
+    except (UserError, RunFailed) as e:
         if debug or os.environ.get("RNNRAY_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         print(f"error: {msg}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_RUN_FAILED if isinstance(e, RunFailed) else EXIT_BAD_INPUT)
 
 
 class ArgumentParser(argparse.ArgumentParser):

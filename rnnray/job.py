@@ -17,6 +17,9 @@ from .results.folder import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
 from .sweep.preflight import check_sweep, memory_estimate  # noqa: F401  (memory_estimate: its old home)
 from .sweep.progress import JobProgress, reporting
+from .sweep.resume import check_resume
+from .sweep.summary import require_results
+from .errors import RunFailed
 
 
 def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
@@ -56,7 +59,8 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
 
 def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     """What can be checked before Ray starts and before anything is written: every path the sweep
-    will write can be written, every folder it names is of the expected kind, and every size and
+    will write can be written, every folder it names is of the expected kind, a sweep to resume is this one
+    (:mod:`rnnray.sweep.resume`), and every size and
     resource request fits the machine, or once connected the cluster (:mod:`rnnray.sweep.preflight`).
     One line naming the field, or nothing."""
     from .paths import check_writable, expect_kind
@@ -70,19 +74,27 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
         expect_kind(cfg.zoo.path, "zoo.path:", ("missing", "empty", "zoo", "other"))
     if isinstance(resume, str) and resume not in ("latest", "last") and Path(resume).exists():
         expect_kind(resume, "--resume", ("sweep",))
+    check_resume(cfg, resume)  # the folder to continue holds this sweep: the same budget, encoders, zoo, ...
     check_sweep(cfg, resume=bool(resume))
 
 
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
             dashboard: str | None = None, checked: bool = False) -> Path:
     """Sweep, downstream evaluation, report; prints where everything landed. Returns the sweep folder.
-    ``checked``: :func:`preflight` already ran (against this machine, before Ray started)."""
+    ``checked``: :func:`preflight` already ran (against this machine, before Ray started). A sweep
+    none of whose trials left a usable checkpoint raises :class:`rnnray.errors.RunFailed`."""
     t0 = time.time()
     if not checked:
         preflight(cfg, resume)
     sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard)
-    after_sweep(sweep_dir, cfg)
     from .report.summary import write_summary_md
+
+    try:
+        require_results(sweep_dir, cfg)  # no usable trial at all: RunFailed, exit code 1, no oracles or report
+    except RunFailed:
+        write_summary_md(sweep_dir)  # the trials' table, failures included, for the user to read
+        raise
+    after_sweep(sweep_dir, cfg)
 
     folder = SweepFolder(sweep_dir)
     write_summary_md(sweep_dir)
@@ -161,13 +173,9 @@ def main(argv=None) -> None:
             dashboard = getattr(ctx, "dashboard_url", None)
         try:
             with reporting(plan):
-                sweep_dir = run_job(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1,
-                                    dashboard=dashboard, checked=checked)
+                run_job(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1,
+                        dashboard=dashboard, checked=checked)
         except SweepInterrupted as e:
             print(f"interrupted ({e}); continue with: python -m rnnray.sweep {path} --resume {e.sweep_dir}",
                   file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
-    if not json.loads(SweepFolder(sweep_dir).best_json.read_text()):
-        print(f"error: no trial of any encoder finished; the reasons are in {sweep_dir}/trials/*/*/trial.json",
-              file=sys.stderr)
-        sys.exit(1)

@@ -62,6 +62,16 @@ def check_writable(path: str | Path, field: str) -> None:
         raise UsageError(f"{field} {path}: cannot be written (no write permission on {probe})")
 
 
+def check_output_file(path: str | Path, field: str) -> None:
+    """A file a command will write at its end (whole, by rename in its folder): not a folder, and its
+    folder can be written or created. Checked before the work, so a result that took minutes is never
+    lost to a path that could not hold it. Creates nothing."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{field} {path}: is a folder, not a file")
+    check_writable(p.absolute().parent, field)
+
+
 SHIPPED = Path(__file__).resolve().parent  # the installed package: its sweeps/ and configs/ folders
 
 

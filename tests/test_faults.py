@@ -309,6 +309,28 @@ def test_diverging_trial_is_marked_failed_with_its_reason(ray_session, tiny_fl_z
         rnnray.load_best("flat", results=sweep_dir)
 
 
+def test_a_sweep_whose_every_trial_diverges_exits_1_saying_why(ray_session, tiny_fl_zoo, tmp_path, address):
+    """No trial of any encoder left a checkpoint: the sweep ends with one line naming each encoder's
+    failures and exit code 1, after writing its summary, and runs no oracles, evaluation or report."""
+    results = tmp_path / "results"
+    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(results, tiny_fl_zoo.path, search={"flat": {"lr": 1e30}},
+                                                          final={"seeds": 1}, downstream={"enabled": True}))
+    cli = subprocess.run([sys.executable, "-m", "rnnray.sweep", str(config), "--address", address, "--quiet"],
+                         capture_output=True, text=True, timeout=PATIENCE)
+    lines = cli.stderr.strip().splitlines()
+    assert cli.returncode == 1, (cli.stdout[-2000:], cli.stderr[-3000:])
+    assert lines[-1].startswith("error: no trial of any encoder left a usable checkpoint (flat: 1 trial(s), none usable, "
+                                "e.g. diverged: non-finite"), lines[-3:]
+    assert sum(ln.startswith("error:") for ln in lines) == 1 and not any(ln.startswith("Traceback") for ln in lines)
+    (sweep_dir,) = list(results.glob("tiny-*"))
+    assert str(sweep_dir) in lines[-1]
+    assert json.loads((sweep_dir / "best.json").read_text()) == {}
+    assert "flat" in (sweep_dir / "summary.md").read_text()  # the failed trial, for the user to read
+    for never in ("oracles.json", "downstream.json", "report.md", "figures"):
+        assert not (sweep_dir / never).exists(), never
+    assert not _stray_files(sweep_dir)
+
+
 # -- 5. bad input: one line naming the field or file, exit code 2, nothing written ------------------
 @pytest.fixture(scope="module")
 def broken_zoos(tiny_fl_zoo, tiny_mnist_zoo, tmp_path_factory):

@@ -15,7 +15,8 @@ folder (each file under a temporary name, then renamed):
 
 Choices: the zoo and split seed are read from the checkpoints' metadata (they record what the
 encoder was trained on), falling back to ``sweep.json``; an encoder whose checkpoint is missing
-or unreadable is skipped and named under ``skipped`` rather than sinking the others.
+or unreadable is skipped and named under ``skipped`` rather than sinking the others; when every one is
+skipped the evaluation stops with one line (:func:`require_encoders`), since baselines alone compare nothing.
 ``evaluate_sweep(sweep_dir)`` is what the sweep calls at its end.
 """
 
@@ -36,7 +37,7 @@ from .downstream import DEFAULT_SEEDS, PredictorConfig, flat_metrics, jsonable, 
 from ..results.atomic import atomic_write_json
 from ..config import SUPERVISED_ENCODER
 from ..kinds import zoo_kind
-from ..results.folder import TRIAL_RECORD, SweepFolder
+from ..results.folder import TRIAL_RECORD, ResultsError, SweepFolder
 from ..runtime.machine import check_device  # noqa: F401  (the report and evaluate commands take it from here)
 
 FORMAT = "rnnray-downstream/1"
@@ -111,6 +112,18 @@ def load_encoders(best: Mapping, device) -> tuple[dict, dict, dict]:
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             skipped[name] = f"checkpoint {ckpt} unreadable: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}"
     return models, metas, skipped
+
+
+def require_encoders(models: Mapping, skipped: Mapping[str, str], folder: SweepFolder) -> None:
+    """ResultsError (exit code 2) when no encoder is left to evaluate: every one of ``best.json`` was
+    skipped (its checkpoint gone or unreadable) or it names none. A command that evaluated only the
+    baselines, or drew a report of no encoder, must not end as if it had done its work."""
+    if models:
+        return
+    if not skipped:
+        raise ResultsError(f"{folder.best_json}: names no encoder (no trial of the sweep left a usable checkpoint)")
+    why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+    raise ResultsError(f"{folder.path}: every encoder of {folder.best_json.name} was skipped, none is left to evaluate ({why})")
 
 
 def zoo_and_seed(sweep: Mapping, metas: Mapping, sweep_dir: Path) -> tuple[str, int]:
@@ -189,6 +202,7 @@ def evaluate_sweep(
         if meta.get("zoo_kind") not in (None, kind):
             skipped[name] = f"trained on a {meta['zoo_kind']} zoo, not {kind}"
             del models[name], metas[name]
+    require_encoders(models, skipped, folder)
     columns = sorted({"run_id", "step", "params", zoo_kind(kind).task_column, *target_columns(kind)})
     table = load_table(zoo, columns=columns, checksums=False)
     if progress:

@@ -1,11 +1,14 @@
 """Every file rnnray writes is written here: to a temporary name beside it, flushed to disk, then
 renamed onto it, so a reader (another process, a resumed run, a user) sees the old file or the new
-one, never half of one, and a failed write leaves nothing behind."""
+one, never half of one, and a failed write leaves nothing behind. A folder written as one piece (the
+report's ``figures/``) is filled under a temporary name the same way and swapped in whole
+(:func:`replacing_dir`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +36,28 @@ def replacing(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def replacing_dir(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to write its new content to; on success the old folder (if
+    any) is moved aside and the new one renamed onto ``path``, on failure the temporary folder is
+    removed and ``path`` is left as it was. Files the old folder held that the new one lacks are gone."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = temporary_name(path) if path.exists() else None
+        if old is not None:
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -21,13 +21,14 @@ What happens:
    and ``grad_clip_scope``, parameter count, metrics history, best checkpoint, ``paper_config``), and ``summary.csv``, ``summary.md`` (with trial 0's loss and
    the tuning gain), ``best.json`` for the sweep. Ctrl-C stops the sweep resumable (exit 130).
 
-Resuming (``--resume``): encoders whose experiment finished are not run again; an unfinished
+Resuming (``--resume``): the sweep file must agree with the folder's ``sweep.json`` in everything
+that changes what is compared (:mod:`.resume`); encoders whose experiment finished are not run again; an unfinished
 experiment is restored with ``Tuner.restore`` (finished trials are kept, unfinished and errored
 ones are run again from their last checkpoint, the Optuna searcher's state comes back). ASHA's
 rung statistics are *not* restored by Ray Tune, so early stopping after a resume starts afresh.
 
 The package, one job per module: :mod:`.settings` (reading the sweep file; its models are
-in :mod:`rnnray.config.sweep`), :mod:`.space` (search spaces, trial 0, the budget check), :mod:`.trial`
+in :mod:`rnnray.config.sweep`), :mod:`.resume` (a resumed sweep is the sweep it continues), :mod:`.space` (search spaces, trial 0, the budget check), :mod:`.trial`
 (one trial, its setup resolved once on the driver, and its record), :mod:`.experiment` (one
 encoder's Tune experiment), :mod:`.final` (the seeds after the search), :mod:`.summary` (the sweep's summaries); the folder's layout is
 :mod:`rnnray.results.folder`'s. This module runs them.
@@ -45,8 +46,9 @@ from ..results.folder import TRAIN_RESULT, SweepFolder, write_latest
 from . import progress as job_progress
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
 from .final import final_runs, run_final, summarise_final, write_final
-from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
-                       load_sweep, startup_trials, tpe_sampler)
+from .resume import check_same_sweep
+from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, absolute_paths,
+                       check_search, load_sweep, startup_trials, tpe_sampler)
 from .space import check_budget, define_by_run, encoder_space, is_paper_config, paper_point
 from .summary import collect_trials, summarise, sweep_dir_for, write_summary
 from .tracking import check_trackers, tracker_callbacks
@@ -77,20 +79,6 @@ def _http(url: str | None) -> str | None:
     if not url:
         return None
     return url if url.startswith("http") else f"http://{url}"
-
-
-def absolute_paths(cfg: SweepConfig) -> SweepConfig:
-    """Relative zoo and results paths, resolved against the directory the sweep was started in:
-    Tune runs each trial in a working directory of its own, where they would point nowhere."""
-    def absolute(p: str) -> str:
-        return p if "://" in p else str(Path(p).expanduser().resolve())
-
-    update = {"results": absolute(cfg.results)}
-    if isinstance(cfg.zoo, str):
-        update["zoo"] = absolute(cfg.zoo)
-    else:
-        update["zoo"] = cfg.zoo.model_copy(update={"path": absolute(cfg.zoo.path)})
-    return cfg.model_copy(update=update)
 
 
 def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
@@ -130,6 +118,8 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     job_progress.phase_done("zoo")
     zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest, split=cfg.train.split)  # once, for every trial
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
+    if resumed:
+        check_same_sweep(SweepFolder(sweep_dir), cfg)  # the job checked it before Ray; the Python API here
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:
         atomic_write_json(SweepFolder(sweep_dir).sweep_json, {"config": cfg.model_dump(mode="json"), "zoo_kind": zoo_kind,

@@ -11,8 +11,8 @@ from ..config import (TRAIN_KNOBS, ConfigError, DownstreamSettings, Range, Searc
                       TrialResources, TuneSettings, apply_overrides, format_validation_error, read_yaml, startup_trials)
 from ..encoders import default_hparams, search_space
 
-__all__ = ["DownstreamSettings", "Range", "SearchValue", "SweepConfig", "TrialResources", "TuneSettings", "check_search",
-           "load_sweep", "startup_trials", "tpe_sampler"]
+__all__ = ["DownstreamSettings", "Range", "SearchValue", "SweepConfig", "TrialResources", "TuneSettings", "absolute_paths",
+           "check_search", "load_sweep", "startup_trials", "tpe_sampler"]
 
 
 def tpe_sampler(tune: TuneSettings):
@@ -62,3 +62,17 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         raise ConfigError(format_validation_error(e, str(path))) from None
     check_search(cfg, str(path))
     return cfg
+
+
+def absolute_paths(cfg: SweepConfig) -> SweepConfig:
+    """Relative zoo and results paths, resolved against the directory the sweep was started in:
+    Tune runs each trial in a working directory of its own, where they would point nowhere."""
+    def absolute(p: str) -> str:
+        return p if "://" in p else str(Path(p).expanduser().resolve())
+
+    update = {"results": absolute(cfg.results)}
+    if isinstance(cfg.zoo, str):
+        update["zoo"] = absolute(cfg.zoo)
+    else:
+        update["zoo"] = cfg.zoo.model_copy(update={"path": absolute(cfg.zoo.path)})
+    return cfg.model_copy(update=update)

@@ -1,4 +1,8 @@
-"""``python -m rnnray.train CONFIG.yaml --encoder NAME``."""
+"""``python -m rnnray.train CONFIG.yaml --encoder NAME``.
+
+A run that ends without a checkpoint (it diverged before its first evaluation) exits with code 1 and
+one line saying why: a command that printed "best checkpoint: None" and exit code 0 would let a
+script take a run that trained nothing for a finished one."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import os
 
 from ..encoders import ENCODERS
+from ..errors import RunFailed
 from .drivers import fit
 from .model import BASELINE
 from .plan import plan_run
@@ -30,7 +35,7 @@ def main(argv=None) -> None:
         from .preflight import check_run
 
         cfg = load_train_config(shipped_file(args.config), args.set)
-        plan = plan_run(args.encoder, cfg)  # every user error surfaces here, before Ray starts
+        plan = plan_run(args.encoder, cfg)  # every user error (the zoo's checksums too) surfaces here, before Ray starts
         check_writable(cfg.storage_path, "storage_path:")
         remote = args.address or os.environ.get("RAY_ADDRESS")
         if not remote:
@@ -50,6 +55,8 @@ def main(argv=None) -> None:
         res = fit(plan)
     if args.json:
         print(json.dumps(res.to_dict()))
+    elif res.checkpoint_path is None:
+        print(f"run directory: {res.path}")
     else:
         print(f"encoder: {res.encoder}  parameters: {res.n_params:,}  hparams: {json.dumps(res.hparams)}")
         print(f"best validation loss: {res.best_val_loss:.4f} at step {res.best_step}  (OOD loss there: {res.best_ood_loss:.4f})")
@@ -57,3 +64,7 @@ def main(argv=None) -> None:
             print(f"stopped early, {res.diverged}")
         print(f"best checkpoint: {res.checkpoint_path}")
         print(f"run directory: {res.path}")
+    with friendly_errors(args.debug):
+        if res.checkpoint_path is None:
+            why = f"{res.diverged}; lower lr" if res.diverged else "no evaluation was reported"
+            raise RunFailed(f"{args.encoder}: the run left no usable checkpoint ({why}); its folder: {res.path}")
