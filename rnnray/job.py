@@ -91,7 +91,8 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     """What can be checked before Ray starts and before anything is written: every path the sweep
     will write can be written, every folder it names is of the expected kind, the zoo's rows fit
     one node's memory in a zoo actor and in a training worker, and a zoo to build fits the disk
-    (:mod:`rnnray.zoo.preflight`). One line naming the field, or nothing."""
+    (:mod:`rnnray.zoo.preflight`), and every plug-in encoder keeps the contract on a few of the zoo's
+    RNNs (:mod:`rnnray.sweep.plugins`). One line naming the field or the encoder, or nothing."""
     from .paths import check_writable, expect_kind
 
     check_writable(cfg.results, "results:")
@@ -115,6 +116,9 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
                          "use fewer runs or stored_sequences, or more resources.workers")
     if not isinstance(cfg.zoo, str):
         check_output(cfg.zoo, prefix="zoo.")  # its shards on the disk, its run ids in this driver's memory
+    from .sweep.plugins import check_plugins
+
+    check_plugins(cfg)  # each plug-in encoder tried once on a few of the zoo's RNNs
 
 
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
