@@ -13,8 +13,11 @@ class NotAnEncoder(nn.Module):
     """A module without a declaration."""
 
 
-def _mlp(layout, width: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(layout.num_params, width), nn.GELU(), nn.Linear(width, 16))
+FIRST = 256  # the first weights of the flat vector (rows of weight_ih_l0): small enough for a budget of 20,000
+
+
+def _mlp(width: int, out: int = 16) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(FIRST, width), nn.GELU(), nn.Linear(width, out))
 
 
 @encoder(kind="mechanistic", defaults={"width": 4, "depth": 0})
@@ -25,10 +28,10 @@ class RejectsPreset(nn.Module):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        self.net = _mlp(layout, width)
+        self.net = _mlp(width)
 
     def forward(self, flat):
-        return self.net(flat)
+        return self.net(flat[:, :FIRST])
 
 
 @encoder(kind="mechanistic", defaults={"width": 1})
@@ -37,10 +40,10 @@ class WrongShape(nn.Module):
 
     def __init__(self, layout, zoo_kind, width: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(layout.num_params, width), nn.Linear(width, 8))
+        self.net = _mlp(width, out=8)
 
     def forward(self, flat):
-        return self.net(flat)
+        return self.net(flat[:, :FIRST])
 
 
 @encoder(kind="mechanistic", defaults={"width": 1})
@@ -49,10 +52,10 @@ class MakesNaN(nn.Module):
 
     def __init__(self, layout, zoo_kind, width: int):
         super().__init__()
-        self.net = _mlp(layout, width)
+        self.net = _mlp(width)
 
     def forward(self, flat):
-        return self.net(flat) / torch.zeros(1)
+        return self.net(flat[:, :FIRST]) / torch.zeros(1)
 
 
 @encoder(kind="mechanistic", invariant=True, defaults={"width": 1})
@@ -61,10 +64,10 @@ class FalselyInvariant(nn.Module):
 
     def __init__(self, layout, zoo_kind, width: int):
         super().__init__()
-        self.net = _mlp(layout, width)
+        self.net = _mlp(width)
 
     def forward(self, flat):
-        return self.net(flat * 10)
+        return self.net(flat[:, :FIRST] * 10)
 
 
 @encoder(kind="functionalist", defaults={"width": 8})
