@@ -211,3 +211,21 @@ def test_a_bad_plugin_through_the_commands_own_process(name, tiny_fl_zoo, tmp_pa
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (cmd, r.stderr)
         assert name in r.stderr and "Traceback" not in r.stderr and "Ray" not in r.stdout + r.stderr, (cmd, r.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml", "t.yaml"]
+
+
+def test_the_readme_plugin_keeps_the_contract(tmp_path, monkeypatch):
+    """The README's complete plug-in, as printed, passes every check a sweep makes before Ray starts."""
+    from rnnray.encoders.checks import check_encoder, init_like
+    from rnnray.weights import FORMAL_LANGUAGES
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Your own encoder"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    assert code.startswith("# mylab/encoders.py") and len(code.strip().splitlines()) <= 25
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "encoders.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hp = check_encoder("mylab.encoders:GatedProbe", FORMAL_LANGUAGES, "formal_languages", init_like(FORMAL_LANGUAGES, 4),
+                       budget=20000)
+    assert hp["probes"] == 2 and get_spec("mylab.encoders:GatedProbe").kind == "functionalist"
