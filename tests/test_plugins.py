@@ -229,3 +229,19 @@ def test_the_readme_plugin_keeps_the_contract(tmp_path, monkeypatch):
     hp = check_encoder("mylab.encoders:GatedProbe", FORMAL_LANGUAGES, "formal_languages", init_like(FORMAL_LANGUAGES, 4),
                        budget=20000)
     assert hp["probes"] == 2 and get_spec("mylab.encoders:GatedProbe").kind == "functionalist"
+
+
+def test_the_verdict_groups_plugins_by_their_declared_kind():
+    """A plug-in joins the group of the kind it declares: as recorded with the results, else from its
+    class; claim (c) sets interactive probing against every other encoder, plug-ins included."""
+    from rnnray.analysis.verdict import HOLDS, EncoderSeeds, group, verdict_rows
+
+    low, high = [0.020, 0.021, 0.019], [0.045, 0.046, 0.044]
+    study = {"interactive": EncoderSeeds(val_loss=[0.010, 0.011, 0.009]), PLUGIN: EncoderSeeds(val_loss=low),
+             "dws": EncoderSeeds(val_loss=high), "elsewhere.mod:Reader": EncoderSeeds(val_loss=high, kind="mechanistic")}
+    assert group(study, "functionalist") == ["interactive", PLUGIN]
+    assert group(study, "mechanistic") == ["dws", "elsewhere.mod:Reader"]  # its kind as recorded: never imported
+    rows = {r.claim[:3]: r for r in verdict_rows({"formal_languages": study}) if r.zoo.startswith("A")}
+    assert rows["(a)"].verdict == HOLDS and f"; {PLUGIN} 0.0200" in rows["(a)"].numbers
+    assert "elsewhere.mod:Reader 0.0450" in rows["(a)"].numbers
+    assert rows["(c)"].verdict == HOLDS and f"{PLUGIN} 0.0200" in rows["(c)"].numbers
