@@ -130,7 +130,8 @@ def test_the_error_printer_imports_only_the_errors():
     assert _graph()["cli"] == {"errors"}
 
 
-@pytest.mark.parametrize("module", ["config.base", "zoo.storage", "results.folder", "encoders.registry", "encoders.budget"])
+@pytest.mark.parametrize("module", ["config.base", "zoo.storage", "results.folder", "encoders.registry", "encoders.budget",
+                                    "encoders.catalog"])
 def test_every_user_error_derives_from_one_base(module):
     """``friendly_errors`` catches ``UserError`` only: each error class a user can fix must derive from it."""
     import importlib
