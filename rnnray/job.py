@@ -61,8 +61,9 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     """What can be checked before Ray starts and before anything is written: every path the sweep
     will write can be written, every folder it names is of the expected kind, a sweep to resume is this one
     (:mod:`rnnray.sweep.resume`), and every size and
-    resource request fits the machine, or once connected the cluster (:mod:`rnnray.sweep.preflight`).
-    One line naming the field, or nothing."""
+    resource request fits the machine, or once connected the cluster (:mod:`rnnray.sweep.preflight`),
+    and every plug-in encoder keeps the contract on a few of the zoo's RNNs (:mod:`rnnray.sweep.plugins`).
+    One line naming the field or the encoder, or nothing."""
     from .paths import check_writable, expect_kind
 
     check_writable(cfg.results, "results:")
@@ -76,6 +77,9 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
         expect_kind(resume, "--resume", ("sweep",))
     check_resume(cfg, resume)  # the folder to continue holds this sweep: the same budget, encoders, zoo, ...
     check_sweep(cfg, resume=bool(resume))
+    from .sweep.plugins import check_plugins
+
+    check_plugins(cfg)  # each plug-in encoder tried once on a few of the zoo's RNNs
 
 
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,

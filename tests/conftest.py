@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,14 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+# The plug-in encoders of tests/plugins/ live outside rnnray, as a researcher's would: on the path of
+# this process and, through PYTHONPATH (set before the session starts Ray), of every Ray worker.
+PLUGINS = str(Path(__file__).resolve().parent / "plugins")
+if PLUGINS not in sys.path:
+    sys.path.insert(0, PLUGINS)
+if PLUGINS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PLUGINS, os.environ.get("PYTHONPATH")) if p)
 
 # How long a test waits for an event before it calls the run broken. It only bounds how long a failure
 # takes to report and never decides a pass, so it is generous: with a CPU-heavy process beside the

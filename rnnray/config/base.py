@@ -14,8 +14,9 @@ from pydantic_core import PydanticCustomError
 from ..errors import UserError
 from ..kinds import KIND_NAMES
 
-# The encoders and presets by name, which configs are checked against (the encoders themselves, and
-# the presets' hyperparameters, live in rnnray.encoders.registry, which asserts it has these names)
+# The built-in encoders and the presets by name, which configs are checked against (a plug-in's name
+# is checked by rnnray.encoders.catalog.check_name without importing it; each encoder's preset values
+# are declared on its class, rnnray.encoders.contract)
 from ..encoders.catalog import ENCODER_NAMES  # noqa: E402 - the one table of names, torch-free
 PRESET_NAMES = ("paper",)
 SPLIT_SCHEMES = ("ours", "authors")  # rnnray.emulation.splits: our split by task, or the authors' (SPEC.md 8)

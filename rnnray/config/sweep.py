@@ -10,7 +10,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from .base import DEFAULT_PRESET, ENCODER_NAMES, PATH_TAG, PRESET_NAMES, Strict, finite_tree, one_of
+from ..encoders.catalog import check_name
+from .base import DEFAULT_PRESET, PATH_TAG, PRESET_NAMES, Strict, finite_tree, one_of
 from .train import TrainConfig, TrainSettings
 from .zoo import FormalLanguagesZoo, MnistZoo
 
@@ -133,7 +134,7 @@ class DownstreamSettings(Strict):
     @field_validator("supervised_encoder")
     @classmethod
     def _encoder(cls, v):
-        return one_of(v, ENCODER_NAMES, "encoder")
+        return check_name(v)
 
     _seeds = field_validator("seeds")(lambda cls, v: predictor_seeds(v))
 
@@ -192,7 +193,8 @@ class SweepConfig(Strict):
     name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
     results: str = Field("results", description="results directory; one folder per sweep inside it")
     zoo: ZooField
-    encoders: list[str] = Field(min_length=1)
+    encoders: list[str] = Field(min_length=1, description="built-in names, plug-ins' import paths (package.module:Class) or "
+                                                          "names registered under the rnnray.encoders entry-point group")
     budget: int = Field(gt=0, description="trainable encoder parameters, the same for every trial")
     tolerance: float = Field(0.05, gt=0, lt=1)
     search: dict[str, dict[str, SearchValue]] = Field(
@@ -218,7 +220,7 @@ class SweepConfig(Strict):
     @classmethod
     def _known(cls, v):
         for e in v:
-            one_of(e, ENCODER_NAMES, "encoder")
+            check_name(e)
         if len(set(v)) != len(v):
             raise ValueError("an encoder is listed twice")
         return v

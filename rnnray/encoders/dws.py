@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..weights import GATES, Layout
-from .common import head
+from .common import DEFAULT_INPUT_SCALE, head
+from .contract import encoder
 
 HUB_PARTS = 6  # row mean A, row mean R, column mean R, diagonal R, bias, column mean of next weights
 HUB_USES = 5  # row of A, row of R, column of R, bias, column of next weights
@@ -121,6 +122,9 @@ class EquivariantLayer(nn.Module):
         return out
 
 
+@encoder(kind="mechanistic", invariant=True, takes_zoo_kind=False, head_ratio=128 / 48,
+         defaults={"width": 48, "head_width": None, "head_depth": 1, "depth": 4, "input_scale": DEFAULT_INPUT_SCALE},
+         space={"depth": [2, 3, 4]})
 class DWSEncoder(nn.Module):
     """Lift, equivariant layers, invariant pooling, head."""
 

@@ -61,9 +61,14 @@ from torch import nn
 
 from ..kinds import KINDS
 from ..weights import Layout
-from .probing import BOS, _FixedProbes
+from .contract import encoder
+from .probing import BOS, PAPER, SPACE, _FixedProbes
 
 
+# the probing reader and probe; a depth-3 linear generator over 32-d codes (module docstring)
+@encoder(kind="functionalist", invariant=True, head_ratio=0.5,
+         defaults={**PAPER, "generator_depth": 3, "code_dim": 32, "generator_width": 32},
+         space={**SPACE, "generator_depth": [2, 3, 4], "code_dim": [16, 32, 64]})
 class DeepLinearProbeGenerators(_FixedProbes):
     """Probes = activate(deep linear generator(learned codes)); the non-interactive reader."""
 

@@ -44,10 +44,16 @@ from torch import nn
 from .. import rnn
 from ..weights import Layout
 from .common import head
+from .contract import encoder
 from ..kinds import KINDS
 
 BOS = 4
 DEFAULT_PROBE_LENGTH = {"formal_languages": 22, "mnist": 50}
+# the paper preset (SPEC.md 5b) and search space the probing encoders declare
+PAPER = {"width": 256, "head_width": None, "head_depth": 1, "num_probes": 1, "probe_length": None, "reader_layers": 2,
+         "residual": True}
+SPACE = {"num_probes": [1, 2, 4, 8], "probe_length": {"formal_languages": [11, 22, 33], "mnist": [25, 50]},
+         "reader_layers": [1, 2]}
 
 
 class _Probing(nn.Module):
@@ -114,6 +120,7 @@ class _FixedProbes(_Probing):
         return self.head(self.read(seq))
 
 
+@encoder(kind="functionalist", invariant=True, head_ratio=0.5, defaults=PAPER, space=SPACE)
 class NonInteractiveProbing(_FixedProbes):
     """Fixed learned probes for all RNNs, free parameters; a reader LSTM over the answers."""
 
@@ -128,6 +135,7 @@ class NonInteractiveProbing(_FixedProbes):
         return self.activate(self.probe_raw)
 
 
+@encoder(kind="functionalist", invariant=True, head_ratio=0.5, defaults=PAPER, space=SPACE)
 class InteractiveProbing(_Probing):
     """Probes generated step by step from the reader's state: an adaptive interrogation."""
 

@@ -81,6 +81,15 @@ def _http(url: str | None) -> str | None:
     return url if url.startswith("http") else f"http://{url}"
 
 
+def encoder_record(cfg: SweepConfig) -> dict[str, dict]:
+    """What each encoder of the sweep was when it ran: where its class lives and what it declared
+    (kind, invariance), so the report groups a plug-in by its kind without importing it again."""
+    from ..encoders.registry import get_spec
+
+    return {n: {"reference": get_spec(n).reference, "kind": get_spec(n).kind, "invariant": get_spec(n).invariant,
+                "builtin": get_spec(n).builtin} for n in cfg.encoders}
+
+
 def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
               dashboard: str | None = None) -> Path:
     """Zoo, budget check, one Tune experiment per encoder, results store. Returns the sweep folder.
@@ -124,7 +133,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     if not resumed:
         atomic_write_json(SweepFolder(sweep_dir).sweep_json, {"config": cfg.model_dump(mode="json"), "zoo_kind": zoo_kind,
                                                      "created": dt.datetime.now().isoformat(timespec="seconds"),
-                                                     "default_param_counts": counts})
+                                                     "default_param_counts": counts, "encoders": encoder_record(cfg)})
     write_latest(Path(cfg.results).expanduser(), sweep_dir)
     folder = SweepFolder(sweep_dir)
     hide_into(folder.hidden_console)  # with the quiet console on (the CLI's default)

@@ -13,8 +13,8 @@ import os
 from ..encoders import ENCODERS
 from ..errors import RunFailed
 from .drivers import fit
-from .model import BASELINE
-from .plan import plan_run
+from .model import BASELINE, check_plugin
+from .plan import ZooPlan, plan_run
 
 
 def main(argv=None) -> None:
@@ -23,7 +23,8 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m rnnray.train", description="Train one encoder by emulation on Ray Train.")
     p.add_argument("config", help="train config YAML (see configs/train-tiny.yaml)")
-    p.add_argument("--encoder", required=True, help=f"one of {', '.join(ENCODERS)} (or {BASELINE!r}, the baseline)")
+    p.add_argument("--encoder", required=True, help=f"one of {', '.join(ENCODERS)} (or {BASELINE!r}, the baseline), a "
+                                                    "plug-in's import path package.module:Class, or a registered plug-in's name")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -35,7 +36,9 @@ def main(argv=None) -> None:
         from .preflight import check_run
 
         cfg = load_train_config(shipped_file(args.config), args.set)
-        plan = plan_run(args.encoder, cfg)  # every user error (the zoo's checksums too) surfaces here, before Ray starts
+        zoo = ZooPlan.open(cfg.zoo, cfg.split_seed, split=cfg.split)
+        check_plugin(args.encoder, cfg, zoo.root, zoo.weights_layout, zoo.kind)  # a plug-in tried on the zoo's RNNs
+        plan = plan_run(args.encoder, cfg, zoo=zoo)  # every user error (the zoo's checksums too) surfaces here, before Ray starts
         check_writable(cfg.storage_path, "storage_path:")
         remote = args.address or os.environ.get("RAY_ADDRESS")
         if not remote:
