@@ -10,3 +10,10 @@ class UserError(Exception):
 
 class UsageError(UserError, ValueError):
     """Bad input found by a command itself (an argument, a path), not by a config model."""
+
+
+class WriteFailed(Exception):
+    """A file could not be written although its path was proven writable before the work started: the
+    disk filled up, a file-size limit was reached, or the folder was made read-only mid-run. Not bad
+    input (exit code 1, not 2); every file is written whole or not at all (``results.atomic``), so
+    what was finished before stays valid and the next run resumes from it."""

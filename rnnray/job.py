@@ -89,20 +89,27 @@ def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
 
 def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     """What can be checked before Ray starts and before anything is written: every path the sweep
-    will write can be written, every folder it names is of the expected kind, the zoo's rows fit
+    will write (results, the zoo to build, the folder to resume, a local MLflow store) can be written
+    (tried), every folder it names is of the expected kind and inside none of another kind, a zoo to
+    build is apart from the results and meets no other zoo at its path, the zoo's rows fit
     one node's memory in a zoo actor and in a training worker, and a zoo to build fits the disk
     (:mod:`rnnray.zoo.preflight`). One line naming the field, or nothing."""
-    from .paths import check_writable, expect_kind
+    from .paths import check_apart, check_output_dir, check_readable, expect_kind
+    from .sweep.tracking import tracker_folders
 
-    check_writable(cfg.results, "results:")
-    expect_kind(cfg.results, "results:", ("missing", "empty", "results", "other"))
+    check_output_dir(cfg.results, "results:", ("missing", "empty", "results", "other"))
     if isinstance(cfg.zoo, str):
         expect_kind(cfg.zoo, "zoo:", ("zoo",))
+        check_readable(Path(cfg.zoo).expanduser() / "manifest.json", "zoo:")
     else:
-        check_writable(cfg.zoo.path, "zoo.path:")
-        expect_kind(cfg.zoo.path, "zoo.path:", ("missing", "empty", "zoo", "other"))
+        from .zoo.builder import check_destination
+
+        check_apart(cfg.zoo.path, "zoo.path:", cfg.results, "results:")
+        check_destination(cfg.zoo, "zoo.path:")  # writable, and no other zoo there
     if isinstance(resume, str) and resume not in ("latest", "last") and Path(resume).exists():
-        expect_kind(resume, "--resume", ("sweep",))
+        check_output_dir(resume, "--resume", ("sweep",))
+    for folder, field in tracker_folders(cfg):
+        check_output_dir(folder, field, ("missing", "empty", "other"))
     from .zoo.preflight import check_actor, check_output
 
     need, have = memory_estimate(cfg), machine_memory()

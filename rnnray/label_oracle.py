@@ -12,6 +12,7 @@ import torch
 
 from .analysis.oracles import MODES, run_oracles, sweep_plan
 from .cli import UsageError, friendly_errors
+from .paths import check_output_file
 from .report.sections import oracle_result_text
 from .results.atomic import atomic_write_text
 from .sweep.settings import load_sweep
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None and value < 1:
                 raise UsageError(f"--{name}: must be at least 1 (got {value})")
         cfg = load_sweep(args.sweep)
+        if args.out:  # proven before the oracles train, so their result is never lost to a path
+            check_output_file(args.out, "--out")
         seeds = args.seeds or max(cfg.final.seeds, 1)
         if args.steps is not None:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})

@@ -1,6 +1,7 @@
 """Every file rnnray writes is written here: to a temporary name beside it, flushed to disk, then
 renamed onto it, so a reader (another process, a resumed run, a user) sees the old file or the new
-one, never half of one, and a failed write leaves nothing behind."""
+one, never half of one, and a failed write leaves nothing behind. A write the disk refuses (full, a
+file-size limit, a folder made read-only) is :class:`~rnnray.errors.WriteFailed` naming the file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ..errors import WriteFailed
 
 TMP_MARK = ".tmp-"  # temporary files are named ".<name>.tmp-<random>"; a crashed writer may leave one
 
@@ -21,18 +24,25 @@ def temporary_name(path: Path) -> Path:
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; on success it is synced and renamed
-    onto ``path``, on failure removed."""
+    onto ``path``, on failure removed. An ``OSError`` while writing becomes :class:`WriteFailed` naming ``path``
+    (and the file it came from, when that is another one)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        source = e.filename if e.filename and Path(e.filename) not in (path, tmp) else None
+        reason = e.strerror or (str(e).splitlines() or [""])[0] or e.__class__.__name__
+        raise WriteFailed(f"{path}: cannot be written ({reason}{f'; {source}' if source else ''})") from e
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a folder made read-only mid-write keeps it: a temporary name is never read as valid
+            pass
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

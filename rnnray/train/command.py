@@ -25,13 +25,12 @@ def main(argv=None) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
-        from ..paths import check_writable
-
-        from ..paths import shipped_file
+        from ..paths import check_output_dir, shipped_file
 
         cfg = load_train_config(shipped_file(args.config), args.set)
         plan = plan_run(args.encoder, cfg)  # every user error surfaces here, before Ray starts
-        check_writable(cfg.storage_path, "storage_path:")
+        # runs go to a folder of their own: not a zoo, a sweep or a results folder, nor inside a zoo or a sweep
+        check_output_dir(cfg.storage_path, "storage_path:")
     import ray
 
     from ..runtime.console import quiet_console
