@@ -10,7 +10,7 @@ import os
 import sys
 from contextlib import contextmanager
 
-from .errors import UsageError, UserError, WriteFailed
+from .errors import UsageError, UserError, WriteFailed, os_reason
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_WRITE_FAILED", "UsageError", "UserError", "WriteFailed", "friendly_errors", "write_fault"]
 
@@ -33,7 +33,7 @@ def write_fault(e: BaseException) -> str | None:
         if isinstance(e, WriteFailed):
             return str(e).strip().splitlines()[0]
         if isinstance(e, OSError) and e.errno in WRITE_ERRNOS and e.filename:
-            return f"{e.filename}: cannot be written ({e.strerror})"
+            return f"{e.filename}: cannot be written ({os_reason(e)})"
         e = e.__cause__ or e.__context__
     return None
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 
 class UserError(Exception):
     """Bad input a user can fix: the message's first line names the file, field or value."""
@@ -17,3 +20,14 @@ class WriteFailed(Exception):
     disk filled up, a file-size limit was reached, or the folder was made read-only mid-run. Not bad
     input (exit code 1, not 2); every file is written whole or not at all (``results.atomic``), so
     what was finished before stays valid and the next run resumes from it."""
+
+
+def os_reason(e: OSError) -> str:
+    """What the system said, in its words (``File too large``), also from libraries that put the errno
+    in their message only (pyarrow: ``Error writing bytes to file. Detail: [errno 27] File too large``)."""
+    if e.strerror:
+        return e.strerror
+    found = re.search(r"\[errno (\d+)\]", str(e), re.I)
+    if found:
+        return os.strerror(int(found.group(1)))
+    return (str(e).splitlines() or [""])[0] or e.__class__.__name__

@@ -19,7 +19,7 @@ import os
 import uuid
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, os_reason
 from .results.folder import SweepFolder, is_results_dir
 from .zoo.storage import MANIFEST, SHARDS
 
@@ -63,10 +63,6 @@ def expect_kind(path: str | Path, field: str, allowed: tuple[str, ...]) -> str:
             raise UsageError(f"{field} {path}: is a file, not a folder")
         raise UsageError(f"{field} {path}: is {KIND_NAMES[kind]}, which another command wrote; choose a folder of its own")
     return kind
-
-
-def _reason(e: OSError) -> str:
-    return e.strerror or (str(e).splitlines() or [""])[0] or e.__class__.__name__
 
 
 def _nearest_existing(p: Path, field: str, path) -> Path:
@@ -117,7 +113,7 @@ def check_writable(path: str | Path, field: str) -> None:
             os.close(fd)
     except OSError as e:
         what = "cannot be created" if missing else "cannot be written"
-        raise UsageError(f"{field} {path}: {what} ({_reason(e)} in {base})") from None
+        raise UsageError(f"{field} {path}: {what} ({os_reason(e)} in {base})") from None
     finally:
         for made_path in reversed(made):
             try:
@@ -197,7 +193,7 @@ def check_readable(path: str | Path, field: str) -> None:
             with open(p, "rb") as f:
                 f.read(1)
     except OSError as e:
-        raise UsageError(f"{field} {path}: cannot be read ({_reason(e)})") from None
+        raise UsageError(f"{field} {path}: cannot be read ({os_reason(e)})") from None
 
 
 SHIPPED = Path(__file__).resolve().parent  # the installed package: its sweeps/ and configs/ folders

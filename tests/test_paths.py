@@ -10,7 +10,6 @@ from its start)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -26,7 +25,7 @@ import yaml
 from rnnray.errors import UsageError
 from rnnray.paths import PROBE, check_output_dir, check_readable, check_writable
 
-from conftest import PATIENCE, TINY_FL
+from conftest import PATIENCE, TINY_FL, immutable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,19 +45,6 @@ def _cli(module: str, *args: str, full_disk: bool = False) -> subprocess.Complet
 
 def _tree(path: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(path.rglob("*"))}
-
-
-@contextlib.contextmanager
-def immutable(path: Path):
-    """``path`` immutable (``chattr +i``) for the duration: no file or folder can be added to it, by
-    root either. Skips the test where the file system or the process cannot set the flag."""
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) if shutil.which("chattr") else None
-    if done is None or done.returncode != 0:
-        pytest.skip(f"chattr +i is not available here ({done.stderr.strip() if done else 'no chattr'})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def _one_line(r: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import WriteFailed
+from ..errors import WriteFailed, os_reason
 
 TMP_MARK = ".tmp-"  # temporary files are named ".<name>.tmp-<random>"; a crashed writer may leave one
 
@@ -36,8 +36,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as e:
         source = e.filename if e.filename and Path(e.filename) not in (path, tmp) else None
-        reason = e.strerror or (str(e).splitlines() or [""])[0] or e.__class__.__name__
-        raise WriteFailed(f"{path}: cannot be written ({reason}{f'; {source}' if source else ''})") from e
+        raise WriteFailed(f"{path}: cannot be written ({os_reason(e)}{f'; {source}' if source else ''})") from e
     finally:
         try:
             tmp.unlink(missing_ok=True)
