@@ -23,10 +23,10 @@ class WriteFailed(Exception):
 
 
 def os_reason(e: OSError) -> str:
-    """What the system said, in its words (``File too large``), also from libraries that put the errno
-    in their message only (pyarrow: ``Error writing bytes to file. Detail: [errno 27] File too large``)."""
-    if e.strerror:
-        return e.strerror
+    """What the system said, in its words (``File too large``), also from libraries that word it their
+    own way (pyarrow: ``Error writing bytes to file. Detail: [errno 27] File too large``)."""
+    if isinstance(e.errno, int) and e.errno > 0:
+        return os.strerror(e.errno)
     found = re.search(r"\[errno (\d+)\]", str(e), re.I)
     if found:
         return os.strerror(int(found.group(1)))
