@@ -77,16 +77,18 @@ def _nearest_existing(p: Path, field: str, path) -> Path:
     return base
 
 
-def check_writable(path: str | Path, field: str) -> None:
+def check_writable(path: str | Path, field: str, shown: str | Path | None = None) -> None:
     """``path`` is a folder this process can create files in, or one it can create: proven by trying.
 
     An existing folder gets a probe file (a unique name, written, synced and removed at once). For a
     missing one, a probe folder holding a probe file is made in its nearest existing folder and
     removed: the named folders are neither created nor removed here, so two commands checking the
-    same new path at once cannot undo each other, and a check that fails later leaves nothing."""
+    same new path at once cannot undo each other, and a check that fails later leaves nothing.
+    ``shown``: the path the message names (a file to be written in ``path``), default ``path``."""
     if "://" in str(path):
         return  # remote storage: Ray checks it
     p = Path(path).expanduser().absolute()
+    path = path if shown is None else shown
     base = _nearest_existing(p, field, path)
     missing = p.relative_to(base).parts
     try:
@@ -177,7 +179,7 @@ def check_output_file(path: str | Path, field: str) -> None:
     if os.path.isdir(p):
         raise UsageError(f"{field} {path}: is a folder, not a file")
     check_not_inside(p, field)
-    check_writable(p.parent, field)
+    check_writable(p.parent, field, shown=path)
 
 
 def check_readable(path: str | Path, field: str) -> None:

@@ -169,6 +169,17 @@ def test_another_zoo_at_the_build_path_is_refused_before_ray(tiny_fl_zoo, place)
         assert _tree(place) == before
 
 
+def test_a_finished_zoo_in_a_read_only_folder_is_only_read(tiny_fl_zoo, tmp_path):
+    """A zoo already built is verified, not written: its folder need not be writable."""
+    from rnnray.zoo import build
+
+    copy = tmp_path / "zoo"
+    shutil.copytree(tiny_fl_zoo.path, copy)
+    with immutable(copy):
+        manifest = build(tiny_fl_zoo.model_copy(update={"path": str(copy)}), progress=False)
+    assert manifest["runs"] == TINY_FL["runs"]
+
+
 def test_import_and_export_prove_their_out_folder(tiny_fl_zoo, place):
     from test_authors_zoo import write_theirs
 
@@ -182,8 +193,8 @@ def test_import_and_export_prove_their_out_folder(tiny_fl_zoo, place):
     assert _tree(place) == before
 
 
-def _sweep_yaml(place: Path, zoo, **extra) -> Path:
-    data = {"name": "tiny", "results": str(place / "new-results"), "zoo": zoo, "encoders": ["flat"], "budget": 20000,
+def _sweep_yaml(place: Path, zoo_path, **extra) -> Path:
+    data = {"name": "tiny", "results": str(place / "new-results"), "zoo": zoo_path, "encoders": ["flat"], "budget": 20000,
             "train": {"steps": 40, "eval_every": 20, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2},
             "tune": {"samples_per_encoder": 1, "scheduler": "none"}, "final": {"seeds": 0},
             "downstream": {"enabled": False}, **extra}
@@ -213,7 +224,9 @@ def test_sweep_proves_results_zoo_and_tracker_folders_before_ray(tiny_fl_zoo, pl
     with immutable(place / "locked"):
         _one_line(_cli("sweep", str(cfg)), "results:", "cannot be created (Operation not permitted")
     assert _tree(place) == before
-    _one_line(_cli("sweep", str(_sweep_yaml(place, zoo)), full_disk=True), "results:", "cannot be created (File too large")
+    cfg = _sweep_yaml(place, zoo)
+    before = _tree(place)
+    _one_line(_cli("sweep", str(cfg), full_disk=True), "results:", "cannot be created (File too large")
     assert _tree(place) == before
 
 

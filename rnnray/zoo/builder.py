@@ -172,13 +172,18 @@ ZOO_PATH_KINDS = ("missing", "empty", "zoo", "other")  # a zoo path may hold thi
 
 
 def check_destination(cfg, field: str = "path:") -> bool:
-    """Before Ray starts: the zoo's path can be written (tried, :mod:`rnnray.paths`), is not a results
-    or sweep folder nor inside a zoo, a sweep or a results folder, and holds no other zoo
-    (:func:`check_existing`). One line naming the field or the file; True when the zoo is finished."""
-    from ..paths import check_output_dir
+    """Before Ray starts: the zoo's path is not a results or sweep folder nor inside a zoo, a sweep or
+    a results folder, holds no other zoo (:func:`check_existing`) and, unless this zoo is finished
+    there (then it is only read), can be written (tried, :mod:`rnnray.paths`). One line naming the
+    field or the file; True when the zoo is finished."""
+    from ..paths import check_not_inside, check_writable, expect_kind
 
-    check_output_dir(cfg.path, field, ZOO_PATH_KINDS, owners=("zoo", "sweep", "results"))
-    return check_existing(cfg)
+    expect_kind(cfg.path, field, ZOO_PATH_KINDS)
+    check_not_inside(cfg.path, field, owners=("zoo", "sweep", "results"))
+    if check_existing(cfg):
+        return True
+    check_writable(cfg.path, field)
+    return False
 
 
 def _existing_shards(root: Path, spec: dict) -> list[dict]:
