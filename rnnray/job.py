@@ -94,13 +94,12 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     build is apart from the results and meets no other zoo at its path, the zoo's rows fit
     one node's memory in a zoo actor and in a training worker, and a zoo to build fits the disk
     (:mod:`rnnray.zoo.preflight`). One line naming the field, or nothing."""
-    from .paths import check_apart, check_output_dir, check_readable, expect_kind
+    from .paths import check_apart, check_output_dir, expect_kind
     from .sweep.tracking import tracker_folders
 
     check_output_dir(cfg.results, "results:", ("missing", "empty", "results", "other"))
     if isinstance(cfg.zoo, str):
-        expect_kind(cfg.zoo, "zoo:", ("zoo",))
-        check_readable(Path(cfg.zoo).expanduser() / "manifest.json", "zoo:")
+        expect_kind(cfg.zoo, "zoo:", ("zoo",))  # read below (memory_estimate): its manifest named if unreadable
     else:
         from .zoo.builder import check_destination
 

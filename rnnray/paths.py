@@ -183,10 +183,12 @@ def check_output_file(path: str | Path, field: str) -> None:
 
 
 def check_readable(path: str | Path, field: str) -> None:
-    """``path`` exists and can be read: a file by reading its first byte, a folder by listing it."""
+    """``path`` exists and can be read: a file by reading its first byte, a folder by listing it.
+    ``field`` may be empty (the message then names the path alone)."""
     p = Path(path).expanduser()
+    path = f"{field} {path}" if field else path
     if not os.path.exists(p):
-        raise UsageError(f"{field} {path}: does not exist")
+        raise UsageError(f"{path}: does not exist")
     try:
         if p.is_dir():
             with os.scandir(p) as entries:
@@ -195,7 +197,7 @@ def check_readable(path: str | Path, field: str) -> None:
             with open(p, "rb") as f:
                 f.read(1)
     except OSError as e:
-        raise UsageError(f"{field} {path}: cannot be read ({os_reason(e)})") from None
+        raise UsageError(f"{path}: cannot be read ({os_reason(e)})") from None
 
 
 SHIPPED = Path(__file__).resolve().parent  # the installed package: its sweeps/ and configs/ folders

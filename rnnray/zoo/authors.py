@@ -154,6 +154,9 @@ def read_source(src_dir, kind: str) -> dict:
     files = _kind_files(kind)
     if not src.is_dir():
         raise ZooError(f"{src}: no such folder of the authors' zoo files")
+    from ..paths import check_readable
+
+    check_readable(src, "SRC_DIR")
     arrays = {name: _open(src / name, list(files), *spec) for name, spec in files.items()}
     n = len(arrays["parameters.npy"])
     if n == 0:
