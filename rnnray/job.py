@@ -59,22 +59,27 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
 
 def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     """What can be checked before Ray starts and before anything is written: every path the sweep
-    will write can be written, every folder it names is of the expected kind, a sweep to resume is this one
-    (:mod:`rnnray.sweep.resume`), and every size and
-    resource request fits the machine, or once connected the cluster (:mod:`rnnray.sweep.preflight`),
-    and every plug-in encoder keeps the contract on a few of the zoo's RNNs (:mod:`rnnray.sweep.plugins`).
-    One line naming the field or the encoder, or nothing."""
-    from .paths import check_writable, expect_kind
+    will write (results, the zoo to build, the folder to resume, a local MLflow store) can be written
+    (tried), every folder it names is of the expected kind and inside none of another kind, a zoo to
+    build is apart from the results and meets no other zoo at its path, a sweep to resume is this one
+    (:mod:`rnnray.sweep.resume`), every size and resource request fits the machine, or once connected
+    the cluster (:mod:`rnnray.sweep.preflight`), and every plug-in encoder keeps the contract on a few
+    of the zoo's RNNs (:mod:`rnnray.sweep.plugins`). One line naming the field or the encoder, or nothing."""
+    from .paths import check_apart, check_output_dir, expect_kind
+    from .sweep.tracking import tracker_folders
 
-    check_writable(cfg.results, "results:")
-    expect_kind(cfg.results, "results:", ("missing", "empty", "results", "other"))
+    check_output_dir(cfg.results, "results:", ("missing", "empty", "results", "other"))
     if isinstance(cfg.zoo, str):
-        expect_kind(cfg.zoo, "zoo:", ("zoo",))
+        expect_kind(cfg.zoo, "zoo:", ("zoo",))  # read below (memory_estimate): its manifest named if unreadable
     else:
-        check_writable(cfg.zoo.path, "zoo.path:")
-        expect_kind(cfg.zoo.path, "zoo.path:", ("missing", "empty", "zoo", "other"))
+        from .zoo.builder import check_destination
+
+        check_apart(cfg.zoo.path, "zoo.path:", cfg.results, "results:")
+        check_destination(cfg.zoo, "zoo.path:")  # writable, and no other zoo there
     if isinstance(resume, str) and resume not in ("latest", "last") and Path(resume).exists():
-        expect_kind(resume, "--resume", ("sweep",))
+        check_output_dir(resume, "--resume", ("sweep",))
+    for folder, field in tracker_folders(cfg):
+        check_output_dir(folder, field, ("missing", "empty", "other"))
     check_resume(cfg, resume)  # the folder to continue holds this sweep: the same budget, encoders, zoo, ...
     check_sweep(cfg, resume=bool(resume))
     from .sweep.plugins import check_plugins

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None and value < 1:
                 raise UsageError(f"--{name}: must be at least 1 (got {value})")
         cfg = load_sweep(args.sweep)
-        if args.out:  # proven before the oracles train: their result is never lost to a path
+        if args.out:  # proven before the oracles train, so their result is never lost to a path
             check_output_file(args.out, "--out")
         seeds = args.seeds or max(cfg.final.seeds, 1)
         if args.steps is not None:

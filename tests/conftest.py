@@ -6,6 +6,8 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+import shutil
+import subprocess
 
 import pytest
 
@@ -51,6 +53,20 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def immutable(path):
+    """``path`` immutable (``chattr +i``) for the duration: no file or folder can be added to it or
+    removed from it, by root either (a permission bit does not stop root; this does). Skips the test
+    where the file system or the process cannot set the flag."""
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) if shutil.which("chattr") else None
+    if done is None or done.returncode != 0:
+        pytest.skip(f"chattr +i is not available here ({done.stderr.strip() if done else 'no chattr'})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 @pytest.fixture

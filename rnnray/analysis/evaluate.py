@@ -49,8 +49,11 @@ DOWNSTREAM_FILE = SweepFolder(Path(".")).downstream_json.name  # the file name, 
 
 
 def read_json(path: Path, what: str) -> dict:
+    from ..paths import check_readable
+
     if not path.is_file():
         raise UsageError(f"{path}: missing ({what})")
+    check_readable(path, "")  # one line naming it, not a traceback, when the disk refuses to read it
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

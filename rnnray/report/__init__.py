@@ -212,6 +212,9 @@ def main(argv=None) -> None:
         check_device(args.device)
         sweep_dir = resolve(args.results)
         read_json(SweepFolder(sweep_dir).best_json, "no best trials yet: has the sweep finished a trial?")
+        from ..paths import check_writable
+
+        check_writable(sweep_dir, "results")  # report.md, figures/ (and downstream.json) go into it
         path = write_report(sweep_dir, device=args.device, max_snapshots=args.max_snapshots, n_samples=args.samples,
                             evaluate_missing=not args.no_evaluate)
     print(f"report: {path}")

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..analysis.oracles import against
 from ..analysis.statistics import by_seed, mean_interval
-from ..errors import UserError
+from ..errors import UserError, WriteFailed
 from ..results.folder import ResultsError, SweepFolder, resolve_sweep
 from ..results.records import read_final, read_oracles
 
@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = p.parse_args(argv)
     try:
+        if args.out:
+            from ..paths import check_output_file
+
+            check_output_file(args.out, "--out")
         sweeps = [sweep_rows(SweepFolder(resolve_sweep(s))) for s in args.sweeps]
         table = compare_table(sweeps)
         if args.out:
@@ -145,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
             atomic_write_text(Path(args.out), table + "\n")
     except (UserError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}", file=sys.stderr)
         return 2
+    except WriteFailed as e:  # the disk filled up or turned read-only while writing --out
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(table)
     return 0
 

@@ -32,14 +32,15 @@ def main(argv=None) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     with friendly_errors(args.debug):
-        from ..paths import check_writable, shipped_file
+        from ..paths import check_output_dir, shipped_file
         from .preflight import check_run
 
         cfg = load_train_config(shipped_file(args.config), args.set)
         zoo = ZooPlan.open(cfg.zoo, cfg.split_seed, split=cfg.split)
         check_plugin(args.encoder, cfg, zoo.root, zoo.weights_layout, zoo.kind)  # a plug-in tried on the zoo's RNNs
         plan = plan_run(args.encoder, cfg, zoo=zoo)  # every user error (the zoo's checksums too) surfaces here, before Ray starts
-        check_writable(cfg.storage_path, "storage_path:")
+        # runs go to a folder of their own: not a zoo, a sweep or a results folder, nor inside a zoo or a sweep
+        check_output_dir(cfg.storage_path, "storage_path:")
         remote = args.address or os.environ.get("RAY_ADDRESS")
         if not remote:
             check_run(plan)  # sizes and workers against this machine, before Ray starts
