@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .cli import friendly_errors
 from .runtime.console import quiet_console
+from .runtime.connect import init_ray
 from .results.folder import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
 from .sweep.preflight import check_sweep, memory_estimate  # noqa: F401  (memory_estimate: its old home)
@@ -178,7 +179,7 @@ def main(argv=None) -> None:
 
         dashboard = None
         if not ray.is_initialized():
-            ctx = ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
+            ctx = init_ray(args.address, namespace="rnnray", log_to_driver=not args.quiet)
             dashboard = getattr(ctx, "dashboard_url", None)
         try:
             with reporting(plan):

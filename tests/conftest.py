@@ -89,7 +89,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="rnnray-tests")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="rnnray-tests")
     yield ray
     ray.shutdown()
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from ..results.atomic import atomic_write_json
 from ..runtime.console import hide_into
+from ..runtime.connect import init_ray
 from ..results.folder import TRAIN_RESULT, SweepFolder, write_latest
 from . import progress as job_progress
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
@@ -117,7 +118,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     counts = check_budget(cfg, zoo_kind, layout)
     points = {enc: paper_point(cfg, enc, zoo_kind, layout) for enc in cfg.encoders}
     if not ray.is_initialized():
-        ray.init()
+        init_ray()
     r = cfg.resources
     cpus, gpus = fit_request(r.cpus_per_worker, r.gpus_per_worker, "resources: a training worker", cluster_shape())
     if (cpus, gpus) != (r.cpus_per_worker, r.gpus_per_worker):

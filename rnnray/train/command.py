@@ -12,6 +12,7 @@ import os
 
 from ..encoders import ENCODERS
 from ..errors import RunFailed
+from ..runtime.connect import init_ray
 from .drivers import fit
 from .model import BASELINE, check_plugin
 from .plan import ZooPlan, plan_run
@@ -50,7 +51,7 @@ def main(argv=None) -> None:
 
     with quiet_console(not args.verbose):
         if not ray.is_initialized():
-            ray.init(address=args.address, namespace="rnnray")
+            init_ray(args.address, namespace="rnnray")
         if remote:
             with friendly_errors(args.debug):
                 check_run(plan)  # the cluster's shape and largest node, before anything is scheduled

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..runtime.connect import init_ray
 from ..emulation.emulator import EmulationModel
 from .backends import LocalBackend, split_tables
 from .checkpoint import HISTORY_FILE, save_checkpoint
@@ -130,7 +131,7 @@ def fit(
     from ..runtime.resources import check_workers, cluster_shape, fit_request
 
     if not ray.is_initialized():
-        ray.init()
+        init_ray()
     shape = cluster_shape()
     check_workers(cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker, cfg.placement_strategy, shape)  # or wait forever
     cpus, gpus = fit_request(cfg.cpus_per_worker, cfg.gpus_per_worker, "a training worker", shape)

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from ..cli import friendly_errors
+from ..runtime.connect import init_ray
 from ..config import load_zoo_config
 
 
@@ -30,7 +31,7 @@ def cmd_build(args) -> None:
 
     with quiet_console(not args.verbose):
         if not ray.is_initialized():
-            ray.init(address=args.address, namespace="rnnray", log_to_driver=True)
+            init_ray(args.address, namespace="rnnray", log_to_driver=True)
         if cluster:
             check_actor(cfg)
         from . import build

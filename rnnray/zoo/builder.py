@@ -23,6 +23,7 @@ from ..config import zoo_config_from_dict
 from ..errors import WriteFailed
 from ..kinds import zoo_kind
 from .. import rnn
+from ..runtime.connect import init_ray
 from . import storage
 
 log = logging.getLogger("rnnray.zoo")
@@ -238,7 +239,7 @@ def _train(cfg, root: Path, todo: list[int], source: str | None, in_process: str
         import ray
 
         if not ray.is_initialized():
-            ray.init()
+            init_ray()
         from ..runtime.resources import cluster_shape, fit_request
 
         shape = cluster_shape()
