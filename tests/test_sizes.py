@@ -6,8 +6,10 @@ naming the field, exit code 2, nothing written. The machine's limits are passed 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TOO_MANY_WORKERS = 4 * (os.cpu_count() or 1)  # more CPUs than this machine's local Ray instance can have
 
 
-def _cli(module: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+def _cli(module: str, *args: str, cwd: Path = ROOT, ray_tmp: Path | None = None) -> subprocess.CompletedProcess:
+    """``ray_tmp``: Ray's temp root for the process, where any instance it started would leave its session."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **({"RAY_TMPDIR": str(ray_tmp)} if ray_tmp else {})}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=PATIENCE)
 
@@ -68,14 +71,20 @@ SWEEP_CASES = {
     "trials beyond the disk": ({"tune": {"samples_per_encoder": 10**12}},
                                "tune.samples_per_encoder: the sweep's 1,000,000,000,000 runs would keep about"),
     "final seeds beyond the disk": ({"final": {"seeds": 10**12}}, "final.seeds: the sweep's 2,000,000,000,001 runs"),
+    "budget no encoder reaches": ({"budget": 10}, "budget: encoder 'flat' cannot be sized to 10 parameters"),
 }
 
 
 @pytest.mark.parametrize("case", list(SWEEP_CASES))
 def test_a_sweep_that_cannot_run_is_refused_before_ray_starts(case, tiny_fl_zoo, tmp_path):
     changes, needle = SWEEP_CASES[case]
-    r = _cli("rnnray.sweep", str(_sweep_file(tmp_path, tiny_fl_zoo.path, **changes)), "--quiet")
-    _refused(r, needle)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths would live under it
+    try:
+        r = _cli("rnnray.sweep", str(_sweep_file(tmp_path, tiny_fl_zoo.path, **changes)), "--quiet", ray_tmp=ray_tmp)
+        _refused(r, needle)
+        assert not list(ray_tmp.rglob("session_*")), "Ray was started"  # refused before Ray starts
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]  # no results folder
 
 

@@ -27,6 +27,7 @@ from ..train.preflight import FLOAT, check_batch, check_worker, planned_train_ro
 from ..zoo import preflight as zoo_preflight
 from ..zoo.preflight import check_actor, check_output, machine_memory, size_text
 from ..zoo.storage import MANIFEST, read_manifest, row_bytes, verify
+from .space import check_budget
 
 CHECKPOINT_COPIES = 3  # a checkpoint holds the weights and AdamW's two moments
 
@@ -113,6 +114,7 @@ def check_sweep(cfg, memory: int | None = None, free: int | None = None, shape: 
     check_resources(cfg, shape)
     have = machine_memory() if memory is None else memory
     kind, inline = zoo_kind_of(cfg), not isinstance(cfg.zoo, str)
+    check_budget(cfg, kind, zoo_layout(cfg))  # every encoder can be sized to the budget: arithmetic only
     if inline:
         check_actor(cfg.zoo, have, "zoo.")
     needs = worker_needs(kind, cfg.train, least_params(cfg), cfg.resources.workers, memory_estimate(cfg)["worker"])
@@ -122,3 +124,13 @@ def check_sweep(cfg, memory: int | None = None, free: int | None = None, shape: 
     if not resume:
         check_checkpoints(cfg, kind, free)
     check_batch(cfg.train.batch_size, train_rows(cfg), "train.batch_size")
+
+
+def zoo_layout(cfg):
+    """The weight layout of the sweep's zoo: its manifest's, or its kind's for a zoo to build."""
+    from ..kinds import zoo_kind as kind_entry
+    from ..weights import Layout
+
+    if isinstance(cfg.zoo, str):
+        return Layout.from_dict(read_manifest(cfg.zoo)["layout"])
+    return kind_entry(cfg.zoo.kind).layout
