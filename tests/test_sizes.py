@@ -278,3 +278,12 @@ def test_bench_flags_are_one_line_each(args, needle, tmp_path):
     r = _cli("rnnray.bench", *[str(tmp_path / "out") if a == "OUT" else a for a in args], cwd=tmp_path)
     _refused(r, needle)
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_bench_device_proves_its_out_folder(tmp_path):
+    """The GPU check's folder: a file there, or a folder under a file, is one line before any check runs."""
+    (tmp_path / "f").write_text("x")
+    _refused(_cli("rnnray.bench", "device", str(tmp_path / "f"), "--device", "cpu", "--quick"), "out ")
+    r = _cli("rnnray.bench", "device", str(tmp_path / "f" / "out"), "--device", "cpu", "--quick")
+    _refused(r, f"out {tmp_path / 'f' / 'out'}: cannot be written (Not a directory)")
+    assert r.stdout == "" and [p.name for p in tmp_path.iterdir()] == ["f"]

@@ -18,6 +18,7 @@ off), so the float32 tolerances of the CPU tests apply unchanged.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import tempfile
 import time
@@ -72,10 +73,15 @@ def _run(args) -> int:
         check_device(args.device)
         device = torch.device(args.device)
         out = Path(args.out)
-        try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"out {out}: is a file, not a folder")
+        probe = out / f".rnnray-write-test-{os.getpid()}"
+        try:  # proven by trying (os.access says yes to root everywhere); this check runs without pyarrow or Ray
             out.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
         except OSError as e:
-            raise UsageError(f"{out}: cannot create the output folder ({e.strerror})") from None
+            raise UsageError(f"out {out}: cannot be written ({e.strerror})") from None
     report = run_check(device, out, quick=args.quick, log=lambda s: print(s, flush=True))
     print(f"wrote {out / 'device-check.json'} and {out / 'device-check.md'}")
     return 0 if report["passed"] else 1
