@@ -339,3 +339,25 @@ def test_dws_fused_nodes_equal_the_plain_layer(hp, kind_layout, one_torch_thread
         torch.testing.assert_close(grads_f[name], g, rtol=1e-4, atol=1e-5 * scale, msg=name)
     with torch.no_grad():  # evaluation takes the same path without building a graph
         torch.testing.assert_close(fused(flat), out_p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_dws_step_overwrites_its_input_and_autograd_guards_that():
+    """``Step`` writes the new residual stream into ``f``'s memory. Nothing in the encoder keeps
+    ``f``; were something to (here a product that saved it), autograd's version counter refuses the
+    backward instead of computing a wrong gradient."""
+    from rnnray.encoders.dws_entries import Enter, Step
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 4, 4, 8, generator=g, requires_grad=True)
+    w = torch.randn(8, 8, generator=g, requires_grad=True)
+    row, col = torch.randn(2, 4, 8, generator=g), torch.randn(2, 4, 8, generator=g)
+    base = f * 1.0
+    x, *_ = Enter.apply(base, True, True)
+    out = Step.apply(base, x, w, row, col, True, True)
+    assert out[0].data_ptr() == base.data_ptr()  # in place, no new tensor
+    kept = f * 1.0
+    spy = kept * kept  # saves ``kept`` for its backward
+    x2, *_ = Enter.apply(kept, True, True)
+    out2 = Step.apply(kept, x2, w, row, col, True, True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (out2[0].sum() + spy.sum()).backward()
