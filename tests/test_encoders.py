@@ -409,3 +409,58 @@ def test_dlpg_fits_a_budget_through_the_readers_width(kind_layout, budget):
     generator = count_params(preset.generator) + preset.codes.numel()
     with pytest.raises(InfeasibleBudget, match="'dlpg'"):
         fit_to_budget("dlpg", layout, 0.9 * generator, zoo_kind=kind)
+
+
+# -- 6. dws: the fused nodes against the plain layer ------------------------------------------------
+@pytest.mark.parametrize("hp", [dict(width=8, depth=1), dict(width=8, depth=3), {}], ids=["depth1", "depth3", "preset"])
+def test_dws_fused_nodes_equal_the_plain_layer(hp, kind_layout, one_torch_thread):
+    """``rnnray/encoders/dws_entries.py`` computes the plain layer's values (``reference=True``) in
+    fewer passes: outputs, every parameter's gradient and the input's gradient agree to float32
+    rounding, on inputs large enough that ReLU masks and every broadcast matter."""
+    kind, layout = kind_layout
+    torch.manual_seed(0)
+    fused = build_encoder("dws", layout, zoo_kind=kind, **hp)
+    plain = build_encoder("dws", layout, zoo_kind=kind, **hp)
+    plain.load_state_dict(fused.state_dict())
+    plain.reference = True
+    flat = init_like(layout, 3, scale=3.0, seed=21).float()
+    upstream = torch.randn(3, 16, generator=torch.Generator().manual_seed(22))
+    results = []
+    for enc in (fused, plain):
+        x = flat.clone().requires_grad_(True)
+        out = enc(x)
+        (out * upstream).sum().backward()
+        results.append((out, x.grad, {n: p.grad for n, p in enc.named_parameters()}))
+    (out_f, gx_f, grads_f), (out_p, gx_p, grads_p) = results
+    assert (out_p - out_p.mean(0)).abs().max() > 1e-3  # the RNNs differ, so does what the encoder says
+    torch.testing.assert_close(out_f, out_p, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx_f, gx_p, rtol=1e-4, atol=1e-6)
+    assert grads_f.keys() == grads_p.keys()
+    for name, g in grads_p.items():
+        scale = g.abs().max().item()
+        assert scale > 0, name
+        torch.testing.assert_close(grads_f[name], g, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    with torch.no_grad():  # evaluation takes the same path without building a graph
+        torch.testing.assert_close(fused(flat), out_p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_dws_step_overwrites_its_input_and_autograd_guards_that():
+    """``Step`` writes the new residual stream into ``f``'s memory. Nothing in the encoder keeps
+    ``f``; were something to (here a product that saved it), autograd's version counter refuses the
+    backward instead of computing a wrong gradient."""
+    from rnnray.encoders.dws_entries import Enter, Step
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 4, 4, 8, generator=g, requires_grad=True)
+    w = torch.randn(8, 8, generator=g, requires_grad=True)
+    row, col = torch.randn(2, 4, 8, generator=g), torch.randn(2, 4, 8, generator=g)
+    base = f * 1.0
+    x, *_ = Enter.apply(base, True, True)
+    out = Step.apply(base, x, w, row, col, True, True)
+    assert out[0].data_ptr() == base.data_ptr()  # in place, no new tensor
+    kept = f * 1.0
+    spy = kept * kept  # saves ``kept`` for its backward
+    x2, *_ = Enter.apply(kept, True, True)
+    out2 = Step.apply(kept, x2, w, row, col, True, True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (out2[0].sum() + spy.sum()).backward()

@@ -43,6 +43,9 @@ from ..train import BASELINE, EMULATOR_LAYERS, build_model, train_step
 from ..kinds import zoo_kind
 from ..weights import Layout
 
+REFERENCE = "/reference"  # suffix of an encoder timed with its plain implementation (``reference=True``)
+KEEPS_REFERENCE = ("dws",)  # encoders whose class keeps one
+
 # SPEC.md 5b targets at the presets, zoo A, batch 64, emulator 256, on a CPU: step time / emulator alone
 TARGETS = {"flat": 1.3, "stats": 1.3, "noninteractive": 1.3, "interactive": 1.5, "dws": 2.5, "transformer": 2.5}
 EMULATOR_TARGET_SHARE = 0.5  # the emulator-alone step at >= 50 % of the matmul rate
@@ -136,24 +139,30 @@ def encoder_config(name: str, layout: Layout, kind: str, budget: float | None, t
 def benchmark(
     encoders=None, *, kind: str = "formal_languages", budget: float | None = None, tolerance: float = 0.05,
     batch: int = 64, emulator_hidden: int = 256, steps: int = 10, warmup: int = 2, reps: int = 3,
-    device=None, matmul_rate: float | None = None, log=None,
+    device=None, matmul_rate: float | None = None, log=None, reference: bool = False,
 ) -> dict[str, Any]:
     """Step time, FLOPs and achieved rate of every encoder (at its preset or fitted to ``budget``)
-    and of the emulator alone, measured side by side in this process."""
+    and of the emulator alone, measured side by side in this process. ``reference``: also every
+    encoder that keeps a plain implementation beside its fast one (``dws``) with that one, as
+    ``NAME/reference``, so an optimisation is measured against what it replaced in the same run."""
     from ..runtime.machine import matmul_gflops
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     layout = zoo_kind(kind).layout
-    names = list(encoders or ENCODERS) + [BASELINE]
+    names = [v for n in (encoders or ENCODERS) for v in ([n] + ([n + REFERENCE] if reference and n in KEEPS_REFERENCE else []))]
+    names.append(BASELINE)
     data = synthetic_snapshots(kind, layout, rows=max(4 * batch, 256), sequences=8)
     sampler = RowSampler(len(data), batch, seed=0)
     models, info = {}, {}
     for name in names:
-        hp, n = encoder_config(name, layout, kind, budget, tolerance)
+        base = name.removesuffix(REFERENCE)
+        hp, n = encoder_config(base, layout, kind, budget, tolerance)
         torch.manual_seed(0)
-        model = build_model(name, hp, layout, kind, emulator_hidden).to(device)
+        model = build_model(base, hp, layout, kind, emulator_hidden).to(device)
+        if name != base:
+            model.encoder.reference = True
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        aug = layout if needs_augmentation(name) else None
+        aug = layout if needs_augmentation(base) else None
         models[name] = (model, opt, [p for p in model.parameters() if p.requires_grad], aug)
         flat, inputs, targets = training_batch(data, sampler, 0, 0, aug, device)
         info[name] = {"n_params": n, "hparams": hp, "flops": step_flops(model, flat, inputs, targets),
@@ -201,7 +210,8 @@ def benchmark(
         "zoo_kind": kind, "configuration": "preset" if budget is None else "budget", "budget": budget,
         "tolerance": tolerance, "batch": batch, "emulator_hidden": emulator_hidden, "emulator_layers": EMULATOR_LAYERS,
         "steps": steps, "reps": reps, "matmul_gflops": rate,
-        "ms_per_step": ms, "best_ms_per_step": best_ms, "flops_per_step": flops, "gflops": gflops,
+        "ms_per_step": ms, "best_ms_per_step": best_ms,
+        "ms_per_rep": {key[n]: [1e3 * t / steps for t in times[n]] for n in names}, "flops_per_step": flops, "gflops": gflops,
         "matmul_share": {k: g / rate for k, g in gflops.items()},
         "ratio_to_emulator_only": ratio, "ratio_bound_at_matmul_rate": bound,
         "product_ms_per_step": product_ms, "ratio_bound_at_product_shapes": shape_bound,
@@ -274,6 +284,9 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--reference", action="store_true",
+                   help=f"also time the plain implementation of {', '.join(KEEPS_REFERENCE)} (rows NAME{REFERENCE}), "
+                        "interleaved with the rest")
     p.set_defaults(func=_run_train)
 
 
@@ -351,7 +364,8 @@ def _run_train(args) -> int:
         rate = matmul_gflops(device)
         for kind, budget in runs:
             r = benchmark(encoders, kind=kind, budget=budget, batch=args.batch, emulator_hidden=args.emulator_hidden,
-                          steps=steps, warmup=args.warmup, reps=args.reps, device=device, matmul_rate=rate, log=log)
+                          steps=steps, warmup=args.warmup, reps=args.reps, device=device, matmul_rate=rate, log=log,
+                          reference=args.reference)
             results.append(r)
             if not args.json:
                 print(format_benchmark(r) + "\n", flush=True)
