@@ -86,6 +86,10 @@ def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     from .sweep.plugins import check_plugins
 
     check_plugins(cfg)  # each plug-in encoder tried once on a few of the zoo's RNNs
+    from .sweep.preflight import zoo_kind_of, zoo_layout
+    from .sweep.space import check_budget
+
+    check_budget(cfg, zoo_kind_of(cfg), zoo_layout(cfg))  # every encoder sized to the budget: arithmetic only
 
 
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,

@@ -27,7 +27,6 @@ from ..train.preflight import FLOAT, check_batch, check_worker, planned_train_ro
 from ..zoo import preflight as zoo_preflight
 from ..zoo.preflight import check_actor, check_output, machine_memory, size_text
 from ..zoo.storage import MANIFEST, read_manifest, row_bytes, verify
-from .space import check_budget
 
 CHECKPOINT_COPIES = 3  # a checkpoint holds the weights and AdamW's two moments
 
@@ -114,7 +113,6 @@ def check_sweep(cfg, memory: int | None = None, free: int | None = None, shape: 
     check_resources(cfg, shape)
     have = machine_memory() if memory is None else memory
     kind, inline = zoo_kind_of(cfg), not isinstance(cfg.zoo, str)
-    check_budget(cfg, kind, zoo_layout(cfg))  # every encoder can be sized to the budget: arithmetic only
     if inline:
         check_actor(cfg.zoo, have, "zoo.")
     needs = worker_needs(kind, cfg.train, least_params(cfg), cfg.resources.workers, memory_estimate(cfg)["worker"])
