@@ -287,3 +287,33 @@ def test_bench_device_proves_its_out_folder(tmp_path):
     r = _cli("rnnray.bench", "device", str(tmp_path / "f" / "out"), "--device", "cpu", "--quick")
     _refused(r, f"out {tmp_path / 'f' / 'out'}: cannot be written (Not a directory)")
     assert r.stdout == "" and [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+# -- NCCL ranks on one GPU --------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["auto", "nccl"])
+def test_ddp_workers_that_could_share_a_gpu_under_nccl_are_refused_before_ray(backend, tiny_fl_zoo, tmp_path):
+    """A fractional GPU per worker lets Ray put two ranks of one run on one GPU, which NCCL cannot run:
+    refused in the file (sweep and train), before Ray starts; one worker per run may share, and gloo may."""
+    from rnnray.config import TrainConfig
+    from rnnray.sweep import load_sweep
+
+    needle = "gpus_per_worker: 0.5 GPU per worker lets Ray place two of a run's 2 DDP workers on one GPU"
+    res = {"workers": 2, "gpus_per_worker": 0.5, "process_group_backend": backend}
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rg", dir="/tmp"))
+    try:
+        r = _cli("rnnray.sweep", str(_sweep_file(tmp_path, tiny_fl_zoo.path, resources=res)), "--quiet", ray_tmp=ray_tmp)
+        _refused(r, f"resources.{needle}")
+        train_file = tmp_path / "train.yaml"
+        train_file.write_text(yaml.safe_dump({"zoo": tiny_fl_zoo.path, "batch_size": 8, **res}))
+        _refused(_cli("rnnray.train", str(train_file), "--encoder", "flat", ray_tmp=ray_tmp), needle)
+        assert not list(ray_tmp.rglob("session_*")), "Ray was started"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml", "train.yaml"]
+    path = _sweep_file(tmp_path, tiny_fl_zoo.path)
+    assert load_sweep(path, ["resources.workers=2", "resources.gpus_per_worker=0.5",
+                             "resources.process_group_backend=gloo"]).resources.gpus_per_worker == 0.5
+    assert load_sweep(path, ["resources.gpus_per_worker=0.25"]).resources.workers == 1  # trials share GPUs
+    assert TrainConfig(zoo="z", workers=2, gpus_per_worker=1).workers == 2  # whole GPUs: ranks apart
+    with pytest.raises(ValueError, match="two of a run's 3 DDP workers"):
+        TrainConfig(zoo="z", workers=3, gpus_per_worker=0.9, batch_size=9)

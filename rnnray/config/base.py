@@ -60,6 +60,18 @@ def finite_tree(value: Any) -> Any:
     return value
 
 
+def ranks_apart(workers: int, gpus_per_worker: float, backend: str) -> None:
+    """NCCL cannot run two ranks of one process group on one GPU, and a fractional GPU request lets Ray
+    place two of a run's workers on the same one: refused in the file, before Ray schedules anything.
+    (Several single-worker trials may share a GPU; so may gloo ranks.)"""
+    if workers > 1 and 0 < gpus_per_worker < 1 and backend != "gloo":
+        raise PydanticCustomError(
+            "ranks_share_gpu",
+            "{gpus} GPU per worker lets Ray place two of a run's {workers} DDP workers on one GPU, where NCCL "
+            "cannot run two ranks; use gpus_per_worker: 1 (or more), workers: 1, or process_group_backend: gloo",
+            {"gpus": f"{gpus_per_worker:g}", "workers": workers, "at": ("gpus_per_worker",)})
+
+
 def one_of(value: str, names: tuple[str, ...], what: str) -> str:
     """``value`` if it is one of ``names``; else the ValueError a validator reports for the field."""
     if value not in names:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from ..encoders.catalog import check_name
-from .base import DEFAULT_PRESET, PATH_TAG, PRESET_NAMES, Strict, finite_tree, one_of
+from .base import DEFAULT_PRESET, PATH_TAG, PRESET_NAMES, Strict, finite_tree, one_of, ranks_apart
 from .train import TrainConfig, TrainSettings
 from .zoo import FormalLanguagesZoo, MnistZoo
 
@@ -71,6 +71,11 @@ class TrialResources(Strict):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="placement of a trial's workers: PACK keeps them on one node, SPREAD over nodes"
     )
+
+    @model_validator(mode="after")
+    def _ranks_apart(self):
+        ranks_apart(self.workers, self.gpus_per_worker, self.process_group_backend)
+        return self
 
 
 class FinalSettings(Strict):
