@@ -18,7 +18,7 @@ from conftest import PATIENCE
 import rnnray
 from rnnray.config import ConfigError
 from rnnray.encoders import ENCODERS
-from rnnray.encoders.catalog import CATALOG
+from rnnray.encoders.registry import PAPER_PARAMS
 from rnnray.results import ResultsError, SweepFolder
 from rnnray.job import run_job
 from rnnray.sweep import encoder_space, load_sweep
@@ -64,7 +64,7 @@ def test_sweep_files_parse_and_validate(name):
         assert cfg.zoo.source == "bundled"
     if name in ("paper", "paper-mnist"):
         assert cfg.zoo.kind == ("mnist" if name == "paper-mnist" else "formal_languages")
-        paper_six = {n for n in ENCODERS if CATALOG[n].paper_params is not None}  # not dlpg: the paper lacks it
+        paper_six = {n for n in ENCODERS if PAPER_PARAMS.get(n) is not None}  # not dlpg: the paper lacks it
         assert cfg.zoo.runs == 1000 and cfg.budget == 1_200_000 and set(cfg.encoders) == paper_six
         assert cfg.train.steps == 100_000 and cfg.zoo.steps == 20_000
         assert cfg.final.seeds >= 3 and cfg.final.paper_preset
