@@ -89,6 +89,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
+        from rnnray.runtime.connect import remove_stale_address_file
+
+        remove_stale_address_file()  # a gone cluster's address would be looked up by Ray Train's own processes
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="rnnray-tests")
     yield ray
     ray.shutdown()

@@ -38,7 +38,8 @@ def test_a_stale_current_cluster_file_does_not_capture_a_command():
     try:
         stale_file = Path(tmp, "ray", "ray_current_cluster")  # where Ray looks under RAY_TMPDIR
         stale_file.parent.mkdir()
-        stale_file.write_text(_dead_address())
+        stale = _dead_address()
+        stale_file.write_text(stale)
         env = {**os.environ, "RAY_TMPDIR": tmp, "PYTHONPATH": str(ROOT)}
         env.pop("RAY_ADDRESS", None)
         probe = ("import ray\nfrom ray._private.services import canonicalize_bootstrap_address\n"
@@ -50,9 +51,27 @@ def test_a_stale_current_cluster_file_does_not_capture_a_command():
         r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         lines = dict(line.split(" ", 1) for line in r.stdout.splitlines() if line.startswith(("plain", "joined", "nodes")))
-        stale = stale_file.read_text()
         port = stale.rsplit(":", 1)[1]  # Ray rewrites 127.0.0.1 to the node's own IP
         assert lines["plain"].endswith(f":{port}")  # the trap is set: Ray's own default would join the dead address
         assert not lines["joined"].endswith(f":{port}") and lines["nodes"] == "1"  # ... and init_ray started its own instance
+        assert not stale_file.exists()  # removed: Ray's own processes would look the cluster up there
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_an_address_file_of_a_live_or_remote_cluster_is_left_alone(tmp_path, monkeypatch):
+    from rnnray.runtime.connect import remove_stale_address_file
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    file = tmp_path / "ray" / "ray_current_cluster"
+    with socket.socket() as live:  # something listens there: a cluster that is up
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        file.write_text(f"127.0.0.1:{live.getsockname()[1]}")
+        assert remove_stale_address_file() is None and file.exists()
+    file.write_text("203.0.113.7:6379")  # another machine's: not ours to judge
+    assert remove_stale_address_file() is None and file.exists()
+    dead = _dead_address()
+    file.write_text(dead)
+    assert remove_stale_address_file() == dead and not file.exists()
