@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("rnnray.train.command", "main", "train one encoder by emulation on Ray Train"),
     "evaluate": ("rnnray.evaluate", "main", "downstream evaluation of a sweep's best encoders"),
     "report": ("rnnray.report", "main", "the report and figures of a sweep"),
+    "compare": ("rnnray.report.compare", "main", "one table across sweep folders: the settings that differ, encoders against the oracles"),
     "bench": ("rnnray.bench", "main", "benchmarks and the GPU check (zoo | train | profile | device)"),
 }
 

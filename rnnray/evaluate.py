@@ -12,6 +12,7 @@ import sys
 from .analysis.downstream import PredictorConfig
 from .analysis.evaluate import check_device, evaluate_sweep, read_json, resolve
 from .cli import UsageError, friendly_errors
+from .paths import check_writable
 from .report.downstream import summary_lines
 from .report.summary import write_summary_md
 from .results.folder import SweepFolder
@@ -30,6 +31,13 @@ def main(argv=None) -> None:
     with friendly_errors(args.debug):
         if args.steps is not None and args.steps < 1:
             raise UsageError("--steps must be at least 1")
+        if args.seeds is not None:
+            from .config import predictor_seeds
+
+            try:
+                predictor_seeds(args.seeds)
+            except ValueError as e:
+                raise UsageError(f"--seeds: {e}") from None
         from .encoders import ENCODERS
 
         if args.supervised_encoder is not None and args.supervised_encoder not in ENCODERS:
@@ -37,6 +45,7 @@ def main(argv=None) -> None:
         check_device(args.device)
         sweep_dir = resolve(args.results)
         read_json(SweepFolder(sweep_dir).best_json, "no best trials yet: has the sweep finished a trial?")
+        check_writable(sweep_dir, "results")  # downstream.json, summary.csv and summary.md go into it
         print(f"sweep folder: {sweep_dir}", flush=True)
         doc = evaluate_sweep(sweep_dir, seeds=args.seeds, config=None if args.steps is None else PredictorConfig(steps=args.steps),
                              device=args.device, supervised_encoder=args.supervised_encoder)

@@ -11,11 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import UsageError, friendly_errors
+from .cli import friendly_errors
 from .runtime.console import quiet_console
+from .runtime.connect import init_ray
 from .results.folder import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
+from .sweep.preflight import check_sweep, memory_estimate  # noqa: F401  (memory_estimate: its old home)
 from .sweep.progress import JobProgress, reporting
+from .sweep.resume import check_resume
+from .sweep.summary import require_results
+from .errors import RunFailed
 
 
 def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
@@ -61,74 +66,45 @@ def after_sweep(sweep_dir: Path, cfg: SweepConfig) -> None:
               f"re-run with `python -m rnnray.evaluate {sweep_dir}` and `python -m rnnray.report {sweep_dir}`", file=sys.stderr)
 
 
-def machine_memory() -> int:
-    """This machine's physical memory in bytes, or the largest node's memory once Ray is running."""
-    import ray
-
-    if ray.is_initialized():
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        return int(max((n.get("Resources", {}).get("memory", 0) for n in nodes), default=0))
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def memory_estimate(cfg: SweepConfig) -> dict[str, int]:
-    """Bytes one zoo actor and one training worker hold at their peak (a zoo of ``rows`` rows, each
-    ``row_bytes``; the Arrow table and the numpy copies side by side count twice)."""
-    from .zoo.storage import read_manifest, row_bytes
-    from .zoo.builder import layout_for
-    from .zoo.preflight import actor_bytes
-
-    if isinstance(cfg.zoo, str):
-        m = read_manifest(cfg.zoo)
-        # an imported zoo has no build config: its spec holds stored_sequences (and seq_len)
-        kind, rows, zcfg = m["kind"], int(m["rows"]), m.get("config") or m.get("spec") or {}
-        params, stored, seq_len = int(m["layout"]["num_params"]), int(zcfg.get("stored_sequences", 100)), int(zcfg.get("seq_len", 42))
-        actor = 0
-    else:
-        z = cfg.zoo
-        kind, rows, stored, seq_len = z.kind, z.runs * len(z.snapshots), z.stored_sequences, getattr(z, "seq_len", 42)
-        params = layout_for(kind).num_params
-        actor = actor_bytes(z)
-    eval_seqs = min(stored, cfg.train.eval_sequences)
-    worker = 2 * (rows * row_bytes(kind, params, stored, seq_len) // cfg.resources.workers
-                  + rows * row_bytes(kind, params, eval_seqs, seq_len))
-    return {"actor": actor, "worker": worker}
-
-
 def preflight(cfg: SweepConfig, resume: str | bool = False) -> None:
     """What can be checked before Ray starts and before anything is written: every path the sweep
-    will write can be written, every folder it names is of the expected kind, the zoo's rows fit
-    one node's memory in a zoo actor and in a training worker, and a zoo to build fits the disk
-    (:mod:`rnnray.zoo.preflight`). One line naming the field, or nothing."""
-    from .paths import check_writable, expect_kind
+    will write (results, the zoo to build, the folder to resume, a local MLflow store) can be written
+    (tried), every folder it names is of the expected kind and inside none of another kind, a zoo to
+    build is apart from the results and meets no other zoo at its path, a sweep to resume is this one
+    (:mod:`rnnray.sweep.resume`), every size and resource request fits the machine, or once connected
+    the cluster (:mod:`rnnray.sweep.preflight`), and every plug-in encoder keeps the contract on a few
+    of the zoo's RNNs (:mod:`rnnray.sweep.plugins`). One line naming the field or the encoder, or nothing."""
+    from .paths import check_apart, check_output_dir, expect_kind
+    from .sweep.tracking import tracker_folders
 
-    check_writable(cfg.results, "results:")
-    expect_kind(cfg.results, "results:", ("missing", "empty", "results", "other"))
+    check_output_dir(cfg.results, "results:", ("missing", "empty", "results", "other"))
     if isinstance(cfg.zoo, str):
-        expect_kind(cfg.zoo, "zoo:", ("zoo",))
+        expect_kind(cfg.zoo, "zoo:", ("zoo",))  # read below (memory_estimate): its manifest named if unreadable
     else:
-        check_writable(cfg.zoo.path, "zoo.path:")
-        expect_kind(cfg.zoo.path, "zoo.path:", ("missing", "empty", "zoo", "other"))
-    if isinstance(resume, str) and resume not in ("latest", "last") and Path(resume).exists():
-        expect_kind(resume, "--resume", ("sweep",))
-    from .zoo.preflight import check_actor, check_output
+        from .zoo.builder import check_destination
 
-    need, have = memory_estimate(cfg), machine_memory()
-    gib = 2**30
-    if not isinstance(cfg.zoo, str):
-        check_actor(cfg.zoo, have, "zoo.")
-    if have and need["worker"] > have:
-        raise UsageError(f"zoo: a training worker would hold about {need['worker'] / gib:.1f} GiB of zoo rows "
-                         f"(runs x snapshots x row size), more than the {have / gib:.1f} GiB of the largest node; "
-                         "use fewer runs or stored_sequences, or more resources.workers")
-    if not isinstance(cfg.zoo, str):
-        check_output(cfg.zoo, prefix="zoo.")  # its shards on the disk, its run ids in this driver's memory
+        check_apart(cfg.zoo.path, "zoo.path:", cfg.results, "results:")
+        check_destination(cfg.zoo, "zoo.path:")  # writable, and no other zoo there
+    if isinstance(resume, str) and resume not in ("latest", "last") and Path(resume).exists():
+        check_output_dir(resume, "--resume", ("sweep",))
+    for folder, field in tracker_folders(cfg):
+        check_output_dir(folder, field, ("missing", "empty", "other"))
+    check_resume(cfg, resume)  # the folder to continue holds this sweep: the same budget, encoders, zoo, ...
+    check_sweep(cfg, resume=bool(resume))
+    from .sweep.plugins import check_plugins
+
+    check_plugins(cfg)  # each plug-in encoder tried once on a few of the zoo's RNNs
+    from .sweep.preflight import zoo_kind_of, zoo_layout
+    from .sweep.space import check_budget
+
+    check_budget(cfg, zoo_kind_of(cfg), zoo_layout(cfg))  # every encoder sized to the budget: arithmetic only
 
 
 def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
             dashboard: str | None = None, checked: bool = False) -> Path:
     """Sweep, downstream evaluation, report; prints where everything landed. Returns the sweep folder.
-    ``checked``: :func:`preflight` already ran (against this machine, before Ray started)."""
+    ``checked``: :func:`preflight` already ran (against this machine, before Ray started). A sweep
+    none of whose trials left a usable checkpoint raises :class:`rnnray.errors.RunFailed`."""
     t0 = time.time()
     if not checked:
         preflight(cfg, resume)
@@ -138,8 +114,14 @@ def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True,
 
         side = queue_oracles(cfg)
     sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard, side=side)
-    after_sweep(sweep_dir, cfg)
     from .report.summary import write_summary_md
+
+    try:
+        require_results(sweep_dir, cfg)  # no usable trial at all: RunFailed, exit code 1, no oracles or report
+    except RunFailed:
+        write_summary_md(sweep_dir)  # the trials' table, failures included, for the user to read
+        raise
+    after_sweep(sweep_dir, cfg)
 
     folder = SweepFolder(sweep_dir)
     write_summary_md(sweep_dir)
@@ -214,17 +196,13 @@ def main(argv=None) -> None:
 
         dashboard = None
         if not ray.is_initialized():
-            ctx = ray.init(address=args.address, namespace="rnnray", log_to_driver=not args.quiet)
+            ctx = init_ray(args.address, namespace="rnnray", log_to_driver=not args.quiet)
             dashboard = getattr(ctx, "dashboard_url", None)
         try:
             with reporting(plan):
-                sweep_dir = run_job(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1,
-                                    dashboard=dashboard, checked=checked)
+                run_job(cfg, resume=args.resume, progress=not args.quiet, verbose=0 if args.quiet else 1,
+                        dashboard=dashboard, checked=checked)
         except SweepInterrupted as e:
             print(f"interrupted ({e}); continue with: python -m rnnray.sweep {path} --resume {e.sweep_dir}",
                   file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
-    if not json.loads(SweepFolder(sweep_dir).best_json.read_text()):
-        print(f"error: no trial of any encoder finished; the reasons are in {sweep_dir}/trials/*/*/trial.json",
-              file=sys.stderr)
-        sys.exit(1)

@@ -12,12 +12,28 @@ import torch
 
 from .analysis.oracles import MODES, run_oracles, sweep_plan
 from .cli import UsageError, friendly_errors
+from .paths import check_output_file
 from .report.sections import oracle_result_text
 from .results.atomic import atomic_write_text
 from .sweep.settings import load_sweep
 
 DESCRIPTION = ("What an encoder could reach on a sweep's zoo and settings: the emulator trained on learned "
                "embeddings of known labels instead of a representation.")
+
+
+def check_sizes(plan, runs: int, memory: int | None = None) -> None:
+    """Before any oracle trains: a batch the train split can fill, and this process's memory (the
+    oracles train here one after another, each on the whole batch, keeping every run's history;
+    ``memory`` default: this machine's)."""
+    from .train.preflight import check_batch, check_worker, history_bytes, worker_needs, zoo_rows
+
+    cfg = plan.train
+    rows, held = zoo_rows(plan.zoo, cfg.eval_sequences)
+    needs = worker_needs(plan.zoo_kind, cfg, 0, 1, held)  # an oracle's encoder is a few label embeddings
+    needs["steps"] = history_bytes(cfg.steps, cfg.eval_every, runs)
+    many = "--seeds" if runs > cfg.evaluations else "--steps"
+    check_worker(needs, memory, prefix="train.", fields={"steps": many, "zoo": "zoo"})
+    check_batch(cfg.batch_size, rows["train"], "train.batch_size")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +57,13 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None and value < 1:
                 raise UsageError(f"--{name}: must be at least 1 (got {value})")
         cfg = load_sweep(args.sweep)
+        if args.out:  # proven before the oracles train, so their result is never lost to a path
+            check_output_file(args.out, "--out")
         seeds = args.seeds or max(cfg.final.seeds, 1)
         if args.steps is not None:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
         plan = sweep_plan(cfg)
+        check_sizes(plan, seeds * len(modes))
         if args.threads:
             torch.set_num_threads(args.threads)
         first = cfg.final.first_seed  # the final runs' seeds, so oracle and encoder seeds pair up

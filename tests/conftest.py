@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+from pathlib import Path
+import shutil
+import subprocess
 
 import pytest
 
@@ -11,6 +15,14 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+# The plug-in encoders of tests/plugins/ live outside rnnray, as a researcher's would: on the path of
+# this process and, through PYTHONPATH (set before the session starts Ray), of every Ray worker.
+PLUGINS = str(Path(__file__).resolve().parent / "plugins")
+if PLUGINS not in sys.path:
+    sys.path.insert(0, PLUGINS)
+if PLUGINS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PLUGINS, os.environ.get("PYTHONPATH")) if p)
 
 # How long a test waits for an event before it calls the run broken. It only bounds how long a failure
 # takes to report and never decides a pass, so it is generous: with a CPU-heavy process beside the
@@ -43,6 +55,20 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def immutable(path):
+    """``path`` immutable (``chattr +i``) for the duration: no file or folder can be added to it or
+    removed from it, by root either (a permission bit does not stop root; this does). Skips the test
+    where the file system or the process cannot set the flag."""
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) if shutil.which("chattr") else None
+    if done is None or done.returncode != 0:
+        pytest.skip(f"chattr +i is not available here ({done.stderr.strip() if done else 'no chattr'})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny models on a shared 2-core machine: one intra-op thread is fastest and steadiest (and
@@ -63,7 +89,10 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="rnnray-tests")
+        from rnnray.runtime.connect import remove_stale_address_file
+
+        remove_stale_address_file()  # a gone cluster's address would be looked up by Ray Train's own processes
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="rnnray-tests")
     yield ray
     ray.shutdown()
 

@@ -130,7 +130,8 @@ def test_the_error_printer_imports_only_the_errors():
     assert _graph()["cli"] == {"errors"}
 
 
-@pytest.mark.parametrize("module", ["config.base", "zoo.storage", "results.folder", "encoders.registry", "encoders.budget"])
+@pytest.mark.parametrize("module", ["config.base", "zoo.storage", "results.folder", "encoders.registry", "encoders.budget",
+                                    "encoders.catalog"])
 def test_every_user_error_derives_from_one_base(module):
     """``friendly_errors`` catches ``UserError`` only: each error class a user can fix must derive from it."""
     import importlib
@@ -144,22 +145,25 @@ def test_every_user_error_derives_from_one_base(module):
 
 
 def test_the_encoder_names_are_one_torch_free_table():
-    """One table of names (rnnray.encoders.catalog), importable without torch; the config checks
-    names against it and the registry builds exactly its entries."""
+    """One table of names (rnnray.encoders.catalog), importable without torch, which also checks a
+    plug-in's name without importing it; the config checks names against it and the registry builds
+    exactly its entries, each through the resolver a plug-in goes through (one path)."""
     import subprocess
     import sys
 
-    code = ("import sys, rnnray.encoders.catalog as c; assert 'torch' not in sys.modules, 'torch imported'; "
-            "print(','.join(c.ENCODER_NAMES))")
+    code = ("import sys, rnnray.encoders.catalog as c; c.check_name('dws'); c.check_name('nowhere.mod:Enc'); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(','.join(c.ENCODER_NAMES))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     from rnnray.config import ENCODER_NAMES
     from rnnray.encoders import ENCODERS
-    from rnnray.encoders.catalog import CATALOG
+    from rnnray.encoders.catalog import BASELINES, BUILTINS
     from rnnray.encoders.registry import SPECS
+    from rnnray.encoders.resolver import resolve
 
     assert tuple(out.stdout.strip().split(",")) == ENCODER_NAMES == ENCODERS
-    assert {n: (s.kind, s.invariant) for n, s in SPECS.items()} == {n: (e.kind, e.invariant) for n, e in CATALOG.items()}
+    assert {n: s.reference for n, s in SPECS.items()} == {**BUILTINS, **BASELINES}
+    assert all(SPECS[n] is resolve(n) and SPECS[n].builtin for n in SPECS)
 
 
 def test_the_zoo_kind_is_spelled_in_one_place():

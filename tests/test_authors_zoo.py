@@ -337,3 +337,38 @@ def test_cli_import_and_export(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         ["parameters.npy", "sequences.npy", "logits.npy", "tasks.npy", "num_step.npy", "accuracy_losses.npy"])
+
+
+def test_a_disk_that_fills_up_mid_import_or_export_stops_naming_the_file_and_leaves_nothing(tmp_path):
+    """A file-size limit in the command's process (a full disk answers the same: a write fails,
+    SIGXFSZ ignored): the limit lets the pre-flight probe through, then stops the first shard or the
+    first exported file. One line naming it, exit code 1, and no part of a zoo or of the files is left
+    (the import's --out folder is gone, the export's holds nothing); without the limit both then work."""
+    import resource
+    import signal
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    def run(*args, full=True):
+        return subprocess.run([sys.executable, "-m", "rnnray.zoo", *args], capture_output=True, text=True, env=env,
+                              timeout=600, preexec_fn=small_disk if full else None)
+
+    write_theirs(tmp_path / "theirs", "mnist")
+    zoo, out = tmp_path / "zoo", tmp_path / "out"
+    r = run("import-npy", str(tmp_path / "theirs"), "--kind", "mnist", "--out", str(zoo), "--shard-runs", "1")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert err[0].startswith(f"error: {zoo / 'shards'}/runs-") and err[0].endswith("cannot be written (File too large)"), err
+    assert not zoo.exists()
+    assert run("import-npy", str(tmp_path / "theirs"), "--kind", "mnist", "--out", str(zoo), full=False).returncode == 0
+
+    r = run("export-npy", str(zoo), "--out", str(out))
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert err[0].startswith(f"error: {out}/") and err[0].endswith(".npy: cannot be written (File too large)"), err
+    assert list(out.iterdir()) == []
+    assert run("export-npy", str(zoo), "--out", str(out), full=False).returncode == 0

@@ -113,3 +113,16 @@ def test_repeated_products_are_counted_once_and_replayed_as_often(one_torch_thre
     (_, spec, _), = record_products(lambda: c @ b)
     assert spec[0][0][1] == (1, 0)
     assert replay_seconds([(torch.ops.aten.mm.default, spec, 1)], reps=1)["seconds"] > 0
+
+
+def test_reference_rows_time_the_plain_dws_beside_the_fused_one(one_torch_thread):
+    """``--reference`` times dws's plain layer in the same run; both count the same products (the
+    fused nodes' in-place ``addmm`` is seen by the FLOP counter and the product recorder), so their
+    bounds compare like with like."""
+    r = benchmark(["dws", "flat"], budget=2e4, batch=4, emulator_hidden=16, steps=1, warmup=0, reps=2,
+                  matmul_rate=10.0, reference=True)
+    assert list(r["ms_per_step"]) == ["dws", "dws/reference", "flat", "emulator_only"]  # flat keeps no reference
+    assert r["flops_per_step"]["dws"] == r["flops_per_step"]["dws/reference"] > r["flops_per_step"]["emulator_only"]
+    assert r["n_params"]["dws"] == r["n_params"]["dws/reference"]
+    assert all(len(v) == 2 for v in r["ms_per_rep"].values())
+    assert "dws/reference" in format_benchmark(r) and "dws/reference" not in targets_met(r)

@@ -309,6 +309,28 @@ def test_diverging_trial_is_marked_failed_with_its_reason(ray_session, tiny_fl_z
         rnnray.load_best("flat", results=sweep_dir)
 
 
+def test_a_sweep_whose_every_trial_diverges_exits_1_saying_why(ray_session, tiny_fl_zoo, tmp_path, address):
+    """No trial of any encoder left a checkpoint: the sweep ends with one line naming each encoder's
+    failures and exit code 1, after writing its summary, and runs no oracles, evaluation or report."""
+    results = tmp_path / "results"
+    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(results, tiny_fl_zoo.path, search={"flat": {"lr": 1e30}},
+                                                          final={"seeds": 1}, downstream={"enabled": True}))
+    cli = subprocess.run([sys.executable, "-m", "rnnray.sweep", str(config), "--address", address, "--quiet"],
+                         capture_output=True, text=True, timeout=PATIENCE)
+    lines = cli.stderr.strip().splitlines()
+    assert cli.returncode == 1, (cli.stdout[-2000:], cli.stderr[-3000:])
+    assert lines[-1].startswith("error: no trial of any encoder left a usable checkpoint (flat: 1 trial(s), none usable, "
+                                "e.g. diverged: non-finite"), lines[-3:]
+    assert sum(ln.startswith("error:") for ln in lines) == 1 and not any(ln.startswith("Traceback") for ln in lines)
+    (sweep_dir,) = list(results.glob("tiny-*"))
+    assert str(sweep_dir) in lines[-1]
+    assert json.loads((sweep_dir / "best.json").read_text()) == {}
+    assert "flat" in (sweep_dir / "summary.md").read_text()  # the failed trial, for the user to read
+    for never in ("oracles.json", "downstream.json", "report.md", "figures"):
+        assert not (sweep_dir / never).exists(), never
+    assert not _stray_files(sweep_dir)
+
+
 # -- 5. bad input: one line naming the field or file, exit code 2, nothing written ------------------
 @pytest.fixture(scope="module")
 def broken_zoos(tiny_fl_zoo, tiny_mnist_zoo, tmp_path_factory):
@@ -348,6 +370,7 @@ BAD_INPUT = {
     "out of range": (_sweep_case(tolerance=2.0), "tolerance"),
     "unknown encoder": (_sweep_case(encoders=["flat", "dwz"]), "dwz"),
     "infeasible budget": (_sweep_case(budget=10), "budget"),
+    "budget below dlpg's generator": (_sweep_case(encoders=["dlpg"], budget=5000), "'dlpg'"),
     "missing zoo path": (_sweep_case(zoo_override=lambda z: "/nonexistent/zoo"), "/nonexistent/zoo"),
     "truncated shard": (_sweep_case(zoo_override=lambda z: z["truncated"]), "truncated"),
     "checksum mismatch": (_sweep_case(zoo_override=lambda z: z["flipped"]), "checksum"),
@@ -430,3 +453,106 @@ def test_concurrent_sweeps_share_a_results_directory(ray_session, tiny_fl_zoo, t
         assert len((d / "summary.csv").read_text().splitlines()) == 2
         assert not _stray_files(d)
     assert (results / (results / "LATEST").read_text().strip()).resolve() in {d.resolve() for d in dirs}
+
+
+# -- 7. the disk fills up, or the results folder turns read-only, mid-run ---------------------------
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_disk_that_fills_up_mid_build_stops_naming_the_shard_and_the_next_build_resumes(ray_session, tiny_fl_zoo,
+                                                                                         tmp_path, address):
+    """Once the first shard has landed, the zoo actors' files may grow no further than half a shard (a
+    file-size limit set on the running processes, as a full disk answers: EFBIG). The build stops with
+    one line naming the shard it could not write and exit code 1; what it leaves reads as an unfinished
+    zoo (no manifest, no temporary file, only whole shards); the next build keeps those shards and
+    trains only the rest, and the zoo equals the session's reference zoo row for row."""
+    import re
+    import resource
+
+    import pyarrow.parquet as pq
+
+    from rnnray.zoo import load_table
+    from rnnray.zoo.storage import sha256, shard_runs, verify
+
+    zoo = tmp_path / "zoo"
+    config = _write_yaml(tmp_path / "zoo.yaml", {**TINY_FL, "resources": {"actors": 2, "chunk": 2}, "path": str(zoo)})
+    command = [sys.executable, "-m", "rnnray.zoo", "build", str(config), "--address", address, "--no-progress"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        # 4 chunks on 2 actors: when the first shard is in, at least one chunk has not been written yet
+        first = _wait_for(lambda: list((zoo / "shards").glob("*.parquet")) or proc.poll() is not None, PATIENCE,
+                          "the first shard", every=0.05)
+        assert proc.poll() is None
+        limit = first[0].stat().st_size // 2
+        actors = _procs("ZooTrainer")
+        assert actors
+        for p in actors:
+            resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (limit, limit))
+        out, err = proc.communicate(timeout=PATIENCE)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    # the actors' own log files are on the full disk too: Ray forwards their logging's complaints, under
+    # the actor's name and pid; the command's own output is the one line
+    own = "\n".join(line for line in err.splitlines() if not re.match(r"(\x1b\[\d+m)?\(.*pid=\d+", line))
+    assert proc.returncode == 1 and "Traceback" not in own, err[-3000:]
+    (line,) = _error_lines(own)
+    assert f"{zoo / 'shards'}/runs-" in line and line.endswith(".parquet: cannot be written (File too large)"), line
+    assert not (zoo / "manifest.json").exists() and not _stray_files(zoo)
+    kept = {f.name: (sha256(f), f.stat().st_mtime_ns) for f in (zoo / "shards").glob("*.parquet")}
+    assert 1 <= len(kept) < 4
+    for f in (zoo / "shards").glob("*.parquet"):  # each whole: it reads, with the runs its name says
+        assert pq.read_table(f).num_rows == 2 * len(TINY_FL["snapshot_steps"]) and len(shard_runs(f)) == 2
+    info = subprocess.run([sys.executable, "-m", "rnnray.zoo", "info", str(zoo)], capture_output=True, text=True, timeout=PATIENCE)
+    assert info.returncode == 2 and "manifest.json: missing" in info.stderr, info.stderr  # not taken for a zoo
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE)
+    assert again.returncode == 0, again.stderr[-3000:]
+    manifest = verify(zoo, checksums=True)
+    assert sorted(r for s in manifest["shards"] for r in s["runs"]) == list(range(TINY_FL["runs"]))
+    assert {f.name: (sha256(f), f.stat().st_mtime_ns) for f in (zoo / "shards").glob("*.parquet") if f.name in kept} == kept
+    key = [("run_id", "ascending"), ("step", "ascending")]
+    assert load_table(zoo).sort_by(key).equals(load_table(tiny_fl_zoo.path).sort_by(key))
+
+
+def test_a_results_folder_made_read_only_mid_sweep_stops_naming_the_file_and_resumes(ray_session, tiny_fl_zoo, tmp_path,
+                                                                                   address):
+    """Once the first encoder's trial is recorded, the sweep folder is made immutable (``chattr +i``:
+    nothing can be added to it, by root either). The sweep stops with one line naming the file it could
+    not write and exit code 1, every record it holds is whole, and ``--resume`` (the folder writable
+    again) keeps the recorded trial and finishes the rest, each trial once."""
+    from conftest import immutable
+
+    results = tmp_path / "results"
+    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(results, tiny_fl_zoo.path, encoders=["flat", "stats"]))
+    proc = _sweep_process(config, address)
+    out = _Output(proc)
+    try:
+        (record,) = _wait_for(lambda: list(results.glob("tiny-*/trials/flat/*/trial.json")) or proc.poll() is not None,
+                              PATIENCE, "flat's trial record", every=0.05)
+        sweep_dir = record.parents[3]
+        with immutable(sweep_dir):
+            proc.wait(timeout=PATIENCE)  # stats still has its whole trial to run: the sweep cannot finish
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = out.text()
+    assert proc.returncode == 1 and "Traceback" not in text, text[-3000:]
+    (line,) = _error_lines(text)
+    assert line.startswith(f"error: {sweep_dir}/") and line.endswith("cannot be written (Operation not permitted)"), line
+    assert not _stray_files(sweep_dir)
+    assert json.loads(record.read_text())["status"] == "finished"  # whole, as written before the fault
+    assert not list(sweep_dir.glob("trials/stats/*/trial.json"))
+    recorded = record.read_text()
+
+    again = _sweep_process(config, address, "--resume")
+    log, _ = again.communicate(timeout=PATIENCE)
+    assert again.returncode == 0, log[-3000:]
+    assert list(results.glob("tiny-*")) == [sweep_dir]
+    for enc in ("flat", "stats"):
+        (rec,) = [json.loads(p.read_text()) for p in sweep_dir.glob(f"trials/{enc}/*/trial.json")]
+        assert rec["status"] == "finished"
+    assert record.read_text() == recorded  # kept as it was, not trained or recorded again
+    assert len((sweep_dir / "summary.csv").read_text().splitlines()) == 3
+    assert not _stray_files(sweep_dir)

@@ -127,6 +127,25 @@ def test_bad_input_is_one_line_and_exit_2(args, field, tiny_fl_zoo, tmp_path, ca
     assert not out.exists()
 
 
+def test_an_out_file_that_cannot_be_written_is_refused_before_the_oracles_train(tiny_fl_zoo, tmp_path):
+    """``--out`` below a regular file (no one can create it, root included), or an existing folder:
+    one line naming --out, exit code 2, from the command itself (a real process), and no oracle
+    trained (the command prints a line per oracle run as it goes; its output is empty)."""
+    import subprocess
+    import sys
+
+    sweep = _sweep_yaml(tmp_path, tiny_fl_zoo.path)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "folder").mkdir()
+    for out, why in ((tmp_path / "notes.txt" / "oracle.json", "cannot be written"), (tmp_path / "folder", "is a folder")):
+        r = subprocess.run([sys.executable, "-m", "rnnray.label_oracle", sweep, "--out", str(out)], capture_output=True,
+                           text=True, timeout=600)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and r.stdout == "", (r.stdout[-2000:], r.stderr[-2000:])
+        assert lines[0].startswith("error: --out ") and why in lines[0], lines  # the path, or its folder in the way
+    assert (tmp_path / "notes.txt").read_text() == "x" and list((tmp_path / "folder").iterdir()) == []
+
+
 def test_the_report_reads_each_encoder_against_the_oracles(tmp_path):
     """Constructed seeds: one encoder clearly below the step oracle and level with task+step, one
     at the step oracle, one below both, one with a single seed."""

@@ -205,6 +205,71 @@ def test_cli_resolves_a_results_directory(store, evaluated, tmp_path, capsys):
     assert len(doc["encoders"]["flat"]["results"]["task"]["val"]["exact_acc"]["values"]) == 2
 
 
+def _cli(module: str, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=900)
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_report_that_fails_midway_leaves_the_earlier_figures_or_none(store, evaluated, tmp_path):
+    """A downstream.json of the wrong form (valid JSON, its zoo_kind lost) breaks the report at its
+    fourth figure, after three are drawn: the command says so in one line naming the file (exit 2),
+    and figures/ is the earlier report's, byte for byte, or absent when there was none; no temporary
+    folder is left."""
+    import shutil
+
+    copy = tmp_path / store.name
+    shutil.copytree(store, copy)
+    shutil.rmtree(copy / "figures", ignore_errors=True)
+    report.write_report(copy, n_samples=4, max_snapshots=3, device="cpu", progress=False)
+    earlier = _files(copy / "figures")
+    assert {"emulation_loss.png", "emulation_curves.png", "downstream.png", "pca.png"} <= set(earlier)
+    report_md = (copy / "report.md").read_bytes()
+    doc = json.loads((copy / "downstream.json").read_text())
+    del doc["zoo_kind"]
+    (copy / "downstream.json").write_text(json.dumps(doc))
+    for earlier_figures in (True, False):
+        r = _cli("rnnray.report", str(copy), "--device", "cpu", "--samples", "4", "--max-snapshots", "3")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+        assert lines[0].startswith(f"error: {copy / 'downstream.json'}: not of the form the report reads (KeyError"), lines
+        if earlier_figures:
+            assert _files(copy / "figures") == earlier
+            shutil.rmtree(copy / "figures")
+        else:
+            assert not (copy / "figures").exists()
+        assert (copy / "report.md").read_bytes() == report_md
+        assert not [p.name for p in copy.iterdir() if ".tmp-" in p.name]
+
+
+def test_evaluate_and_report_with_every_checkpoint_gone_do_not_exit_0(store, tmp_path):
+    """Every encoder of best.json has lost its checkpoint: evaluating baselines alone, or a report of
+    no encoder, would end as if done; both commands give one line naming each skipped encoder and
+    exit code 2, and write nothing."""
+    import shutil
+
+    copy = tmp_path / store.name
+    shutil.copytree(store, copy)
+    best = json.loads((copy / "best.json").read_text())
+    for name, entry in best.items():  # this copy's checkpoints, then gone
+        entry["checkpoint"] = entry["checkpoint"].replace(str(store), str(copy))
+        shutil.rmtree(entry["checkpoint"])
+    (copy / "best.json").write_text(json.dumps(best))
+    (copy / "downstream.json").unlink(missing_ok=True)
+    before = {p: p.stat().st_mtime_ns for p in copy.rglob("*")}
+    for module in ("rnnray.evaluate", "rnnray.report"):
+        r = _cli(module, str(copy), "--device", "cpu")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, (module, r.stderr[-3000:])
+        assert "every encoder of best.json was skipped" in lines[0] and all(f"{n}: checkpoint" in lines[0] for n in best), lines
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
+
+
 @pytest.mark.parametrize("module", [evaluate_cli, report])
 def test_cli_bad_input_is_one_line_and_exit_2(module, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
@@ -325,3 +390,17 @@ def test_load_best_names_what_is_broken_in_the_store(store, tmp_path):
     (sweep / "best.json").write_text('{"flat": ')
     with pytest.raises(ResultsError, match="best.json: not readable as JSON"):
         rnnray.load_best("flat", results=sweep)
+
+
+def test_the_final_table_shows_runs_that_are_both_best_and_paper_once(tmp_path):
+    """When the best configuration is the paper preset, ``final.json`` lists the same runs under both
+    roles; the table gives them one row that says so."""
+    from rnnray.report.sections import final_table
+    from rnnray.results.folder import SweepFolder
+    from rnnray.results.records import read_final
+
+    iv = {"mean": 0.05, "low": 0.04, "high": 0.06, "n": 2}
+    entry = {"source_trial": "t0", "seeds": [1, 2], "trial_ids": ["a", "b"], "val_interval": iv, "ood_interval": iv}
+    (tmp_path / "final.json").write_text(json.dumps({"encoders": {"flat": {"best": entry, "paper": entry}}}))
+    rows = [ln for ln in final_table(read_final(SweepFolder(tmp_path)), ["flat"]) if ln.startswith("| flat |")]
+    assert rows == ["| flat | best = paper preset (search trial t0) | 2 | 0.0500 (0.0400, 0.0600) | 0.0500 (0.0400, 0.0600) |"]

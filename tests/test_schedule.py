@@ -100,7 +100,7 @@ def test_a_resumed_sweep_stops_the_trials_an_uninterrupted_one_stops(ray_session
 
 # -- the benchmark ---------------------------------------------------------------------------------
 def test_bench_schedule_refuses_bad_options_in_one_line(tmp_path):
-    for args, needle in ((["--fractions", "0"], "--fractions"), (["--encoders", "dwz"], "--encoders: unknown dwz"),
+    for args, needle in ((["--fractions", "0"], "--fractions"), (["--encoders", "dwz"], "--encoders: unknown encoder 'dwz'"),
                          (["--samples", "0"], "--samples")):
         p = subprocess.run([sys.executable, "-m", "rnnray.bench", "schedule", *args, "--out", str(tmp_path / "o")],
                            capture_output=True, text=True, timeout=PATIENCE)

@@ -18,6 +18,7 @@ from conftest import PATIENCE
 import rnnray
 from rnnray.config import ConfigError
 from rnnray.encoders import ENCODERS
+from rnnray.encoders.registry import PAPER_PARAMS
 from rnnray.results import ResultsError, SweepFolder
 from rnnray.job import run_job
 from rnnray.sweep import encoder_space, load_sweep
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "sweeps"
 
 
-SHIPPED = ["quick", "probe", "probe-mnist", "study", "paper", "paper-mnist"]
+SHIPPED = ["quick", "probe", "probe-mnist", "study", "paper", "paper-mnist", "conditioning"]
 
 
 def test_every_shipped_sweep_is_validated_here():
@@ -53,13 +54,18 @@ def test_sweep_files_parse_and_validate(name):
         assert {"noninteractive", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
         assert cfg.train.conditioning == "every_step" and cfg.train.steps >= 1500
         assert cfg.final.seeds >= 3 and "step" in cfg.oracles.modes and cfg.tune.scheduler == "asha"
+    if name == "conditioning":  # the four main-job encoders on the main job's zoo, both oracles, seeds that pair
+        assert cfg.encoders == ["noninteractive", "interactive", "dws", "flat"] and cfg.train.steps == 1500
+        assert cfg.final.seeds >= 3 and set(cfg.oracles.modes) == {"step", "task+step"}
+        assert cfg.zoo.model_dump(exclude={"resources"}) == load_sweep(SWEEPS / "probe.yaml").zoo.model_dump(exclude={"resources"})
     if name in ("probe", "study"):  # most of the 216 tasks in the zoo, each equally often
         assert cfg.zoo.runs >= 216 and cfg.zoo.task_assignment == "balanced"
     if name == "probe-mnist":  # the bundled digits: no download on a fresh clone
         assert cfg.zoo.source == "bundled"
     if name in ("paper", "paper-mnist"):
         assert cfg.zoo.kind == ("mnist" if name == "paper-mnist" else "formal_languages")
-        assert cfg.zoo.runs == 1000 and cfg.budget == 1_200_000 and set(cfg.encoders) == set(ENCODERS)
+        paper_six = {n for n in ENCODERS if PAPER_PARAMS.get(n) is not None}  # not dlpg: the paper lacks it
+        assert cfg.zoo.runs == 1000 and cfg.budget == 1_200_000 and set(cfg.encoders) == paper_six
         assert cfg.train.steps == 100_000 and cfg.zoo.steps == 20_000
         assert cfg.final.seeds >= 3 and cfg.final.paper_preset
         assert cfg.resources.gpus_per_worker > 0
@@ -325,6 +331,73 @@ def test_resume_of_a_finished_sweep_runs_nothing_again(quick_sweep):
     assert again == sweep_dir
     after = {p: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/*/trial.json")}
     assert after == before
+
+
+def _sweep_folder_as_written(cfg, results: Path) -> Path:
+    """A sweep folder as a sweep leaves it when stopped after its start: ``sweep.json`` (the validated
+    file with absolute paths, as ``run_sweep`` writes it) and the ``LATEST`` pointer."""
+    from rnnray.results.atomic import atomic_write_json
+    from rnnray.results.folder import write_latest
+    from rnnray.sweep import absolute_paths
+
+    sweep_dir = results / f"{cfg.name}-20260101-000000"
+    sweep_dir.mkdir(parents=True)
+    atomic_write_json(sweep_dir / "sweep.json", {"config": absolute_paths(cfg).model_dump(mode="json"), "zoo_kind": "formal_languages"})
+    write_latest(results, sweep_dir)
+    return sweep_dir
+
+
+def _tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))}
+
+
+def test_resume_with_a_sweep_file_that_compares_differently_is_refused_naming_the_fields(tiny_fl_zoo, tmp_path):
+    """--resume of a sweep folder with a file whose budget, encoders, training settings or search
+    differ: one line naming each field (dotted), exit code 2, before Ray starts (the command's only
+    output is that line), nothing written. A missing folder to resume is refused the same way."""
+    import yaml
+
+    results = tmp_path / "results"
+    base = [f"zoo={tiny_fl_zoo.path}", f"results={results}"]
+    sweep_dir = _sweep_folder_as_written(load_sweep(SWEEPS / "quick.yaml", base), results)
+    data = yaml.safe_load((SWEEPS / "quick.yaml").read_text())
+    data.update(zoo=str(tiny_fl_zoo.path), results=str(results), budget=data["budget"] * 2, encoders=["flat", "stats"])
+    data["train"] = {**data.get("train", {}), "steps": 7}
+    data["search"] = {"flat": {"lr": 0.01}}
+    data["tune"] = {**data.get("tune", {}), "max_concurrent_trials": 1}  # free to differ: not named
+    changed = tmp_path / "quick.yaml"
+    changed.write_text(yaml.safe_dump(data))
+    before = _tree(tmp_path)
+    for resume in (["--resume"], ["--resume", str(sweep_dir)]):
+        r = _cli(str(changed), *resume)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and r.stdout == "", (r.stdout[-2000:], r.stderr[-2000:])
+        assert lines[0].startswith(f"error: --resume {sweep_dir}: the sweep file differs from its sweep.json in "
+                                   "budget, encoders, search.flat.lr, train.steps;"), lines
+    r = _cli(str(changed), "--resume", str(tmp_path / "gone"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "gone" in r.stderr, r.stderr[-2000:]
+    assert _tree(tmp_path) == before
+
+
+def test_resume_may_change_how_the_sweep_runs_but_not_what_it_compares(tiny_fl_zoo, tmp_path):
+    from rnnray.errors import UsageError
+    from rnnray.sweep.resume import check_resume
+
+    results = tmp_path / "results"
+    base = [f"zoo={tiny_fl_zoo.path}", f"results={results}"]
+    sweep_dir = _sweep_folder_as_written(load_sweep(SWEEPS / "quick.yaml", base), results)
+    free = ["tune.max_concurrent_trials=1", "tune.max_failures=3", "train.max_failures=0", "resources.workers=2",
+            "resources.cpus_per_worker=0.5", "tracking.mlflow={}", "downstream.enabled=false", "name=renamed"]
+    assert check_resume(load_sweep(SWEEPS / "quick.yaml", base + free), str(sweep_dir)) == sweep_dir
+    assert check_resume(load_sweep(SWEEPS / "quick.yaml", base), True) == sweep_dir
+    for change, named in [("tolerance=0.1", "tolerance"), ("train.split_seed=3", "train.split_seed"),
+                          (f"zoo={tmp_path}", "zoo"), ("tune.samples_per_encoder=9", "tune.samples_per_encoder"),
+                          ("final.seeds=5", "final.seeds"), ("oracles.modes=[step]", "oracles.modes")]:
+        with pytest.raises(UsageError, match=f"sweep.json in {named.replace('.', '[.]')};"):
+            check_resume(load_sweep(SWEEPS / "quick.yaml", base + [change]), str(sweep_dir))
+    (sweep_dir / "sweep.json").write_text("{\"config\": ")
+    with pytest.raises(UsageError, match="sweep.json is not readable as JSON"):
+        check_resume(load_sweep(SWEEPS / "quick.yaml", base), str(sweep_dir))
 
 
 # -- resources come from the file; on a CPU-only machine the GPU file still runs -------------------
@@ -641,7 +714,12 @@ def test_the_report_opens_with_the_verdict_computed_from_the_final_seeds(final_s
     cfg, sweep_dir = final_sweep
     text = write_report(sweep_dir, n_samples=4, max_snapshots=4, device="cpu", progress=False, evaluate_missing=False).read_text()
     assert text.index("## Verdict: the paper's claims") < text.index("## Emulation loss")
-    assert "Final runs (`final.json`)" in text and "| flat | paper preset | 2 |" in text and "| flat | best (search trial" in text
+    assert "Final runs (`final.json`)" in text
+    flat = json.loads(SweepFolder(sweep_dir).final_json.read_text())["encoders"]["flat"]
+    if flat["best"]["trial_ids"] == flat["paper"]["trial_ids"]:  # the search chose the preset: one row says so
+        assert "| flat | best = paper preset (search trial" in text and "| flat | paper preset |" not in text
+    else:
+        assert "| flat | paper preset | 2 |" in text and "| flat | best (search trial" in text
     emu = [ln for ln in text.splitlines() if ln.startswith("| stats | 2 |")]  # the search's table: 2 trials
     search = [json.loads(p.read_text()) for p in SweepFolder(sweep_dir).trial_records("stats")]
     assert emu and f"{min(r['best_val_loss'] for r in search):.4f}" in emu[0]  # the search's selection, not a final seed

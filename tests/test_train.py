@@ -225,6 +225,41 @@ def test_cli_storage_path_that_cannot_be_written_is_one_line(config_file, tmp_pa
     assert r.returncode == 2 and len(lines) == 1 and "storage_path" in lines[0] and "cannot be written" in lines[0], lines
 
 
+def test_cli_a_zoo_with_a_flipped_byte_is_refused_before_ray_starts(config_file, tiny_fl_zoo, tmp_path):
+    """``train`` checks the shards' checksums as ``sweep`` does. The address given is one no Ray
+    listens at: the one line comes before any attempt to reach Ray."""
+    import shutil
+
+    zoo = tmp_path / "flipped"
+    shutil.copytree(tiny_fl_zoo.path, zoo)
+    shard = sorted((zoo / "shards").glob("*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the size is unchanged: only the checksum can tell
+    shard.write_bytes(bytes(data))
+    r = _cli(str(config_file), "--encoder", "flat", "--set", f"zoo={zoo}", "--address", "127.0.0.1:1")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert shard.name in lines[0] and "checksum" in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_a_run_that_diverges_before_its_first_checkpoint_exits_1(config_file, ray_session, tmp_path):
+    """lr 1e30 is finite (the config takes it) but the loss is not at the first evaluation: the run
+    keeps no checkpoint, and the command says so in one line with exit code 1, not "best checkpoint:
+    None" and exit code 0."""
+    address = ray_session.get_runtime_context().gcs_address
+    r = _cli(str(config_file), "--encoder", "flat", "--address", address, "--set", "lr=1e30", "--set", "eval_every=5",
+             "--set", "batch_size=8", "--set", "budget=20000", "--set", "cpus_per_worker=0.5", "--set", "max_failures=0")
+    lines = r.stderr.strip().splitlines()
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert r.returncode == 1, (r.stdout[-2000:], r.stderr[-3000:])
+    # this process's own lines: no traceback (Ray's actors print theirs behind a "(Name pid=...)" prefix;
+    # with several Ray instances on one machine its placement-group cleaner does, docs/RELIABILITY.md)
+    assert len(errors) == 1 and lines[-1] == errors[0] and not any(ln.startswith("Traceback") for ln in lines), r.stderr[-3000:]
+    assert "flat: the run left no usable checkpoint (diverged: non-finite" in errors[0] and "at step 5" in errors[0], errors
+    assert "best checkpoint" not in r.stdout
+
+
 # -- (f) workers read the zoo themselves: disjoint train shares that cover the split -----------------
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_worker_shares_of_the_train_split_are_disjoint_and_cover_it(tiny_fl_zoo, tmp_path, world):

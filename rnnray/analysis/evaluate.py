@@ -15,7 +15,8 @@ folder (each file under a temporary name, then renamed):
 
 Choices: the zoo and split seed are read from the checkpoints' metadata (they record what the
 encoder was trained on), falling back to ``sweep.json``; an encoder whose checkpoint is missing
-or unreadable is skipped and named under ``skipped`` rather than sinking the others.
+or unreadable is skipped and named under ``skipped`` rather than sinking the others; when every one is
+skipped the evaluation stops with one line (:func:`require_encoders`), since baselines alone compare nothing.
 ``evaluate_sweep(sweep_dir)`` is what the sweep calls at its end.
 """
 
@@ -36,7 +37,8 @@ from .downstream import DEFAULT_SEEDS, PredictorConfig, flat_metrics, jsonable, 
 from ..results.atomic import atomic_write_json
 from ..config import SUPERVISED_ENCODER
 from ..kinds import zoo_kind
-from ..results.folder import TRIAL_RECORD, SweepFolder
+from ..results.folder import TRIAL_RECORD, ResultsError, SweepFolder
+from ..runtime.machine import check_device  # noqa: F401  (the report and evaluate commands take it from here)
 
 FORMAT = "rnnray-downstream/1"
 DOWNSTREAM_FILE = SweepFolder(Path(".")).downstream_json.name  # the file name, for messages
@@ -47,8 +49,11 @@ DOWNSTREAM_FILE = SweepFolder(Path(".")).downstream_json.name  # the file name, 
 
 
 def read_json(path: Path, what: str) -> dict:
+    from ..paths import check_readable
+
     if not path.is_file():
         raise UsageError(f"{path}: missing ({what})")
+    check_readable(path, "")  # one line naming it, not a traceback, when the disk refuses to read it
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -112,6 +117,18 @@ def load_encoders(best: Mapping, device) -> tuple[dict, dict, dict]:
     return models, metas, skipped
 
 
+def require_encoders(models: Mapping, skipped: Mapping[str, str], folder: SweepFolder) -> None:
+    """ResultsError (exit code 2) when no encoder is left to evaluate: every one of ``best.json`` was
+    skipped (its checkpoint gone or unreadable) or it names none. A command that evaluated only the
+    baselines, or drew a report of no encoder, must not end as if it had done its work."""
+    if models:
+        return
+    if not skipped:
+        raise ResultsError(f"{folder.best_json}: names no encoder (no trial of the sweep left a usable checkpoint)")
+    why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+    raise ResultsError(f"{folder.path}: every encoder of {folder.best_json.name} was skipped, none is left to evaluate ({why})")
+
+
 def zoo_and_seed(sweep: Mapping, metas: Mapping, sweep_dir: Path) -> tuple[str, int]:
     zoos = {m.get("zoo") for m in metas.values() if m.get("zoo")}
     seeds = {int(m["split_seed"]) for m in metas.values() if m.get("split_seed") is not None}
@@ -141,20 +158,6 @@ def default_device():
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def check_device(name: str | None) -> None:
-    """A --device the machine has, or UsageError."""
-    if name is None:
-        return
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: not a torch device") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name!r}: no CUDA device on this machine")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,6 +205,7 @@ def evaluate_sweep(
         if meta.get("zoo_kind") not in (None, kind):
             skipped[name] = f"trained on a {meta['zoo_kind']} zoo, not {kind}"
             del models[name], metas[name]
+    require_encoders(models, skipped, folder)
     columns = sorted({"run_id", "step", "params", zoo_kind(kind).task_column, *target_columns(kind)})
     table = load_table(zoo, columns=columns, checksums=False)
     if progress:

@@ -23,6 +23,10 @@ decided by an order of means.
   significantly ordered under both and every such pair keeps its order, with no pair significant
   under one and reversed in mean under the other; otherwise inconclusive.
 
+The groups are the encoders of a study by the kind each declares (:mod:`rnnray.encoders.contract`),
+so a plug-in encoder counts among the mechanistic or the functionalist ones as it says; claim (c)
+sets interactive probing against every other encoder of the study.
+
 A claim involving a representation whose effective dimension is below
 :data:`rnnray.analysis.downstream.COLLAPSED_BELOW` says so in its row. Encoders a sweep did not train are
 left out of a claim and the row names the ones compared; a claim about a zoo the results do not
@@ -37,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..encoders.catalog import FUNCTIONALIST, MECHANISTIC
+from ..encoders.catalog import ENCODER_NAMES
 from .statistics import by_seed, compare, mean_interval
 
 ALPHA = 0.05
@@ -66,6 +70,7 @@ class EncoderSeeds:
     seeds: Sequence | None = None  # the seed of each val_loss (None: unknown, nothing pairs)
     preset_seeds: Sequence | None = None
     downstream_seeds: Sequence | None = None  # the encoder seed of each downstream value
+    kind: str | None = None  # mechanistic | functionalist, as the encoder declared it (None: look it up)
 
     def val(self):
         return by_seed(self.val_loss, self.seeds)
@@ -132,6 +137,21 @@ def _values(study: Mapping[str, EncoderSeeds], names: Sequence[str], metric: str
     return out
 
 
+def kind_of(name: str, seeds: EncoderSeeds) -> str:
+    """The encoder's declared kind: as recorded with its results, else from its class (built-in or plug-in)."""
+    if seeds.kind is not None:
+        return seeds.kind
+    from ..encoders.registry import get_spec
+
+    return get_spec(name).kind
+
+
+def group(study: Mapping[str, EncoderSeeds], kind: str) -> list[str]:
+    """The study's encoders of one kind, plug-ins included: built-ins in the catalog's order, then the rest."""
+    names = [n for n in study if kind_of(n, study[n]) == kind]
+    return sorted(names, key=lambda n: ENCODER_NAMES.index(n) if n in ENCODER_NAMES else len(ENCODER_NAMES))
+
+
 def _group_row(claim: str, study, kind: str, better_names, worse_names, metric: str | None, higher: bool, digits: int) -> Row:
     better, worse = _values(study, better_names, metric), _values(study, worse_names, metric)
     verdict = group_beats(better, worse, higher)
@@ -144,7 +164,7 @@ def _group_row(claim: str, study, kind: str, better_names, worse_names, metric: 
 def dws_most_consistent(study: Mapping[str, EncoderSeeds], kind: str) -> tuple[str, str]:
     """(verdict, numbers) of claim (e): dws tested against each rival on each simpler target
     (module docstring); the numbers are each encoder's mean and 95 % interval, for reading, not for deciding."""
-    mech = [n for n in MECHANISTIC if n in study]
+    mech = group(study, "mechanistic")
     targets = [(m, hi) for m, hi in SIMPLER[kind] if all(len(study[n].downstream.get(m, ())) for n in mech)]
     if "dws" not in mech or len(mech) < 2 or not targets:
         return UNMEASURED, "—"
@@ -199,18 +219,19 @@ def tuning_changes_ranking(study: Mapping[str, EncoderSeeds]) -> tuple[str, str]
 def verdict_rows(results: Mapping[str, Mapping[str, EncoderSeeds]]) -> list[Row]:
     """Every claim's row, for the zoos in ``results`` (zoo kind -> encoder -> seeds)."""
     a, b = results.get("formal_languages", {}), results.get("mnist", {})
+    fa, ma, fb, mb = group(a, "functionalist"), group(a, "mechanistic"), group(b, "functionalist"), group(b, "mechanistic")
     rows = [
         _group_row("(a) functionalist encoders reach a lower validation emulation loss than every mechanistic one",
-                   a, "formal_languages", FUNCTIONALIST, MECHANISTIC, None, False, 4),
-        _group_row("(b) the same on zoo B", b, "mnist", FUNCTIONALIST, MECHANISTIC, None, False, 4),
+                   a, "formal_languages", fa, ma, None, False, 4),
+        _group_row("(b) the same on zoo B", b, "mnist", fb, mb, None, False, 4),
         _group_row("(c) interactive probing is the best encoder (validation emulation loss)",
-                   a, "formal_languages", ("interactive",), [n for n in (*MECHANISTIC, "noninteractive")], None, False, 4),
+                   a, "formal_languages", ("interactive",), [n for n in (*ma, *fa) if n != "interactive"], None, False, 4),
         _group_row("(d) functionalist encoders predict the exact task of OOD RNNs better than mechanistic ones",
-                   a, "formal_languages", FUNCTIONALIST, MECHANISTIC, EXACT_TASK[0], True, 3),
+                   a, "formal_languages", fa, ma, EXACT_TASK[0], True, 3),
     ]
     for kind, study in (("formal_languages", a), ("mnist", b)):
         verdict, numbers = dws_most_consistent(study, kind) if study else (UNMEASURED, "—")
-        mech = [n for n in MECHANISTIC if n in study]
+        mech = group(study, "mechanistic")
         note = _collapsed(study, mech) if verdict != UNMEASURED else ""
         rows.append(Row("(e) dws is the most consistent mechanistic encoder on the simpler targets", ZOO_NAMES[kind],
                         numbers + note, "dws against each rival on each simpler target: " + TEST.split(",")[0] + ", p < 0.05",
@@ -232,7 +253,8 @@ def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
     finals = read_final(folder)
     if not finals:
         return {}
-    kind = json.loads(folder.sweep_json.read_text()).get("zoo_kind")
+    sweep = json.loads(folder.sweep_json.read_text())
+    kind, declared = sweep.get("zoo_kind"), sweep.get("encoders") or {}
     dims, downstream, ds_seeds = {}, {}, {}
     if folder.downstream_json.is_file():
         doc = json.loads(folder.downstream_json.read_text())
@@ -253,5 +275,5 @@ def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
                                   downstream=downstream.get(enc, {}), effective_dim=dims.get(enc),
                                   seeds=roles["best"].seeds if "best" in roles else None,
                                   preset_seeds=roles["paper"].seeds if "paper" in roles else None,
-                                  downstream_seeds=ds_seeds.get(enc))
+                                  downstream_seeds=ds_seeds.get(enc), kind=(declared.get(enc) or {}).get("kind"))
     return {kind: study}

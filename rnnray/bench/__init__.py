@@ -9,9 +9,7 @@ sweep keeps a simulated 8-GPU node's slots, per-encoder experiments against the 
 
 from __future__ import annotations
 
-import argparse
-import sys
-
+from ..cli import ArgumentParser
 from . import device as bench_device, profile as bench_profile, schedule as bench_schedule, train as bench_train
 from . import zoo as bench_zoo
 
@@ -20,7 +18,7 @@ SUBCOMMANDS = {"zoo": bench_zoo.add_parser, "train": bench_train.add_parser, "pr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rnnray.bench", description="rnnray benchmarks and the GPU check")
+    parser = ArgumentParser(prog="python -m rnnray.bench", description="rnnray benchmarks and the GPU check")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS.values():
         add(sub)

@@ -18,8 +18,8 @@ off), so the float32 tolerances of the CPU tests apply unchanged.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
-import sys
 import tempfile
 import time
 import traceback
@@ -65,17 +65,23 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
+    from ..cli import friendly_errors
     from ..errors import UsageError
+    from ..runtime.machine import check_device
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"error: --device {args.device}: no CUDA device on this machine", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    with friendly_errors():
+        check_device(args.device)
+        device = torch.device(args.device)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"out {out}: is a file, not a folder")
+        probe = out / f".rnnray-write-test-{os.getpid()}"
+        try:  # proven by trying (os.access says yes to root everywhere); this check runs without pyarrow or Ray
+            out.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise UsageError(f"out {out}: cannot be written ({e.strerror})") from None
     report = run_check(device, out, quick=args.quick, log=lambda s: print(s, flush=True))
     print(f"wrote {out / 'device-check.json'} and {out / 'device-check.md'}")
     return 0 if report["passed"] else 1

@@ -97,6 +97,14 @@ def add_parser(sub) -> None:
 def _run(args) -> int:
     import json
 
+    from ..cli import check_flags, friendly_errors
+    from ..runtime.machine import check_device
+    from .train import STEP_FLAGS, check_step_memory
+
+    with friendly_errors():
+        check_flags(args, {k: STEP_FLAGS[k] for k in ("steps", "batch", "emulator_hidden")})
+        check_device(args.device)
+        check_step_memory(args.zoo_kind, args.batch, args.emulator_hidden, 0, 1)
     r = profile_steps(args.encoder, args.zoo_kind, args.steps, args.batch, args.emulator_hidden, args.device)
     print(json.dumps(r) if args.json else format_profile(r))
     return 0

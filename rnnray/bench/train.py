@@ -43,6 +43,9 @@ from ..train import BASELINE, EMULATOR_LAYERS, build_model, train_step
 from ..kinds import zoo_kind
 from ..weights import Layout
 
+REFERENCE = "/reference"  # suffix of an encoder timed with its plain implementation (``reference=True``)
+KEEPS_REFERENCE = ("dws",)  # encoders whose class keeps one
+
 # SPEC.md 5b targets at the presets, zoo A, batch 64, emulator 256, on a CPU: step time / emulator alone
 TARGETS = {"flat": 1.3, "stats": 1.3, "noninteractive": 1.3, "interactive": 1.5, "dws": 2.5, "transformer": 2.5}
 EMULATOR_TARGET_SHARE = 0.5  # the emulator-alone step at >= 50 % of the matmul rate
@@ -136,24 +139,30 @@ def encoder_config(name: str, layout: Layout, kind: str, budget: float | None, t
 def benchmark(
     encoders=None, *, kind: str = "formal_languages", budget: float | None = None, tolerance: float = 0.05,
     batch: int = 64, emulator_hidden: int = 256, steps: int = 10, warmup: int = 2, reps: int = 3,
-    device=None, matmul_rate: float | None = None, log=None,
+    device=None, matmul_rate: float | None = None, log=None, reference: bool = False,
 ) -> dict[str, Any]:
     """Step time, FLOPs and achieved rate of every encoder (at its preset or fitted to ``budget``)
-    and of the emulator alone, measured side by side in this process."""
+    and of the emulator alone, measured side by side in this process. ``reference``: also every
+    encoder that keeps a plain implementation beside its fast one (``dws``) with that one, as
+    ``NAME/reference``, so an optimisation is measured against what it replaced in the same run."""
     from ..runtime.machine import matmul_gflops
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     layout = zoo_kind(kind).layout
-    names = list(encoders or ENCODERS) + [BASELINE]
+    names = [v for n in (encoders or ENCODERS) for v in ([n] + ([n + REFERENCE] if reference and n in KEEPS_REFERENCE else []))]
+    names.append(BASELINE)
     data = synthetic_snapshots(kind, layout, rows=max(4 * batch, 256), sequences=8)
     sampler = RowSampler(len(data), batch, seed=0)
     models, info = {}, {}
     for name in names:
-        hp, n = encoder_config(name, layout, kind, budget, tolerance)
+        base = name.removesuffix(REFERENCE)
+        hp, n = encoder_config(base, layout, kind, budget, tolerance)
         torch.manual_seed(0)
-        model = build_model(name, hp, layout, kind, emulator_hidden).to(device)
+        model = build_model(base, hp, layout, kind, emulator_hidden).to(device)
+        if name != base:
+            model.encoder.reference = True
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-        aug = layout if needs_augmentation(name) else None
+        aug = layout if needs_augmentation(base) else None
         models[name] = (model, opt, [p for p in model.parameters() if p.requires_grad], aug)
         flat, inputs, targets = training_batch(data, sampler, 0, 0, aug, device)
         info[name] = {"n_params": n, "hparams": hp, "flops": step_flops(model, flat, inputs, targets),
@@ -201,7 +210,8 @@ def benchmark(
         "zoo_kind": kind, "configuration": "preset" if budget is None else "budget", "budget": budget,
         "tolerance": tolerance, "batch": batch, "emulator_hidden": emulator_hidden, "emulator_layers": EMULATOR_LAYERS,
         "steps": steps, "reps": reps, "matmul_gflops": rate,
-        "ms_per_step": ms, "best_ms_per_step": best_ms, "flops_per_step": flops, "gflops": gflops,
+        "ms_per_step": ms, "best_ms_per_step": best_ms,
+        "ms_per_rep": {key[n]: [1e3 * t / steps for t in times[n]] for n in names}, "flops_per_step": flops, "gflops": gflops,
         "matmul_share": {k: g / rate for k, g in gflops.items()},
         "ratio_to_emulator_only": ratio, "ratio_bound_at_matmul_rate": bound,
         "product_ms_per_step": product_ms, "ratio_bound_at_product_shapes": shape_bound,
@@ -264,7 +274,7 @@ def add_parser(sub) -> None:
                        description="Default: every encoder at its paper preset on zoo A and on zoo B, and fitted to "
                                    "1.2 M parameters on zoo A. --zoo-kind / --budget pick one configuration.")
     p.add_argument("--json", action="store_true", help="print one JSON list (one object per configuration)")
-    p.add_argument("--encoders", default=None, help="comma-separated encoder names (default: all six)")
+    p.add_argument("--encoders", default=None, help="comma-separated encoder names (default: all)")
     p.add_argument("--zoo-kind", default=None, choices=["formal_languages", "mnist"])
     p.add_argument("--budget", default=None, help="encoder parameter budget (fit_to_budget), or 'preset'")
     p.add_argument("--batch", type=int, default=64, help="snapshots per step")
@@ -274,6 +284,9 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--reference", action="store_true",
+                   help=f"also time the plain implementation of {', '.join(KEEPS_REFERENCE)} (rows NAME{REFERENCE}), "
+                        "interleaved with the rest")
     p.set_defaults(func=_run_train)
 
 
@@ -286,32 +299,73 @@ def _train_runs(args) -> list[tuple[str, float | None]]:
         budget = None if args.budget in (None, "preset") else float(args.budget)
     except ValueError:
         raise UsageError(f"--budget: {args.budget!r} is neither a number nor 'preset'") from None
+    if budget is not None and not (math.isfinite(budget) and budget >= 1):
+        raise UsageError(f"--budget: must be a finite number of parameters, at least 1 (got {args.budget})")
     return [(args.zoo_kind or "formal_languages", budget)]
+
+
+# the flags every step benchmark takes, with their bounds (threads: as many as a zoo actor may ask for)
+STEP_FLAGS = {"batch": (1, None), "emulator_hidden": (1, None), "steps": (1, None), "reps": (1, None),
+              "warmup": (0, None), "threads": (1, 4096)}
+
+
+def check_step_memory(kind: str, batch: int, emulator_hidden: int, encoder_params: float, models: int,
+                      memory: int | None = None) -> None:
+    """UsageError naming the flag when a step benchmark could not fit ``memory`` bytes (default:
+    this machine's): its zoo-shaped rows (``max(4 batch, 256)``, 8 sequences each), one step's batch
+    and ``models`` encoders with their emulators and AdamW state, counted as training counts them
+    (:mod:`rnnray.train.preflight`)."""
+    from ..cli import UsageError
+    from ..train.preflight import model_bytes, step_bytes
+    from ..zoo.preflight import machine_memory, size_text
+    from ..zoo.storage import row_bytes
+
+    have = machine_memory() if memory is None else memory
+    k = zoo_kind(kind)
+    needs = {"--batch": max(4 * batch, 256) * row_bytes(kind, k.layout.num_params, 8) + step_bytes(kind, batch, emulator_hidden),
+             "--emulator-hidden": models * model_bytes(kind, 0, emulator_hidden),
+             "--budget": models * model_bytes(kind, int(encoder_params), 0)}
+    if sum(needs.values()) > have:
+        flag = max(needs, key=needs.get)
+        raise UsageError(f"{flag}: the benchmark would hold about {size_text(sum(needs.values()))} (rows, one step's "
+                         f"batch and {models} model(s) with AdamW state), more than the {size_text(have)} of memory "
+                         f"of this machine; lower {flag}")
 
 
 def _run_train(args) -> int:
     import json
     import sys
 
-    from ..cli import friendly_errors
-    from ..runtime.machine import matmul_gflops
+    from ..cli import UsageError, UserError, check_flags, friendly_errors
+    from ..runtime.machine import check_device, matmul_gflops
     from ..train import check_encoder_name
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()] if args.encoders else None
     results = []
     with friendly_errors():
+        check_flags(args, STEP_FLAGS)
+        check_device(args.device)
+        encoders = [e.strip() for e in args.encoders.split(",") if e.strip()] if args.encoders is not None else None
+        if encoders is not None and not encoders:
+            raise UsageError(f"--encoders: no encoder named in {args.encoders!r}")
         for e in encoders or []:
-            check_encoder_name(e)
+            try:
+                check_encoder_name(e)
+            except UserError as err:  # the registry's UnknownEncoder
+                raise UsageError(f"--encoders: {err}") from None
         runs = _train_runs(args)
+        names = len(encoders or ENCODERS) + 1
+        for kind, budget in runs:  # a preset's encoder counted as nothing: the estimate stays a floor
+            check_step_memory(kind, args.batch, args.emulator_hidden, budget or 0, names)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if args.threads:
+            torch.set_num_threads(args.threads)
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if not args.json else None
         steps = args.steps or (50 if device.type == "cuda" else 5)
         rate = matmul_gflops(device)
         for kind, budget in runs:
             r = benchmark(encoders, kind=kind, budget=budget, batch=args.batch, emulator_hidden=args.emulator_hidden,
-                          steps=steps, warmup=args.warmup, reps=args.reps, device=device, matmul_rate=rate, log=log)
+                          steps=steps, warmup=args.warmup, reps=args.reps, device=device, matmul_rate=rate, log=log,
+                          reference=args.reference)
             results.append(r)
             if not args.json:
                 print(format_benchmark(r) + "\n", flush=True)

@@ -250,13 +250,49 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_run_zoo)
 
 
+def lockstep_bytes(k: int) -> int:
+    """Bytes K RNNs of the benchmark's recipe hold at least while they train in lockstep: weights,
+    gradients and AdamW's two moments (float32), a block of 500 steps of batch draws (int64) and a
+    step's one-hot inputs (float32)."""
+    from ..zoo.trainer import DATA_BLOCK
+
+    cfg = parse_zoo({"kind": "formal_languages", "runs": 1})
+    per_rnn = 4 * 4 * FORMAL_LANGUAGES.num_params + DATA_BLOCK * cfg.batch_size * 8
+    per_rnn += cfg.batch_size * (cfg.seq_len - 1) * FORMAL_LANGUAGES.input_size * 4
+    return k * per_rnn
+
+
+def _chunk_sizes(text: str | None, device: torch.device, memory: int | None = None) -> list[int]:
+    """``--ks`` as whole numbers of at least 1 whose lockstep training fits ``memory`` (default: this
+    machine's); the default sizes when not given."""
+    from ..cli import UsageError
+    from ..zoo.preflight import machine_memory, size_text
+
+    if text is None:
+        return [1, 16, 64, 256] + ([1024] if device.type == "cuda" else [])
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise UsageError(f"--ks: {text!r} is not a comma-separated list of whole numbers") from None
+    if not ks or min(ks) < 1:
+        raise UsageError(f"--ks: chunk sizes must be at least 1 (got {text!r})")
+    have = machine_memory() if memory is None else memory
+    if lockstep_bytes(max(ks)) > have:
+        raise UsageError(f"--ks: K = {max(ks)} RNNs in lockstep would hold about {size_text(lockstep_bytes(max(ks)))}, "
+                         f"more than the {size_text(have)} of memory of this machine; lower --ks")
+    return ks
+
+
 def _run_zoo(args) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from ..cli import check_flags, friendly_errors
+    from ..runtime.machine import check_device
+
+    with friendly_errors():
+        check_flags(args, {"steps": (1, None), "reps": (1, None), "warmup": (0, None), "threads": (1, 4096)})
+        check_device(args.device)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        ks = _chunk_sizes(args.ks, device)
     threads = args.threads or os.cpu_count() or torch.get_num_threads()
-    if args.ks:
-        ks = [int(k) for k in args.ks.split(",") if k.strip()]
-    else:
-        ks = [1, 16, 64, 256] + ([1024] if device.type == "cuda" else [])
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if not args.json else (lambda s: None)
     result = bench_zoo(device, threads, ks, steps=args.steps, reps=args.reps, warmup=args.warmup, log=log)
     print(json.dumps(result) if args.json else format_zoo(result))

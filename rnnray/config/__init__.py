@@ -10,7 +10,7 @@ One module per file a user writes: :mod:`.zoo` (the zoo file), :mod:`.train` (th
 
 from .base import (CONDITIONINGS, DEFAULT_PRESET, ENCODER_NAMES, GRAD_CLIP_SCOPES, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict, apply_overrides,
                    format_validation_error, read_yaml)
-from .sweep import (PREDICTOR_HIDDEN, PREDICTOR_SEEDS, PREDICTOR_STEPS, RUN_OWNED, SUPERVISED_ENCODER, TRAIN_KNOBS, DownstreamSettings, FinalSettings, ORACLE_MODES, OracleSettings, Range, SearchValue, SweepConfig, TrackingSettings,
+from .sweep import (PREDICTOR_HIDDEN, PREDICTOR_SEEDS, PREDICTOR_STEPS, RUN_OWNED, SUPERVISED_ENCODER, TRAIN_KNOBS, DownstreamSettings, FinalSettings, ORACLE_MODES, OracleSettings, Range, SearchValue, SweepConfig, TrackingSettings, predictor_seeds,
                     TrialResources, TuneSettings, startup_trials)
 from .train import TrainConfig, TrainSettings, load_train_config, train_config_from_dict
 from .zoo import (PAPER_LR_POINTS, PAPER_SNAPSHOT_STEPS, FormalLanguagesZoo, MnistZoo, ZooConfig, ZooResources,

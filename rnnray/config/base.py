@@ -14,8 +14,9 @@ from pydantic_core import PydanticCustomError
 from ..errors import UserError
 from ..kinds import KIND_NAMES
 
-# The encoders and presets by name, which configs are checked against (the encoders themselves, and
-# the presets' hyperparameters, live in rnnray.encoders.registry, which asserts it has these names)
+# The built-in encoders and the presets by name, which configs are checked against (a plug-in's name
+# is checked by rnnray.encoders.catalog.check_name without importing it; each encoder's preset values
+# are declared on its class, rnnray.encoders.contract)
 from ..encoders.catalog import ENCODER_NAMES  # noqa: E402 - the one table of names, torch-free
 PRESET_NAMES = ("paper",)
 SPLIT_SCHEMES = ("ours", "authors")  # rnnray.emulation.splits: our split by task, or the authors' (SPEC.md 8)
@@ -57,6 +58,18 @@ def finite_tree(value: Any) -> Any:
 
     walk(value, ())
     return value
+
+
+def ranks_apart(workers: int, gpus_per_worker: float, backend: str) -> None:
+    """NCCL cannot run two ranks of one process group on one GPU, and a fractional GPU request lets Ray
+    place two of a run's workers on the same one: refused in the file, before Ray schedules anything.
+    (Several single-worker trials may share a GPU; so may gloo ranks.)"""
+    if workers > 1 and 0 < gpus_per_worker < 1 and backend != "gloo":
+        raise PydanticCustomError(
+            "ranks_share_gpu",
+            "{gpus} GPU per worker lets Ray place two of a run's {workers} DDP workers on one GPU, where NCCL "
+            "cannot run two ranks; use gpus_per_worker: 1 (or more), workers: 1, or process_group_backend: gloo",
+            {"gpus": f"{gpus_per_worker:g}", "workers": workers, "at": ("gpus_per_worker",)})
 
 
 def one_of(value: str, names: tuple[str, ...], what: str) -> str:

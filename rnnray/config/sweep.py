@@ -10,7 +10,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from .base import DEFAULT_PRESET, ENCODER_NAMES, PATH_TAG, PRESET_NAMES, Strict, finite_tree, one_of
+from ..encoders.catalog import check_name
+from .base import DEFAULT_PRESET, PATH_TAG, PRESET_NAMES, Strict, finite_tree, one_of, ranks_apart
 from .train import TrainConfig, TrainSettings
 from .zoo import FormalLanguagesZoo, MnistZoo
 
@@ -75,6 +76,11 @@ class TrialResources(Strict):
         "PACK", description="placement of a trial's workers: PACK keeps them on one node, SPREAD over nodes"
     )
 
+    @model_validator(mode="after")
+    def _ranks_apart(self):
+        ranks_apart(self.workers, self.gpus_per_worker, self.process_group_backend)
+        return self
+
 
 class FinalSettings(Strict):
     """After an encoder's search: its best configuration and its paper preset, retrained from scratch
@@ -109,6 +115,22 @@ PREDICTOR_SEEDS = (0, 1, 2)
 SUPERVISED_ENCODER = "stats"
 
 
+SEED_MAX = 2**63 - 1  # torch's and numpy's seeds both take it
+
+
+def predictor_seeds(seeds) -> list[int]:
+    """Downstream predictor seeds: whole numbers from 0 to 2^63 - 1, each once (a repeated seed would
+    count one predictor twice in the spread over seeds). ValueError naming the first that is not."""
+    seen: set[int] = set()
+    for s in seeds:
+        if not 0 <= s <= SEED_MAX:
+            raise ValueError(f"{s} is not a seed (a whole number from 0 to 2^63 - 1)")
+        if s in seen:
+            raise ValueError(f"seed {s} is listed twice")
+        seen.add(s)
+    return list(seeds)
+
+
 class DownstreamSettings(Strict):
     """Downstream evaluation of each encoder's best trial and the report, run at the end of the sweep."""
 
@@ -121,7 +143,9 @@ class DownstreamSettings(Strict):
     @field_validator("supervised_encoder")
     @classmethod
     def _encoder(cls, v):
-        return one_of(v, ENCODER_NAMES, "encoder")
+        return check_name(v)
+
+    _seeds = field_validator("seeds")(lambda cls, v: predictor_seeds(v))
 
 
 class MlflowSettings(Strict):
@@ -178,7 +202,8 @@ class SweepConfig(Strict):
     name: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
     results: str = Field("results", description="results directory; one folder per sweep inside it")
     zoo: ZooField
-    encoders: list[str] = Field(min_length=1)
+    encoders: list[str] = Field(min_length=1, description="built-in names, plug-ins' import paths (package.module:Class) or "
+                                                          "names registered under the rnnray.encoders entry-point group")
     budget: int = Field(gt=0, description="trainable encoder parameters, the same for every trial")
     tolerance: float = Field(0.05, gt=0, lt=1)
     search: dict[str, dict[str, SearchValue]] = Field(
@@ -204,7 +229,7 @@ class SweepConfig(Strict):
     @classmethod
     def _known(cls, v):
         for e in v:
-            one_of(e, ENCODER_NAMES, "encoder")
+            check_name(e)
         if len(set(v)) != len(v):
             raise ValueError("an encoder is listed twice")
         return v

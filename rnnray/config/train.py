@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .base import (CONDITIONINGS, DEFAULT_PRESET, GRAD_CLIP_SCOPES, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict,
+from .base import (CONDITIONINGS, DEFAULT_PRESET, GRAD_CLIP_SCOPES, PRESET_NAMES, SPLIT_SCHEMES, ConfigError, Strict, ranks_apart,
                    apply_overrides, finite_tree, format_validation_error, one_of, read_yaml)
 
 
@@ -92,6 +92,11 @@ class TrainConfig(TrainSettings):
     @classmethod
     def _known_preset(cls, v):
         return one_of(v, PRESET_NAMES, "preset")
+
+    @model_validator(mode="after")
+    def _ranks_apart(self):
+        ranks_apart(self.workers, self.gpus_per_worker, self.process_group_backend)
+        return self
 
     @model_validator(mode="after")
     def _batch_divides(self):

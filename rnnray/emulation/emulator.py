@@ -33,7 +33,7 @@ from torch import nn
 from ..config.base import CONDITIONINGS
 from ..encoders.baseline import ConstantRepresentation  # noqa: F401  (re-exported: the baseline's old home)
 from ..encoders.common import REPRESENTATION_DIM, ZOO_KINDS
-from ..kinds import KINDS
+from ..kinds import KINDS, MNIST_STEPS
 
 SIZES = {name: (k.input_size, k.output_size) for name, k in KINDS.items()}  # (input, output)
 FORMAL_INPUT_STEPS = 41  # a 42-token sequence predicts its last 41 tokens from its first 41
@@ -59,6 +59,19 @@ def total_variation(target_probs: torch.Tensor, emulator_logits: torch.Tensor) -
     """0.5 * sum over classes of |p - softmax(logits)|, averaged over every other axis (steps, RNNs)."""
     q = F.softmax(emulator_logits.float(), dim=-1)
     return 0.5 * (target_probs - q).abs().sum(-1).mean()
+
+
+def input_steps(zoo_kind: str) -> int:
+    """Time steps of one emulated sequence: 41 tokens (zoo A), the BOS tile and 49 tiles (zoo B)."""
+    return FORMAL_INPUT_STEPS if KINDS[zoo_kind].token_inputs else MNIST_STEPS
+
+
+def emulator_params(zoo_kind: str, hidden: int, rep_dim: int = REPRESENTATION_DIM, num_layers: int = 2) -> int:
+    """Parameters of :class:`Emulator` from its shapes, without building it (a size check must not
+    allocate the model it is checking)."""
+    n_in, n_out = SIZES[zoo_kind]
+    lstm = num_layers * (4 * hidden * 2 * hidden + 8 * hidden)  # weight_ih, weight_hh, two biases per layer
+    return (n_in + 1) * hidden + (rep_dim + 1) * hidden + lstm + (hidden + 1) * n_out
 
 
 class Emulator(nn.Module):

@@ -1,10 +1,14 @@
 """Encoders: flat RNN parameter vectors (B, P) -> representations (B, 16).
 
-Six families (see each module's docstring for its modelling choices): ``flat`` and ``stats``
+The paper's six (see each module's docstring for its modelling choices): ``flat`` and ``stats``
 (``mlp.py``), ``transformer`` (``transformer.py``), ``dws`` (``dws.py``), ``noninteractive`` and
-``interactive`` (``probing.py``); and the ``constant`` baseline (``baseline.py``), which ignores
-the weights. ``catalog.py`` names them (torch-free), ``registry.py`` builds them, ``budget.py`` sizes them to a
-parameter budget and ``augmentation.py`` permutes hidden neurons for the non-invariant ones.
+``interactive`` (``probing.py``); ``dlpg``, deep linear probe generators (``probe_generators.py``,
+not in the paper); and the ``constant`` baseline (``baseline.py``), which ignores
+the weights. ``contract.py`` is what every encoder declares (:func:`encoder`, the decorator a plug-in
+uses too), ``catalog.py`` names them (torch-free: the built-ins' import paths, plug-in names),
+``resolver.py`` turns a name into a class (one path for built-ins and plug-ins), ``registry.py``
+builds them, ``budget.py`` sizes them to a parameter budget, ``augmentation.py`` permutes hidden
+neurons for the non-invariant ones, and ``checks.py`` tries a plug-in on a zoo's weights.
 """
 
 import importlib
@@ -12,7 +16,8 @@ import importlib
 # name -> submodule; loaded on first use, so ``rnnray.encoders.catalog`` (the names) needs no torch
 _LAZY = {"augment": "augmentation", "InfeasibleBudget": "budget", "count_params": "budget", "fit_to_budget": "budget",
          "REPRESENTATION_DIM": "common", "ZOO_KINDS": "common", "resolve_zoo_kind": "common",
-         "BASELINES": "registry", "ENCODERS": "registry", "UnknownEncoder": "registry", "build_encoder": "registry",
+         "Declaration": "contract", "encoder": "contract", "PluginError": "catalog",
+         "BASELINES": "registry", "ENCODERS": "registry", "UnknownEncoder": "catalog", "build_encoder": "registry",
          "default_hparams": "registry", "needs_augmentation": "registry", "search_space": "registry"}
 
 
@@ -24,6 +29,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "BASELINES",
+    "Declaration",
+    "PluginError",
+    "encoder",
     "ENCODERS",
     "REPRESENTATION_DIM",
     "ZOO_KINDS",

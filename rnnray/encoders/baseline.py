@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from .common import REPRESENTATION_DIM
+from .contract import encoder
 
 
+@encoder(kind="baseline", invariant=True, takes_zoo_kind=False, defaults={})
 class ConstantRepresentation(nn.Module):
     """One learned vector, expanded over the batch."""
 

@@ -74,11 +74,14 @@ def fit_to_budget(
         raise TypeError("fit_to_budget chooses 'width'; do not pass it")
     user_head = hparams.pop("head_width", None)
     base = resolve_hparams(name, layout, zoo_kind, preset, **hparams)
+    has_head = "head_width" in base  # a plug-in without a read-out of its own: the width is the one knob
     step = int(base[spec.width_multiple_of]) if spec.width_multiple_of else 1
     k_max = MAX_WIDTH // step
     cache: dict[tuple[int, int | None], int] = {}
 
     def hp_at(k: int, head: int | None) -> dict[str, Any]:
+        if not has_head:
+            return {**base, "width": k * step}
         head = user_head if head is None else head
         extra = {"head_depth": 1} if head is not None and base["head_depth"] == 0 else {}
         return {**base, "width": k * step, "head_width": head, **extra}
@@ -101,7 +104,7 @@ def fit_to_budget(
     if inside(count(best)):
         return result(best, user_head)
 
-    if user_head is None:  # fine knob: the head's hidden width, at the widths bracketing the budget;
+    if user_head is None and has_head:  # fine knob: the head's hidden width, at the widths bracketing the budget;
         # the larger body wins (its read-out is narrowed rather than the smaller body's widened)
         for k in sorted(options, reverse=True):
             head_below = _largest_at_most(lambda hw: count(k, hw), 1, MAX_HEAD_WIDTH, budget)
@@ -116,6 +119,6 @@ def fit_to_budget(
     raise InfeasibleBudget(
         f"encoder {name!r} cannot be sized to {budget:g} parameters (tolerance {tolerance:.0%}) with {fixed}"
         f"{'' if user_head is None else f' and head_width={user_head}'}: reachable parameter counts range "
-        f"from {lowest} (width={step}, head_width={low_head}) to {count(k_max)} (width={k_max * step}); the widths bracketing the "
-        f"budget give {[count(k) for k in options]}"
+        f"from {lowest} (width={step}{f', head_width={low_head}' if has_head else ''}) to {count(k_max)} "
+        f"(width={k_max * step}); the widths bracketing the budget give {[count(k) for k in options]}"
     )

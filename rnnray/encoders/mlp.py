@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ..weights import GATES, Layout
-from .common import head
+from .common import DEFAULT_INPUT_SCALE, head
+from .contract import encoder
 
 _QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 STATS_PER_BLOCK = 2 + len(_QUANTILES)
@@ -46,6 +47,9 @@ def _body(in_features: int, width: int, depth: int) -> list[nn.Module]:
     return layers
 
 
+@encoder(kind="mechanistic", invariant=False, takes_zoo_kind=False,
+         defaults={"width": 128, "head_width": None, "head_depth": 0, "depth": 3, "input_scale": DEFAULT_INPUT_SCALE},
+         space={"depth": [1, 2, 3]})
 class FlatEncoder(nn.Module):
     """The whole flat vector through an MLP: the least structured baseline."""
 
@@ -81,6 +85,9 @@ def block_statistics(layout: Layout, flat: torch.Tensor) -> torch.Tensor:
     return torch.cat(feats, dim=-1)
 
 
+@encoder(kind="mechanistic", invariant=True, takes_zoo_kind=False,
+         defaults={"width": 768, "head_width": None, "head_depth": 0, "depth": 3, "input_scale": DEFAULT_INPUT_SCALE},
+         space={"depth": [1, 2, 3]})
 class StatsEncoder(nn.Module):
     """Block statistics -> fixed asinh standardisation -> MLP."""
 

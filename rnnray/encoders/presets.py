@@ -1,7 +1,8 @@
 """``python -m rnnray.encoders.presets``: every preset's parameter count per zoo beside the paper's.
 
 The paper's figures (SPEC.md 5b) are zoo A counts as the authors give them; where ours differ by
-more than 10 %, the encoder's module docstring says why.
+more than 10 %, the encoder's module docstring says why. An encoder the paper does not have
+(``dlpg``) has no figure to compare with ("—").
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ def preset_counts() -> list[dict]:
     rows = []
     for preset in PRESETS:
         for name in ENCODERS:
-            row = {"preset": preset, "encoder": name, "paper_params": PAPER_PARAMS[name]}
+            row = {"preset": preset, "encoder": name, "paper_params": PAPER_PARAMS.get(name)}
             for kind, layout in LAYOUTS.items():
                 with torch.device("meta"):
                     enc = build_encoder(name, layout, kind, preset)
                 n = count_params(enc)
                 row[kind] = {"params": n, "read_out_share": count_params(enc.head) / n,
                              "hparams": resolve_hparams(name, layout, kind, preset)}
-            row["ratio_to_paper"] = row["formal_languages"]["params"] / PAPER_PARAMS[name]
+            paper = row["paper_params"]
+            row["ratio_to_paper"] = None if paper is None else row["formal_languages"]["params"] / paper
             rows.append(row)
     return rows
 
@@ -40,9 +42,13 @@ def format_table(rows: list[dict]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         a, b = r["formal_languages"], r["mnist"]
-        flag = "" if abs(r["ratio_to_paper"] - 1) <= 0.10 else " (see docstring)"
+        if r["paper_params"] is None:
+            paper = ratio = "—"
+        else:
+            flag = "" if abs(r["ratio_to_paper"] - 1) <= 0.10 else " (see docstring)"
+            paper, ratio = f"{r['paper_params'] / 1e6:.2f} M", f"{r['ratio_to_paper']:.2f}{flag}"
         lines.append(f"| {r['preset']} | {r['encoder']} | {a['params']:,} | {b['params']:,} | {a['read_out_share']:.1%} | "
-                     f"{r['paper_params'] / 1e6:.2f} M | {r['ratio_to_paper']:.2f}{flag} |")
+                     f"{paper} | {ratio} |")
     return "\n".join(lines)
 
 

@@ -44,10 +44,16 @@ from torch import nn
 from .. import rnn
 from ..weights import Layout
 from .common import head
+from .contract import encoder
 from ..kinds import KINDS
 
 BOS = 4
 DEFAULT_PROBE_LENGTH = {"formal_languages": 22, "mnist": 50}
+# the paper preset (SPEC.md 5b) and search space the probing encoders declare
+PAPER = {"width": 256, "head_width": None, "head_depth": 1, "num_probes": 1, "probe_length": None, "reader_layers": 2,
+         "residual": True}
+SPACE = {"num_probes": [1, 2, 4, 8], "probe_length": {"formal_languages": [11, 22, 33], "mnist": [25, 50]},
+         "reader_layers": [1, 2]}
 
 
 class _Probing(nn.Module):
@@ -71,16 +77,20 @@ class _Probing(nn.Module):
         return F.log_softmax(outputs, dim=-1) if KINDS[self.zoo_kind].token_inputs else outputs
 
 
-class NonInteractiveProbing(_Probing):
-    """Fixed learned probes for all RNNs; a reader LSTM over the answers."""
+def initial_probe_values(zoo_kind: str, num_probes: int, probe_length: int, input_size: int) -> torch.Tensor:
+    """(M, T, input) unconstrained probe values at initialisation: N(0, 1), and for token inputs a
+    +3 logit on BOS at the first step (a probe starts near BOS, as the RNN's own inputs do)."""
+    raw = torch.randn(num_probes, probe_length, input_size)
+    if KINDS[zoo_kind].token_inputs:
+        raw[:, 0, BOS] += 3.0
+    return raw
 
-    def __init__(self, layout: Layout, zoo_kind: str, width: int, head_width: int, num_probes: int,
-                 probe_length: int | None, reader_layers: int, head_depth: int = 1, residual: bool = True):
-        super().__init__(layout, zoo_kind, width, head_width, head_depth, num_probes, probe_length)
-        raw = torch.randn(num_probes, self.probe_length, layout.input_size)
-        if KINDS[zoo_kind].token_inputs:  # a probe starts near BOS, as the RNN's own inputs do
-            raw[:, 0, BOS] += 3.0
-        self.probe_raw = nn.Parameter(raw)
+
+class _FixedProbes(_Probing):
+    """Non-interactive probing: the same probes for every RNN, a reader LSTM over the answers.
+    Subclasses say where the probes come from (``probes()``) and build the reader with ``_reader``."""
+
+    def _reader(self, width: int, reader_layers: int, residual: bool) -> None:
         self.residual = residual
         if residual:
             self.project = nn.Linear(self.reader_input, width)
@@ -90,7 +100,7 @@ class NonInteractiveProbing(_Probing):
 
     def probes(self) -> torch.Tensor:
         """(M, T, input) probe inputs."""
-        return self.activate(self.probe_raw)
+        raise NotImplementedError
 
     def read(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, T, reader input) -> (B, width): the reader's top state after the last step."""
@@ -110,6 +120,22 @@ class NonInteractiveProbing(_Probing):
         return self.head(self.read(seq))
 
 
+@encoder(kind="functionalist", invariant=True, head_ratio=0.5, defaults=PAPER, space=SPACE)
+class NonInteractiveProbing(_FixedProbes):
+    """Fixed learned probes for all RNNs, free parameters; a reader LSTM over the answers."""
+
+    def __init__(self, layout: Layout, zoo_kind: str, width: int, head_width: int, num_probes: int,
+                 probe_length: int | None, reader_layers: int, head_depth: int = 1, residual: bool = True):
+        super().__init__(layout, zoo_kind, width, head_width, head_depth, num_probes, probe_length)
+        self.probe_raw = nn.Parameter(initial_probe_values(zoo_kind, num_probes, self.probe_length, layout.input_size))
+        self._reader(width, reader_layers, residual)
+
+    def probes(self) -> torch.Tensor:
+        """(M, T, input) probe inputs."""
+        return self.activate(self.probe_raw)
+
+
+@encoder(kind="functionalist", invariant=True, head_ratio=0.5, defaults=PAPER, space=SPACE)
 class InteractiveProbing(_Probing):
     """Probes generated step by step from the reader's state: an adaptive interrogation."""
 

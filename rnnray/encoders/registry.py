@@ -1,4 +1,7 @@
-"""The six encoders by name: how to build each, its presets, hyperparameters and sweep space.
+"""Encoders by name, built-in or plug-in: how to build each, its presets, hyperparameters and sweep space.
+
+The names resolve through :mod:`.resolver` (one path: each class declares its kind, invariance,
+``paper`` preset and search space, :mod:`.contract`); this module builds and sizes what they name.
 
 Every encoder starts from a *preset*: a complete set of hyperparameters. ``paper`` is the
 authors' configuration (SPEC.md section 5b) and the default; a train file picks one with
@@ -15,131 +18,49 @@ A sweep may still search ``head_width`` as an ordinary knob.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
 from ..config import DEFAULT_PRESET, PRESET_NAMES
-from .catalog import CATALOG, ENCODER_NAMES
+from .catalog import BASELINES as _BASELINE_REFS, BUILTINS, PAPER_PARAMS, UnknownEncoder
 from ..errors import UserError
 from ..weights import Layout
-from .baseline import ConstantRepresentation
-from .common import DEFAULT_INPUT_SCALE, resolve_zoo_kind
-from .dws import DWSEncoder
-from .mlp import FlatEncoder, StatsEncoder
-from .probing import DEFAULT_PROBE_LENGTH, InteractiveProbing, NonInteractiveProbing
-from .transformer import TransformerEncoder
-
-
-class UnknownEncoder(UserError, ValueError):
-    """An encoder name that is not in ``ENCODERS``."""
+from .common import resolve_zoo_kind
+from .contract import EncoderSpec
+from .probing import DEFAULT_PROBE_LENGTH
+from .resolver import resolve
 
 
 class UnknownPreset(UserError, ValueError):
     """A preset name that is not in ``PRESETS``."""
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    name: str
-    kind: str  # "mechanistic", "functionalist" or "baseline"
-    invariant: bool  # exactly invariant to hidden-neuron permutations by construction
-    constructor: Callable[..., nn.Module]
-    defaults: dict[str, Any]  # the paper preset
-    space: dict[str, Any] = field(default_factory=dict)
-    takes_zoo_kind: bool = False
-    width_multiple_of: str | None = None  # hyperparameter the width must be a multiple of
-    head_ratio: float = 1.0  # default read-out hidden width / body width (the preset's proportion)
-
-    @property
-    def needs_augmentation(self) -> bool:
-        return not self.invariant
-
-    @property
-    def sized(self) -> bool:
-        """Whether the encoder has a body width a parameter budget can fit (a baseline has a fixed size)."""
-        return "width" in self.defaults
-
-
-def _probing_space() -> dict[str, Any]:
-    return {
-        "num_probes": [1, 2, 4, 8],
-        "probe_length": {"formal_languages": [11, 22, 33], "mnist": [25, 50]},
-        "reader_layers": [1, 2],
-    }
-
-
-_SCALE = {"input_scale": DEFAULT_INPUT_SCALE}
-_PROBING_PAPER = {"width": 256, "head_width": None, "head_depth": 1, "num_probes": 1, "probe_length": None,
-                  "reader_layers": 2, "residual": True}
-
-def _declared(name: str) -> tuple[str, str, bool]:
-    """Name, kind and invariance as the catalog declares them (one table for the names)."""
-    e = CATALOG[name]
-    return e.name, e.kind, e.invariant
-
-
-SPECS: dict[str, EncoderSpec] = {
-    s.name: s
-    for s in (
-        EncoderSpec(
-            *_declared("flat"), FlatEncoder,
-            {"width": 128, "head_width": None, "head_depth": 0, "depth": 3, **_SCALE},
-            {"depth": [1, 2, 3]},
-        ),
-        EncoderSpec(
-            *_declared("stats"), StatsEncoder,
-            {"width": 768, "head_width": None, "head_depth": 0, "depth": 3, **_SCALE},
-            {"depth": [1, 2, 3]},
-        ),
-        EncoderSpec(
-            *_declared("transformer"), TransformerEncoder,
-            {"width": 128, "head_width": None, "head_depth": 0, "depth": 6, "heads": 2, "ff_mult": 4,
-             "dropout": 0.0, **_SCALE},
-            {"depth": [2, 4, 6], "heads": [2, 4, 8], "ff_mult": [2, 4], "dropout": [0.0, 0.1]},
-            width_multiple_of="heads",
-        ),
-        EncoderSpec(
-            *_declared("dws"), DWSEncoder,
-            {"width": 48, "head_width": None, "head_depth": 1, "depth": 4, **_SCALE},
-            {"depth": [2, 3, 4]},
-            head_ratio=128 / 48,
-        ),
-        EncoderSpec(
-            *_declared("noninteractive"), NonInteractiveProbing,
-            dict(_PROBING_PAPER), _probing_space(), takes_zoo_kind=True, head_ratio=0.5,
-        ),
-        EncoderSpec(
-            *_declared("interactive"), InteractiveProbing,
-            dict(_PROBING_PAPER), _probing_space(), takes_zoo_kind=True, head_ratio=0.5,
-        ),
-        EncoderSpec(*_declared("constant"), ConstantRepresentation, {}),
-    )
-}
-# The paper's own parameter counts (SPEC.md 5b, zoo A, as the authors count them), for comparison
-PAPER_PARAMS = {n: e.paper_params for n, e in CATALOG.items() if e.paper_params is not None}
+# the built-ins, resolved through the very path a plug-in takes (their classes declare the rest)
+SPECS: dict[str, EncoderSpec] = {name: resolve(name) for name in (*BUILTINS, *_BASELINE_REFS)}
+# the paper presets of the built-ins (a plug-in's ``paper`` preset is its own declared defaults)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": {name: dict(s.defaults) for name, s in SPECS.items()}}
 assert tuple(PRESETS) == PRESET_NAMES and DEFAULT_PRESET in PRESETS  # the names configs are checked against
 ENCODERS: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind != "baseline")  # the six compared
 BASELINES: tuple[str, ...] = tuple(n for n, s in SPECS.items() if s.kind == "baseline")
-assert ENCODERS == ENCODER_NAMES and tuple(SPECS) == tuple(CATALOG)  # the catalog's names, every one built
+assert ENCODERS == tuple(BUILTINS) and BASELINES == tuple(_BASELINE_REFS)  # the catalog's names, every one built
+__all__ = ["BASELINES", "ENCODERS", "PAPER_PARAMS", "PRESETS", "SPECS", "EncoderSpec", "UnknownEncoder", "UnknownPreset",
+           "build_encoder", "default_hparams", "get_spec", "needs_augmentation", "preset_hparams", "resolve_hparams",
+           "search_space"]
 
 
 def get_spec(name: str) -> EncoderSpec:
-    try:
-        return SPECS[name]
-    except KeyError:
-        raise UnknownEncoder(f"unknown encoder {name!r}; valid names: {', '.join(ENCODERS + BASELINES)}") from None
+    """A built-in or a plug-in by name (:func:`rnnray.encoders.resolver.resolve`)."""
+    return SPECS[name] if name in SPECS else resolve(name)
 
 
 def preset_hparams(name: str, preset: str = DEFAULT_PRESET) -> dict[str, Any]:
     """A preset's hyperparameters, ``width`` included (``head_width=None`` means the preset's
     proportion of the width; ``probe_length=None`` means 22 for formal languages, 50 for MNIST)."""
-    get_spec(name)
+    spec = get_spec(name)
     if preset not in PRESETS:
         raise UnknownPreset(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    return dict(PRESETS[preset][name])
+    return dict(PRESETS[preset][name] if name in PRESETS[preset] else spec.defaults)
 
 
 def default_hparams(name: str) -> dict[str, Any]:

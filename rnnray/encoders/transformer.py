@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..weights import GATES, Layout
-from .common import head
+from .common import DEFAULT_INPUT_SCALE, head
+from .contract import encoder
 
 
 class Block(nn.Module):
@@ -68,6 +69,10 @@ class Block(nn.Module):
         return x + F.dropout(self.ff2(y), p, self.training)
 
 
+@encoder(kind="mechanistic", invariant=False, takes_zoo_kind=False, width_multiple_of="heads",
+         defaults={"width": 128, "head_width": None, "head_depth": 0, "depth": 6, "heads": 2, "ff_mult": 4,
+                   "dropout": 0.0, "input_scale": DEFAULT_INPUT_SCALE},
+         space={"depth": [2, 4, 6], "heads": [2, 4, 8], "ff_mult": [2, 4], "dropout": [0.0, 0.1]})
 class TransformerEncoder(nn.Module):
     def __init__(
         self,

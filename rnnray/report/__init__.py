@@ -20,22 +20,22 @@ shows, is :mod:`rnnray.analysis.performance` (its docstring gives the choices).
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..analysis.evaluate import (check_device, default_device, evaluate_sweep, load_encoders, read_json, resolve,
-                                 split_scheme, zoo_and_seed)
+from ..analysis.evaluate import (check_device, default_device, evaluate_sweep, load_encoders, read_json, require_encoders,
+                                 resolve, split_scheme, zoo_and_seed)
 from ..analysis.findings import write_findings
 from ..analysis.performance import SNAPSHOT_SEED, _np, performance_prediction
 from ..cli import UsageError, friendly_errors
 from ..kinds import zoo_kind
-from ..results.atomic import atomic_write_text
-from ..results.folder import SweepFolder
+from ..results.atomic import atomic_write_text, replacing_dir
+from ..results.folder import ResultsError, SweepFolder
 from ..results.records import read_final, read_oracles, read_trials
 from ..sweep.studies import sweep_studies
 from .downstream import DOWNSTREAM_FILE, chance_text, downstream_table, effective_dim_lines, final_seeds_lines
@@ -70,7 +70,7 @@ def write_report(
     sweep = read_json(folder.sweep_json, "not a sweep folder")
     best = read_json(folder.best_json, "no best trials yet: has the sweep finished a trial?")
     device = torch.device(device) if device is not None else default_device()
-    doc = json.loads(folder.downstream_json.read_text()) if folder.downstream_json.is_file() else None
+    doc = read_json(folder.downstream_json, "the downstream evaluation") if folder.downstream_json.is_file() else None
     if doc is None and evaluate_missing:
         if progress:
             print(f"{DOWNSTREAM_FILE} missing: running the downstream evaluation first", flush=True)
@@ -80,6 +80,7 @@ def write_report(
     encoders = list(cfg.get("encoders") or []) or list(best)
     encoders += [e for e in best if e not in encoders]
     models, metas, skipped = load_encoders(best, device)
+    require_encoders(models, skipped, folder)
     zoo, split_seed = zoo_and_seed(sweep, metas, sweep_dir)
     scheme = split_scheme(sweep, metas, sweep_dir)
     manifest = read_manifest(zoo)
@@ -102,37 +103,38 @@ def write_report(
                            split_rows={s: len(rows[s]) for s in ("train", "val", "ood_train", "ood_test")},
                            performance=pp, skipped=skipped)
 
-    # draw
-    fig_dir = folder.figures
+    # draw, into a temporary folder that replaces figures/ whole once every figure and section is done:
+    # a report that fails midway leaves the earlier figures/ (or none), never a mix
     trial_dicts = {enc: [asdict(r) for r in recs] for enc, recs in trials.items()}
     studies = sweep_studies(sweep_dir, encoders)
     tasks = zoo_kind(kind).task
     colour = tasks.colour(_np(table, zoo_kind(kind).task_column)[pick])
     task_label, cmap = tasks.label, tasks.colour_map
-    figures = {
-        "emulation_loss": fig_emulation_loss(trial_dicts, best, encoders, fig_dir / "emulation_loss.png"),
-        "emulation_curves": fig_emulation_curves(trial_dicts, best, fig_dir / "emulation_curves.png"),
-        "search_history": fig_search_history(studies, fig_dir / "search_history.png"),
-        "downstream": fig_downstream(doc, fig_dir / "downstream.png") if doc else None,
-        "performance_prediction": fig_performance(pp, fig_dir / "performance_prediction.png"),
-        "pca": fig_pca(reps, colour, task_label, cmap, _np(table, "accuracy")[pick], fig_dir / "pca.png"),
-    }
-    for name, made in figures.items():  # a figure not drawn this time must not linger from an earlier report
-        if made is None:
-            (fig_dir / f"{name}.png").unlink(missing_ok=True)
+    with replacing_dir(folder.figures) as fig_dir:
+        figures = {
+            "emulation_loss": fig_emulation_loss(trial_dicts, best, encoders, fig_dir / "emulation_loss.png"),
+            "emulation_curves": fig_emulation_curves(trial_dicts, best, fig_dir / "emulation_curves.png"),
+            "search_history": fig_search_history(studies, fig_dir / "search_history.png"),
+        }
+        with _reading(folder.downstream_json):
+            figures["downstream"] = fig_downstream(doc, fig_dir / "downstream.png") if doc else None
+        figures["performance_prediction"] = fig_performance(pp, fig_dir / "performance_prediction.png")
+        figures["pca"] = fig_pca(reps, colour, task_label, cmap, _np(table, "accuracy")[pick], fig_dir / "pca.png")
 
-    # sections, from the stored data
-    lines = [f"# Report: sweep `{sweep_dir.name}`", "", *verdict_section(found["verdict"]),
-             _zoo_line(found), "", *schedule_lines(found.get("schedule")), *departures_section(found["departures"]),
-             *_emulation_section(found, folder, encoders, figures),
-             "", *search_section(studies, folder),
-             "", *_downstream_section(doc, sweep_dir),
-             "", *performance_section(found["performance"], kind),
-             "", "## Representations", ""]
-    lines += ([f"2-D PCA of each encoder's representations of {len(pick)} snapshots, coloured by task and by accuracy.",
-               "", f"![pca]({FIGURES}/pca.png)"] if figures["pca"] else ["No loadable encoder checkpoints."])
-    if skipped:
-        lines += ["", "Skipped encoders: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())]
+        # sections, from the stored data
+        with _reading(folder.downstream_json):
+            downstream_lines = _downstream_section(doc, sweep_dir)
+        lines = [f"# Report: sweep `{sweep_dir.name}`", "", *verdict_section(found["verdict"]),
+                 _zoo_line(found), "", *schedule_lines(found.get("schedule")), *departures_section(found["departures"]),
+                 *_emulation_section(found, folder, encoders, figures),
+                 "", *search_section(studies, folder),
+                 "", *downstream_lines,
+                 "", *performance_section(found["performance"], kind),
+                 "", "## Representations", ""]
+        lines += ([f"2-D PCA of each encoder's representations of {len(pick)} snapshots, coloured by task and by accuracy.",
+                   "", f"![pca]({FIGURES}/pca.png)"] if figures["pca"] else ["No loadable encoder checkpoints."])
+        if skipped:
+            lines += ["", "Skipped encoders: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())]
     path = folder.report_md
     atomic_write_text(path, "\n".join(lines) + "\n")
     write_summary_md(sweep_dir)
@@ -140,6 +142,17 @@ def write_report(
         made = [p.name for p in figures.values() if p]
         print(f"report: {path} with {len(made)} figures ({', '.join(made)}) in {time.time() - t0:.0f} s", flush=True)
     return path
+
+
+@contextmanager
+def _reading(source: Path):
+    """What drawing or printing from a stored file (``downstream.json``) raises when the file is valid
+    JSON of the wrong form becomes one line naming the file (a ResultsError: exit code 2)."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        raise ResultsError(f"{source}: not of the form the report reads ({e.__class__.__name__}: {e}); "
+                           "the report was not written (run `python -m rnnray.evaluate` to write the file again)") from e
 
 
 def _zoo_line(found) -> str:
@@ -199,6 +212,9 @@ def main(argv=None) -> None:
         check_device(args.device)
         sweep_dir = resolve(args.results)
         read_json(SweepFolder(sweep_dir).best_json, "no best trials yet: has the sweep finished a trial?")
+        from ..paths import check_writable
+
+        check_writable(sweep_dir, "results")  # report.md, figures/ (and downstream.json) go into it
         path = write_report(sweep_dir, device=args.device, max_snapshots=args.max_snapshots, n_samples=args.samples,
                             evaluate_missing=not args.no_evaluate)
     print(f"report: {path}")

@@ -75,8 +75,14 @@ def final_table(final: Mapping[str, Mapping[str, FinalConfig]], encoders: Sequen
                  "new seeds; mean (95 % Student-t interval over seeds).", "",
              "| encoder | configuration | seeds | val loss | OOD loss |", "| --- | --- | --- | --- | --- |"]
     for enc in encoders:
-        for role, entry in (final.get(enc) or {}).items():
+        roles = dict(final.get(enc) or {})
+        same = "best" in roles and "paper" in roles and bool(roles["best"].trial_ids) and roles["best"].trial_ids == roles["paper"].trial_ids
+        if same:  # the best configuration is the paper preset: the same runs, one row
+            roles.pop("paper")
+        for role, entry in roles.items():
             what = f"best (search trial {entry.source_trial})" if role == "best" else "paper preset"
+            if same:
+                what = f"best = paper preset (search trial {entry.source_trial})"
             if entry.conditioning not in (None, "bos"):  # a searched conditioning that left the paper's
                 what += f", emulator conditioned `{entry.conditioning}`"
             lines.append(f"| {enc} | {what} | {len(entry.seeds)} | {interval_text(entry.val_interval)} | "

@@ -3,7 +3,8 @@
 A results directory holds one folder per sweep (``NAME-YYYYmmdd-HHMMSS``) and a ``LATEST`` file
 naming the most recent one. A sweep folder::
 
-    sweep.json                      the sweep's validated config, zoo kind, default parameter counts
+    sweep.json                      the sweep's validated config, zoo kind, default parameter counts, and each
+                                    encoder's import path, kind and invariance as resolved
     summary.md, summary.csv         one row per encoder (written by rnnray.sweep.summary)
     best.json                       each encoder's best trial: config, metrics, checkpoint
     downstream.json                 the downstream evaluation (rnnray.analysis.evaluate)

@@ -54,8 +54,23 @@ class LoadedEncoder:
                 f"conditioning={self.conditioning!r}, device={self.device})")
 
 
+def _named_in_sweep(folder: SweepFolder, name: str) -> str:
+    """The name the sweep gave the encoder ``name`` names: a plug-in the sweep listed by its
+    registered name may be asked for by its import path, and the other way round (``sweep.json``
+    records where each encoder's class lives). ``name`` itself when nothing matches."""
+    from ..encoders.catalog import PluginError, reference_of
+
+    try:
+        record = json.loads(folder.sweep_json.read_text()).get("encoders") or {}
+        wanted = reference_of(name)
+    except (OSError, ValueError, AttributeError, PluginError):
+        return name
+    return next((n for n, r in record.items() if isinstance(r, dict) and r.get("reference") == wanted), name)
+
+
 def load_best(name: str, results: str | Path | None = None, device=None) -> LoadedEncoder:
-    """The best trained encoder of that name from the latest sweep (or the given results / sweep).
+    """The best trained encoder of that name from the latest sweep (or the given results / sweep): a
+    built-in's name, a plug-in's import path (``"mylab.encoders:GatedProbe"``) or its registered name.
 
     With final runs (``final.seeds``), the best configuration's seed with the lowest validation loss:
     the one checkpoint that is best on the split the search already selects on (the seeds' spread is
@@ -71,6 +86,8 @@ def load_best(name: str, results: str | Path | None = None, device=None) -> Load
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"{best_file}: not readable as JSON ({e.__class__.__name__}); re-run the sweep with --resume "
                            "to write it again") from None
+    if isinstance(best, dict) and name not in best:
+        name = _named_in_sweep(SweepFolder(sweep), name)
     if not isinstance(best, dict) or name not in best or not isinstance(best[name], dict):
         avail = ", ".join(sorted(best)) if isinstance(best, dict) else "none (best.json is not an object)"
         raise ResultsError(f"no trained {name!r} encoder in {sweep} (available: {avail or 'none'})")

@@ -46,6 +46,7 @@ class TrialRecord:
     source_trial: str | None = None
     conditioning: str | None = None  # the emulator's (None: a record from before the setting, bos)
     grad_clip_scope: str | None = None
+    reason: str | None = None  # why a failed trial failed (diverged, an error's last line)
 
     @property
     def usable(self) -> bool:
@@ -59,7 +60,7 @@ class TrialRecord:
                    best_ood_loss=_float(d.get("best_ood_loss")), best_step=d.get("best_step"), checkpoint=d.get("checkpoint"),
                    paper_config=bool(d.get("paper_config")), history=list(d.get("history") or []), role=d.get("role"),
                    seed=d.get("seed"), source_trial=d.get("source_trial"), conditioning=d.get("conditioning"),
-                   grad_clip_scope=d.get("grad_clip_scope"))
+                   grad_clip_scope=d.get("grad_clip_scope"), reason=d.get("reason"))
 
 
 def read_trials(folder: SweepFolder, encoder: str | None = None) -> dict[str, list[TrialRecord]]:

@@ -8,6 +8,8 @@ import time
 
 import torch
 
+from ..errors import UsageError
+
 
 def cpu_model() -> str:
     try:
@@ -68,3 +70,24 @@ def matmul_gflops(device: torch.device, n: int | None = None, reps: int = 5) -> 
         sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def check_device(name: str | None, flag: str = "--device") -> None:
+    """A device this machine has and rnnray computes on (cpu; cuda, cuda:N with N below its device
+    count; mps where available), or UsageError naming ``flag``. None (the command's default) passes."""
+    if name is None:
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{flag} {name!r}: not a torch device (cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{flag} {name!r}: no CUDA device on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"{flag} {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), from cuda:0")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"{flag} {name!r}: no MPS device on this machine")
+    elif dev.type != "cpu":
+        raise UsageError(f"{flag} {name!r}: rnnray computes on cpu, cuda or mps, not {dev.type}")

@@ -25,14 +25,16 @@ What happens:
    the tuning gain), ``best.json`` for the sweep; ``timeline.json``, when each trial held a slot
    (:mod:`.timeline`: the slot utilisation). Ctrl-C stops the sweep resumable (exit 130).
 
-Resuming (``--resume``): recorded work is not run again; an unfinished experiment is restored with
-``Tuner.restore`` (finished trials are kept, unfinished and errored ones are run again from their
-last checkpoint, the Optuna searchers' state comes back). Ray Tune does not restore ASHA's rungs;
-the one queue keeps them itself (:mod:`.rungs`), so a resumed sweep stops the trials an
-uninterrupted one would; the per-encoder schedule's early stopping starts afresh after a resume.
+Resuming (``--resume``): the sweep file must agree with the folder's ``sweep.json`` in everything
+that changes what is compared (:mod:`.resume`); recorded work is not run again; an unfinished
+experiment is restored with ``Tuner.restore`` (finished trials are kept, unfinished and errored
+ones are run again from their last checkpoint, the Optuna searchers' state comes back). Ray Tune
+does not restore ASHA's rungs; the one queue keeps them itself (:mod:`.rungs`), so a resumed sweep
+stops the trials an uninterrupted one would; the per-encoder schedule's early stopping starts
+afresh after a resume.
 
 The package, one job per module: :mod:`.settings` (reading the sweep file; its models are
-in :mod:`rnnray.config.sweep`), :mod:`.space` (search spaces, trial 0, the budget check), :mod:`.trial`
+in :mod:`rnnray.config.sweep`), :mod:`.resume` (a resumed sweep is the sweep it continues), :mod:`.space` (search spaces, trial 0, the budget check), :mod:`.trial`
 (one trial, its setup resolved once on the driver, and its record), :mod:`.experiment` (one
 encoder's Tune experiment), :mod:`.final` (the seeds after the search), :mod:`.one_queue` with :mod:`.queue`
 (the searcher), :mod:`.rungs` (the scheduler), :mod:`.recorder` (the store, as work ends), :mod:`.side` (the
@@ -48,16 +50,18 @@ from pathlib import Path
 
 from ..results.atomic import atomic_write_json
 from ..runtime.console import hide_into
+from ..runtime.connect import init_ray
 from ..results.folder import TRAIN_RESULT, SweepFolder, write_latest
 from . import progress as job_progress
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
 from .final import final_runs, run_final, summarise_final, write_final
 from .live import LiveSweep, running
 from .one_queue import run_queue
+from .resume import check_same_sweep
 from .side import SideRuns
 from .timeline import record_phase
-from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, check_search,
-                       load_sweep, startup_trials, tpe_sampler)
+from .settings import (DownstreamSettings, Range, SearchValue, SweepConfig, TrialResources, TuneSettings, absolute_paths,
+                       check_search, load_sweep, startup_trials, tpe_sampler)
 from .space import check_budget, define_by_run, encoder_space, is_paper_config, paper_point
 from .summary import collect_trials, summarise, sweep_dir_for, write_summary
 from .tracking import check_trackers, tracker_callbacks
@@ -90,18 +94,13 @@ def _http(url: str | None) -> str | None:
     return url if url.startswith("http") else f"http://{url}"
 
 
-def absolute_paths(cfg: SweepConfig) -> SweepConfig:
-    """Relative zoo and results paths, resolved against the directory the sweep was started in:
-    Tune runs each trial in a working directory of its own, where they would point nowhere."""
-    def absolute(p: str) -> str:
-        return p if "://" in p else str(Path(p).expanduser().resolve())
+def encoder_record(cfg: SweepConfig) -> dict[str, dict]:
+    """What each encoder of the sweep was when it ran: where its class lives and what it declared
+    (kind, invariance), so the report groups a plug-in by its kind without importing it again."""
+    from ..encoders.registry import get_spec
 
-    update = {"results": absolute(cfg.results)}
-    if isinstance(cfg.zoo, str):
-        update["zoo"] = absolute(cfg.zoo)
-    else:
-        update["zoo"] = cfg.zoo.model_copy(update={"path": absolute(cfg.zoo.path)})
-    return cfg.model_copy(update=update)
+    return {n: {"reference": get_spec(n).reference, "kind": get_spec(n).kind, "invariant": get_spec(n).invariant,
+                "builtin": get_spec(n).builtin} for n in cfg.encoders}
 
 
 def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
@@ -133,7 +132,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     points = {enc: paper_point(cfg, enc, zoo_kind, layout) for enc in cfg.encoders}
     t_zoo = time.time()
     if not ray.is_initialized():
-        ray.init()
+        init_ray()
     r = cfg.resources
     cpus, gpus = fit_request(r.cpus_per_worker, r.gpus_per_worker, "resources: a training worker", cluster_shape())
     if (cpus, gpus) != (r.cpus_per_worker, r.gpus_per_worker):
@@ -144,11 +143,13 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     job_progress.phase_done("zoo")
     zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest, split=cfg.train.split)  # once, for every trial
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
+    if resumed:
+        check_same_sweep(SweepFolder(sweep_dir), cfg)  # the job checked it before Ray; the Python API here
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:
         atomic_write_json(SweepFolder(sweep_dir).sweep_json, {"config": cfg.model_dump(mode="json"), "zoo_kind": zoo_kind,
                                                      "created": dt.datetime.now().isoformat(timespec="seconds"),
-                                                     "default_param_counts": counts})
+                                                     "default_param_counts": counts, "encoders": encoder_record(cfg)})
     write_latest(Path(cfg.results).expanduser(), sweep_dir)
     folder = SweepFolder(sweep_dir)
     record_phase(folder, "zoo", *zoo_time)

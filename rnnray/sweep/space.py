@@ -49,16 +49,20 @@ def _plain(space: dict) -> dict:
     return {k: (v.model_dump() if isinstance(v, Range) else v) for k, v in space.items()}
 
 
+def fixed_knobs(cfg: SweepConfig, encoder: str) -> dict[str, Any]:
+    """The encoder's hyperparameters its ``search:`` entry fixes to one value (not searched)."""
+    return {k: v for k, v in cfg.search.get(encoder, {}).items() if not isinstance(v, (list, Range)) and k not in TRAIN_KNOBS}
+
+
 def check_budget(cfg: SweepConfig, zoo_kind: str, layout) -> dict[str, int]:
     """Fit every encoder at its default hyperparameters: an infeasible budget fails here, up front."""
     from ..encoders import InfeasibleBudget, fit_to_budget
 
     counts = {}
     for enc in cfg.encoders:
-        fixed = {k: v for k, v in cfg.search.get(enc, {}).items() if not isinstance(v, (list, Range)) and k not in TRAIN_KNOBS}
         try:
             _, n = fit_to_budget(enc, layout, cfg.budget, cfg.tolerance, zoo_kind=zoo_kind, preset=cfg.preset(enc),
-                                 **fixed)
+                                 **fixed_knobs(cfg, enc))
         except InfeasibleBudget as e:
             raise InfeasibleBudget(f"budget: {e}") from None
         counts[enc] = n

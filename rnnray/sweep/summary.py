@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..errors import RunFailed
 from ..results.atomic import atomic_write_json, atomic_write_text
 from ..results.folder import SweepFolder, sweep_folder_for
 from ..results.records import TrialRecord, read_final, read_trials
@@ -59,6 +60,24 @@ def summarise(sweep_dir: Path, cfg: SweepConfig, records: Mapping[str, Sequence[
             best[enc].update({k: top[k] for k in ("trial_id", "trial_dir", "checkpoint", "best_val_loss", "best_ood_loss", "n_params")},
                              seed=top["seed"], search_trial_id=b.trial_id, final=True)
     return rows, best
+
+
+def require_results(sweep_dir: Path, cfg: SweepConfig) -> dict:
+    """``best.json``, or :class:`RunFailed` (exit code 1) when it names no encoder: a sweep none of
+    whose trials left a usable checkpoint has no result, and says so in one line, with each
+    encoder's failed trials and the first reason, instead of ending like a finished sweep."""
+    folder = SweepFolder(sweep_dir)
+    best = json.loads(folder.best_json.read_text())
+    if best:
+        return best
+    trials = read_trials(folder)
+    parts = []
+    for enc in cfg.encoders:
+        recs = trials.get(enc, [])
+        reasons = [r.reason for r in recs if r.reason]
+        parts.append(f"{enc}: {len(recs)} trial(s), none usable" + (f", e.g. {reasons[0]}" if reasons else ""))
+    raise RunFailed(f"no trial of any encoder left a usable checkpoint ({'; '.join(parts)}); "
+                    f"the records are in {folder.path}/trials/*/*/trial.json")
 
 
 def write_summary(sweep_dir: Path, rows: list[dict], best: dict, cfg: SweepConfig, downstream: dict | None = None) -> None:

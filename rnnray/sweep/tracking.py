@@ -25,6 +25,27 @@ def check_trackers(cfg: SweepConfig) -> None:
             raise ConfigError(f"tracking.{section}: needs the {module} package (pip install \"rnnray[{section}]\")")
 
 
+def tracker_folders(cfg: SweepConfig) -> list[tuple[str, str]]:
+    """The local folders the trackers will write, with the field that names each: MLflow's file store
+    (``tracking.mlflow.tracking_uri`` as a folder or a ``file:`` URI, else ``MLFLOW_TRACKING_URI``).
+    A server's URI is MLflow's to check; TensorBoard and W&B write inside the sweep folder."""
+    from urllib.parse import unquote, urlparse
+
+    out = []
+    if cfg.tracking.mlflow is not None:
+        field = "tracking.mlflow.tracking_uri:"
+        uri = cfg.tracking.mlflow.tracking_uri
+        if not uri and os.environ.get("MLFLOW_TRACKING_URI"):
+            field, uri = "MLFLOW_TRACKING_URI", os.environ["MLFLOW_TRACKING_URI"]
+        if uri:
+            parsed = urlparse(uri)
+            if parsed.scheme == "file":
+                out.append((unquote(parsed.path), field))
+            elif "://" not in uri and ":" not in uri.split("/")[0] and not uri.startswith("databricks"):
+                out.append((uri, field))
+    return out
+
+
 def tracker_callbacks(cfg: SweepConfig, encoder: str | None, folder: SweepFolder) -> list:
     """The Tune logger callbacks of one encoder's experiment, or (``encoder`` None) of the one
     queue, where each trial's config names its encoder (a side run's: its role). W&B writes into

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..runtime.connect import init_ray
 from ..emulation.emulator import EmulationModel
 from .backends import LocalBackend, split_tables
 from .checkpoint import HISTORY_FILE, save_checkpoint
@@ -127,11 +128,13 @@ def fit(
     run_dir = f"{run_kwargs['storage_path'].rstrip('/')}/{run_kwargs['name']}"
     import ray
 
-    from ..runtime.resources import fit_request
+    from ..runtime.resources import check_workers, cluster_shape, fit_request
 
     if not ray.is_initialized():
-        ray.init()
-    cpus, gpus = fit_request(cfg.cpus_per_worker, cfg.gpus_per_worker, "a training worker")
+        init_ray()
+    shape = cluster_shape()
+    check_workers(cfg.workers, cfg.cpus_per_worker, cfg.gpus_per_worker, cfg.placement_strategy, shape)  # or wait forever
+    cpus, gpus = fit_request(cfg.cpus_per_worker, cfg.gpus_per_worker, "a training worker", shape)
     if (cpus, gpus) != (cfg.cpus_per_worker, cfg.gpus_per_worker):
         cfg = cfg.model_copy(update={"cpus_per_worker": cpus, "gpus_per_worker": gpus})
     plan = plan.model_copy(update={"train": cfg, "run_dir": run_dir})

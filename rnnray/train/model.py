@@ -19,7 +19,26 @@ SPLIT_NAMES = ("train", "val", "ood")
 
 
 def check_encoder_name(name: str) -> None:
+    """The name is a built-in, or a plug-in that imports and declares the contract (an entry point
+    named like a built-in is refused: :func:`rnnray.encoders.catalog.check_name`)."""
+    from ..encoders.catalog import BASELINE_NAMES, reference_of
+
+    if name not in BASELINE_NAMES:
+        reference_of(name)
     get_spec(name)
+
+
+def check_plugin(name: str, cfg: TrainConfig, zoo_root: str, layout: Layout, kind: str) -> None:
+    """A plug-in encoder tried once on a few of the zoo's RNNs at the run's preset, hyperparameters and
+    budget (:mod:`rnnray.encoders.checks`), before Ray starts; a built-in is not tried."""
+    check_encoder_name(name)
+    if get_spec(name).builtin:
+        return
+    from ..encoders.checks import check_encoder
+    from ..zoo.storage import sample_params
+
+    check_encoder(name, layout, kind, torch.from_numpy(sample_params(zoo_root)), cfg.budget, cfg.tolerance, cfg.preset,
+                  cfg.encoder_hparams)
 
 
 def resolve_encoder(name: str, cfg: TrainConfig, layout: Layout, kind: str) -> tuple[dict[str, Any], int]:

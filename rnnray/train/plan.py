@@ -34,12 +34,15 @@ class ZooPlan(Strict):
 
     @classmethod
     def open(cls, path: str | Path, split_seed: int = 0, manifest: dict | None = None, split: str = "ours") -> "ZooPlan":
-        """Read the manifest (or take the one given), check the shards are there, compute the split."""
+        """Read the manifest and check every shard against it, sizes and checksums (or take a manifest a
+        caller verified: a sweep does once, for all its trials), then compute the split. The checksums
+        are read here, on the driver and before Ray starts, so ``train``, ``label_oracle`` and the
+        Python API refuse a corrupt zoo as ``sweep`` does instead of training on it."""
         from ..emulation.splits import zoo_splits
         from ..zoo.storage import verify
 
         root = Path(path).expanduser().resolve()
-        manifest = manifest if manifest is not None else verify(root, checksums=False)
+        manifest = manifest if manifest is not None else verify(root, checksums=True)
         splits = zoo_splits(root, seed=split_seed, checksums=False, scheme=split)
         runs = {s: [int(r) for r in splits.runs(s)] for s in SPLIT_NAMES}
         for s, ids in runs.items():

@@ -10,17 +10,18 @@ import sys
 import numpy as np
 
 from ..cli import friendly_errors
+from ..runtime.connect import init_ray
 from ..config import load_zoo_config
 
 
 def cmd_build(args) -> None:
-    from ..paths import check_writable, expect_kind, shipped_file
+    from ..paths import shipped_file
+    from .builder import check_destination
     from .preflight import check_actor, check_output
 
     cluster = bool(args.address or os.environ.get("RAY_ADDRESS"))
     cfg = load_zoo_config(shipped_file(args.config), args.set)
-    check_writable(cfg.path, "path:")  # before Ray starts: a path that cannot hold a zoo fails in one line
-    expect_kind(cfg.path, "path:", ("missing", "empty", "zoo", "other"))
+    check_destination(cfg)  # before Ray starts: a path that cannot hold this zoo fails in one line
     check_output(cfg)  # the shards fit the disk, the run ids this driver's memory
     if not cluster:
         check_actor(cfg)  # a chunk fits this machine's memory (a cluster's largest node: once connected)
@@ -30,7 +31,7 @@ def cmd_build(args) -> None:
 
     with quiet_console(not args.verbose):
         if not ray.is_initialized():
-            ray.init(address=args.address, namespace="rnnray", log_to_driver=True)
+            init_ray(args.address, namespace="rnnray", log_to_driver=True)
         if cluster:
             check_actor(cfg)
         from . import build

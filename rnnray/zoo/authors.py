@@ -23,8 +23,9 @@ written; a bad one is a :class:`~rnnray.zoo.storage.ZooError` naming the file (a
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,9 @@ def read_source(src_dir, kind: str) -> dict:
     files = _kind_files(kind)
     if not src.is_dir():
         raise ZooError(f"{src}: no such folder of the authors' zoo files")
+    from ..paths import check_readable
+
+    check_readable(src, "SRC_DIR")
     arrays = {name: _open(src / name, list(files), *spec) for name, spec in files.items()}
     n = len(arrays["parameters.npy"])
     if n == 0:
@@ -213,13 +217,34 @@ def read_source(src_dir, kind: str) -> dict:
 
 
 def _refuse_out(out: Path, what: str) -> None:
-    """The output folder must be missing or empty (a zoo there, or other files, are refused)."""
+    """The output folder must be missing or empty (a zoo there, or other files, are refused), inside
+    no zoo, sweep or results folder, and writable (tried: :func:`rnnray.paths.check_output_dir`)."""
+    from ..paths import check_output_dir
+
     if out.exists() and not out.is_dir():
         raise ZooError(f"{out}: is a file, not a folder for {what}")
     if (out / storage.MANIFEST).exists() or (out / storage.SHARDS).exists():
         raise ZooError(f"{out}: already holds a zoo; choose another --out")
     if out.is_dir() and any(out.iterdir()):
         raise ZooError(f"{out}: is not empty; choose a new or empty folder for {what}")
+    check_output_dir(out, "--out", ("missing", "empty"), owners=("zoo", "sweep", "results"))
+
+
+@contextmanager
+def _whole_or_nothing(out: Path):
+    """What an import writes into ``out`` (new or empty, :func:`_refuse_out`) is removed again when it
+    fails half-way (a full disk, a folder made read-only): no part-zoo is left to be taken for one,
+    and the next import finds the folder as the first did."""
+    existed = out.exists()
+    try:
+        yield
+    except BaseException:
+        for child in ((list(out.iterdir()) if out.is_dir() else []) if existed else [out]):
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        raise
 
 
 def import_npy(src_dir, kind: str, out_dir, shard_runs: int = 64) -> dict:
@@ -241,46 +266,47 @@ def import_npy(src_dir, kind: str, out_dir, shard_runs: int = 64) -> dict:
     if kind == "formal_languages":
         spec["seq_len"] = int(src["arrays"]["sequences.npy"].shape[2])
     meta = {"zoo": json.dumps(spec), "kind": kind, "layout": layout.to_json(), "source": SOURCE}
-    bounds = list(starts) + [n]
-    shards = []
-    for c in range(0, len(starts), shard_runs):
-        lo, hi = int(bounds[c]), int(bounds[min(c + shard_runs, len(starts))])
-        chunk = {name: np.asarray(col[lo:hi]) for name, col in cols.items()}
-        chunk["params"] = np.asarray(src["arrays"]["parameters.npy"][lo:hi], dtype=np.float32)
-        for fname, (col, dtype) in BIG[kind].items():
-            chunk[col] = np.asarray(src["arrays"][fname][lo:hi], dtype=dtype)
-        runs = sorted(set(chunk["run_id"].tolist()))
-        shards.append(storage.write_shard(storage.to_table(chunk, {**meta, "runs": json.dumps(runs)}),
-                                          out / storage.SHARDS, runs))
-        del chunk
-    index_file = INDEX_FILE[kind]
-    manifest = {
-        "format": storage.FORMAT,
-        "kind": kind,
-        "spec": spec,
-        "config": None,
-        "layout": json.loads(layout.to_json()),
-        "runs": len(starts),
-        "snapshots": snapshots,
-        "rows": n,
-        "mnist_source": None,
-        "shards": shards,
-        "build_seconds": round(time.time() - t0, 2),
-        "imported": {
-            "source": str(src["src"].resolve()),
-            "format": SOURCE,
-            "files": list(FILES[kind]),
-            "not_read": src["not_read"],
-            "step_mapping": {"rnnray_step": "their step + 1", "offset": STEP_OFFSET,
-                             "their_steps": src["their_steps"], "steps": [s + STEP_OFFSET for s in src["their_steps"]]},
-            "runs_renumbered": bool(src["renumbered"]),
-            "run_rule": f"runs numbered 0..R-1 in order of appearance; a run starts where {index_file} column 0 changes "
-                        "or the step does not increase; their run index is the source_run column",
-            "accuracy": (f"{index_file} column 2 / {ACCURACY_SAMPLES}" if kind == "formal_languages"
-                         else "accuracy_losses.npy columns: accuracy, train_loss, heldout_loss, weight_decay"),
-        },
-    }
-    storage.write_manifest(out, manifest)
+    with _whole_or_nothing(out):  # a failed write (a full disk) leaves no part of a zoo behind
+        bounds = list(starts) + [n]
+        shards = []
+        for c in range(0, len(starts), shard_runs):
+            lo, hi = int(bounds[c]), int(bounds[min(c + shard_runs, len(starts))])
+            chunk = {name: np.asarray(col[lo:hi]) for name, col in cols.items()}
+            chunk["params"] = np.asarray(src["arrays"]["parameters.npy"][lo:hi], dtype=np.float32)
+            for fname, (col, dtype) in BIG[kind].items():
+                chunk[col] = np.asarray(src["arrays"][fname][lo:hi], dtype=dtype)
+            runs = sorted(set(chunk["run_id"].tolist()))
+            shards.append(storage.write_shard(storage.to_table(chunk, {**meta, "runs": json.dumps(runs)}),
+                                              out / storage.SHARDS, runs))
+            del chunk
+        index_file = INDEX_FILE[kind]
+        manifest = {
+            "format": storage.FORMAT,
+            "kind": kind,
+            "spec": spec,
+            "config": None,
+            "layout": json.loads(layout.to_json()),
+            "runs": len(starts),
+            "snapshots": snapshots,
+            "rows": n,
+            "mnist_source": None,
+            "shards": shards,
+            "build_seconds": round(time.time() - t0, 2),
+            "imported": {
+                "source": str(src["src"].resolve()),
+                "format": SOURCE,
+                "files": list(FILES[kind]),
+                "not_read": src["not_read"],
+                "step_mapping": {"rnnray_step": "their step + 1", "offset": STEP_OFFSET,
+                                 "their_steps": src["their_steps"], "steps": [s + STEP_OFFSET for s in src["their_steps"]]},
+                "runs_renumbered": bool(src["renumbered"]),
+                "run_rule": f"runs numbered 0..R-1 in order of appearance; a run starts where {index_file} column 0 changes "
+                            "or the step does not increase; their run index is the source_run column",
+                "accuracy": (f"{index_file} column 2 / {ACCURACY_SAMPLES}" if kind == "formal_languages"
+                             else "accuracy_losses.npy columns: accuracy, train_loss, heldout_loss, weight_decay"),
+            },
+        }
+        storage.write_manifest(out, manifest)
     return manifest
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ..config import zoo_config_from_dict
+from ..errors import WriteFailed
 from ..kinds import zoo_kind
 from .. import rnn
+from ..runtime.connect import init_ray
 from . import storage
 
 log = logging.getLogger("rnnray.zoo")
@@ -75,6 +77,8 @@ class ZooTrainer:
             entry = train_shard(self.cfg, [int(r) for r in batch["run_id"]], self.out_dir, self.device, self.digits)
         except ZooDiverged as e:  # an answer, not a failure: Ray would retry a failure, and lose the message
             return {"entry": np.array([json.dumps({"diverged": str(e)})])}
+        except WriteFailed as e:  # the disk is full or read-only: the driver stops the build naming the shard
+            return {"entry": np.array([json.dumps({"write_failed": str(e)})])}
         entry["node_id"] = ray.get_runtime_context().get_node_id()  # where it was trained (see the manifest)
         entry["gpu_ids"] = self.gpu_ids
         return {"entry": np.array([json.dumps(entry)])}
@@ -129,6 +133,60 @@ def train_shard(cfg, run_ids: list[int], out_dir: Path, device: str, digits=None
     return entry
 
 
+def _check_shard(f: Path, spec: dict) -> None:
+    """A finished shard at the build's path was built with this config: ZooError naming it otherwise."""
+    theirs = storage.shard_config(f)
+    if theirs is None:
+        raise storage.ZooError(f"{f}: not a shard of an rnnray zoo build (no zoo config in its metadata); use another path")
+    if theirs != spec:
+        diff = sorted(k for k in set(theirs) | set(spec) if theirs.get(k) != spec.get(k))
+        raise storage.ZooError(
+            f"{f}: existing zoo was built with a different config ({', '.join(diff)} differ); use another path"
+        )
+
+
+def check_existing(cfg) -> bool:
+    """What is already at the zoo's path is this zoo, finished or part-built, or nothing: a ZooError
+    naming the manifest or the shard otherwise (another kind or layout, another recipe, another
+    number of runs). Reads only, so it runs before Ray starts; True when the zoo is finished."""
+    root = Path(cfg.path).expanduser()
+    spec = content_spec(cfg)
+    if (root / storage.MANIFEST).exists():
+        manifest = storage.read_manifest(root)
+        want = json.loads(layout_for(cfg.kind).to_json())
+        if manifest.get("kind") != cfg.kind or manifest.get("layout") != want:
+            raise storage.ZooError(
+                f"{root / storage.MANIFEST}: holds a {manifest.get('kind')} zoo (RNN layout {_layout_text(manifest.get('layout'))}) "
+                f"but the config expects {cfg.kind} ({_layout_text(want)})"
+            )
+        if manifest["spec"] != spec or manifest["runs"] != cfg.runs:
+            raise storage.ZooError(f"{root / storage.MANIFEST}: a different zoo is already built here; use another path")
+        return True
+    shard_dir = root / storage.SHARDS
+    for f in sorted(shard_dir.glob("*.parquet")) if shard_dir.is_dir() else []:
+        if storage.shard_runs(f) is not None:  # an unreadable one is discarded by the build, its runs redone
+            _check_shard(f, spec)
+    return False
+
+
+ZOO_PATH_KINDS = ("missing", "empty", "zoo", "other")  # a zoo path may hold this zoo, part-built or finished
+
+
+def check_destination(cfg, field: str = "path:") -> bool:
+    """Before Ray starts: the zoo's path is not a results or sweep folder nor inside a zoo, a sweep or
+    a results folder, holds no other zoo (:func:`check_existing`) and, unless this zoo is finished
+    there (then it is only read), can be written (tried, :mod:`rnnray.paths`). One line naming the
+    field or the file; True when the zoo is finished."""
+    from ..paths import check_not_inside, check_writable, expect_kind
+
+    expect_kind(cfg.path, field, ZOO_PATH_KINDS)
+    check_not_inside(cfg.path, field, owners=("zoo", "sweep", "results"))
+    if check_existing(cfg):
+        return True
+    check_writable(cfg.path, field)
+    return False
+
+
 def _existing_shards(root: Path, spec: dict) -> list[dict]:
     """Finished shards already in the directory; unreadable ones are discarded (their runs redone)."""
     shard_dir = root / storage.SHARDS
@@ -143,14 +201,7 @@ def _existing_shards(root: Path, spec: dict) -> list[dict]:
             log.warning("discarding unreadable shard %s; its runs will be trained again", f)
             f.unlink()
             continue
-        theirs = storage.shard_config(f)
-        if theirs is None:
-            raise storage.ZooError(f"{f}: not a shard of an rnnray zoo build (no zoo config in its metadata); use another path")
-        if theirs != spec:
-            diff = sorted(k for k in set(theirs) | set(spec) if theirs.get(k) != spec.get(k))
-            raise storage.ZooError(
-                f"{f}: existing zoo was built with a different config ({', '.join(diff)} differ); use another path"
-            )
+        _check_shard(f, spec)
         storage.check_shard_form(f, spec["kind"], json.loads(layout_for(spec["kind"]).to_json()))
         found.append(
             {"file": f"{storage.SHARDS}/{f.name}", "rows": None, "runs": runs, "bytes": f.stat().st_size, "sha256": storage.sha256(f)}
@@ -188,7 +239,7 @@ def _train(cfg, root: Path, todo: list[int], source: str | None, in_process: str
         import ray
 
         if not ray.is_initialized():
-            ray.init()
+            init_ray()
         from ..runtime.resources import cluster_shape, fit_request
 
         shape = cluster_shape()
@@ -216,6 +267,8 @@ def _train(cfg, root: Path, todo: list[int], source: str | None, in_process: str
             entry = json.loads(row["entry"])
             if "diverged" in entry:  # leaving the loop stops the pool; a chunk in flight is dropped
                 raise ZooDiverged(entry["diverged"])
+            if "write_failed" in entry:  # the shards written so far are whole and kept: the next build resumes
+                raise WriteFailed(entry["write_failed"])
             new.append(entry)
             if progress and quiet():
                 print(f"zoo {root.name}: chunk {written}/{chunks} written", flush=True)
@@ -230,16 +283,7 @@ def build(cfg, progress: bool = True, in_process: str | None = None) -> dict:
 
     root = Path(cfg.path).expanduser()
     spec = content_spec(cfg)
-    if (root / storage.MANIFEST).exists():
-        manifest = storage.read_manifest(root)
-        want = json.loads(layout_for(cfg.kind).to_json())
-        if manifest.get("kind") != cfg.kind or manifest.get("layout") != want:
-            raise storage.ZooError(
-                f"{root / storage.MANIFEST}: holds a {manifest.get('kind')} zoo (RNN layout {_layout_text(manifest.get('layout'))}) "
-                f"but the config expects {cfg.kind} ({_layout_text(want)})"
-            )
-        if manifest["spec"] != spec or manifest["runs"] != cfg.runs:
-            raise storage.ZooError(f"{root / storage.MANIFEST}: a different zoo is already built here; use another path")
+    if check_destination(cfg):
         return storage.verify(root, checksums=True)
     from .preflight import check_output
 

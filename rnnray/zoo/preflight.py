@@ -86,7 +86,7 @@ def _culprit(cfg, estimate, fields: dict[str, int], default: str) -> str:
     return best
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     """Bytes as GiB or MiB, to three figures (two sizes that differ do not print the same)."""
     value, unit = (n / GIB, "GiB") if n >= GIB / 10 else (n / 2**20, "MiB")
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
@@ -134,9 +134,9 @@ def check_actor(cfg, memory: int | None = None, prefix: str = "") -> None:
     need = actor_bytes(cfg)
     if have and need > have:
         field = _culprit(cfg, actor_bytes, _ACTOR_FIELDS, "resources.chunk")
-        raise UsageError(f"{prefix}{field}: one zoo actor would hold about {_size(need)} (a chunk of "
+        raise UsageError(f"{prefix}{field}: one zoo actor would hold about {size_text(need)} (a chunk of "
                          f"{min(cfg.resources.chunk, cfg.runs)} RNNs: its rows, sampled sequences and training batches), "
-                         f"more than the {_size(have)} of memory on one node; lower {field}")
+                         f"more than the {size_text(have)} of memory on one node; lower {field}")
 
 
 def check_output(cfg, free: int | None = None, memory: int | None = None, prefix: str = "") -> None:
@@ -150,14 +150,14 @@ def check_output(cfg, free: int | None = None, memory: int | None = None, prefix
     need = output_bytes(cfg, left)
     if need > have:
         field = _culprit(cfg, output_bytes, _DISK_FIELDS, "runs")
-        raise UsageError(f"{prefix}{field}: the zoo would take about {_size(need)} on disk ({left} runs x "
+        raise UsageError(f"{prefix}{field}: the zoo would take about {size_text(need)} on disk ({left} runs x "
                          f"{len(cfg.snapshots)} snapshots x {row_bytes(cfg)} bytes a row, before compression), "
-                         f"more than the {_size(have)} free at {probe}; lower {field}")
+                         f"more than the {size_text(have)} free at {probe}; lower {field}")
     mem = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) if memory is None else memory
     need = left * RUN_ID_BYTES
     if mem and need > mem:
-        raise UsageError(f"{prefix}runs: listing {left} runs to train would take about {_size(need)} of the driver's "
-                         f"memory ({RUN_ID_BYTES} bytes a run), more than its {_size(mem)}; lower runs")
+        raise UsageError(f"{prefix}runs: listing {left} runs to train would take about {size_text(need)} of the driver's "
+                         f"memory ({RUN_ID_BYTES} bytes a run), more than its {size_text(mem)}; lower runs")
 
 
 def check_build(cfg, free: int | None = None, memory: int | None = None, prefix: str = "") -> None:

@@ -304,3 +304,15 @@ def load_table(path: str | Path, columns: list[str] | None = None, checksums: bo
     manifest, files = shard_paths(path, checksums)
     table = read_shard_table(files, columns)
     return table.replace_schema_metadata({**(table.schema.metadata or {}), b"rnnray.manifest": json.dumps(manifest).encode()})
+
+
+def sample_params(path: str | Path, rows: int = 4) -> np.ndarray:
+    """A few RNNs' flat weights, float32 (rows, P): rows spread over the zoo's first shard (several
+    runs and steps), read without the other columns. What a plug-in encoder is tried on before a
+    command starts Ray (:mod:`rnnray.encoders.checks`)."""
+    manifest, files = shard_paths(path, checksums=False)
+    column = read_shard_table(files[:1], ["params"]).column("params").combine_chunks()
+    picks = np.unique(np.linspace(0, len(column) - 1, num=min(rows, len(column))).round().astype(int))
+    taken = column.take(pa.array(picks))
+    flat = taken.to_numpy_ndarray() if hasattr(taken, "to_numpy_ndarray") else np.stack(taken.to_numpy(zero_copy_only=False))
+    return np.array(flat.reshape(len(picks), -1), dtype=np.float32)  # a writable copy

@@ -48,6 +48,20 @@ def assigned_task(cfg, run_id: int) -> np.ndarray:
     return languages.draw_task(run_rng(cfg.seed, run_id, _TASK))
 
 
+def assigned_angle_and_decay(cfg, run_id: int) -> tuple[float, float]:
+    """Zoo B run ``run_id``'s rotation angle and weight decay, drawn in that order from its task stream."""
+    g = run_rng(cfg.seed, run_id, _TASK)
+    return g.uniform(*cfg.angle_range), g.choice(cfg.weight_decays)
+
+
+def planned_tasks(cfg) -> dict[int, object]:
+    """Every run's task as a build of ``cfg`` assigns it, without training anything: the split of a
+    zoo that is not built yet (offsets for zoo A, the angle as stored, float32, for zoo B)."""
+    if cfg.kind == "formal_languages":
+        return {r: assigned_task(cfg, r) for r in range(cfg.runs)}
+    return {r: np.float32(assigned_angle_and_decay(cfg, r)[0]) for r in range(cfg.runs)}
+
+
 def run_torch_gen(seed: int, run_id: int, purpose: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, run_id, purpose]).generate_state(2, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0] & np.uint64(2**63 - 1)))
@@ -168,10 +182,9 @@ class MnistRecipe(Recipe):
         self.held_idx = np.flatnonzero(held)
         self.images = torch.as_tensor(np.array(images, copy=True), device=device)
         self.labels = torch.as_tensor(labels.astype(np.int64), device=device)
-        rngs = [run_rng(cfg.seed, r, _TASK) for r in run_ids]
-        lo, hi = cfg.angle_range
-        self.angles_np = np.array([g.uniform(lo, hi) for g in rngs], dtype=np.float32)
-        self.wd_np = np.array([g.choice(cfg.weight_decays) for g in rngs], dtype=np.float32)
+        draws = [assigned_angle_and_decay(cfg, r) for r in run_ids]
+        self.angles_np = np.array([a for a, _ in draws], dtype=np.float32)
+        self.wd_np = np.array([wd for _, wd in draws], dtype=np.float32)
         self.angles = torch.as_tensor(self.angles_np, device=device)
 
     def draw_block(self, i, g):

@@ -1,0 +1,84 @@
+"""``python -m rnnray.report.compare``: sweeps side by side, computed from their stored files."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnray.analysis.statistics import paired
+from rnnray.report.compare import compare_table, differing_settings, main, sweep_rows
+from rnnray.results.folder import SweepFolder
+
+T_975_DF2 = 4.302652729911275  # Student-t 97.5 % quantile, 2 degrees of freedom (tables)
+
+
+def _sweep(root: Path, name: str, conditioning: str, enc_vals, step_vals, tstep_vals, dims, head_acc) -> Path:
+    folder = root / f"{name}-20260101-000000"
+    folder.mkdir(parents=True)
+    config = {"name": name, "results": str(root), "zoo": {"path": f"/somewhere/{name}", "runs": 432},
+              "budget": 100000, "train": {"steps": 1500, "conditioning": conditioning, "lr": 0.001},
+              "tune": {"max_concurrent_trials": 2}}
+    (folder / "sweep.json").write_text(json.dumps({"config": config}))
+    seeds = [1, 2, 3]
+    (folder / "final.json").write_text(json.dumps({"encoders": {"noninteractive": {"best": {
+        "seeds": seeds, "val_loss": enc_vals}}}}))
+    runs = lambda vals: {"runs": [{"seed": s, "best_val_loss": v} for s, v in zip(seeds, vals)]}  # noqa: E731
+    (folder / "oracles.json").write_text(json.dumps({"seeds": seeds, "modes": {"step": runs(step_vals),
+                                                                                  "task+step": runs(tstep_vals)}}))
+    (folder / "downstream.json").write_text(json.dumps({
+        "chance": {"task.head_acc": 1 / 6},
+        "final": {"noninteractive": {"seeds": seeds, "effective_dim": dims,
+                                     "values": {"task.head_acc": {"val": head_acc, "ood_test": [0, 0, 0]}}}}}))
+    return folder
+
+
+def _cells(table: str) -> tuple[list[str], list[list[str]]]:
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
+    return rows[0], rows[1:]
+
+
+def test_the_table_names_the_differing_setting_and_recomputes_every_figure(tmp_path):
+    every = _sweep(tmp_path, "cond-every", "every_step", [0.0516, 0.0523, 0.0531], [0.0615, 0.0611, 0.0620],
+                   [0.0480, 0.0485, 0.0478], [4.3, 4.1, 3.9], [0.30, 0.33, 0.27])
+    bos = _sweep(tmp_path, "cond-bos", "bos", [0.0625, 0.0633, 0.0618], [0.0622, 0.0630, 0.0617],
+                 [0.0457, 0.0461, 0.0455], [1.1, 1.2, 1.3], [0.20, 0.24, 0.22])
+    sweeps = [sweep_rows(SweepFolder(every)), sweep_rows(SweepFolder(bos))]
+    # name, results and zoo.path differ too, but they place a sweep, they do not change it
+    assert differing_settings([s["config"] for s in sweeps]) == ["train.conditioning"]
+
+    head, rows = _cells(compare_table(sweeps))
+    assert head[:3] == ["sweep", "`train.conditioning`", "encoder"]
+    assert [r[:3] for r in rows] == [["cond-every", "every_step", "noninteractive"], ["cond-bos", "bos", "noninteractive"]]
+    col = {h: i for i, h in enumerate(head)}
+    enc = np.array([0.0516, 0.0523, 0.0531])
+    half = T_975_DF2 * enc.std(ddof=1) / math.sqrt(3)
+    assert rows[0][col["val loss (95 % interval)"]] == f"{enc.mean():.4f} ({enc.mean() - half:.4f}, {enc.mean() + half:.4f})"
+    want = paired({1: 0.0516, 2: 0.0523, 3: 0.0531}, {1: 0.0615, 2: 0.0611, 3: 0.0620})
+    assert rows[0][col["against the step oracle (same seeds)"]] == f"lower by {abs(want.diff):.4f}, p = {want.p:.2g} (paired, n = 3)"
+    assert rows[0][col["effective dimension"]] == "4.1"
+    assert rows[1][col["effective dimension"]] == "1.2"
+    assert rows[0][col["task.head_acc (val; chance 0.167)"]] == "0.3"
+    assert rows[1][col["oracle task+step"]].startswith("0.0458 (")
+
+
+def test_the_command_writes_the_table_and_refuses_what_is_not_a_sweep(tmp_path):
+    folder = _sweep(tmp_path, "one", "every_step", [0.05, 0.051, 0.052], [0.06, 0.061, 0.062], [0.04, 0.041, 0.042],
+                    [2.0, 2.0, 2.0], [0.3, 0.3, 0.3])
+    out = tmp_path / "table.md"
+    assert main([str(folder), "--out", str(out)]) == 0
+    assert out.read_text().startswith("| sweep | encoder |")  # one sweep: no setting differs
+
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, "-m", "rnnray.report.compare", str(tmp_path / "empty"), "--out", str(tmp_path / "x.md")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "empty" in r.stderr
+    assert not (tmp_path / "x.md").exists()
+    (folder / "final.json").unlink()
+    with pytest.raises(Exception, match="no final.json"):
+        sweep_rows(SweepFolder(folder))
