@@ -266,6 +266,36 @@ def test_ctrl_c_stops_the_sweep_resumable_not_finished(ray_session, tiny_fl_zoo,
     assert not _stray_files(sweep_dir)
 
 
+def test_ctrl_c_during_the_only_trial_is_not_taken_for_its_end(ray_session, tiny_fl_zoo, tmp_path, address):
+    """One trial per encoder, SIGINT while it trains: Tune stops it and marks it TERMINATED like a
+    trial that ran to its end, so counting ended trials cannot see the interrupt (the sweep went on
+    to the final runs with the cut trial recorded as finished). The trial has a million steps to go:
+    only the signal can end it."""
+    results = tmp_path / "results"
+    config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
+        results, tiny_fl_zoo.path, encoders=["flat", "stats"], train={**INTERRUPTED_TRAIN, "steps": 10**6},
+        tune={"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"}))
+    proc = _sweep_process(config, address)
+    out = _Output(proc)
+    try:
+        _interrupt_at_first_checkpoint(proc, out, results, "flat")
+        # the driver ends (the fix), or records the cut trial as finished and goes on (the bug)
+        _wait_for(lambda: proc.poll() is not None or list(results.glob("tiny-*/trials/flat/*/trial.json")),
+                  PATIENCE, "the driver to end or to record the cut trial")
+        assert not list(results.glob("tiny-*/trials/flat/*/trial.json")), out.text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = out.text()
+    (sweep_dir,) = list(results.glob("tiny-*"))
+    assert proc.returncode == 130, text[-3000:]
+    assert f"--resume {sweep_dir}" in text and "flat: 1 of 1 trials ended or stopped" in text, text[-3000:]
+    assert "final runs" not in text  # no final runs started on a cut trial
+    assert not (sweep_dir / "trials" / "flat" / "DONE").exists()
+    assert not list((sweep_dir / "trials" / "flat").glob("*/trial.json"))
+    assert not (sweep_dir / "trials" / "stats").exists()
+
+
 # -- 4. a diverging trial is marked failed; the rest of the sweep completes -------------------------
 # Ray's routine lines that the quiet console keeps off the screen (each seen in a default run before)
 RAY_ROUTINE = ("core_worker.cc", "Setting up process group", "Reporting training result", "Checkpoint successfully created",

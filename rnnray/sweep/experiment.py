@@ -30,6 +30,28 @@ class SweepInterrupted(Exception):
         self.sweep_dir = sweep_dir
 
 
+def fit(tuner):
+    """``tuner.fit()``, and whether a stop signal (SIGINT, or Tune's SIGUSR1) ended it early.
+
+    On a stop signal Tune stops the running trials and marks them TERMINATED, as if they had run to
+    their end, so the trial counts cannot tell an interrupted experiment from a finished one (a
+    single running trial, cut at any step, would be recorded as finished). Tune's handler, once it
+    fires, puts back the SIGINT handler it replaced; when the experiment ends by itself its own
+    handler stays installed (and would swallow the next Ctrl-C), so the one we had is put back here
+    either way."""
+    import os
+    import signal
+    import threading
+
+    before = signal.getsignal(signal.SIGINT)
+    watched = threading.current_thread() is threading.main_thread() and not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    grid = tuner.fit()
+    interrupted = watched and signal.getsignal(signal.SIGINT) is before
+    if watched:
+        signal.signal(signal.SIGINT, before)
+    return grid, interrupted
+
+
 def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, resumed: bool, verbose: int,
                 point: dict | None = None):
     """One Ray Tune experiment for one encoder (trial 0: ``point``, its paper preset); returns its trial records."""
@@ -105,13 +127,13 @@ def run_encoder(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, r
                 + [timeline_callback(folder, cfg.tune.max_concurrent_trials, "search", encoder)],
             ),
         )
-    grid = tuner.fit()
+    grid, interrupted = fit(tuner)
     # Ctrl-C (SIGINT) makes Tune stop its trials, save its state and return as if it had finished:
-    # an experiment with trials still unended was interrupted, and must stay resumable (no records,
-    # no DONE), not be taken for a finished one
+    # an interrupted experiment must stay resumable (no records, no DONE), not be taken for a
+    # finished one, even when every trial it had started counts as ended
     ended = grid.num_terminated + grid.num_errors
-    if ended < cfg.tune.samples_per_encoder:
-        raise SweepInterrupted(f"{encoder}: {ended} of {cfg.tune.samples_per_encoder} trials ended", sweep_dir)
+    if interrupted or ended < cfg.tune.samples_per_encoder:
+        raise SweepInterrupted(f"{encoder}: {ended} of {cfg.tune.samples_per_encoder} trials ended or stopped", sweep_dir)
     return record_search(folder, cfg, encoder, list(grid), point)
 
 

@@ -76,7 +76,7 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
     from ray.tune.execution.placement_groups import PlacementGroupFactory
     from ray.tune.trainable.function_trainable import wrap_function
 
-    from .experiment import SweepInterrupted
+    from .experiment import SweepInterrupted, fit
 
     folder = SweepFolder(sweep_dir)
     runs = final_runs(cfg, records)
@@ -110,10 +110,10 @@ def run_final(cfg: SweepConfig, encoder: str, zoo: ZooPlan, sweep_dir: Path, res
         )
     print(f"--- {encoder}: final runs, {len(runs)} ({', '.join(sorted({r['role'] for r in runs}))} x seeds "
           f"{sorted({r['seed'] for r in runs})}) ---", flush=True)
-    grid = tuner.fit()
+    grid, interrupted = fit(tuner)
     ended = grid.num_terminated + grid.num_errors
-    if ended < len(runs):
-        raise SweepInterrupted(f"{encoder}: {ended} of {len(runs)} final runs ended", sweep_dir)
+    if interrupted or ended < len(runs):
+        raise SweepInterrupted(f"{encoder}: {ended} of {len(runs)} final runs ended or stopped", sweep_dir)
     return record_final(folder, cfg, encoder, list(grid))
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..results.folder import SweepFolder
 from ..train.plan import ZooPlan
 from . import progress
-from .experiment import SweepInterrupted
+from .experiment import SweepInterrupted, fit
 from .final import run_final_trial
 from .settings import SweepConfig, tpe_sampler
 from .side import SideRuns
@@ -137,8 +137,10 @@ def run_queue(cfg: SweepConfig, zoo: ZooPlan, folder: SweepFolder, resumed: bool
                 callbacks=[recorder, timeline_callback(folder, cfg.tune.max_concurrent_trials)]
                 + tracker_callbacks(cfg, None, folder) + progress.tune_callback(_role_phase)),
         )
-    tuner.fit()
+    _, interrupted = fit(tuner)  # puts our SIGINT handler back: Tune's would swallow the next Ctrl-C
     left = (rec.current() or recorder).unfinished()
+    if left is None and interrupted:  # Ctrl-C as the last run ended: stop all the same (resume goes on)
+        left = "every run had ended; stopped before the downstream tasks"
     if left is not None:
         raise SweepInterrupted(left, folder.path)
 
