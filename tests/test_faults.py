@@ -266,15 +266,17 @@ def test_ctrl_c_stops_the_sweep_resumable_not_finished(ray_session, tiny_fl_zoo,
     assert not _stray_files(sweep_dir)
 
 
-def test_ctrl_c_during_the_only_trial_is_not_taken_for_its_end(ray_session, tiny_fl_zoo, tmp_path, address):
+@pytest.mark.parametrize("schedule", ["per_encoder", "one_queue"])
+def test_ctrl_c_during_the_only_trial_is_not_taken_for_its_end(ray_session, tiny_fl_zoo, tmp_path, address, schedule):
     """One trial per encoder, SIGINT while it trains: Tune stops it and marks it TERMINATED like a
     trial that ran to its end, so counting ended trials cannot see the interrupt (the sweep went on
     to the final runs with the cut trial recorded as finished). The trial has a million steps to go:
-    only the signal can end it."""
+    only the signal can end it. The one queue counts only what Tune said ended (0); the per-encoder
+    experiment counts the stopped trial with the ended ones."""
     results = tmp_path / "results"
     config = _write_yaml(tmp_path / "s.yaml", _tiny_sweep(
         results, tiny_fl_zoo.path, encoders=["flat", "stats"], train={**INTERRUPTED_TRAIN, "steps": 10**6},
-        tune={"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none"}))
+        tune={"samples_per_encoder": 1, "max_concurrent_trials": 1, "scheduler": "none", "schedule": schedule}))
     proc = _sweep_process(config, address)
     out = _Output(proc)
     try:
@@ -289,7 +291,8 @@ def test_ctrl_c_during_the_only_trial_is_not_taken_for_its_end(ray_session, tiny
     text = out.text()
     (sweep_dir,) = list(results.glob("tiny-*"))
     assert proc.returncode == 130, text[-3000:]
-    assert f"--resume {sweep_dir}" in text and "flat: 1 of 1 trials ended or stopped" in text, text[-3000:]
+    said = {"per_encoder": "flat: 1 of 1 trials ended or stopped", "one_queue": "flat: 0 of 1 trials ended"}[schedule]
+    assert f"--resume {sweep_dir}" in text and said in text, text[-3000:]
     assert "final runs" not in text  # no final runs started on a cut trial
     assert not (sweep_dir / "trials" / "flat" / "DONE").exists()
     assert not list((sweep_dir / "trials" / "flat").glob("*/trial.json"))

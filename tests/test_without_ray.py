@@ -77,7 +77,10 @@ def test_the_core_runs_with_ray_and_optuna_unimportable(tiny_fl_zoo, tmp_path):
     assert seen["shard_devices"] == ["cpu"] * 2 and seen["train_steps"] == 20
     check = json.loads((tmp_path / "device-check" / "device-check.json").read_text())
     assert check["passed"] and set(check["sections"]) == {"a_rnn_vs_float64", "b_zoo_trainer_vs_torch", "c_bench_zoo",
-                                                         "d_bench_train", "e_train_local"}
+                                                         "d_bench_train", "e_train_local", "f_shared_device"}
+    shared = check["sections"]["f_shared_device"]["runs"]  # one slot per process, both schedules, each trial once
+    assert {(r["slots"], r["schedule"]) for r in shared} == {(s, q) for s in (1, 2) for q in ("per_encoder", "one_queue")}
+    assert all(r["trials"] == 2 * 3 and 0 < r["utilisation"] <= 1 for r in shared)
     assert (tmp_path / "device-check" / "device-check.md").read_text().startswith("### Device check")
     key = [("run_id", "ascending"), ("step", "ascending")]
     assert load_table(spec["path"]).sort_by(key).equals(load_table(tiny_fl_zoo.path).sort_by(key))

@@ -9,7 +9,13 @@ a. ``rnn.run`` forward and gradients on the device against a float64 CPU referen
 b. the batched zoo trainer against ``torch.nn.LSTM`` + ``torch.optim.AdamW``, 3 RNNs (:mod:`rnnray.zoo.check`);
 c. ``bench zoo`` at K = 64 and 1024 against the one-at-a-time loop (target: ``speedup_k1024`` >= 100);
 d. ``bench train`` at the paper presets, zoo A and zoo B (ms/step, TFLOP/s, share of the matmul rate);
-e. a zoo built in this process on the device, then a 200-step ``train_local`` run that must lower its loss.
+e. a zoo built in this process on the device, then a 200-step ``train_local`` run that must lower its loss;
+f. trials sharing the device (fractional ``gpus_per_worker``): the paper's six encoders' trials in 1, 2
+   and 4 slots, each slot a process of its own as a Ray worker is, taken from one queue and, for
+   comparison, encoder by encoder; the slot utilisation is :func:`rnnray.sweep.timeline.utilisation`
+   over the recorded starts and ends, and the throughput is trials per second against one slot.
+   Tune itself needs Ray, which such a machine lacks: this runs the schedule's shape and its
+   measurement on the device, not Tune's scheduler (``bench schedule`` does that, on a simulated node).
 
 TF32 is off throughout (PyTorch's default for float32 matrix products; cuDNN's is on and is turned
 off), so the float32 tolerances of the CPU tests apply unchanged.
@@ -61,6 +67,7 @@ def add_parser(sub) -> None:
     p.add_argument("out", help="folder for device-check.json and device-check.md (created)")
     p.add_argument("--device", default="cuda", help="torch device to check (default cuda; cpu for a rehearsal)")
     p.add_argument("--quick", action="store_true", help="small sizes: checks that every step runs, not the figures")
+    p.add_argument("--sections", default="abcdef", help="the sections' letters to run (default abcdef: all)")
     p.set_defaults(func=_run)
 
 
@@ -73,6 +80,8 @@ def _run(args) -> int:
         check_device(args.device)
         device = torch.device(args.device)
         out = Path(args.out)
+        if not args.sections or set(args.sections) - set("abcdef"):
+            raise UsageError(f"--sections: letters among abcdef, got {args.sections!r}")
         if out.exists() and not out.is_dir():
             raise UsageError(f"out {out}: is a file, not a folder")
         probe = out / f".rnnray-write-test-{os.getpid()}"
@@ -82,7 +91,7 @@ def _run(args) -> int:
             probe.unlink()
         except OSError as e:
             raise UsageError(f"out {out}: cannot be written ({e.strerror})") from None
-    report = run_check(device, out, quick=args.quick, log=lambda s: print(s, flush=True))
+    report = run_check(device, out, quick=args.quick, log=lambda s: print(s, flush=True), only=args.sections)
     print(f"wrote {out / 'device-check.json'} and {out / 'device-check.md'}")
     return 0 if report["passed"] else 1
 
@@ -97,15 +106,20 @@ def _no_tf32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def run_check(device: torch.device, out: Path, quick: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Every section in turn; a section that raises is recorded as failed and the rest still run."""
+def run_check(device: torch.device, out: Path, quick: bool = False, log: Callable[[str], None] = print,
+              only: str = "") -> dict:
+    """Every section (or those whose letters are in ``only``) in turn; a section that raises is
+    recorded as failed and the rest still run."""
     report: dict[str, Any] = {
         "check": "rnnray device check", "device": device_name(device), "device_type": device.type,
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "quick": quick, "tf32": False, "sections": {},
     }
     sections = [("a_rnn_vs_float64", rnn_vs_float64), ("b_zoo_trainer_vs_torch", zoo_trainer_vs_torch),
-                ("c_bench_zoo", bench_zoo), ("d_bench_train", bench_train), ("e_train_local", train_local_run)]
+                ("f_shared_device", shared_device), ("c_bench_zoo", bench_zoo), ("d_bench_train", bench_train),
+                ("e_train_local", train_local_run)]  # the short ones first: a run cut short keeps them
+    if only:
+        sections = [(n, fn) for n, fn in sections if n[0] in only]
     t_all = time.perf_counter()
     with _no_tf32():
         for name, fn in sections:
@@ -238,6 +252,83 @@ def train_local_run(device: torch.device, quick: bool, log) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
+# f. trials sharing the device, from one queue and encoder by encoder
+
+SHARED_SLOTS = (1, 4)
+SHARED_TRIALS = 3  # per encoder: as the main job's 3 search trials, which do not fill its slots evenly
+
+
+def _shared_trial(task: tuple) -> dict:
+    """One trial in a slot's own process (spawned, as a Ray worker is): a short emulation run."""
+    encoder, seed, zoo_path, steps, device = task
+    from ..config import TrainConfig
+    from ..train import train_local
+
+    start = time.time()
+    cfg = TrainConfig(zoo=zoo_path, steps=steps, eval_every=steps, batch_size=32, emulator_hidden=64, lr=1e-3,
+                      eval_sequences=4, seed=seed)
+    train_local(encoder, cfg, device=device)
+    return {"session": "", "encoder": encoder, "start": start, "end": time.time(), "pid": os.getpid()}
+
+
+def _warm(_):
+    import torch as t  # each slot's CUDA context is made before the clock starts, as a Ray worker's is
+
+    t.zeros(1, device=_WARM_DEVICE)
+    return os.getpid()
+
+
+_WARM_DEVICE = "cpu"
+
+
+def _init_slot(device: str) -> None:
+    global _WARM_DEVICE
+    _WARM_DEVICE = device
+
+
+def shared_device(device: torch.device, quick: bool, log) -> dict:
+    import multiprocessing as mp
+
+    from ..config import parse_zoo
+    from ..encoders.catalog import ENCODER_NAMES, PAPER_PARAMS
+    from ..sweep.timeline import utilisation
+    from ..zoo import build
+
+    encoders = ["flat", "stats"] if quick else [n for n in ENCODER_NAMES if n in PAPER_PARAMS]
+    steps, slots_list = (10, (1, 2)) if quick else (40, SHARED_SLOTS)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rnnray-device-") as d:
+        zoo = parse_zoo({"kind": "formal_languages", "path": f"{d}/zoo", "runs": 12, "steps": 40, "seed": 3,
+                         "snapshot_steps": [0, 20, 40], "accuracy_samples": 100, "stored_sequences": 20,
+                         "resources": {"chunk": 12}})
+        build(zoo, progress=False, in_process=str(device))
+        tasks = [(e, seed, zoo.path, steps, str(device)) for e in encoders for seed in range(SHARED_TRIALS)]
+        ctx = mp.get_context("spawn")
+        for slots in slots_list:
+            with ctx.Pool(slots, initializer=_init_slot, initargs=(str(device),)) as pool:
+                pool.map(_warm, range(slots), chunksize=1)
+                pool.map(_shared_trial, tasks[:slots], chunksize=1)  # imports and first kernels: not timed
+                for schedule in ("per_encoder", "one_queue"):
+                    t0 = time.time()
+                    if schedule == "one_queue":  # a slot takes the next trial as soon as it is free
+                        runs = list(pool.imap_unordered(_shared_trial, tasks, chunksize=1))
+                    else:  # the next encoder's trials wait for the last of this one's
+                        runs = [r for e in encoders for r in pool.map(_shared_trial, [t for t in tasks if t[0] == e],
+                                                                      chunksize=1)]
+                    wall = time.time() - t0
+                    u = utilisation(runs, slots)
+                    rows.append({"slots": slots, "gpus_per_worker": 1 / slots, "schedule": schedule,
+                                 "trials": len(runs), "wall_s": round(wall, 2), "trials_per_s": len(runs) / wall,
+                                 "utilisation": u["utilisation"]})
+                    log(f"   {slots} slot(s), {schedule}: {len(runs)} trials in {wall:.1f} s, "
+                        f"utilisation {u['utilisation']:.1%}")
+    one = {r["schedule"]: r["trials_per_s"] for r in rows if r["slots"] == 1}
+    for r in rows:
+        r["throughput_vs_one_slot"] = r["trials_per_s"] / one[r["schedule"]]
+    return {"encoders": encoders, "trials_per_encoder": SHARED_TRIALS, "steps": steps, "runs": rows, "passed": True}
+
+
+# ------------------------------------------------------------------------------------------------
 # output
 
 
@@ -270,6 +361,10 @@ def format_markdown(r: dict) -> str:
         + f"; loop {x['loop']['rnn_steps_per_s']:.0f} RNN-steps/s")
     row("e_train_local", lambda x: f"zoo {x['zoo_rows']} rows in {x['zoo_seconds']} s; {x['encoder']} loss "
         f"{x['train_loss'][0]:.4f} -> {x['train_loss'][-1]:.4f} in {x['steps']} steps ({x['steps_per_s']:.1f} steps/s)")
+    row("f_shared_device", lambda x: "; ".join(
+        f"{q['slots']} slot(s) {q['schedule']}: {q['utilisation']:.0%} busy, {q['throughput_vs_one_slot']:.2f}x"
+        for q in x["runs"]) + f" ({len(x['encoders'])} encoders x {x['trials_per_encoder']} trials of {x['steps']} steps;"
+        " utilisation, and trials/s against one slot)")
     if "d_bench_train" in s and "runs" in s["d_bench_train"]:
         d = s["d_bench_train"]
         lines += ["", f"Emulation-training step at the presets (matmul {d['matmul_gflops'] / 1e3:.1f} TFLOP/s float32):", "",
