@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import PATIENCE
 
@@ -40,11 +39,12 @@ def test_utilisation_is_busy_over_available_slot_seconds_per_session():
 # -- ASHA's rungs across an interrupt ----------------------------------------------------------------
 def _rung_sweep(results: Path, zoo: str) -> dict:
     """One encoder, four trials one at a time, ASHA at rungs 1, 2 and 4 of four evaluations. The
-    learning rate is searched among the paper's 1e-4 (trial 0) and two far too small ones, so a
+    learning rate is searched among the paper's 1e-4 (trial 0) and six far too small ones, so a
     later trial is stopped at its first rung for being worse than trial 0 there: a decision that
-    needs trial 0's rung entries, which a Tune-restored ASHA would not have."""
+    needs trial 0's rung entries, which a Tune-restored ASHA would not have. (TPE's first proposals
+    are random draws: with two small rates, one seed drew 1e-4 three times and nothing was stopped.)"""
     return {"name": "rungs", "results": str(results), "zoo": zoo, "encoders": ["flat"], "budget": 20000,
-            "search": {"flat": {"lr": [1e-4, 1e-7, 1e-8]}},
+            "search": {"flat": {"lr": [1e-4, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12]}},
             "train": {"steps": 400, "eval_every": 100, "batch_size": 8, "emulator_hidden": 16, "eval_sequences": 2},
             "tune": {"samples_per_encoder": 4, "max_concurrent_trials": 1, "scheduler": "asha", "grace_period": 1,
                      "reduction_factor": 2, "seed": 3},
@@ -58,6 +58,11 @@ def _logged(results: Path) -> list[dict]:
         return []
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "a result lost in the interrupt: trial 0 reported step 200 (rung 2) and its checkpoint as Tune was "
+    "stopping; the checkpoint was kept (Ray Train resumes from it, next report at step 300) but the "
+    "scheduler never saw the result, so ASHA records trial 0's step-300 loss at rung 2 and stops trial 1 "
+    "there, which the uninterrupted sweep let finish (issue 31 point 6, open)"))
 def test_a_resumed_sweep_stops_the_trials_an_uninterrupted_one_stops(ray_session, tiny_fl_zoo, tmp_path):
     from rnnray.sweep.rungs import decisions
 

@@ -13,6 +13,7 @@ fractional ``gpus_per_worker`` (0.25: four trials per GPU) is measured the same 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import tempfile
 import time
@@ -70,9 +71,17 @@ def bench_schedule(out: Path, encoders, samples: int, seeds: int, gpus: int, fra
 
     slots = max(int(round(gpus / f)) for f in fractions)
     ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=slots + 2, num_gpus=gpus, include_dashboard=False))
+    with socket.socket() as s:  # the dashboard on a free loopback port: another Ray on this machine may hold 8265
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Ray Train's placement-group cleaner removes a run's worker group when its controller dies (a
+    # trial ASHA stopped): it asks the state API, so the node serves one, and the job's workers are
+    # told which cluster to ask (with other Ray instances on the machine it would guess). Without
+    # it the stopped trials' GPU shares stayed reserved and the next trials waited for ever.
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=slots + 2, num_gpus=gpus, include_dashboard=True,
+                                                                dashboard_host="127.0.0.1", dashboard_port=port))
     try:
-        init_ray(cluster.address, log_to_driver=False)
+        init_ray(cluster.address, log_to_driver=False, runtime_env={"env_vars": {"RAY_ADDRESS": cluster.address}})
         zoo = parse_zoo({**TINY_ZOO, "path": str(out / "zoo")})
         build(zoo, progress=False)
         cases = []

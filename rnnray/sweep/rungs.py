@@ -15,11 +15,16 @@ trials the restored experiment knows are shown again to fresh ASHAs, in the same
 any new result. Entries of trials Tune's restored state does not know (started after its last
 experiment checkpoint; their proposals are made again) are dropped, and a trial that ASHA had
 told to stop is stopped again at its next result, whatever its rung now says.
+
+A rung is counted in evaluations from the reported training step (``ceil(step / eval_every)``),
+not Tune's ``training_iteration``: a trial restored from its checkpoint counts its iterations from
+1 again, which put its next result at rung 1 a second time and changed the decisions.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ray.tune.experiment import Trial
@@ -42,7 +47,7 @@ class EncoderRungs(FIFOScheduler):
         # end returns by itself, so its Ray Train run shuts down cleanly
         self._asha_args = dict(time_attr=TIME_ATTR, metric=metric, mode="min", max_t=evals + 1,
                                grace_period=min(cfg.tune.grace_period, evals), reduction_factor=cfg.tune.reduction_factor)
-        self._metric, self._path = metric, str(path)
+        self._metric, self._path, self._eval_every = metric, str(path), cfg.train.eval_every
         self._asha: dict[str, ASHAScheduler] = {}
         self._trials: dict[str, Trial] = {}  # every trial added in this session
         self._log: list[dict] = []
@@ -101,9 +106,18 @@ class EncoderRungs(FIFOScheduler):
         if enc is not None:
             self._for(enc).on_trial_add(controller, trial)
 
+    def _timed(self, result: dict | None) -> dict | None:
+        """``result`` with its rung time: evaluations done, from the step (see the module)."""
+        if not result or result.get(self._metric) is None:
+            return None
+        if "step" in result:
+            return {**result, TIME_ATTR: math.ceil(result["step"] / self._eval_every)}
+        return result if TIME_ATTR in result else None
+
     def on_trial_result(self, controller, trial: Trial, result: dict) -> str:
         enc = self._search(trial)
-        if enc is None or TIME_ATTR not in result or result.get(self._metric) is None:
+        result = self._timed(result)
+        if enc is None or result is None:
             return TrialScheduler.CONTINUE
         self._replay(controller)
         action = self._for(enc).on_trial_result(controller, trial, result)
@@ -119,9 +133,10 @@ class EncoderRungs(FIFOScheduler):
         if enc is None:
             return
         self._replay(controller)
-        self._for(enc).on_trial_complete(controller, trial, result)
-        if TIME_ATTR in (result or {}) and result.get(self._metric) is not None:
-            self._append("complete", trial, result)
+        timed = self._timed(result)
+        self._for(enc).on_trial_complete(controller, trial, timed or result)
+        if timed is not None:
+            self._append("complete", trial, timed)
 
     def on_trial_error(self, controller, trial: Trial) -> None:
         enc = self._search(trial)
