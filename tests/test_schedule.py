@@ -58,11 +58,6 @@ def _logged(results: Path) -> list[dict]:
         return []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a result lost in the interrupt: trial 0 reported step 200 (rung 2) and its checkpoint as Tune was "
-    "stopping; the checkpoint was kept (Ray Train resumes from it, next report at step 300) but the "
-    "scheduler never saw the result, so ASHA records trial 0's step-300 loss at rung 2 and stops trial 1 "
-    "there, which the uninterrupted sweep let finish (issue 31 point 6, open)"))
 def test_a_resumed_sweep_stops_the_trials_an_uninterrupted_one_stops(ray_session, tiny_fl_zoo, tmp_path):
     from rnnray.sweep.rungs import decisions
 

@@ -40,6 +40,8 @@ def trial_record(result, encoder: str, cfg: SweepConfig) -> dict:
     df = result.metrics_dataframe
     if df is not None:
         keep = [c for c in ("step", "train_loss", "val_loss", "ood_loss", "best_val_loss", "best_ood_loss", "training_iteration") if c in df]
+        if "step" in df:  # a trial resumed from a checkpoint reports that checkpoint's result again
+            df = df.drop_duplicates("step", keep="last")
         history = json.loads(df[keep].to_json(orient="records"))
     best_val = m.get("best_val_loss")
     # Tune marks a trial's last result `done` also when ASHA stopped it: compare with the planned length

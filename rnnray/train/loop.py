@@ -102,6 +102,11 @@ def run_loop(plan: RunPlan, io) -> dict[str, Any]:
     wrapped = io.prepare(model)
     params = [p for p in wrapped.parameters() if p.requires_grad]
     placement = io.placement()
+    if restored is not None and history:
+        # the result this checkpoint was saved with, once more: an interrupt can end the experiment
+        # after the checkpoint was kept but before Tune's scheduler saw the result (ASHA would then
+        # judge this trial's rung by its next result); a scheduler that saw it already ignores it
+        io.report(dict(history[-1]), None, False)
     diverged = None
 
     loss_sum, loss_n = torch.zeros((), device=device), 0
