@@ -499,7 +499,7 @@ def test_a_disk_that_fills_up_mid_build_stops_naming_the_shard_and_the_next_buil
     """Once the first shard has landed, the zoo actors' files may grow no further than half a shard (a
     file-size limit set on the running processes, as a full disk answers: EFBIG). The build stops with
     one line naming the shard it could not write and exit code 1; what it leaves reads as an unfinished
-    zoo (no manifest, no temporary file, only whole shards); the next build keeps those shards and
+    zoo (no manifest, only whole shards, at most an actor's hidden temporary file); the next build keeps those shards and
     trains only the rest, and the zoo equals the session's reference zoo row for row."""
     import re
     import resource
@@ -533,7 +533,10 @@ def test_a_disk_that_fills_up_mid_build_stops_naming_the_shard_and_the_next_buil
     assert proc.returncode == 1 and "Traceback" not in own, err[-3000:]
     (line,) = _error_lines(own)
     assert f"{zoo / 'shards'}/runs-" in line and line.endswith(".parquet: cannot be written (File too large)"), line
-    assert not (zoo / "manifest.json").exists() and not _stray_files(zoo)
+    # no manifest; a temporary file only where the other actor was stopped while writing its shard (a
+    # hidden name no reader takes for a shard; seen once in CI): the next build removes it
+    assert not (zoo / "manifest.json").exists()
+    assert all(Path(p).name.startswith(".") and ".tmp-" in Path(p).name for p in _stray_files(zoo)), _stray_files(zoo)
     kept = {f.name: (sha256(f), f.stat().st_mtime_ns) for f in (zoo / "shards").glob("*.parquet")}
     assert 1 <= len(kept) < 4
     for f in (zoo / "shards").glob("*.parquet"):  # each whole: it reads, with the runs its name says
@@ -546,6 +549,7 @@ def test_a_disk_that_fills_up_mid_build_stops_naming_the_shard_and_the_next_buil
     manifest = verify(zoo, checksums=True)
     assert sorted(r for s in manifest["shards"] for r in s["runs"]) == list(range(TINY_FL["runs"]))
     assert {f.name: (sha256(f), f.stat().st_mtime_ns) for f in (zoo / "shards").glob("*.parquet") if f.name in kept} == kept
+    assert not _stray_files(zoo)
     key = [("run_id", "ascending"), ("step", "ascending")]
     assert load_table(zoo).sort_by(key).equals(load_table(tiny_fl_zoo.path).sort_by(key))
 
@@ -563,9 +567,19 @@ def test_a_results_folder_made_read_only_mid_sweep_stops_naming_the_file_and_res
     proc = _sweep_process(config, address)
     out = _Output(proc)
     try:
-        (record,) = _wait_for(lambda: list(results.glob("tiny-*/trials/flat/*/trial.json")) or proc.poll() is not None,
-                              PATIENCE, "flat's trial record", every=0.05)
-        sweep_dir = record.parents[3]
+        # flat's records are whole once best.json names it (the summary's last file): made immutable
+        # earlier, a write in flight could leave its temporary file, which nobody can then remove
+        def flat_in_best():
+            for best in results.glob("tiny-*/best.json"):
+                try:
+                    if "flat" in json.loads(best.read_text()):
+                        return [best]
+                except (OSError, ValueError):
+                    pass
+            return proc.poll() is not None
+        (best,) = _wait_for(flat_in_best, PATIENCE, "flat in best.json", every=0.05)
+        sweep_dir = best.parent
+        (record,) = list(sweep_dir.glob("trials/flat/*/trial.json"))
         with immutable(sweep_dir):
             proc.wait(timeout=PATIENCE)  # stats still has its whole trial to run: the sweep cannot finish
     finally:

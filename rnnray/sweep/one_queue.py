@@ -73,6 +73,11 @@ def trial_name(trial) -> str:
     return f"{trial.config.get('encoder') or trial.config.get('role')}_{trial.trial_id}"
 
 
+def _trial_repr(trainable) -> str:
+    config = getattr(trainable, "config", None) or {}
+    return f"EmulationTrial({config.get('encoder') or config.get('role', '')})"
+
+
 def _role_phase(trial) -> str:
     return ROLE_PHASE[trial.config.get("role", "search")]
 
@@ -117,7 +122,8 @@ def run_queue(cfg: SweepConfig, zoo: ZooPlan, folder: SweepFolder, resumed: bool
     trainable = wrap_function(ray.tune.with_parameters(run_queued, setup=setup), name="EmulationTrial")
     side_resources = {"CPU": cfg.resources.cpus_per_worker, "GPU": cfg.resources.gpus_per_worker}  # one worker's
     trainable = ray.tune.with_resources(trainable, functools.partial(trial_resources, side=side_resources))
-    trainable = type("EmulationTrial", (trainable,), {})
+    # one class for every role; its repr (the dashboard's actor name) says which encoder's trial it is
+    trainable = type("EmulationTrial", (trainable,), {"__repr__": _trial_repr})
     path = (folder.tune / QUEUE).resolve()
     progress.start("search")
     if resumed and ray.tune.Tuner.can_restore(str(path)):
