@@ -80,3 +80,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def remove_leftovers(folder, recursive: bool = False) -> None:
+    """Delete the temporary files crashed writers left in ``folder`` (never whole, never read)."""
+    from pathlib import Path
+
+    pattern = f".*{TMP_MARK}*"
+    for tmp in (Path(folder).rglob(pattern) if recursive else Path(folder).glob(pattern)):
+        tmp.unlink(missing_ok=True)

@@ -144,9 +144,10 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest, split=cfg.train.split)  # once, for every trial
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
     if resumed:
+        from ..results.atomic import remove_leftovers
+
         check_same_sweep(SweepFolder(sweep_dir), cfg)  # the job checked it before Ray; the Python API here
-        for tmp in sweep_dir.rglob(".*.tmp-*"):  # a writer's temporary file, left by a killed driver: never whole
-            tmp.unlink(missing_ok=True)
+        remove_leftovers(sweep_dir, recursive=True)  # left by a killed driver mid-write
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resumed:
         atomic_write_json(SweepFolder(sweep_dir).sweep_json, {"config": cfg.model_dump(mode="json"), "zoo_kind": zoo_kind,

@@ -192,8 +192,9 @@ def _existing_shards(root: Path, spec: dict) -> list[dict]:
     shard_dir = root / storage.SHARDS
     if not shard_dir.is_dir():
         return []
-    for tmp in shard_dir.glob(".*.tmp-*"):
-        tmp.unlink()  # left by an interrupted writer: never complete
+    from ..results.atomic import remove_leftovers
+
+    remove_leftovers(shard_dir)  # left by an interrupted writer: never complete
     found = []
     for f in sorted(shard_dir.glob("*.parquet")):
         runs = storage.shard_runs(f)
