@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from pathlib import Path
 import shutil
@@ -90,15 +89,13 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        from rnnray.runtime.connect import remove_stale_address_file
+        from rnnray.runtime.connect import free_loopback_port, remove_stale_address_file
 
         remove_stale_address_file()  # a gone cluster's address would be looked up by Ray Train's own processes
         # the dashboard (on a free loopback port: another Ray may hold 8265) serves the state API, which
         # Ray Train's placement-group cleaner asks whether a run's controller is alive; without it a
         # trial that ASHA stopped kept its workers' CPUs reserved, and the next trials waited for ever
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_loopback_port()
         ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
                  log_to_driver=False, namespace="rnnray-tests")
     yield ray

@@ -10,7 +10,6 @@ single-node zoo bit for bit.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 import urllib.request
@@ -19,14 +18,9 @@ import pytest
 import yaml
 
 from conftest import PATIENCE, TINY_FL
+from rnnray.runtime.connect import free_loopback_port
 
 pytestmark = [pytest.mark.own_cluster, pytest.mark.timeout(3 * PATIENCE)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http(url: str, data: dict | None = None, timeout: float = 10):
@@ -44,7 +38,7 @@ def cluster(tiny_fl_zoo):
     from ray.cluster_utils import Cluster
 
     ray.shutdown()
-    port = _free_port()
+    port = free_loopback_port()
     c = Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
         object_store_memory=200 * 2**20))

@@ -130,7 +130,7 @@ def _zoo_yaml(place: Path, path) -> Path:
 
 def test_zoo_build_proves_its_path_before_ray(place):
     cases = [("/proc/rnnray/zoo", "path: /proc/rnnray/zoo: cannot be created (No such file or directory in /proc)"),
-             (place / "notes.txt" / "zoo", f"is a file, not a folder"),
+             (place / "notes.txt" / "zoo", "is a file, not a folder"),
              (place / "results" / "zoo", f"is inside a results folder ({place / 'results'})"),
              (place / "results" / "s-1" / "zoo", "is inside a sweep folder")]
     for path, needle in cases:

@@ -106,6 +106,11 @@ def test_bench_schedule_refuses_bad_options_in_one_line(tmp_path):
                            capture_output=True, text=True, timeout=PATIENCE)
         assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert not (tmp_path / "o").exists()
+    (tmp_path / "LATEST").write_text("s-1\n")  # tmp_path is now a results folder: OUT/zoo would be inside it
+    p = subprocess.run([sys.executable, "-m", "rnnray.bench", "schedule", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=PATIENCE)
+    assert p.returncode == 2 and "--out" in p.stderr and "inside a results folder" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), p.stderr
 
 
 @pytest.mark.own_cluster

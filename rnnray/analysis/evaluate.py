@@ -22,17 +22,13 @@ skipped the evaluation stops with one line (:func:`require_encoders`), since bas
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
-import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..cli import UsageError, friendly_errors
-from .statistics import interval_text
+from ..cli import UsageError
 from .downstream import DEFAULT_SEEDS, PredictorConfig, flat_metrics, jsonable, metric_columns, targets_for
 from ..results.atomic import atomic_write_json
 from ..config import SUPERVISED_ENCODER

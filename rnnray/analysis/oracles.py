@@ -20,10 +20,8 @@ lies clearly below, has learnt training progress but not the task.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any

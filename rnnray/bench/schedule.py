@@ -13,7 +13,6 @@ fractional ``gpus_per_worker`` (0.25: four trials per GPU) is measured the same 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -66,14 +65,12 @@ def bench_schedule(out: Path, encoders, samples: int, seeds: int, gpus: int, fra
     from ray.cluster_utils import Cluster
 
     from ..config import parse_zoo
-    from ..runtime.connect import init_ray
+    from ..runtime.connect import free_loopback_port, init_ray
     from ..zoo import build
 
     slots = max(int(round(gpus / f)) for f in fractions)
     ray.shutdown()
-    with socket.socket() as s:  # the dashboard on a free loopback port: another Ray on this machine may hold 8265
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_loopback_port()  # the dashboard: another Ray on this machine may hold 8265
     # Ray Train's placement-group cleaner removes a run's worker group when its controller dies (a
     # trial ASHA stopped): it asks the state API, so the node serves one, and the job's workers are
     # told which cluster to ask (with other Ray instances on the machine it would guess). Without
@@ -138,8 +135,11 @@ def check_args(args) -> None:
     if any(not 0 < f <= args.gpus for f in args.fractions):
         raise UsageError(f"--fractions: each must be above 0 and at most --gpus ({args.gpus}), got {args.fractions}")
     if args.out:
-        from ..paths import check_writable
+        from ..paths import check_not_inside, check_writable
 
+        # the zoo is written to OUT/zoo: the zoo build refuses a folder inside a results, zoo or sweep
+        # folder, which it would only find out after the cluster had started
+        check_not_inside(Path(args.out) / "zoo", "--out", ("zoo", "sweep", "results"))
         check_writable(args.out, "--out")
 
 

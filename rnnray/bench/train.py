@@ -89,8 +89,6 @@ def _lstm_layer_flops(input_shape, w_ih_shape, w_hh_shape) -> int:
 def _lstm_counters() -> dict:
     """``torch.nn.LSTM`` on CPU runs as oneDNN layer ops, which FlopCounterMode has no formula for:
     its products counted from the shapes (the backward, inputs and weights, twice the forward)."""
-    from torch.utils.flop_counter import register_flop_formula  # noqa: F401 (the API's home)
-
     aten = torch.ops.aten
     out = {}
     if hasattr(aten, "mkldnn_rnn_layer"):

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from ..encoders.catalog import check_name
-from .base import DEFAULT_PRESET, PATH_TAG, PRESET_NAMES, Strict, finite_tree, one_of, ranks_apart
+from .base import DEFAULT_PRESET, PATH_TAG, PRESET_NAMES, Strict, finite_tree, ranks_apart
 from .train import TrainConfig, TrainSettings
 from .zoo import FormalLanguagesZoo, MnistZoo
 

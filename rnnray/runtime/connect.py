@@ -19,6 +19,15 @@ def target(address: str | None = None) -> str | None:
     return None if os.environ.get("RAY_ADDRESS") else "local"
 
 
+def free_loopback_port() -> int:
+    """A loopback port nothing holds now, for a dashboard started beside another Ray (which may hold
+    8265). The dashboard must be served: Ray Train's placement-group cleaner asks its state API
+    whether a run's controller is alive, and without it a trial ASHA stopped kept its share reserved."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _local_hosts() -> set[str]:
     hosts = {"127.0.0.1", "localhost", socket.gethostname()}
     try:
