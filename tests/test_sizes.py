@@ -30,6 +30,18 @@ def _cli(module: str, *args: str, cwd: Path = ROOT, ray_tmp: Path | None = None)
                           timeout=PATIENCE)
 
 
+@pytest.fixture
+def no_ray_here():
+    """A Ray temporary folder of the test's own (short: Ray's socket paths live under it), for the
+    commands it runs; afterwards no Ray session was started in it: the refusal came before Ray."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    try:
+        yield ray_tmp
+        assert not list(ray_tmp.rglob("session_*")), "Ray was started"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 def _refused(r: subprocess.CompletedProcess, needle: str) -> str:
     """The one error line of a refused command (exit 2, no traceback), which must contain ``needle``."""
     err = r.stderr.strip().splitlines()
@@ -76,15 +88,10 @@ SWEEP_CASES = {
 
 
 @pytest.mark.parametrize("case", list(SWEEP_CASES))
-def test_a_sweep_that_cannot_run_is_refused_before_ray_starts(case, tiny_fl_zoo, tmp_path):
+def test_a_sweep_that_cannot_run_is_refused_before_ray_starts(case, tiny_fl_zoo, tmp_path, no_ray_here):
     changes, needle = SWEEP_CASES[case]
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths would live under it
-    try:
-        r = _cli("rnnray.sweep", str(_sweep_file(tmp_path, tiny_fl_zoo.path, **changes)), "--quiet", ray_tmp=ray_tmp)
-        _refused(r, needle)
-        assert not list(ray_tmp.rglob("session_*")), "Ray was started"  # refused before Ray starts
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    r = _cli("rnnray.sweep", str(_sweep_file(tmp_path, tiny_fl_zoo.path, **changes)), "--quiet", ray_tmp=no_ray_here)
+    _refused(r, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]  # no results folder
 
 
@@ -178,8 +185,9 @@ def train_file(tiny_fl_zoo, tmp_path):
     (["emulator_hidden=10000000"], "emulator_hidden: a training worker would hold about"),
     (["steps=100000000000000"], "steps: a training worker would hold about"),
 ])
-def test_a_run_that_cannot_run_is_refused_before_ray_starts(train_file, tmp_path, overrides, needle):
-    r = _cli("rnnray.train", str(train_file), "--encoder", "flat", *[a for o in overrides for a in ("--set", o)])
+def test_a_run_that_cannot_run_is_refused_before_ray_starts(train_file, tmp_path, overrides, needle, no_ray_here):
+    r = _cli("rnnray.train", str(train_file), "--encoder", "flat", *[a for o in overrides for a in ("--set", o)],
+             ray_tmp=no_ray_here)
     _refused(r, needle)
     assert not (tmp_path / "out").exists()
 
@@ -291,7 +299,7 @@ def test_bench_device_proves_its_out_folder(tmp_path):
 
 # -- NCCL ranks on one GPU --------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["auto", "nccl"])
-def test_ddp_workers_that_could_share_a_gpu_under_nccl_are_refused_before_ray(backend, tiny_fl_zoo, tmp_path):
+def test_ddp_workers_that_could_share_a_gpu_under_nccl_are_refused_before_ray(backend, tiny_fl_zoo, tmp_path, no_ray_here):
     """A fractional GPU per worker lets Ray put two ranks of one run on one GPU, which NCCL cannot run:
     refused in the file (sweep and train), before Ray starts; one worker per run may share, and gloo may."""
     from rnnray.config import TrainConfig
@@ -299,16 +307,11 @@ def test_ddp_workers_that_could_share_a_gpu_under_nccl_are_refused_before_ray(ba
 
     needle = "gpus_per_worker: 0.5 GPU per worker lets Ray place two of a run's 2 DDP workers on one GPU"
     res = {"workers": 2, "gpus_per_worker": 0.5, "process_group_backend": backend}
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rg", dir="/tmp"))
-    try:
-        r = _cli("rnnray.sweep", str(_sweep_file(tmp_path, tiny_fl_zoo.path, resources=res)), "--quiet", ray_tmp=ray_tmp)
-        _refused(r, f"resources.{needle}")
-        train_file = tmp_path / "train.yaml"
-        train_file.write_text(yaml.safe_dump({"zoo": tiny_fl_zoo.path, "batch_size": 8, **res}))
-        _refused(_cli("rnnray.train", str(train_file), "--encoder", "flat", ray_tmp=ray_tmp), needle)
-        assert not list(ray_tmp.rglob("session_*")), "Ray was started"
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    r = _cli("rnnray.sweep", str(_sweep_file(tmp_path, tiny_fl_zoo.path, resources=res)), "--quiet", ray_tmp=no_ray_here)
+    _refused(r, f"resources.{needle}")
+    train_file = tmp_path / "train.yaml"
+    train_file.write_text(yaml.safe_dump({"zoo": tiny_fl_zoo.path, "batch_size": 8, **res}))
+    _refused(_cli("rnnray.train", str(train_file), "--encoder", "flat", ray_tmp=no_ray_here), needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml", "train.yaml"]
     path = _sweep_file(tmp_path, tiny_fl_zoo.path)
     assert load_sweep(path, ["resources.workers=2", "resources.gpus_per_worker=0.5",
