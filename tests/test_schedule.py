@@ -36,6 +36,23 @@ def test_utilisation_is_busy_over_available_slot_seconds_per_session():
     assert phases == {"zoo": 9.5, "search": 10.0, "final": 7.0}  # final: 4 s in a, 3 s in b
 
 
+def test_idle_slot_seconds_are_split_at_the_last_start_and_hand_overs_are_timed_from_the_freed_slot():
+    """Two slots. A runs 0-10 and B 0-4; C takes B's slot at 7 (a 3 s hand-over: 3 idle slot-seconds
+    while work was still ahead) and ends at 12, after A (2 idle slot-seconds in the tail after the last
+    start). A resumed session of one 1 s trial adds 1 idle slot-second, all tail."""
+    from rnnray.sweep.timeline import idle_split, utilisation
+
+    runs = [{"session": "a", "start": 0.0, "end": 10.0}, {"session": "a", "start": 0.0, "end": 4.0},
+            {"session": "a", "start": 7.0, "end": 12.0}]
+    u, split = utilisation(runs, slots=2), idle_split(runs, slots=2)
+    assert split == {"idle_before_last_start_slot_s": 3.0, "idle_tail_slot_s": 2.0, "handover_median_s": 3.0}
+    assert u["available_slot_s"] - u["busy_slot_s"] == 5.0  # the two parts add up to all idle time
+    runs.append({"session": "b", "start": 100.0, "end": 101.0})  # one slot of two busy in 1 s: all tail
+    split = idle_split(runs, slots=2)
+    assert (split["idle_before_last_start_slot_s"], split["idle_tail_slot_s"]) == (3.0, 3.0)
+    assert idle_split([], slots=2)["handover_median_s"] is None
+
+
 # -- ASHA's rungs across an interrupt ----------------------------------------------------------------
 def _rung_sweep(results: Path, zoo: str) -> dict:
     """One encoder, four trials one at a time, ASHA at rungs 1, 2 and 4 of four evaluations. The
@@ -119,7 +136,7 @@ def test_the_one_queue_keeps_a_gpu_nodes_slots_busier_than_per_encoder_experimen
     two trials (gpus_per_worker 0.5, two slots), both schedules in one run. Per encoder, each
     experiment's third trial runs alone (at most 3 of 4 slot-rounds busy, and the gap between
     experiments idle); the one queue runs the six trials in three full rounds."""
-    from rnnray.bench.schedule import bench_schedule
+    from rnnray.bench.schedule import bench_schedule, format_schedule
 
     r = bench_schedule(tmp_path, ["flat", "stats"], samples=3, seeds=0, gpus=1, fractions=[0.5])
     by = {c["schedule"]: c for c in r["cases"]}
@@ -127,3 +144,7 @@ def test_the_one_queue_keeps_a_gpu_nodes_slots_busier_than_per_encoder_experimen
     assert by["one_queue"]["trials"] == by["per_encoder"]["trials"] == 6
     assert by["one_queue"]["utilisation"] > by["per_encoder"]["utilisation"], r
     assert by["one_queue"]["utilisation"] >= 0.6, r  # launch gaps of a loaded 2-core machine included
+    for c in r["cases"]:  # every idle slot-second is either ahead of the last start or in the tail
+        idle = c["available_slot_s"] - c["busy_slot_s"]
+        assert c["idle_before_last_start_slot_s"] + c["idle_tail_slot_s"] == pytest.approx(idle, abs=1e-6), c
+    assert "hand-over" in format_schedule(r)

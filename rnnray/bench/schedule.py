@@ -55,7 +55,8 @@ def measure(cfg) -> dict:
     return {"schedule": cfg.tune.schedule, "gpus_per_worker": cfg.resources.gpus_per_worker,
             "slots": s["slots"], "trials": s["runs"], "wall_s": time.time() - t0,
             "utilisation": s["utilisation"], "busy_slot_s": s["busy_slot_s"], "available_slot_s": s["available_slot_s"],
-            "sweep": str(folder.path)}
+            "idle_before_last_start_slot_s": s["idle_before_last_start_slot_s"], "idle_tail_slot_s": s["idle_tail_slot_s"],
+            "handover_median_s": s["handover_median_s"], "sweep": str(folder.path)}
 
 
 def bench_schedule(out: Path, encoders, samples: int, seeds: int, gpus: int, fractions, schedules=SCHEDULES,
@@ -97,11 +98,17 @@ def bench_schedule(out: Path, encoders, samples: int, seeds: int, gpus: int, fra
 def format_schedule(r: dict) -> str:
     lines = [f"Simulated node: {r['gpus']} GPUs; {len(r['encoders'])} encoders x {r['samples_per_encoder']} trials "
              f"(ASHA) + {r['final_seeds']} final seeds per configuration", "",
-             f"{'GPUs/trial':>10} {'slots':>5} {'schedule':<12} {'trials':>6} {'wall s':>8} {'utilisation':>11}"]
+             f"{'GPUs/trial':>10} {'slots':>5} {'schedule':<12} {'trials':>6} {'wall s':>8} {'utilisation':>11} "
+             f"{'idle: work ahead':>16} {'idle: tail':>10} {'hand-over s':>11}"]
     for c in r["cases"]:
+        avail = c["available_slot_s"] or 1.0
+        handover = "-" if c.get("handover_median_s") is None else f"{c['handover_median_s']:.1f}"
         lines.append(f"{c['gpus_per_worker']:>10g} {c['slots']:>5} {c['schedule']:<12} {c['trials']:>6} "
-                     f"{c['wall_s']:>8.0f} {c['utilisation']:>11.1%}")
-    lines += ["", f"target: one_queue at least {r['target']:.0%}"]
+                     f"{c['wall_s']:>8.0f} {c['utilisation']:>11.1%} {c['idle_before_last_start_slot_s'] / avail:>16.1%} "
+                     f"{c['idle_tail_slot_s'] / avail:>10.1%} {handover:>11}")
+    lines += ["", f"target: one_queue at least {r['target']:.0%}",
+              "idle: work ahead = slots idle before the last trial started (hand-overs, final seeds waiting for their "
+              "search); tail = after it; hand-over = median wait of a freed slot for its next trial"]
     return "\n".join(lines)
 
 

@@ -116,6 +116,38 @@ def utilisation(runs: list[dict], slots: int) -> dict[str, float | None]:
             "utilisation": busy / available if available > 0 else None}
 
 
+def idle_split(runs: list[dict], slots: int) -> dict[str, float | None]:
+    """Where the idle slot-seconds lie, per session: before the session's last trial start, when
+    more work was still to be started (the hand-over from one trial to the next, or an encoder's final
+    seeds waiting for its search to end), and after it, the tail, when nothing was left to start.
+    ``handover_median_s``: the median time a freed slot waited for its next trial (each start after
+    the first ``slots`` takes the earliest end not yet taken): when work is always ready, as in the one
+    queue, this is the hand-over itself (Tune's loop, the placement group, the trial's actor starting),
+    which no order of the work removes."""
+    by_session: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        by_session[r["session"]].append(r)
+    before = tail = 0.0
+    gaps: list[float] = []
+    for rs in by_session.values():
+        last_start = max(r["start"] for r in rs)
+        events = sorted([(r["start"], 1) for r in rs] + [(r["end"], -1) for r in rs])
+        busy, t = 0, events[0][0]
+        for when, change in events:
+            for lo, hi, acc in ((t, min(when, last_start), "before"), (max(t, last_start), when, "tail")):
+                if hi > lo:
+                    idle = max(0, slots - busy) * (hi - lo)
+                    before, tail = (before + idle, tail) if acc == "before" else (before, tail + idle)
+            busy, t = busy + change, when
+        starts = sorted(r["start"] for r in rs)
+        ends = sorted(r["end"] for r in rs)
+        for start, freed in zip(starts[slots:], ends):
+            gaps.append(max(0.0, start - freed))
+    gaps.sort()
+    return {"idle_before_last_start_slot_s": before, "idle_tail_slot_s": tail,
+            "handover_median_s": gaps[len(gaps) // 2] if gaps else None}
+
+
 def phase_seconds(doc: dict) -> dict[str, float]:
     """Each phase's wall time: timed phases summed over sessions; a role's trials from the first
     start to the last end, per session, summed."""
@@ -140,7 +172,7 @@ def schedule_summary(folder: SweepFolder) -> dict[str, Any] | None:
     if not doc["runs"] and not doc["phases"]:
         return None
     slots = int(doc.get("slots") or 1)
-    return {"slots": slots, **utilisation(doc["runs"], slots), "runs": len(doc["runs"]),
+    return {"slots": slots, **utilisation(doc["runs"], slots), **idle_split(doc["runs"], slots), "runs": len(doc["runs"]),
             "phase_seconds": phase_seconds(doc),
             "definition": "utilisation: busy slot-seconds / (slots x (last trial end - first trial start)), per "
                           "session; slots: tune.max_concurrent_trials; search, final and oracles: first start to "
