@@ -45,7 +45,8 @@ def test_idle_slot_seconds_are_split_at_the_last_start_and_hand_overs_are_timed_
     runs = [{"session": "a", "start": 0.0, "end": 10.0}, {"session": "a", "start": 0.0, "end": 4.0},
             {"session": "a", "start": 7.0, "end": 12.0}]
     u, split = utilisation(runs, slots=2), idle_split(runs, slots=2)
-    assert split == {"idle_before_last_start_slot_s": 3.0, "idle_tail_slot_s": 2.0, "handover_median_s": 3.0}
+    assert split == {"idle_before_last_start_slot_s": 3.0, "idle_tail_slot_s": 2.0, "handover_slot_s": 3.0,
+                     "handover_median_s": 3.0}
     assert u["available_slot_s"] - u["busy_slot_s"] == 5.0  # the two parts add up to all idle time
     runs.append({"session": "b", "start": 100.0, "end": 101.0})  # one slot of two busy in 1 s: all tail
     split = idle_split(runs, slots=2)

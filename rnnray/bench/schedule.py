@@ -56,7 +56,7 @@ def measure(cfg) -> dict:
             "slots": s["slots"], "trials": s["runs"], "wall_s": time.time() - t0,
             "utilisation": s["utilisation"], "busy_slot_s": s["busy_slot_s"], "available_slot_s": s["available_slot_s"],
             "idle_before_last_start_slot_s": s["idle_before_last_start_slot_s"], "idle_tail_slot_s": s["idle_tail_slot_s"],
-            "handover_median_s": s["handover_median_s"], "sweep": str(folder.path)}
+            "handover_slot_s": s["handover_slot_s"], "handover_median_s": s["handover_median_s"], "sweep": str(folder.path)}
 
 
 def bench_schedule(out: Path, encoders, samples: int, seeds: int, gpus: int, fractions, schedules=SCHEDULES,

@@ -120,7 +120,7 @@ def idle_split(runs: list[dict], slots: int) -> dict[str, float | None]:
     """Where the idle slot-seconds lie, per session: before the session's last trial start, when
     more work was still to be started (the hand-over from one trial to the next, or an encoder's final
     seeds waiting for its search to end), and after it, the tail, when nothing was left to start.
-    ``handover_median_s``: the median time a freed slot waited for its next trial (each start after
+    ``handover_slot_s`` and ``handover_median_s``: the sum and the median of the times a freed slot waited for its next trial (each start after
     the first ``slots`` takes the earliest end not yet taken): when work is always ready, as in the one
     queue, this is the hand-over itself (Tune's loop, the placement group, the trial's actor starting),
     which no order of the work removes."""
@@ -145,7 +145,7 @@ def idle_split(runs: list[dict], slots: int) -> dict[str, float | None]:
             gaps.append(max(0.0, start - freed))
     gaps.sort()
     return {"idle_before_last_start_slot_s": before, "idle_tail_slot_s": tail,
-            "handover_median_s": gaps[len(gaps) // 2] if gaps else None}
+            "handover_slot_s": sum(gaps), "handover_median_s": gaps[len(gaps) // 2] if gaps else None}
 
 
 def phase_seconds(doc: dict) -> dict[str, float]:
