@@ -108,12 +108,11 @@ def run_job(cfg: SweepConfig, resume: str | bool = False, progress: bool = True,
     t0 = time.time()
     if not checked:
         preflight(cfg, resume)
-    side = None
-    if cfg.tune.schedule == "one_queue":  # the label oracles run in the sweep's queue, in slots it leaves idle
-        from .analysis.oracles import queue_oracles
+    from .analysis.oracles import queue_oracles
 
-        side = queue_oracles(cfg)
-    sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard, side=side)
+    # one_queue: the label oracles run in the sweep's queue, in slots it leaves idle (planned once the zoo exists)
+    sweep_dir = run_sweep(cfg, resume=resume, progress=progress, verbose=verbose, dashboard=dashboard,
+                          side_work=queue_oracles)
     from .report.summary import write_summary_md
 
     try:

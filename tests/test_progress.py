@@ -46,7 +46,8 @@ def test_the_plan_counts_every_run_of_the_main_job():
     assert runs["search"] == n * cfg.tune.samples_per_encoder
     configs = 2 if cfg.final.paper_preset else 1  # best, and the paper preset when it is retrained too
     assert runs["final"] == n * configs * cfg.final.seeds
-    assert plan_runs(load_sweep("sweeps/study.yaml"))["final"] == len(load_sweep("sweeps/study.yaml").encoders) * 2 * 4
+    both = load_sweep("sweeps/study.yaml", ["final.paper_preset=true"])  # the best and the paper preset, 4 seeds each
+    assert plan_runs(both)["final"] == len(both.encoders) * 2 * 4
     assert runs["oracles"] == len(cfg.oracles.modes) * cfg.final.seeds
 
 

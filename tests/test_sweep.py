@@ -149,6 +149,24 @@ def test_infeasible_budget_fails_before_any_trial(ray_session, tiny_fl_zoo, tmp_
     assert not list(tmp_path.glob("quick-*"))
 
 
+def test_the_job_builds_its_zoo_before_planning_the_oracles(ray_session, tmp_path):
+    """A fresh clone's main job: the zoo is a recipe not yet built, and the label oracles run in the
+    one queue. Their plan reads the zoo, so it must be made after the build (it was made before, and
+    the job stopped at once with "no zoo here")."""
+    from conftest import TINY_FL
+
+    zoo = {**TINY_FL, "path": str(tmp_path / "zoos" / "fresh")}
+    cfg = load_sweep(SWEEPS / "quick.yaml", [f"results={tmp_path / 'results'}", "encoders=[flat]", "train.steps=20",
+                                              "final.seeds=1", "final.paper_preset=false", "oracles.modes=[step]",
+                                              "downstream.steps=20"])
+    cfg = cfg.model_copy(update={"zoo": type(cfg.zoo).model_validate(zoo)})
+    assert cfg.tune.schedule == "one_queue" and not (tmp_path / "zoos").exists()
+    sweep_dir = run_job(cfg, progress=False, verbose=0)
+    oracles = json.loads((sweep_dir / "oracles.json").read_text())
+    assert (tmp_path / "zoos" / "fresh" / "manifest.json").is_file()
+    assert oracles["zoo"] == str((tmp_path / "zoos" / "fresh").resolve()) and len(oracles["modes"]["step"]["runs"]) == 1
+
+
 def test_load_best_on_an_empty_store(tmp_path):
     with pytest.raises(ResultsError, match="no sweeps here yet"):
         rnnray.load_best("dws", results=tmp_path)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..results.atomic import atomic_write_json
@@ -104,13 +105,14 @@ def encoder_record(cfg: SweepConfig) -> dict[str, dict]:
 
 
 def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = True, verbose: int = 1,
-              dashboard: str | None = None, side: SideRuns | None = None) -> Path:
+              dashboard: str | None = None, side_work: Callable[[SweepConfig], SideRuns | None] | None = None) -> Path:
     """Zoo, budget check, the Tune experiment(s) (``tune.schedule``), results store. Returns the sweep folder.
 
     Everything that can be checked before work starts is (zoo layout, budget, resources), so bad
     input fails in one line before anything is built or written. ``dashboard``: the Ray
-    dashboard's address, printed for the user. ``side``: work the one queue runs beside the
-    trials (the job's label oracles; the per-encoder schedule leaves it to the caller). The main
+    dashboard's address, printed for the user. ``side_work(cfg)``: work the one queue runs beside the
+    trials (the job's label oracles; the per-encoder schedule leaves it to the caller), made once
+    the zoo exists (its plan reads the zoo, which this builds if needed). The main
     job (:mod:`rnnray.job`) follows this with the downstream evaluation and the report."""
     import ray
 
@@ -142,6 +144,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     zoo_time = (t_zoo, time.time())
     job_progress.phase_done("zoo")
     zoo = ZooPlan.open(cfg.zoo_path, cfg.train.split_seed, manifest=manifest, split=cfg.train.split)  # once, for every trial
+    side = side_work(cfg) if side_work is not None and cfg.tune.schedule == "one_queue" else None
     sweep_dir, resumed = sweep_dir_for(cfg, resume)
     if resumed:
         from ..results.atomic import remove_leftovers
