@@ -54,6 +54,20 @@ def test_idle_slot_seconds_are_split_at_the_last_start_and_hand_overs_are_timed_
     assert idle_split([], slots=2)["handover_median_s"] is None
 
 
+def test_the_report_says_where_the_idle_slot_seconds_lie():
+    from rnnray.report.sections import schedule_lines
+    from rnnray.sweep.timeline import idle_split, utilisation
+
+    runs = [{"session": "a", "start": 0.0, "end": 10.0}, {"session": "a", "start": 0.0, "end": 4.0},
+            {"session": "a", "start": 7.0, "end": 12.0}]
+    s = {"slots": 2, **utilisation(runs, 2), **idle_split(runs, 2), "runs": 3, "phase_seconds": {"search": 12.0}}
+    line = schedule_lines(s)[0]
+    assert "slot utilisation 79% (19 busy of 24 slot-seconds" in line, line
+    assert "Idle: 3 slot-seconds while work was still to start (3 of them freed slots waiting for their next trial, " \
+           "median 3.0 s), 2 in the tail after the last start." in line, line
+    assert "Idle:" not in schedule_lines({k: v for k, v in s.items() if not k.startswith(("idle", "handover"))})[0]
+
+
 # -- ASHA's rungs across an interrupt ----------------------------------------------------------------
 def _rung_sweep(results: Path, zoo: str) -> dict:
     """One encoder, four trials one at a time, ASHA at rungs 1, 2 and 4 of four evaluations. The

@@ -189,7 +189,12 @@ def schedule_lines(s: Mapping | None) -> list[str]:
     if not s or s.get("utilisation") is None:
         return []
     phases = ", ".join(f"{p} {_seconds(v)}" for p, v in s["phase_seconds"].items())
+    idle = ""
+    if s.get("idle_tail_slot_s") is not None and s.get("handover_median_s") is not None:
+        idle = (f" Idle: {s['idle_before_last_start_slot_s']:.0f} slot-seconds while work was still to start "
+                f"({s['handover_slot_s']:.0f} of them freed slots waiting for their next trial, median "
+                f"{s['handover_median_s']:.1f} s), {s['idle_tail_slot_s']:.0f} in the tail after the last start.")
     return [f"Schedule: slot utilisation {s['utilisation']:.0%} ({s['busy_slot_s']:.0f} busy of "
             f"{s['available_slot_s']:.0f} slot-seconds: {s['slots']} slots from the first trial's start to the last "
-            f"one's end, {s['runs']} trial runs). Wall time per phase: {phases} (search, final and oracles: first start "
-            "to last end of their trials, overlapping under the one-queue schedule).", ""]
+            f"one's end, {s['runs']} trial runs).{idle} Wall time per phase: {phases} (search, final and oracles: "
+            "first start to last end of their trials, overlapping under the one-queue schedule).", ""]

@@ -117,13 +117,14 @@ def utilisation(runs: list[dict], slots: int) -> dict[str, float | None]:
 
 
 def idle_split(runs: list[dict], slots: int) -> dict[str, float | None]:
-    """Where the idle slot-seconds lie, per session: before the session's last trial start, when
-    more work was still to be started (the hand-over from one trial to the next, or an encoder's final
-    seeds waiting for its search to end), and after it, the tail, when nothing was left to start.
-    ``handover_slot_s`` and ``handover_median_s``: the sum and the median of the times a freed slot waited for its next trial (each start after
-    the first ``slots`` takes the earliest end not yet taken): when work is always ready, as in the one
-    queue, this is the hand-over itself (Tune's loop, the placement group, the trial's actor starting),
-    which no order of the work removes."""
+    """Where the idle slot-seconds lie, per session: before the session's last trial start, while
+    work was still to be started (a hand-over from one trial to the next, or an encoder's final seeds
+    waiting for its search), and after it (the tail, nothing left to start).
+
+    ``handover_slot_s`` and ``handover_median_s``: the sum and the median of the times a freed slot
+    waited for its next trial (each start after the first ``slots`` is paired with the earliest end not
+    yet taken). Where work is always ready, as in the one queue, this is the hand-over itself (Tune's
+    loop, the placement group, the trial's actor starting), which no order of the work removes."""
     by_session: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
         by_session[r["session"]].append(r)
@@ -133,11 +134,10 @@ def idle_split(runs: list[dict], slots: int) -> dict[str, float | None]:
         last_start = max(r["start"] for r in rs)
         events = sorted([(r["start"], 1) for r in rs] + [(r["end"], -1) for r in rs])
         busy, t = 0, events[0][0]
-        for when, change in events:
-            for lo, hi, acc in ((t, min(when, last_start), "before"), (max(t, last_start), when, "tail")):
-                if hi > lo:
-                    idle = max(0, slots - busy) * (hi - lo)
-                    before, tail = (before + idle, tail) if acc == "before" else (before, tail + idle)
+        for when, change in events:  # the interval [t, when) had ``busy`` trials running
+            free = max(0, slots - busy)
+            before += free * max(0.0, min(when, last_start) - t)
+            tail += free * max(0.0, when - max(t, last_start))
             busy, t = busy + change, when
         starts = sorted(r["start"] for r in rs)
         ends = sorted(r["end"] for r in rs)
@@ -175,5 +175,8 @@ def schedule_summary(folder: SweepFolder) -> dict[str, Any] | None:
     return {"slots": slots, **utilisation(doc["runs"], slots), **idle_split(doc["runs"], slots), "runs": len(doc["runs"]),
             "phase_seconds": phase_seconds(doc),
             "definition": "utilisation: busy slot-seconds / (slots x (last trial end - first trial start)), per "
-                          "session; slots: tune.max_concurrent_trials; search, final and oracles: first start to "
-                          "last end of their trials (they overlap under the one-queue schedule)"}
+                          "session; slots: tune.max_concurrent_trials; idle_before_last_start_slot_s / "
+                          "idle_tail_slot_s: idle slot-seconds before / after the session's last trial start; "
+                          "handover_slot_s, handover_median_s: sum and median of the waits of a freed slot for its "
+                          "next trial; search, final and oracles: first start to last end of their trials (they "
+                          "overlap under the one-queue schedule)"}
