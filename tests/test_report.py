@@ -404,3 +404,31 @@ def test_the_final_table_shows_runs_that_are_both_best_and_paper_once(tmp_path):
     (tmp_path / "final.json").write_text(json.dumps({"encoders": {"flat": {"best": entry, "paper": entry}}}))
     rows = [ln for ln in final_table(read_final(SweepFolder(tmp_path)), ["flat"]) if ln.startswith("| flat |")]
     assert rows == ["| flat | best = paper preset (search trial t0) | 2 | 0.0500 (0.0400, 0.0600) | 0.0500 (0.0400, 0.0600) |"]
+
+
+def test_encoders_are_compared_pair_by_pair_paired_over_the_seeds_they_share(tmp_path):
+    """a and b share seeds 1-4 and b is above a on every seed by a little, so the paired test finds
+    it (p 0.0043, scipy.stats.ttest_rel) where Welch's would not (p 0.69); c ran other seeds, so a
+    against c is Welch's (p 0.025, scipy.stats.ttest_ind); d has one seed: no test."""
+    from rnnray.analysis.pairs import encoder_pairs
+    from rnnray.report.sections import pairs_section
+    from rnnray.results.folder import SweepFolder
+
+    def best(seeds, losses):
+        return {"best": {"seeds": seeds, "val_loss": losses, "source_trial": "t0"}}
+
+    (tmp_path / "final.json").write_text(json.dumps({"encoders": {
+        "a": best([1, 2, 3, 4], [0.050, 0.060, 0.055, 0.065]), "b": best([1, 2, 3, 4], [0.052, 0.0615, 0.0575, 0.0665]),
+        "c": best([5, 6, 7, 8], [0.070, 0.072, 0.068, 0.071]), "d": best([1], [0.05])}}))
+    doc = encoder_pairs(SweepFolder(tmp_path), ["a", "b", "c", "d"])
+    by = {(p["a"], p["b"]): p for p in doc["pairs"]}
+    assert list(by) == [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")]
+    ab, ac, ad = by[("a", "b")], by[("a", "c")], by[("a", "d")]
+    assert ab["test"] == "paired" and ab["n"] == 4 and ab["p"] == pytest.approx(0.0043321, rel=1e-3) and ab["lower"]
+    assert ab["diff"] == pytest.approx(-0.001875)
+    assert ac["test"] == "welch" and ac["p"] == pytest.approx(0.0250447, rel=1e-3) and ac["lower"]
+    assert ad["p"] is None and not ad["lower"] and not ad["higher"]
+    lines = pairs_section(doc)
+    assert "| `a` | `b` | -0.0019 | paired, n = 4, p = 0.0043 | `a` lower |" in lines
+    assert "| `a` | `d` | — | not applicable (fewer than 2 seeds, or no spread) | — |" in lines
+    assert encoder_pairs(SweepFolder(tmp_path), ["a"]) == {} and pairs_section({}) == []

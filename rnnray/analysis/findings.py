@@ -7,7 +7,8 @@ Fields (format ``rnnray-analysis/1``): ``zoo``, ``zoo_kind``, ``split``, ``split
 ``split_rows`` (snapshots per split), ``budget``, ``tolerance``, ``encoders`` (in sweep order),
 ``emulation`` (encoder -> trials, selected / paper-preset losses, tuning gain, mean and std over
 trials, parameters), ``verdict`` (rows: claim, zoo, numbers, test, verdict), ``oracles`` (see
-:func:`rnnray.analysis.oracles.oracle_comparisons`), ``departures`` (setting, this sweep, the paper),
+:func:`rnnray.analysis.oracles.oracle_comparisons`), ``pairs`` (each encoder against each other, paired over
+seeds: :func:`rnnray.analysis.pairs.encoder_pairs`), ``departures`` (setting, this sweep, the paper),
 ``performance`` (see :func:`rnnray.analysis.performance.performance_prediction`), ``skipped``,
 ``schedule`` (slot utilisation and each phase's wall time so far: :func:`rnnray.sweep.timeline.schedule_summary`).
 """
@@ -28,6 +29,7 @@ from ..sweep.timeline import schedule_summary
 from .departures import departures
 from .downstream import jsonable
 from .oracles import oracle_comparisons
+from .pairs import encoder_pairs
 from .verdict import study_from_sweep, verdict_rows
 
 FORMAT = "rnnray-analysis/1"
@@ -79,6 +81,7 @@ def write_findings(folder: SweepFolder, *, config: Mapping[str, Any], trials: Ma
         "emulation": emulation_rows(trials, best, encoders),
         "verdict": [r.to_dict() for r in verdict_rows(study)] if (study := study_from_sweep(folder)) else [],
         "oracles": oracle_comparisons(folder),
+        "pairs": encoder_pairs(folder, encoders),
         "departures": [list(d) for d in departures(config)],
         "performance": performance,
         "skipped": dict(skipped),

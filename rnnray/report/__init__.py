@@ -41,8 +41,8 @@ from ..sweep.studies import sweep_studies
 from .downstream import DOWNSTREAM_FILE, chance_text, downstream_table, effective_dim_lines, final_seeds_lines
 from .figures import (PCA_MAX_ROWS, fig_downstream, fig_emulation_curves, fig_emulation_loss, fig_pca, fig_performance,
                       fig_search_history)
-from .sections import (FIGURES, departures_section, schedule_lines, emulation_table, final_table, oracle_section, performance_section,
-                       search_section, verdict_section)
+from .sections import (FIGURES, departures_section, emulation_table, final_table, oracle_section, pairs_section,
+                       performance_section, schedule_lines, search_section, verdict_section)
 from .summary import write_summary_md
 
 REPORT_FILE = SweepFolder(Path(".")).report_md.name
@@ -171,6 +171,7 @@ def _emulation_section(found, folder: SweepFolder, encoders, figures) -> list[st
              *emulation_table(found["emulation"]),
              *final_table(read_final(folder), encoders),
              *oracle_section(read_oracles(folder), found["oracles"]),
+             *pairs_section(found.get("pairs")),
              "", f"![emulation loss]({FIGURES}/emulation_loss.png)"]
     if figures["emulation_curves"]:
         lines += ["", f"![emulation curves]({FIGURES}/emulation_curves.png)"]

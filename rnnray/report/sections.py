@@ -127,6 +127,27 @@ def oracle_section(oracles: Oracles, comparisons: Mapping) -> list[str]:
     return lines
 
 
+def pairs_section(pairs: Mapping | None) -> list[str]:
+    """Each encoder's best configuration against each other's (``analysis.json``'s ``pairs``)."""
+    if not pairs or not pairs.get("pairs"):
+        return []
+    lines = ["", "Encoders against each other: the best configurations' final seeds (validation loss), a paired "
+                 "t-test over the seeds they share (seed s gives both the same batches; Welch's t-test where seeds "
+                 f"do not pair), two-sided, p < {pairs['alpha']}.", "",
+             "| encoder | against | difference of means | test | reading |", "| --- | --- | --- | --- | --- |"]
+    for c in pairs["pairs"]:
+        a, b = f"`{c['a']}`", f"`{c['b']}`"
+        if c["p"] is None:
+            diff, test, reading = "—", "not applicable (fewer than 2 seeds, or no spread)", "—"
+        else:
+            diff = f"{c['diff']:+.4f}"
+            test = f"{c['test']}, n = {c['n']}, p = {c['p']:.2g}"
+            reading = (f"{a} lower" if c["lower"] else f"{b} lower" if c["higher"]
+                       else "not distinguishable at this power")
+        lines.append(f"| {a} | {b} | {diff} | {test} | {reading} |")
+    return lines
+
+
 def oracle_result_text(result: Mapping) -> str:
     """``python -m rnnray.label_oracle``'s table: each oracle's losses over seeds."""
     t = result["train"]
