@@ -82,3 +82,39 @@ def test_the_command_writes_the_table_and_refuses_what_is_not_a_sweep(tmp_path):
     (folder / "final.json").unlink()
     with pytest.raises(Exception, match="no final.json"):
         sweep_rows(SweepFolder(folder))
+
+
+def _zoo_b_sweep(root: Path) -> Path:
+    """A zoo-B sweep: noninteractive below flat on every one of 3 shared seeds."""
+    folder = root / "study-mnist-20260101-000000"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({"config": {"name": "study-mnist", "zoo": {"kind": "mnist"}},
+                                                   "zoo_kind": "mnist",
+                                                   "encoders": {"noninteractive": {"kind": "functionalist"},
+                                                                "flat": {"kind": "mechanistic"}}}))
+    best = lambda vals: {"best": {"seeds": [1, 2, 3], "val_loss": vals}}  # noqa: E731
+    (folder / "final.json").write_text(json.dumps({"encoders": {"noninteractive": best([0.250, 0.262, 0.255]),
+                                                                "flat": best([0.300, 0.309, 0.304])}}))
+    return folder
+
+
+def test_the_verdict_over_a_sweep_per_zoo_answers_both_zoos(tmp_path, capsys):
+    """``--verdict`` puts a zoo-A sweep and a zoo-B sweep into one verdict: zoo A's rows are the ones
+    that sweep's own report computed (its stored analysis.json), and claim (b), "not measured" in every
+    single-zoo report, is decided from the zoo-B sweep. Two sweeps on one zoo: one line, exit code 2."""
+    zoo_a = Path(__file__).parents[1] / "docs" / "runs" / "conditioning-every_step-2026-12-04"
+    zoo_b = _zoo_b_sweep(tmp_path)
+    assert main([str(zoo_a), str(zoo_b), "--verdict"]) == 0
+    out = capsys.readouterr().out
+    rows = {(r[0], r[1]): r for r in _cells(out[out.index("| claim |"):])[1]}
+    own = json.loads((zoo_a / "analysis.json").read_text())["verdict"]
+    for r in own:
+        if r["zoo"].startswith("A"):
+            assert rows[(r["claim"], r["zoo"])][2:] == [r["numbers"], r["test"], f"**{r['verdict']}**"]
+    b = rows[("(b) the same on zoo B", "B (sequential MNIST)")]
+    assert b[4] == "**holds**" and "noninteractive 0.2557" in b[2], b
+    assert "Sweeps: formal_languages: conditioning-every_step-2026-12-04; mnist: study-mnist-20260101-000000" in out
+
+    assert main([str(zoo_b), str(_zoo_b_sweep(tmp_path / "again")), "--verdict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "are both on a mnist zoo; give one sweep per zoo" in err, err

@@ -9,6 +9,9 @@ every oracle of that sweep under the same seeds, the paired test against the ste
 effective dimension of its representations, and its downstream scores beside their chance levels.
 
     python -m rnnray.report.compare results/conditioning-every_step-* results/conditioning-bos-*
+
+``--verdict`` adds the paper's claims computed over the sweeps together, one sweep per zoo (a study
+on zoo A and one on zoo B answer claims (a)-(e) on both zoos in one table).
 """
 
 from __future__ import annotations
@@ -132,18 +135,41 @@ def compare_table(sweeps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def joint_verdict(folders: list[SweepFolder]) -> str:
+    """The verdict table (:func:`rnnray.analysis.verdict.verdict_rows`) over sweeps on different zoos:
+    each zoo's claims from its one sweep's final seeds and downstream results."""
+    from ..analysis.verdict import study_from_sweep, verdict_rows
+    from .sections import verdict_table
+
+    results: dict[str, Any] = {}
+    source: dict[str, Path] = {}
+    for folder in folders:
+        for kind, study in study_from_sweep(folder).items():
+            if kind in results:
+                raise UserError(f"--verdict: {source[kind]} and {folder.path} are both on a {kind} zoo; give one sweep per zoo")
+            results[kind], source[kind] = study, folder.path
+    if not results:
+        raise UserError("--verdict: none of these sweeps has final seeds (final.json), so no claim can be tested")
+    rows = [r.to_dict() for r in verdict_rows(results)]
+    return "\n".join(verdict_table(rows) + ["", "Sweeps: " + "; ".join(f"{k}: {v.name}" for k, v in source.items())])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnnray.report.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("sweeps", nargs="+", help="sweep folders (or results directories: their latest sweep)")
     p.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    p.add_argument("--verdict", action="store_true",
+                   help="also the paper's claims over these sweeps together (one sweep per zoo)")
     args = p.parse_args(argv)
     try:
         if args.out:
             from ..paths import check_output_file
 
             check_output_file(args.out, "--out")
-        sweeps = [sweep_rows(SweepFolder(resolve_sweep(s))) for s in args.sweeps]
-        table = compare_table(sweeps)
+        folders = [SweepFolder(resolve_sweep(s)) for s in args.sweeps]
+        table = compare_table([sweep_rows(f) for f in folders])
+        if args.verdict:
+            table += "\n\n" + joint_verdict(folders)
         if args.out:
             from ..results.atomic import atomic_write_text
 
