@@ -46,10 +46,13 @@ def test_sweep_files_parse_and_validate(name):
         assert "lr" in space
     if name == "quick":
         assert set(cfg.encoders) == set(ENCODERS)
-    if name in ("probe-mnist", "study"):  # the studies with power: both schools, seeds after the search
-        assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders)
-        assert cfg.zoo.kind == ("mnist" if name == "probe-mnist" else "formal_languages")
+    if name == "probe-mnist":  # the zoo-B study: both schools, seeds after the search
+        assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "mnist"
         assert cfg.final.seeds >= 3 and cfg.final.paper_preset and cfg.tune.samples_per_encoder >= 3
+    if name == "study":  # every built-in at the main job's setting, seeds after the search, read against both oracles
+        assert set(cfg.encoders) == set(ENCODERS) and cfg.zoo.kind == "formal_languages"
+        assert cfg.train.conditioning == "every_step" and cfg.train.steps >= 1500
+        assert cfg.final.seeds >= 4 and cfg.tune.samples_per_encoder >= 2 and set(cfg.oracles.modes) == {"step", "task+step"}
     if name == "probe":  # the main job: a functionalist and a mechanistic encoder read against the step oracle, paired
         assert {"noninteractive", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "formal_languages"
         assert cfg.train.conditioning == "every_step" and cfg.train.steps >= 1500
