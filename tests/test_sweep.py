@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "sweeps"
 
 
-SHIPPED = ["quick", "probe", "probe-mnist", "study", "paper", "paper-mnist", "conditioning"]
+SHIPPED = ["quick", "probe", "probe-mnist", "study", "study-mnist", "paper", "paper-mnist", "conditioning"]
 
 
 def test_every_shipped_sweep_is_validated_here():
@@ -49,8 +49,9 @@ def test_sweep_files_parse_and_validate(name):
     if name == "probe-mnist":  # the zoo-B study: both schools, seeds after the search
         assert {"noninteractive", "interactive", "dws", "flat"} <= set(cfg.encoders) and cfg.zoo.kind == "mnist"
         assert cfg.final.seeds >= 3 and cfg.final.paper_preset and cfg.tune.samples_per_encoder >= 3
-    if name == "study":  # every built-in at the main job's setting, seeds after the search, read against both oracles
-        assert set(cfg.encoders) == set(ENCODERS) and cfg.zoo.kind == "formal_languages"
+    if name in ("study", "study-mnist"):  # every built-in at the main job's setting, seeds after the search, both oracles
+        assert set(cfg.encoders) == set(ENCODERS)
+        assert cfg.zoo.kind == ("mnist" if name == "study-mnist" else "formal_languages")
         assert cfg.train.conditioning == "every_step" and cfg.train.steps >= 1500
         assert cfg.final.seeds >= 4 and cfg.tune.samples_per_encoder >= 2 and set(cfg.oracles.modes) == {"step", "task+step"}
     if name == "probe":  # the main job: a functionalist and a mechanistic encoder read against the step oracle, paired
@@ -63,8 +64,12 @@ def test_sweep_files_parse_and_validate(name):
         assert cfg.zoo.model_dump(exclude={"resources"}) == load_sweep(SWEEPS / "probe.yaml").zoo.model_dump(exclude={"resources"})
     if name in ("probe", "study"):  # most of the 216 tasks in the zoo, each equally often
         assert cfg.zoo.runs >= 216 and cfg.zoo.task_assignment == "balanced"
-    if name == "probe-mnist":  # the bundled digits: no download on a fresh clone
+    if name in ("probe-mnist", "study-mnist"):  # the bundled digits: no download on a fresh clone
         assert cfg.zoo.source == "bundled"
+    if name == "study-mnist":  # study.yaml's design on zoo B, on probe-mnist's zoo (one build serves both)
+        study = load_sweep(SWEEPS / "study.yaml")
+        assert cfg.zoo == load_sweep(SWEEPS / "probe-mnist.yaml").zoo
+        assert (cfg.train, cfg.tune, cfg.final, cfg.oracles, cfg.budget) == (study.train, study.tune, study.final, study.oracles, study.budget)
     if name in ("paper", "paper-mnist"):
         assert cfg.zoo.kind == ("mnist" if name == "paper-mnist" else "formal_languages")
         paper_six = {n for n in ENCODERS if PAPER_PARAMS.get(n) is not None}  # not dlpg: the paper lacks it
