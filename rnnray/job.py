@@ -176,7 +176,9 @@ def main(argv=None) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="SWEEP_DIR",
                    help="continue the latest sweep of this name (or the given sweep folder)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local instance)")
-    p.add_argument("--quiet", action="store_true", help="no Tune progress table")
+    p.add_argument("--quiet", action="store_true",
+                   help="no Tune progress table, and no plan, estimate or progress lines (the estimate times a few "
+                        "steps of each encoder first)")
     p.add_argument("--verbose", action="store_true",
                    help="also show Ray's routine output (otherwise kept in the sweep folder's console-hidden.log)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
