@@ -55,6 +55,16 @@ def test_rows_for_a_study_where_it_does_not_hold_and_tuning_reorders():
     assert tuning.verdict == "yes" and tuning.numbers.startswith("tuned: dws < ")
 
 
+def test_tuning_against_presets_is_not_measured_when_a_tuned_encoders_preset_was_not_retrained():
+    """``final.paper_preset: false``: an encoder whose best configuration is not its preset has no
+    preset seeds. Ranking the others alone (whose "presets" are the tuned runs themselves) would
+    answer "no" by construction; the row says it is not measured, and why."""
+    a = _study(interactive=HIGH, noninteractive=MIDDLE_WIDE, dws=LOW)
+    a["dws"].preset_val_loss = []
+    (tuning,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
+    assert tuning.verdict == UNMEASURED and tuning.numbers.startswith("paper preset not retrained for dws"), tuning.numbers
+
+
 def test_a_collapsed_representation_is_named_in_its_row_and_the_table_renders():
     a = _study(interactive=LOW, dws=HIGH)
     a["dws"].effective_dim = 1.0

@@ -195,6 +195,10 @@ def tuning_changes_ranking(study: Mapping[str, EncoderSeeds]) -> tuple[str, str]
     """("yes" | "no" | inconclusive | not measured, numbers): does tuning reorder the encoders?
     Decided pair by pair by tests under both (module docstring); the orders are for reading."""
     names = [n for n, s in study.items() if len(s.val_loss) and len(s.preset_val_loss)]
+    unretrained = [n for n, s in study.items() if len(s.val_loss) and not len(s.preset_val_loss)]
+    if unretrained:  # tuned away from its preset, which was not retrained: the ranking would leave it out
+        return UNMEASURED, (f"paper preset not retrained for {', '.join(unretrained)} (`final.paper_preset: false`; "
+                            "its best configuration is not the preset)")
     if len(names) < 2:
         return UNMEASURED, "—"
     tuned = sorted(names, key=lambda n: float(np.nanmean(study[n].val_loss)))
