@@ -133,7 +133,9 @@ def pairs_section(pairs: Mapping | None) -> list[str]:
         return []
     lines = ["", "Encoders against each other: the best configurations' final seeds (validation loss), a paired "
                  "t-test over the seeds they share (seed s gives both the same batches; Welch's t-test where seeds "
-                 f"do not pair), two-sided, p < {pairs['alpha']}.", "",
+                 f"do not pair), two-sided, p < {pairs['alpha']}, each pair on its own: with {len(pairs['pairs'])} pairs "
+                 "and no correction for their number, about one pair in 20 without a real difference reads as "
+                 "lower by chance.", "",
              "| encoder | against | difference of means | test | reading |", "| --- | --- | --- | --- | --- |"]
     for c in pairs["pairs"]:
         a, b = f"`{c['a']}`", f"`{c['b']}`"
