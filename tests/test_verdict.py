@@ -3,6 +3,8 @@ that follow from them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rnnray.analysis.verdict import FAILS, HOLDS, UNMEASURED, UNSURE, EncoderSeeds, group_beats, verdict_rows
 
 LOW = [0.020, 0.021, 0.019]  # well apart from HIGH at 3 seeds
@@ -63,6 +65,33 @@ def test_tuning_against_presets_is_not_measured_when_a_tuned_encoders_preset_was
     a["dws"].preset_val_loss = []
     (tuning,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
     assert tuning.verdict == UNMEASURED and tuning.numbers.startswith("paper preset not retrained for dws"), tuning.numbers
+
+
+def test_tuning_that_kept_every_preset_answers_no_by_construction_and_says_so():
+    """When tuning kept each encoder's paper preset, the preset seeds are the tuned runs: the row
+    must not present the identical ranking as evidence. When one encoder moved away, only pairs
+    involving it are evidence; two encoders that both kept their presets are left out."""
+    a = _study(interactive=HIGH, noninteractive=MIDDLE_WIDE, dws=LOW)
+    for s in a.values():
+        s.preset_is_best = True
+    (tuning,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
+    assert tuning.verdict == "no" and tuning.numbers.endswith("by construction: tuning kept every encoder's paper preset")
+    a["dws"].preset_is_best = False
+    a["dws"].preset_val_loss = [0.060, 0.061, 0.059]  # tuned away: best tuned, worst as preset
+    (tuning,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
+    assert tuning.verdict == "yes" and "by construction" not in tuning.numbers
+    a["dws"].preset_val_loss = list(a["dws"].val_loss)  # moved, but no better or worse: only the kept pair orders
+    (tuning,) = [r for r in verdict_rows({"formal_languages": a}) if r.claim.startswith("Does tuning") and r.zoo.startswith("A")]
+    assert tuning.verdict == "no"
+
+
+def test_the_stored_study_reads_which_encoders_kept_their_presets():
+    from rnnray.analysis.verdict import study_from_sweep
+    from rnnray.results.folder import SweepFolder
+
+    study = study_from_sweep(SweepFolder(Path(__file__).resolve().parents[1] / "docs/runs/study-2026-12-04"))["formal_languages"]
+    assert {n for n, s in study.items() if s.preset_is_best} == {"interactive", "noninteractive", "dlpg", "dws", "stats", "flat"}
+    assert not study["transformer"].preset_is_best
 
 
 def test_a_collapsed_representation_is_named_in_its_row_and_the_table_renders():

@@ -21,7 +21,9 @@ decided by an order of means.
   configurations and under their paper presets; *yes* when some pair is significantly ordered one
   way tuned and significantly the other way as presets; *no* when at least one pair is
   significantly ordered under both and every such pair keeps its order, with no pair significant
-  under one and reversed in mean under the other; otherwise inconclusive.
+  under one and reversed in mean under the other; otherwise inconclusive. A pair of encoders that
+  both kept their paper presets is the same comparison twice and is left out; when every encoder
+  kept its preset the answer is *no* by construction, and the row says so.
 
 The groups are the encoders of a study by the kind each declares (:mod:`rnnray.encoders.contract`),
 so a plug-in encoder counts among the mechanistic or the functionalist ones as it says; claim (c)
@@ -71,6 +73,7 @@ class EncoderSeeds:
     preset_seeds: Sequence | None = None
     downstream_seeds: Sequence | None = None  # the encoder seed of each downstream value
     kind: str | None = None  # mechanistic | functionalist, as the encoder declared it (None: look it up)
+    preset_is_best: bool = False  # tuning kept the paper preset: preset_val_loss are the same runs as val_loss
 
     def val(self):
         return by_seed(self.val_loss, self.seeds)
@@ -204,9 +207,13 @@ def tuning_changes_ranking(study: Mapping[str, EncoderSeeds]) -> tuple[str, str]
     tuned = sorted(names, key=lambda n: float(np.nanmean(study[n].val_loss)))
     preset = sorted(names, key=lambda n: float(np.nanmean(study[n].preset_val_loss)))
     numbers = f"tuned: {' < '.join(tuned)}; paper presets: {' < '.join(preset)}"
+    if all(study[n].preset_is_best for n in names):  # the same runs on both sides: nothing could reorder
+        return "no", numbers + "; by construction: tuning kept every encoder's paper preset"
     kept, contradicted = False, False
     for i, a in enumerate(names):
         for b in names[i + 1:]:
+            if study[a].preset_is_best and study[b].preset_is_best:
+                continue  # both kept their presets: the same comparison twice, no evidence either way
             ct, cp = compare(study[a].val(), study[b].val()), compare(study[a].preset(), study[b].preset())
             st, sp = ct is not None and ct.p < ALPHA, cp is not None and cp.p < ALPHA
             if st and sp:
@@ -279,5 +286,7 @@ def study_from_sweep(folder) -> dict[str, dict[str, EncoderSeeds]]:
                                   downstream=downstream.get(enc, {}), effective_dim=dims.get(enc),
                                   seeds=roles["best"].seeds if "best" in roles else None,
                                   preset_seeds=roles["paper"].seeds if "paper" in roles else None,
-                                  downstream_seeds=ds_seeds.get(enc), kind=(declared.get(enc) or {}).get("kind"))
+                                  downstream_seeds=ds_seeds.get(enc), kind=(declared.get(enc) or {}).get("kind"),
+                                  preset_is_best="best" in roles and "paper" in roles
+                                  and roles["best"].trial_ids == roles["paper"].trial_ids)
     return {kind: study}
