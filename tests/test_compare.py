@@ -67,6 +67,22 @@ def test_the_table_names_the_differing_setting_and_recomputes_every_figure(tmp_p
     assert rows[1][col["oracle task+step"]].startswith("0.0458 (")
 
 
+def test_a_setting_one_sweep_did_not_store_is_shown_as_not_recorded(tmp_path):
+    """A sweep stored before a setting existed has no value for it: the table must not print
+    Python's None as if it were one, and says what the gap means."""
+    old = _sweep(tmp_path, "cond-old", "every_step", [0.0516, 0.0523, 0.0531], [0.0615, 0.0611, 0.0620],
+                 [0.0480, 0.0485, 0.0478], [4.3, 4.1, 3.9], [0.30, 0.33, 0.27])
+    new = _sweep(tmp_path, "cond-new", "every_step", [0.0625, 0.0633, 0.0618], [0.0622, 0.0630, 0.0617],
+                 [0.0457, 0.0461, 0.0455], [1.1, 1.2, 1.3], [0.20, 0.24, 0.22])
+    doc = json.loads((new / "sweep.json").read_text())
+    doc["config"]["tune"]["schedule"] = "one_queue"
+    (new / "sweep.json").write_text(json.dumps(doc))
+    table = compare_table([sweep_rows(SweepFolder(old)), sweep_rows(SweepFolder(new))])
+    head, rows = _cells(table)
+    assert head[1] == "`tune.schedule`" and [r[1] for r in rows] == ["not recorded", "one_queue"]
+    assert "None" not in table and "stored before the setting existed" in table
+
+
 def test_the_command_writes_the_table_and_refuses_what_is_not_a_sweep(tmp_path):
     folder = _sweep(tmp_path, "one", "every_step", [0.05, 0.051, 0.052], [0.06, 0.061, 0.062], [0.04, 0.041, 0.042],
                     [2.0, 2.0, 2.0], [0.3, 0.3, 0.3])

@@ -120,10 +120,13 @@ def compare_table(sweeps: list[dict]) -> str:
             + [f"oracle {m}" for m in modes] + ["against the step oracle (same seeds)", "effective dimension"]
             + [f"{m} (val; chance {chance[m]:.3g})" for m in metrics])
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    unrecorded = False
     for s in sweeps:
         flat = _flatten(s["config"])
+        unrecorded |= any(k not in flat for k in settings)
         for enc, r in s["rows"].items():
-            cells = ([s["config"].get("name") or Path(s["folder"]).name] + [f"{flat.get(k)}" for k in settings]
+            cells = ([s["config"].get("name") or Path(s["folder"]).name]
+                     + [f"{flat[k]}" if k in flat else "not recorded" for k in settings]
                      + [enc, _interval(r["val_loss"])] + [_interval(s["oracles"][m]) if m in s["oracles"] else "—" for m in modes]
                      + [_vs_text(r["vs_step"]), _mean(r["effective_dim"])] + [_mean(r["scores"].get(m, [])) for m in metrics])
             lines.append("| " + " | ".join(cells) + " |")
@@ -132,6 +135,9 @@ def compare_table(sweeps: list[dict]) -> str:
               "the test against the step oracle is paired over the seeds both share (encoder seed s and oracle "
               "seed s see the same batches), Welch's where they do not pair. Downstream scores are means over "
               "the final seeds on the validation split."]
+    if unrecorded:
+        lines[-1] += (" \"not recorded\": the sweep's stored configuration has no such setting (it was stored "
+                      "before the setting existed), so what it ran with is not known from its folder.")
     return "\n".join(lines)
 
 
