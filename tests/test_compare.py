@@ -67,6 +67,36 @@ def test_the_table_names_the_differing_setting_and_recomputes_every_figure(tmp_p
     assert rows[1][col["oracle task+step"]].startswith("0.0458 (")
 
 
+def test_each_encoder_is_tested_against_itself_in_the_first_sweep(tmp_path, capsys):
+    """The conditioning study's question, per encoder: paired over seeds when both sweeps drew the
+    same batches for a seed (same zoo recipe and batch size), Welch's test when they did not."""
+    from rnnray.analysis.statistics import welch
+    from rnnray.report.compare import across_table
+
+    ev, bv = [0.0516, 0.0523, 0.0531], [0.0625, 0.0633, 0.0618]
+    every = _sweep(tmp_path, "cond-every", "every_step", ev, [0.0615, 0.0611, 0.0620], [0.0480, 0.0485, 0.0478],
+                   [4.3, 4.1, 3.9], [0.30, 0.33, 0.27])
+    bos = _sweep(tmp_path, "cond-bos", "bos", bv, [0.0622, 0.0630, 0.0617], [0.0457, 0.0461, 0.0455],
+                 [1.1, 1.2, 1.3], [0.20, 0.24, 0.22])
+    sweeps = [sweep_rows(SweepFolder(every)), sweep_rows(SweepFolder(bos))]
+    head, rows = _cells(across_table(sweeps))
+    want = paired(dict(zip([1, 2, 3], bv)), dict(zip([1, 2, 3], ev)))
+    assert rows == [["`noninteractive`", "cond-bos", f"{want.diff:+.4f}", f"paired, n = 3, p = {want.p:.2g}",
+                     "higher in `cond-bos`"]]
+    assert want.p < 0.05
+
+    other = dict(sweeps[1], config={**sweeps[1]["config"], "zoo": {**sweeps[1]["config"]["zoo"], "runs": 864}})
+    (row,) = _cells(across_table([sweeps[0], other]))[1]
+    w = welch(bv, ev)
+    assert row[3] == f"welch, n = 3, p = {w.p:.2g}" and w.p != want.p
+    assert across_table(sweeps[:1]) == ""
+    # the command prints it under the main table
+    capsys.readouterr()
+    assert main([str(every), str(bos)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("| sweep |") < out.index("Each encoder against itself in `cond-every`")
+
+
 def test_a_setting_one_sweep_did_not_store_is_shown_as_not_recorded(tmp_path):
     """A sweep stored before a setting existed has no value for it: the table must not print
     Python's None as if it were one, and says what the gap means."""

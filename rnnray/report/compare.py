@@ -10,6 +10,10 @@ effective dimension of its representations, and its downstream scores beside the
 
     python -m rnnray.report.compare results/conditioning-every_step-* results/conditioning-bos-*
 
+Below it, each encoder of every later sweep against the same encoder in the first sweep: a paired
+t-test over their shared final seeds when the two sweeps drew the same batches for a seed (same zoo
+recipe and batch size), Welch's test otherwise.
+
 ``--verdict`` adds the paper's claims computed over the sweeps together, one sweep per zoo (a study
 on zoo A and one on zoo B answer claims (a)-(e) on both zoos in one table).
 """
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.oracles import against
-from ..analysis.statistics import by_seed, mean_interval
+from ..analysis.statistics import LEVEL, by_seed, compare, mean_interval
 from ..errors import UserError, WriteFailed
 from ..results.folder import ResultsError, SweepFolder, resolve_sweep
 from ..results.records import read_final, read_oracles
@@ -141,6 +145,45 @@ def compare_table(sweeps: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _same_batches(a: dict, b: dict) -> bool:
+    """Seed s draws the same batches in both sweeps: the same zoo recipe (where it is stored and how
+    many actors built it aside) and the same batch size."""
+    za, zb = ({k: v for k, v in (c.get("zoo") or {}).items() if k not in ("path", "resources")} for c in (a, b))
+    return za == zb and (a.get("train") or {}).get("batch_size") == (b.get("train") or {}).get("batch_size")
+
+
+def across_table(sweeps: list[dict]) -> str:
+    """Each encoder of every later sweep against the same encoder in the first (validation loss of
+    the best configuration's final seeds): paired over seeds when the sweeps drew the same batches,
+    Welch's test otherwise. Empty with a single sweep or no encoder in common."""
+    if len(sweeps) < 2:
+        return ""
+    ref = sweeps[0]
+    name = lambda s: s["config"].get("name") or Path(s["folder"]).name  # noqa: E731
+    lines = [f"Each encoder against itself in `{name(ref)}` (validation loss, best configuration's final seeds; "
+             f"two-sided, p < {1 - LEVEL:.2g}; paired over shared seeds where both sweeps drew the same batches for a "
+             "seed, Welch's t-test otherwise):", "",
+             "| encoder | sweep | mean difference | test | reading |", "| --- | --- | --- | --- | --- |"]
+    rows = 0
+    for s in sweeps[1:]:
+        pairs = _same_batches(ref["config"], s["config"])
+        for enc, r in s["rows"].items():
+            if enc not in ref["rows"]:
+                continue
+            a, b = r, ref["rows"][enc]
+            c = (compare(by_seed(a["val_loss"], a["seeds"]), by_seed(b["val_loss"], b["seeds"])) if pairs
+                 else compare([v for v in a["val_loss"] if v is not None], [v for v in b["val_loss"] if v is not None]))
+            if c is None:
+                test, reading, diff = "not applicable", "not applicable", "—"
+            else:
+                test, diff = f"{c.test}, n = {c.n}, p = {c.p:.2g}", f"{c.diff:+.4f}"
+                reading = (f"lower in `{name(s)}`" if c.diff < 0 else f"higher in `{name(s)}`") if c.significant() \
+                    else "not distinguishable at this power"
+            lines.append(f"| `{enc}` | {name(s)} | {diff} | {test} | {reading} |")
+            rows += 1
+    return "\n".join(lines) if rows else ""
+
+
 def joint_verdict(folders: list[SweepFolder]) -> str:
     """The verdict table (:func:`rnnray.analysis.verdict.verdict_rows`) over sweeps on different zoos:
     each zoo's claims from its one sweep's final seeds and downstream results."""
@@ -173,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
             check_output_file(args.out, "--out")
         folders = [SweepFolder(resolve_sweep(s)) for s in args.sweeps]
-        table = compare_table([sweep_rows(f) for f in folders])
+        sweeps = [sweep_rows(f) for f in folders]
+        table = compare_table(sweeps)
+        across = across_table(sweeps)
+        if across:
+            table += "\n\n" + across
         if args.verdict:
             table += "\n\n" + joint_verdict(folders)
         if args.out:

@@ -31,7 +31,7 @@ def verdict_section(rows: Sequence[Mapping]) -> list[str]:
         return lines + ["No final seeds in this sweep (`final.seeds: 0`), so no claim can be tested: each encoder "
                         "was trained once per configuration. Set `final.seeds` (3 or more) in the sweep file.", ""]
     lines += ["Computed from this sweep's stored results (`final.json`: each encoder's best configuration and paper "
-              "preset retrained with new seeds; `downstream.json`). " + TEST.capitalize() + " unless the row says "
+              "preset retrained with new seeds; `downstream.json`). " + TEST[0].upper() + TEST[1:] + " unless the row says "
               "otherwise; *not measured*: the sweep has no results for that zoo, encoder group or metric "
               "(downstream claims need the downstream evaluation of the final seeds).", ""]
     return lines + verdict_table(rows) + [""]
