@@ -90,6 +90,7 @@ def test_each_encoder_is_tested_against_itself_in_the_first_sweep(tmp_path, caps
     w = welch(bv, ev)
     assert row[3] == f"welch, n = 3, p = {w.p:.2g}" and w.p != want.p
     assert across_table(sweeps[:1]) == ""
+    assert across_table([sweeps[0], dict(sweeps[1], zoo_kind="mnist")]) == ""  # another zoo kind: not comparable
     # the command prints it under the main table
     capsys.readouterr()
     assert main([str(every), str(bos)]) == 0

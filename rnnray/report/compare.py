@@ -74,7 +74,8 @@ def sweep_rows(folder: SweepFolder) -> dict[str, Any]:
     """The numbers of one sweep: config, oracle modes, and per encoder its row's values."""
     if not folder.sweep_json.is_file():
         raise ResultsError(f"{folder.path}: no sweep.json; not a sweep folder")
-    config = _read_json(folder.sweep_json).get("config") or {}
+    stored = _read_json(folder.sweep_json)
+    config = stored.get("config") or {}
     final = read_final(folder)
     if not final:
         raise ResultsError(f"{folder.path}: no final.json; the sweep has no final seeds to compare")
@@ -96,7 +97,7 @@ def sweep_rows(folder: SweepFolder) -> dict[str, Any]:
         rows[enc] = {"val_loss": best.val_loss, "seeds": best.seeds, "vs_step": vs_step,
                      "effective_dim": fin.get("effective_dim") or [], "scores": scores}
     modes = {m: o.val_losses for m, o in oracles.modes.items()}
-    return {"folder": folder.path, "config": config, "oracles": modes, "chance": chance, "rows": rows}
+    return {"folder": folder.path, "config": config, "zoo_kind": stored.get("zoo_kind"), "oracles": modes, "chance": chance, "rows": rows}
 
 
 def _vs_text(vs: dict | None) -> str:
@@ -155,7 +156,8 @@ def _same_batches(a: dict, b: dict) -> bool:
 def across_table(sweeps: list[dict]) -> str:
     """Each encoder of every later sweep against the same encoder in the first (validation loss of
     the best configuration's final seeds): paired over seeds when the sweeps drew the same batches,
-    Welch's test otherwise. Empty with a single sweep or no encoder in common."""
+    Welch's test otherwise; sweeps on another kind of zoo are left out. Empty with a single sweep or
+    no encoder in common."""
     if len(sweeps) < 2:
         return ""
     ref = sweeps[0]
@@ -166,6 +168,8 @@ def across_table(sweeps: list[dict]) -> str:
              "| encoder | sweep | mean difference | test | reading |", "| --- | --- | --- | --- | --- |"]
     rows = 0
     for s in sweeps[1:]:
+        if s.get("zoo_kind") != ref.get("zoo_kind"):  # another kind of zoo: its losses are on another scale
+            continue
         pairs = _same_batches(ref["config"], s["config"])
         for enc, r in s["rows"].items():
             if enc not in ref["rows"]:
