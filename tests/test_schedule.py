@@ -133,7 +133,8 @@ def test_a_resumed_sweep_stops_the_trials_an_uninterrupted_one_stops(ray_session
 # -- the benchmark ---------------------------------------------------------------------------------
 def test_bench_schedule_refuses_bad_options_in_one_line(tmp_path):
     for args, needle in ((["--fractions", "0"], "--fractions"), (["--encoders", "dwz"], "--encoders: unknown encoder 'dwz'"),
-                         (["--samples", "0"], "--samples")):
+                         (["--samples", "0"], "--samples"), (["--schedules", "one_queue+fast"], "--schedules: unknown modifier 'fast'"),
+                         (["--schedules", "one_line"], "--schedules: unknown schedule 'one_line'")):
         p = subprocess.run([sys.executable, "-m", "rnnray.bench", "schedule", *args, "--out", str(tmp_path / "o")],
                            capture_output=True, text=True, timeout=PATIENCE)
         assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -150,11 +151,19 @@ def test_the_one_queue_keeps_a_gpu_nodes_slots_busier_than_per_encoder_experimen
     """The benchmark, tiny: two encoders of three trials each on a node of one logical GPU shared by
     two trials (gpus_per_worker 0.5, two slots), both schedules in one run. Per encoder, each
     experiment's third trial runs alone (at most 3 of 4 slot-rounds busy, and the gap between
-    experiments idle); the one queue runs the six trials in three full rounds."""
+    experiments idle); the one queue runs the six trials in three full rounds. The one queue runs
+    with ``+nice``: its training workers lower their priority, the per-encoder ones do not."""
     from rnnray.bench.schedule import bench_schedule, format_schedule
 
-    r = bench_schedule(tmp_path, ["flat", "stats"], samples=3, seeds=0, gpus=1, fractions=[0.5])
-    by = {c["schedule"]: c for c in r["cases"]}
+    r = bench_schedule(tmp_path, ["flat", "stats"], samples=3, seeds=0, gpus=1, fractions=[0.5],
+                       schedules=["per_encoder", "one_queue+nice"])
+    by = {c["schedule"].split("+")[0]: c for c in r["cases"]}
+    # as each worker read it, mid-run: Ray's default of 15 per encoder, 19 with +nice (the job's
+    # workers start at 0 then, and the training workers lower themselves)
+    for case, nice in ((by["per_encoder"], 15), (by["one_queue"], 19)):
+        placements = [w for f in Path(case["sweep"]).rglob("train_result.json")
+                      for w in json.loads(f.read_text())["placement"]]
+        assert placements and {w["nice"] for w in placements} == {nice}, (case["schedule"], placements)
     assert by["one_queue"]["slots"] == by["per_encoder"]["slots"] == 2
     assert by["one_queue"]["trials"] == by["per_encoder"]["trials"] == 6
     # the order of events, not their speed (on 2 loaded cores a trial's hand-over can outweigh the
@@ -167,4 +176,25 @@ def test_the_one_queue_keeps_a_gpu_nodes_slots_busier_than_per_encoder_experimen
     for c in r["cases"]:  # every idle slot-second is either ahead of the last start or in the tail
         idle = c["available_slot_s"] - c["busy_slot_s"]
         assert c["idle_before_last_start_slot_s"] + c["idle_tail_slot_s"] == pytest.approx(idle, abs=1e-6), c
-    assert "hand-over" in format_schedule(r)
+    assert "hand-over" in format_schedule(r) and "one_queue+nice" in format_schedule(r)
+
+
+def test_a_worker_yields_the_cpu_on_every_thread_it_has():
+    """In a process of its own (a nice value cannot be lowered again): threads started before the
+    call are lowered too, a thread started after inherits it, and a lower value never raises it back."""
+    code = """
+import os, threading
+from rnnray.runtime.machine import yield_cpu
+stop = threading.Event()
+before = threading.Thread(target=stop.wait); before.start()
+got = yield_cpu(7)
+after = threading.Thread(target=stop.wait); after.start()
+again = yield_cpu(3)
+nice = {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir('/proc/self/task')}
+stop.set()
+print(got, again, len(nice), sorted(set(nice.values())))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE)
+    assert p.returncode == 0, p.stderr
+    got, again, threads, values = p.stdout.split(maxsplit=3)
+    assert (int(got), int(again), values.strip()) == (7, 7, "[7]") and int(threads) >= 3, p.stdout

@@ -69,6 +69,10 @@ class TrialResources(Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers per trial (DDP)")
     gpus_per_worker: float = Field(0.0, ge=0, description="> 0: workers train on CUDA when Ray assigns a GPU they can see")
     cpus_per_worker: float = Field(1.0, gt=0)
+    worker_nice: int = Field(
+        0, ge=0, le=19, description="CPU priority (Unix nice) each training worker lowers itself to once its run "
+                                    "starts: with more slots than cores, a freed slot's next trial then starts "
+                                    "without waiting behind the running trials' steps; 0 leaves it")
     process_group_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="torch.distributed backend; auto: nccl with GPUs, else gloo (gloo for logical GPUs)"
     )
@@ -282,6 +286,7 @@ class SweepConfig(Strict):
             workers=self.resources.workers,
             gpus_per_worker=self.resources.gpus_per_worker,
             cpus_per_worker=self.resources.cpus_per_worker,
+            worker_nice=self.resources.worker_nice,
             process_group_backend=self.resources.process_group_backend,
             placement_strategy=self.resources.placement_strategy,
             storage_path=storage_path,

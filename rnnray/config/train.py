@@ -76,6 +76,9 @@ class TrainConfig(TrainSettings):
         0.0, ge=0, description="> 0: each worker asks Ray for GPUs and trains on CUDA when Ray assigned one it can see"
     )
     cpus_per_worker: float = Field(1.0, gt=0)
+    worker_nice: int = Field(
+        0, ge=0, le=19, description="CPU priority (Unix nice) a worker lowers itself to once its run starts, so "
+                                    "that other trials' start-ups are not queued behind its steps where slots outnumber cores")
     process_group_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="torch.distributed backend of the workers; auto: nccl with GPUs, else gloo "
                             "(gloo for logical GPUs on a CPU-only cluster)"

@@ -11,6 +11,27 @@ import torch
 from ..errors import UsageError
 
 
+def yield_cpu(nice: int) -> int:
+    """Lower this process's CPU priority to ``nice`` (every thread it has: on Linux a nice value is
+    per thread, and torch's pool threads may exist already); returns the value now in force.
+
+    A training worker yields so that, where slots outnumber cores, the starts of other trials (a
+    new process importing torch, Tune's loop on the driver) are not queued behind the steps of
+    running ones. Only raises the value (a process may not lower its own).
+    """
+    if nice <= 0:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    tasks = "/proc/self/task"
+    tids = [int(t) for t in os.listdir(tasks)] if os.path.isdir(tasks) else [0]
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except (ProcessLookupError, PermissionError):  # a thread that ended meanwhile
+            pass
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -61,7 +61,8 @@ class LocalBackend:
         return t
 
     def placement(self) -> list[dict]:
-        return [{"rank": 0, "node_id": None, "host": socket.gethostname(), "pid": os.getpid()}]
+        return [{"rank": 0, "node_id": None, "host": socket.gethostname(), "pid": os.getpid(),
+                 "nice": os.getpriority(os.PRIO_PROCESS, 0)}]
 
     def restore(self):
         return None if self.resume_from is None else read_checkpoint(self.resume_from)
@@ -131,7 +132,8 @@ class RayTrainBackend:
         import torch.distributed as dist
 
         mine = {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(),
-                "host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device), "gpu_ids": self.gpu_ids}
+                "host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device), "gpu_ids": self.gpu_ids,
+                "nice": os.getpriority(os.PRIO_PROCESS, 0)}
         if self.world_size == 1 or not dist.is_initialized():
             return [mine]
         everyone: list = [None] * self.world_size

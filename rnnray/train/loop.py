@@ -177,4 +177,8 @@ def train_loop_per_worker(config: dict) -> dict[str, Any]:
     plan: RunPlan = config["plan"]
     if plan.train.gpus_per_worker == 0:
         torch.set_num_threads(max(1, int(plan.train.cpus_per_worker)))
+    if plan.train.worker_nice:
+        from ..runtime.machine import yield_cpu
+
+        yield_cpu(plan.train.worker_nice)
     return run_loop(plan, RayTrainBackend(plan.zoo_kind, plan if config.get("read_zoo", True) else None))
