@@ -70,9 +70,10 @@ class TrialResources(Strict):
     gpus_per_worker: float = Field(0.0, ge=0, description="> 0: workers train on CUDA when Ray assigns a GPU they can see")
     cpus_per_worker: float = Field(1.0, gt=0)
     worker_nice: int = Field(
-        0, ge=0, le=19, description="CPU priority (Unix nice) each training worker lowers itself to once its run "
-                                    "starts: with more slots than cores, a freed slot's next trial then starts "
-                                    "without waiting behind the running trials' steps; 0 leaves it")
+        0, ge=0, le=19, description="above 0: the job's Ray workers start at nice 0 instead of Ray's 15 and each "
+                                    "training worker lowers itself to this once its run starts, so with more slots "
+                                    "than cores a freed slot's next trial starts ahead of the running trials' steps; "
+                                    "0: Ray's default")
     process_group_backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="torch.distributed backend; auto: nccl with GPUs, else gloo (gloo for logical GPUs)"
     )
