@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .cli import friendly_errors
 from .runtime.console import quiet_console
-from .runtime.connect import init_ray, job_env_vars
+from .runtime.connect import init_ray
 from .results.folder import SweepFolder
 from .sweep import EXIT_INTERRUPTED, SweepConfig, SweepInterrupted, check_trackers, load_sweep, run_sweep
 from .sweep.preflight import check_sweep, memory_estimate  # noqa: F401  (memory_estimate: its old home)
@@ -197,9 +197,8 @@ def main(argv=None) -> None:
 
         dashboard = None
         if not ray.is_initialized():
-            env = job_env_vars(cfg.resources.worker_nice)
             ctx = init_ray(args.address, namespace="rnnray", log_to_driver=not args.quiet,
-                           **({"runtime_env": {"env_vars": env}} if env else {}))
+                           worker_nice=cfg.resources.worker_nice)
             dashboard = getattr(ctx, "dashboard_url", None)
         try:
             with reporting(plan):

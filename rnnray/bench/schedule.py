@@ -84,7 +84,7 @@ def bench_schedule(out: Path, encoders, samples: int, seeds: int, gpus: int, fra
     from ray.cluster_utils import Cluster
 
     from ..config import parse_zoo
-    from ..runtime.connect import free_loopback_port, init_ray, job_env_vars
+    from ..runtime.connect import free_loopback_port, init_ray
     from ..zoo import build
 
     slots = max(int(round(gpus / f)) for f in fractions)
@@ -97,8 +97,8 @@ def bench_schedule(out: Path, encoders, samples: int, seeds: int, gpus: int, fra
     cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=slots + 2, num_gpus=gpus, include_dashboard=True,
                                                                 dashboard_host="127.0.0.1", dashboard_port=port))
     try:
-        job_env = {"RAY_ADDRESS": cluster.address}
-        init_ray(cluster.address, log_to_driver=False, runtime_env={"env_vars": job_env})
+        job_env = {"env_vars": {"RAY_ADDRESS": cluster.address}}
+        init_ray(cluster.address, log_to_driver=False, runtime_env=job_env)
         zoo = parse_zoo({**TINY_ZOO, "path": str(out / "zoo")})
         build(zoo, progress=False)
         cases = []
@@ -107,8 +107,7 @@ def bench_schedule(out: Path, encoders, samples: int, seeds: int, gpus: int, fra
                 log(f"{schedule}, gpus_per_worker {f:g}: {len(encoders)} encoders x {samples} trials, {seeds} final seeds ...")
                 cfg = sweep_config(out, zoo.path, schedule, encoders, samples, seeds, gpus, f, train)
                 ray.shutdown()  # each case its own job on the node: its workers' environment is the case's
-                init_ray(cluster.address, log_to_driver=False,
-                         runtime_env={"env_vars": {**job_env, **job_env_vars(cfg.resources.worker_nice)}})
+                init_ray(cluster.address, log_to_driver=False, runtime_env=job_env, worker_nice=cfg.resources.worker_nice)
                 cases.append(measure(cfg, schedule))
                 log(f"  utilisation {cases[-1]['utilisation']:.1%} over {cases[-1]['slots']} slots, {cases[-1]['wall_s']:.0f} s")
     finally:

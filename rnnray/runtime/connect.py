@@ -69,19 +69,19 @@ def remove_stale_address_file() -> str | None:
     return address
 
 
-def job_env_vars(worker_nice: int) -> dict:
-    """Environment of every Ray worker process of the job. Ray starts its workers at nice 15; with
-    ``resources.worker_nice`` set, the job's workers start at 0 instead and only the training
-    workers lower themselves (to ``worker_nice``) once their run starts, so a trial that is
-    starting up (a new process importing torch, its Ray Train controller) runs ahead of the steps of
-    running trials rather than beside them."""
-    return {"RAY_worker_niceness": "0"} if worker_nice else {}
+def init_ray(address: str | None = None, worker_nice: int = 0, **kwargs):
+    """``ray.init`` on :func:`target`; ``kwargs`` pass through (``num_cpus`` only makes sense locally).
 
-
-def init_ray(address: str | None = None, **kwargs):
-    """``ray.init`` on :func:`target`; ``kwargs`` pass through (``num_cpus`` only makes sense locally)."""
+    ``worker_nice`` (``resources.worker_nice``) above 0: Ray starts its workers at nice 15, so the
+    job's workers start at 0 instead and only the training workers lower themselves once their run
+    starts; a trial that is starting up (a new process importing torch, its Ray Train controller)
+    then runs ahead of the steps of running trials rather than beside them."""
     import ray
 
+    if worker_nice:
+        runtime_env = dict(kwargs.pop("runtime_env", None) or {})
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), "RAY_worker_niceness": "0"}
+        kwargs["runtime_env"] = runtime_env
     where = target(address)
     if where == "local":
         remove_stale_address_file()

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from ..results.atomic import atomic_write_json
 from ..runtime.console import hide_into
-from ..runtime.connect import init_ray, job_env_vars
+from ..runtime.connect import init_ray
 from ..results.folder import TRAIN_RESULT, SweepFolder, write_latest
 from . import progress as job_progress
 from .experiment import TUNE_METRIC, SweepInterrupted, run_encoder
@@ -134,8 +134,7 @@ def run_sweep(cfg: SweepConfig, resume: str | bool = False, progress: bool = Tru
     points = {enc: paper_point(cfg, enc, zoo_kind, layout) for enc in cfg.encoders}
     t_zoo = time.time()
     if not ray.is_initialized():
-        env = job_env_vars(cfg.resources.worker_nice)
-        init_ray(**({"runtime_env": {"env_vars": env}} if env else {}))
+        init_ray(worker_nice=cfg.resources.worker_nice)
     r = cfg.resources
     cpus, gpus = fit_request(r.cpus_per_worker, r.gpus_per_worker, "resources: a training worker", cluster_shape())
     if (cpus, gpus) != (r.cpus_per_worker, r.gpus_per_worker):
